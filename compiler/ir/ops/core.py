@@ -1,0 +1,47 @@
+"""Core op kinds: constants, graph-only state/feeds ops, identity-like ops."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..opdef import register_op
+from ..types import ShapeError, TensorType, as_dtype
+
+
+def _infer_constant(inputs, *, value):
+    return TensorType(as_dtype(value.dtype), tuple(value.shape))
+
+
+def _eval_constant(ctx, *, value):
+    return value
+
+
+def _infer_declared(inputs, *, dtype, shape, **_):
+    return TensorType(dtype, tuple(shape))
+
+
+def _infer_same(inputs, **_):
+    return inputs[0]
+
+
+def _eval_identity(ctx, x, **_):
+    return x
+
+
+def _infer_assign(inputs, **attrs):
+    ref, value = inputs
+    if ref.dtype != value.dtype:
+        raise ShapeError(f"cannot assign a {value.dtype.name} value to a {ref.dtype.name} variable")
+    if attrs.get("validate_shape", True) and ref.shape != value.shape:
+        raise ShapeError(f"shape of the value {value.shape and list(value.shape)} does not match the variable's shape {list(ref.shape)}")
+    return ref
+
+
+register_op("constant", _infer_constant, _eval_constant, arity=0, doc="a literal tensor (attr value)")
+# Graph-only kinds: lowering turns them into parameters / state updates of the entry point.
+register_op("placeholder", _infer_declared, None, arity=0, doc="a feed")
+register_op("variable", _infer_declared, None, arity=0, stateful=True, doc="a state value (read at step start)")
+for _kind in ("assign", "assign_add", "assign_sub"):
+    register_op(_kind, _infer_assign, None, arity=2, stateful=True, doc="state update; output is the new value")
+register_op("no_op", lambda inputs, **_: None, None, arity=0, doc="control-only grouping")
+register_op("identity", _infer_same, _eval_identity, arity=1)
+register_op("stop_gradient", _infer_same, _eval_identity, arity=1, doc="identity that blocks autodiff")

@@ -1,0 +1,116 @@
+"""Random op kinds: counter-based Philox4x32-10 draws keyed by (seed, seed2, step, element).
+
+Every random kind takes one operand, the step counter (``i64[]``, the hidden state
+``kiln/rng_step``), and attrs ``shape`` (may hold the batch dim), ``dtype``, ``seed``,
+``seed2``.  Element ``i`` of a draw uses Philox with key ``(seed, seed2)`` and counter
+``(i_lo, i_hi, step_lo, step_hi)``, and takes output word 0.  So a value depends only on
+(seed, op seed, step, position): reproducible, resumable, and the same on every backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..opdef import register_op
+from ..types import ShapeError, TensorType, as_dtype
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_MASK = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32(counter: np.ndarray, key: tuple) -> np.ndarray:
+    """Philox4x32-10 on ``counter`` (uint64 array [..., 4] holding 32-bit words)."""
+    c = [counter[..., j].astype(np.uint64) for j in range(4)]
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    for rnd in range(10):
+        if rnd:
+            k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+        p0, p1 = _M0 * c[0], _M1 * c[2]
+        c = [((p1 >> np.uint64(32)) ^ c[1] ^ k0) & _MASK, p1 & _MASK,
+             ((p0 >> np.uint64(32)) ^ c[3] ^ k1) & _MASK, p0 & _MASK]
+    return np.stack(c, axis=-1)
+
+
+def random_bits(size: int, seed: int, seed2: int, step: int) -> np.ndarray:
+    """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32)."""
+    i = np.arange(size, dtype=np.uint64)
+    step = np.uint64(int(step) & 0xFFFFFFFFFFFFFFFF)
+    counter = np.stack([i & _MASK, i >> np.uint64(32),
+                        np.full(size, step & _MASK, np.uint64), np.full(size, step >> np.uint64(32), np.uint64)], -1)
+    return philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
+
+
+def bits_to_unit(bits: np.ndarray) -> np.ndarray:
+    """Top 24 bits to a float32 in the open interval (0, 1)."""
+    return (((bits >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -24))
+
+
+def erfinv(x: np.ndarray) -> np.ndarray:
+    """Inverse error function, Giles' single-precision polynomial (the same on every backend)."""
+    x = np.asarray(x, np.float64)
+    w = -np.log((1.0 - x) * (1.0 + x))
+    small = w < 5.0
+    ws = w - 2.5
+    p = 2.81022636e-08
+    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+              -0.00417768164, 0.246640727, 1.50140941):
+        p = c + p * ws
+    wl = np.sqrt(w) - 3.0
+    q = -0.000200214257
+    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+              0.00943887047, 1.00167406, 2.83297682):
+        q = c + q * wl
+    return np.where(small, p, q) * x
+
+
+_ERF_SQRT2 = 0.9544997361036416  # erf(2/sqrt(2)): mass within two standard deviations
+
+
+def _unit(ctx, step, shape, seed, seed2):
+    dims = ctx.shape(shape)
+    size = int(np.prod(dims, dtype=np.int64))
+    return bits_to_unit(random_bits(size, seed, seed2, int(step))).reshape(dims)
+
+
+def _eval_uniform(ctx, step, *, shape, dtype, seed, seed2):
+    return _unit(ctx, step, shape, seed, seed2).astype(as_dtype(dtype).np)
+
+
+def _eval_normal(ctx, step, *, shape, dtype, seed, seed2):
+    u = _unit(ctx, step, shape, seed, seed2).astype(np.float64)
+    return (np.sqrt(2.0) * erfinv(2.0 * u - 1.0)).astype(as_dtype(dtype).np)
+
+
+def _eval_truncated(ctx, step, *, shape, dtype, seed, seed2):
+    u = _unit(ctx, step, shape, seed, seed2).astype(np.float64)
+    return (np.sqrt(2.0) * erfinv((2.0 * u - 1.0) * _ERF_SQRT2)).astype(as_dtype(dtype).np)
+
+
+def _infer_draw(inputs, *, shape, dtype, seed, seed2):
+    (step,) = inputs
+    if step.dtype.name != "int64" or step.shape != ():
+        raise ShapeError(f"the step operand must be i64[], got {step}")
+    dtype = as_dtype(dtype)
+    if not dtype.is_floating:
+        raise ShapeError(f"random draws are floating, got {dtype.name}")
+    return TensorType(dtype, tuple(shape))
+
+
+def _infer_shuffle(inputs, *, seed, seed2):
+    step, value = inputs
+    if value.rank == 0:
+        raise ShapeError("random_shuffle needs a tensor of rank >= 1")
+    return value
+
+
+def _eval_shuffle(ctx, step, value, *, seed, seed2):
+    keys = random_bits(value.shape[0], seed, seed2, int(step))
+    return value[np.argsort(keys, kind="stable")]
+
+
+register_op("random_uniform", _infer_draw, _eval_uniform, arity=1, stateful=True, doc="U(0,1) open interval")
+register_op("random_normal", _infer_draw, _eval_normal, arity=1, stateful=True, doc="N(0,1) via erfinv")
+register_op("truncated_normal", _infer_draw, _eval_truncated, arity=1, stateful=True,
+            doc="N(0,1) restricted to (-2, 2) via erfinv of a scaled uniform")
+register_op("random_shuffle", _infer_shuffle, _eval_shuffle, arity=2, stateful=True,
+            doc="permute along axis 0 by sorting Philox keys")
