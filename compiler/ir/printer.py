@@ -1,0 +1,204 @@
+"""Text form of the IR: one op per line, every value with its dtype and shape.
+
+::
+
+    func @train_step {
+      %0 : f32[N,784] = feed "x:0"
+      %1 : f32[784,256] = state "dense/kernel"
+      %2 : f32[N,256] = matmul(%0, %1) {transpose_a=false, transpose_b=false}  loc("dense/MatMul")
+      %3 : f32[] = constant() {value=dense<f32[]>(0.5)}
+      state "dense/kernel" = %7
+      fetch "loss:0" = %9
+    }
+
+Values are renumbered ``%0, %1, ...`` (parameters first, then the body), attrs are
+printed in sorted key order, so printing a parsed function gives the same text again.
+``compiler/ir/parser.py`` reads this form back; docs/IR.md has the grammar.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from .function import Function, Value
+from .types import DType, Sym, TensorType, as_dtype, shape_str
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+_SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+# ----------------------------------------------------------------------------- scalars
+def quote(text: str) -> str:
+    """A double-quoted string literal; non-printable characters become ``\\xHH``/``\\uHHHH``/``\\UHHHHHHHH``."""
+    out = []
+    for ch in text:
+        if ch in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
+
+
+def format_float(x) -> str:
+    """A Python/float64 number that reads back exactly (``inf``, ``-inf``, ``nan`` spelled so)."""
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return repr(x)
+
+
+def _format_narrow_float(x, np_type) -> str:
+    """Shortest text for a float16/float32 element that parses back (via float64) to the same value."""
+    if not math.isfinite(x):
+        return format_float(x)
+    text = str(np_type(x))
+    if not any(c in text for c in ".en"):
+        text += ".0"
+    try:
+        if np_type(float(text)) == x and math.copysign(1.0, float(text)) == math.copysign(1.0, float(x)):
+            return text
+    except ValueError:
+        pass
+    return format_float(x)
+
+
+def format_name(name: str) -> str:
+    """A function name or attr key: bare when it is an identifier, else quoted."""
+    return name if _IDENT.match(name) else quote(name)
+
+
+# ----------------------------------------------------------------------------- dense arrays
+def _element_formatter(dtype: DType):
+    """A function turning one array element into its literal text."""
+    if dtype.is_bool:
+        return lambda x: "true" if x else "false"
+    if dtype.is_integer:
+        return lambda x: str(int(x))
+    if dtype.short == "f64":
+        return format_float
+    np_type = dtype.as_numpy_dtype
+    return lambda x: _format_narrow_float(x, np_type)
+
+
+def _nest(items: list, shape: tuple) -> str:
+    """Lay out flat element texts as nested ``[...]`` lists following ``shape``."""
+    if not shape:
+        return items[0]
+    if len(shape) == 1:
+        return "[" + ", ".join(items) + "]"
+    step = len(items) // shape[0] if shape[0] else 0
+    return "[" + ", ".join(_nest(items[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
+
+
+def format_dense(arr: np.ndarray) -> str:
+    """``dense<f32[2,2]>([[1.0, 2.0], [3.0, 4.0]])`` — all values, exact for every Kiln dtype."""
+    dtype = as_dtype(arr.dtype)
+    fmt = _element_formatter(dtype)
+    items = [fmt(x) for x in arr.ravel().tolist()]
+    return f"dense<{dtype.short}{shape_str(arr.shape)}>({_nest(items, tuple(arr.shape))})"
+
+
+# ----------------------------------------------------------------------------- attr values
+def format_attr(value) -> str:
+    """The literal text of one attr value (see docs/IR.md for the syntax)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return format_float(value)
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, DType):
+        return value.short
+    if isinstance(value, np.dtype):
+        return as_dtype(value).short
+    if isinstance(value, Sym):
+        return str(value)
+    if isinstance(value, TensorType):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return format_dense(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(format_attr(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        if len(value) == 1:
+            return "(" + format_attr(value[0]) + ",)"
+        return "(" + ", ".join(format_attr(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return _format_dict(value)
+    raise TypeError(f"cannot print attr value {value!r} of type {type(value).__name__}")
+
+
+def _format_dict(value: dict) -> str:
+    """A dict attr with string keys, keys sorted: ``{"a": 1, "b": 2}``."""
+    for k in value:
+        if not isinstance(k, str):
+            raise TypeError(f"dict attr keys must be strings, got {k!r}")
+    return "{" + ", ".join(f"{quote(k)}: {format_attr(value[k])}" for k in sorted(value)) + "}"
+
+
+def format_attrs(attrs: dict) -> str:
+    """`` {a=1, b=[2, 3]}`` in sorted key order, or '' when there are none."""
+    if not attrs:
+        return ""
+    parts = []
+    for key in sorted(attrs):
+        try:
+            parts.append(f"{format_name(key)}={format_attr(attrs[key])}")
+        except TypeError as err:
+            raise TypeError(f"attr {key!r}: {err}") from None
+    return " {" + ", ".join(parts) + "}"
+
+
+# ----------------------------------------------------------------------------- functions
+def value_names(fn: Function) -> dict:
+    """Printed name of every value defined in ``fn``: params first, then body results, ``"0"``, ``"1"``, ..."""
+    names: dict = {}
+    for p in fn.params:
+        names.setdefault(p.value, str(len(names)))
+    for ins in fn.body:
+        names.setdefault(ins.result, str(len(names)))
+    return names
+
+
+def _ref(v: Value, names: dict) -> str:
+    """``%3``; a value not defined in the function shows as ``%undef.<its name>`` (invalid IR)."""
+    return "%" + names[v] if v in names else f"%undef.{getattr(v, 'name', '?')}"
+
+
+def format_instr(ins, names: dict) -> str:
+    """One body line (without indentation)."""
+    args = ", ".join(_ref(v, names) for v in ins.operands)
+    loc = f"  loc({quote(ins.loc)})" if ins.loc else ""
+    return f"{_ref(ins.result, names)} : {ins.result.type} = {ins.kind}({args}){format_attrs(ins.attrs)}{loc}"
+
+
+def print_function(fn: Function) -> str:
+    """The text form of ``fn`` (ends with a newline)."""
+    names = value_names(fn)
+    lines = [f"func @{format_name(fn.name)} {{"]
+    for p in fn.params:
+        lines.append(f"  {_ref(p.value, names)} : {p.value.type} = {p.kind} {quote(p.key)}")
+    for ins in fn.body:
+        lines.append("  " + format_instr(ins, names))
+    for key, v in fn.state_out:
+        lines.append(f"  state {quote(key)} = {_ref(v, names)}")
+    for key, v in fn.fetches:
+        lines.append(f"  fetch {quote(key)} = {_ref(v, names)}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def print_module(fns) -> str:
+    """Several functions, separated by a blank line."""
+    return "\n".join(print_function(fn) for fn in fns)
