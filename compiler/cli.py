@@ -2,7 +2,7 @@
 
 A model file is a Python script that builds a graph with ``from compiler import tf``; it is
 executed with ``__name__ == "kiln_model"`` so its ``if __name__ == "__main__":`` training
-code does not run.  Later issues add compile/train/eval/predict/inspect.
+code does not run; if it defines ``build_graph()``, that is called to build the graph.  Later issues add compile/train/eval/predict/inspect.
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def _load_model_graph(path):
     graph = tf.Graph()
     with graph.as_default():
         try:
-            runpy.run_path(path, run_name="kiln_model")
+            namespace = runpy.run_path(path, run_name="kiln_model")
+            if callable(namespace.get("build_graph")):
+                namespace["build_graph"]()
         except FileNotFoundError:
             raise SystemExit(f"kiln: model file not found: {path}")
         except SyntaxError as err:

@@ -13,20 +13,28 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from compiler import tf  # noqa: E402
 
 
+def build_graph(seed=None):
+    """Build the plane-fit graph; returns the tensors and ops a trainer needs."""
+    rng = np.random.RandomState(seed)
+    x_data = np.float32(rng.rand(2, 100))
+    y_data = np.dot([0.100, 0.200], x_data) + 0.300
+
+    b = tf.Variable(tf.zeros([1]), name="b")
+    W = tf.Variable(tf.random_uniform([1, 2], -1.0, 1.0), name="W")
+    y = tf.matmul(W, x_data) + b
+    loss = tf.reduce_mean(tf.square(y - y_data), name="loss")
+    train = tf.train.GradientDescentOptimizer(0.5).minimize(loss, name="train")
+    return {"W": W, "b": b, "loss": loss, "train": train}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=201)
     parser.add_argument("--ckpt-dir", default=os.path.join("build", "plane_fit"))
     args = parser.parse_args(argv)
 
-    x_data = np.float32(np.random.rand(2, 100))
-    y_data = np.dot([0.100, 0.200], x_data) + 0.300
-
-    b = tf.Variable(tf.zeros([1]))
-    W = tf.Variable(tf.random_uniform([1, 2], -1.0, 1.0))
-    y = tf.matmul(W, x_data) + b
-    loss = tf.reduce_mean(tf.square(y - y_data))
-    train = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
+    model = build_graph()
+    W, b, loss, train = model["W"], model["b"], model["loss"], model["train"]
     saver = tf.train.Saver()
 
     with tf.Session() as sess:

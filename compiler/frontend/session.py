@@ -114,7 +114,7 @@ def _feed_array(tensor, value) -> np.ndarray:
         raise ValueError(f"Cannot feed value of dtype {arr.dtype} to tensor '{tensor.name}' of dtype {want.name}")
     if want.is_bool and arr.dtype != np.bool_:
         raise ValueError(f"Cannot feed value of dtype {arr.dtype} to tensor '{tensor.name}' of dtype bool")
-    arr = np.ascontiguousarray(arr, dtype=want.np)
+    arr = np.asarray(arr, dtype=want.np, order="C")
     shape = tensor.type.shape
     ok = len(arr.shape) == len(shape) and all(
         (isinstance(d, Sym) and s % d.coef == 0) or d == s for d, s in zip(shape, arr.shape))
