@@ -187,7 +187,7 @@ register_op("add_n", _infer_add_n, _eval_add_n)
 
 
 # ----------------------------------------------------------------------------- reductions
-def _axes(rank, axes):
+def reduction_axes(rank, axes):
     """Sorted, deduplicated, non-negative reduction axes (a scalar has none to reduce)."""
     if rank == 0 and axes:
         raise ShapeError(f"invalid reduction axes {list(axes)} for a scalar (rank 0)")
@@ -203,7 +203,7 @@ def _reduce_rule(kind):
                 raise ShapeError(f"{kind} needs bool input, got {x.dtype.name}")
         elif x.dtype.is_bool:
             raise ShapeError(f"{kind} is not defined for bool input")
-        axes = _axes(x.rank, axes)
+        axes = reduction_axes(x.rank, axes)
         shape = tuple((1 if i in axes else d) for i, d in enumerate(x.shape) if keepdims or i not in axes)
         return TensorType(x.dtype, shape)
 
@@ -247,7 +247,7 @@ REDUCE = {
 
 def _reduce_eval(fn):
     def evaluate(ctx, x, *, axes, keepdims):
-        return fn(x, _axes(x.ndim, axes), keepdims)
+        return fn(x, reduction_axes(x.ndim, axes), keepdims)
 
     return evaluate
 
