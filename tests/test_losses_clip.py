@@ -291,3 +291,15 @@ def test_clip_by_average_norm():
     np.testing.assert_allclose(run_fn(lambda a: tf.clip_by_average_norm(a, 1.0), x), x / 2.5)
     np.testing.assert_allclose(run_fn(lambda a: tf.clip_by_average_norm(a, 5.0), x), x)
     check_gradients(lambda a: tf.clip_by_average_norm(a, 1.0), x)
+
+
+def test_sparse_xent_label_out_of_range_fails_the_step():
+    with tf.Graph().as_default():
+        labels = tf.placeholder(tf.int32, [None])
+        logits = tf.placeholder(tf.float32, [None, 3])
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        with tf.Session() as sess:
+            ok = sess.run(loss, {labels: [0, 2], logits: np.zeros((2, 3))})
+            np.testing.assert_allclose(ok, [np.log(3.0)] * 2, rtol=1e-6)
+            with pytest.raises(ValueError, match=r"label.*value of 3 which is outside the valid range of \[0, 3\)"):
+                sess.run(loss, {labels: [0, 3], logits: np.zeros((2, 3))})

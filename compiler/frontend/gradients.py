@@ -28,7 +28,7 @@ def not_differentiable(*kinds: str):
     _NOT_DIFFERENTIABLE.update(kinds)
 
 
-not_differentiable("constant", "placeholder", "variable", "no_op", "stop_gradient",
+not_differentiable("constant", "placeholder", "variable", "no_op", "stop_gradient", "check_range",
                    "assign", "assign_add", "assign_sub")
 
 

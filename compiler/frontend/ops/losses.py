@@ -81,13 +81,15 @@ def _one_hot(labels, depth, dtype):
 
 
 def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None, name=None):
-    """Per-example -log_softmax(logits)[label]; labels are class indices (out-of-range gives -0 + lse)."""
+    """Per-example -log_softmax(logits)[label]; a label outside [0, classes) fails the step."""
     what = "sparse_softmax_cross_entropy_with_logits"
     _named_only(_sentinel, what)
     logits = float_tensor(logits, what, "logits")
     if logits.type.rank == 0:
         raise ValueError(f"{what}: logits must have rank >= 1, got a scalar")
     labels = _sparse_labels(labels, logits, what)
+    classes = logits.type.shape[-1]
+    labels = make_op("check_range", [labels], {"low": 0, "high": int(classes), "what": f"{what} label"})
     with scope(name, "SparseSoftmaxCrossEntropyWithLogits"):
         shifted, lse, _ = shifted_logits(logits, -1, what)
         picked = M.reduce_sum(M.multiply(_one_hot(labels, logits.type.shape[-1], logits.dtype), shifted), -1)

@@ -45,3 +45,22 @@ for _kind in ("assign", "assign_add", "assign_sub"):
 register_op("no_op", lambda inputs, **_: None, None, arity=0, doc="control-only grouping")
 register_op("identity", _infer_same, _eval_identity, arity=1)
 register_op("stop_gradient", _infer_same, _eval_identity, arity=1, doc="identity that blocks autodiff")
+
+
+def _infer_check_range(inputs, *, low, high, what):
+    (x,) = inputs
+    if not x.dtype.is_integer:
+        raise ShapeError(f"check_range needs an integer operand, got {x.dtype.name}")
+    return x
+
+
+def _eval_check_range(ctx, x, *, low, high, what):
+    bad = (x < low) | (x >= high)
+    if np.any(bad):
+        value = x[bad].reshape(-1)[0]
+        raise ValueError(f"{what}: received a value of {value} which is outside the valid range of [{low}, {high})")
+    return x
+
+
+register_op("check_range", _infer_check_range, _eval_check_range, arity=1,
+            doc="identity on integer indices that fails the step when one is outside [low, high)")
