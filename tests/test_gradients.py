@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from compiler import tf
-from helpers import check_gradients
+from tests.helpers import check_gradients
 
 RNG = np.random.default_rng(7)
 

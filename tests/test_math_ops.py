@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compiler import tf
-from helpers import run_fn
+from tests.helpers import run_fn
 
 RNG = np.random.default_rng(42)
 
