@@ -193,3 +193,12 @@ def test_variance_scaling_initializers_have_tf_scale():
     limit = np.sqrt(6.0 / (400 + 600))
     assert np.abs(g).max() <= limit and abs(g.std() - limit / np.sqrt(3)) < 0.002
     assert abs(h.std() - np.sqrt(2.0 / (3 * 3 * 64))) < 0.005
+
+
+def test_get_variable_accepts_tensor_and_array_initializers():
+    a = tf.get_variable("a", initializer=tf.constant([1.0, 2.0]))
+    b = tf.get_variable("b", initializer=np.array([[3, 4]], np.int32))
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        np.testing.assert_allclose(sess.run(a), [1.0, 2.0])
+        assert sess.run(b).dtype == np.int32 and b.shape.as_list() == [1, 2]

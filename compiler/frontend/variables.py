@@ -267,16 +267,25 @@ def get_variable(name, shape=None, dtype=None, initializer=None, regularizer=Non
     if scope.reuse is True:
         raise ValueError(f"Variable {full} does not exist, or was not created with tf.get_variable(). "
                          "Did you mean to set reuse=tf.AUTO_REUSE in VarScope?")
-    var = _create_variable(graph, full, shape, dtype or scope.dtype, initializer or scope.initializer,
+    initializer = initializer if initializer is not None else scope.initializer
+    if dtype is None:  # a tensor/array initializer brings its own dtype (TF rule)
+        dtype = scope.dtype if initializer is None or callable(initializer) else _value_dtype(initializer)
+    var = _create_variable(graph, full, shape, dtype, initializer,
                            True if trainable is None else trainable, collections)
     store[full] = var
-    reg = regularizer or scope.regularizer
+    reg = regularizer if regularizer is not None else scope.regularizer
     if reg is not None:
         with graph.name_scope(full + "/Regularizer/"):
             loss = reg(var)
         if loss is not None:
             graph.add_to_collection(GraphKeys.REGULARIZATION_LOSSES, loss)
     return var
+
+
+def _value_dtype(value):
+    from .convert import _python_dtype
+
+    return value.dtype if isinstance(value, Tensor) else _python_dtype(value)
 
 
 def _as_shape(shape):
