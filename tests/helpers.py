@@ -48,3 +48,9 @@ def check_gradients(fn, *arrays, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0, wrt=Non
                 np.testing.assert_allclose(g, numeric, rtol=rtol, atol=atol,
                                            err_msg=f"gradient of input {i} (shape {arrays[i].shape})")
     return symbolic
+
+
+def ev(t, feed=None):
+    """Evaluate tensors in a session over the current default graph."""
+    with tf.Session() as sess:
+        return sess.run(t, feed)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from compiler import tf
-from tests.helpers import check_gradients
+from tests.helpers import ev, check_gradients
 
 RNG = np.random.default_rng(7)
 
@@ -16,17 +16,6 @@ def rand(*shape, low=-2.0, high=2.0):
 def away_from_zero(*shape, low=0.3, high=2.0):
     """Values with |v| in [low, high] and random signs (keeps |x|, relu, ... off their kinks)."""
     return rand(*shape, low=low, high=high) * RNG.choice([-1.0, 1.0], size=shape)
-
-
-def ev(t, feed=None):
-    with tf.Session() as sess:
-        return sess.run(t, feed)
-
-
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
 
 
 # ----------------------------------------------------------------------------- unary

@@ -7,12 +7,6 @@ import pytest
 from compiler import tf
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
-
-
 def test_placeholder_batch_dim_serves_any_batch_size():
     x = tf.placeholder(tf.float32, [None, 3], name="x")
     y = tf.reduce_sum(x * 2.0, axis=1)

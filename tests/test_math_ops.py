@@ -5,25 +5,13 @@ import numpy as np
 import pytest
 
 from compiler import tf
-from tests.helpers import run_fn
+from tests.helpers import ev, run_fn
 
 RNG = np.random.default_rng(42)
 
 
 def rand(*shape, low=-2.0, high=2.0, dtype=np.float32):
     return RNG.uniform(low, high, size=shape).astype(dtype)
-
-
-def ev(t, feed=None):
-    """Evaluate tensors in a session over the current default graph."""
-    with tf.Session() as sess:
-        return sess.run(t, feed)
-
-
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
 
 
 # ----------------------------------------------------------------------------- unary

@@ -11,12 +11,6 @@ W0 = RNG.standard_normal((3, 1)).astype(np.float32)
 B0 = np.array([0.5], np.float32)
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
-
-
 def _regression(x=X, y=Y, dtype=tf.float32):
     """Linear regression W [3,1], b [1] with loss mean((xW + b - y)^2)."""
     w = tf.Variable(W0.astype(dtype.np), name="w")

@@ -8,12 +8,6 @@ import safetensors.numpy
 from compiler import tf
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
-
-
 def _model():
     w = tf.Variable([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], name="w")
     b = tf.Variable([0.5, -0.5], name="b")

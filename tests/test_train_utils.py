@@ -7,12 +7,6 @@ import pytest
 from compiler import tf
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
-
-
 def _session():
     sess = tf.Session()
     sess.run(tf.global_variables_initializer())

@@ -6,12 +6,6 @@ from compiler import tf
 from compiler.ir.ops.random import erfinv, philox4x32
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with tf.Graph().as_default() as g:
-        yield g
-
-
 def test_uninitialized_variable_read_is_an_error():
     w = tf.Variable(tf.zeros([2]), name="w")
     with tf.Session() as sess:

@@ -58,13 +58,8 @@ class Conv2D(Layer):
         if self.strides != (1, 1) and self.dilation_rate != (1, 1):
             raise ValueError("Conv2D: strides > 1 are not supported together with dilation_rate > 1")
         self.padding = normalize_padding(padding)
-        self.activation = get_activation(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer, self.bias_initializer = kernel_initializer, bias_initializer
-        self.kernel_regularizer, self.bias_regularizer = kernel_regularizer, bias_regularizer
-        self.activity_regularizer = activity_regularizer
-        self.kernel_constraint, self.bias_constraint = kernel_constraint, bias_constraint
-        self.kernel = self.bias = None
+        self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                                bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint)
 
     def build(self, input_shape):
         """kernel [kh, kw, channels, filters] (glorot uniform over the receptive field), bias zeros."""
