@@ -2,7 +2,8 @@
 
 * ``Value``  — an SSA value with a ``TensorType`` (dtype + shape, batch dim ``N`` allowed).
 * ``Param``  — a function input: ``state`` (a variable's value at step start) or ``feed``.
-* ``Instr``  — one op: kind (a registry name), operands, attrs, one result value.
+* ``Instr``  — one op: kind (a registry name), operands, attrs, one result value; a
+  ``fused`` instr (made by the fusion pass) holds a ``Region`` and may have several results.
 * ``Function`` — params, a body in dependency order, state updates and fetches (outputs).
 """
 from __future__ import annotations
@@ -35,15 +36,57 @@ class Param:
 
 
 @dataclass(eq=False)
-class Instr:
-    kind: str
-    operands: list
-    attrs: dict
-    result: Value
-    loc: str = ""  # the graph op this came from, for readers of dumps
+class Region:
+    """The body of a fused instruction: block params (one per operand), ops, yields (one per result)."""
 
-    def __post_init__(self):
-        self.result.producer = self
+    params: list
+    body: list
+    yields: list
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Where a kernel result lives after memory planning.
+
+    ``space`` is ``"static"`` (offset in bytes), ``"batch"`` (offset in bytes per batch
+    element: the real offset is ``offset * N``) or ``"state"`` (written in place over the
+    state buffer named ``key``).
+    """
+
+    space: str
+    offset: int = 0
+    key: str = ""
+
+
+class Instr:
+    """One op.  Plain ops have one result; a ``fused`` op has a Region and may have several.
+
+    ``buffers`` (one per result, or None) is filled by memory planning.
+    """
+
+    __slots__ = ("kind", "operands", "attrs", "results", "loc", "region", "buffers")
+
+    def __init__(self, kind, operands, attrs, results, loc="", region=None, buffers=None):
+        self.kind = kind
+        self.operands = list(operands)
+        self.attrs = dict(attrs)
+        self.results = list(results) if isinstance(results, (list, tuple)) else [results]
+        self.loc = loc
+        self.region = region
+        self.buffers = buffers
+        for v in self.results:
+            v.producer = self
+
+    @property
+    def result(self) -> Value:
+        """The single result of a plain op."""
+        if len(self.results) != 1:
+            raise ValueError(f"{self.kind} has {len(self.results)} results; use .results")
+        return self.results[0]
+
+    def __repr__(self):
+        outs = ", ".join(f"%{v.name}" for v in self.results)
+        return f"<Instr {outs} = {self.kind}({', '.join('%' + v.name for v in self.operands)})>"
 
 
 @dataclass(eq=False)
@@ -53,6 +96,8 @@ class Function:
     body: list = field(default_factory=list)
     state_out: list = field(default_factory=list)  # [(variable name, Value)]
     fetches: list = field(default_factory=list)  # [(fetch key, Value)]
+    # filled by memory planning: {"static_bytes": int, "batch_bytes": int, "naive_static_bytes": ..., ...}
+    memory: dict = field(default_factory=dict)
 
     def feeds(self):
         return [p for p in self.params if p.kind == "feed"]
