@@ -6,7 +6,7 @@ variable-scope rules the layers share.
 from __future__ import annotations
 
 from . import initializers as inits
-from .layers import Layer, check_data_format, finish, get_activation, last_dim
+from .layers import Layer, check_data_format, finish, last_dim
 
 
 def normalize_tuple(value, n, name):
