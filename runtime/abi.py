@@ -1,0 +1,129 @@
+"""ctypes binding of the Kiln C ABI (docs/ABI.md).
+
+:class:`NativeLibrary` loads a compiled artifact library and gives typed access to the ABI
+functions.  Calls go through ``ctypes.CDLL``, which releases the GIL for the duration of
+each native call, so steps on separate states can run in parallel threads.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .manifest import ABI_VERSION, ArtifactError
+
+KILN_OK, KILN_EINVAL, KILN_ENOMEM, KILN_ECHECK, KILN_EBACKEND = 0, 1, 2, 3, 4
+ERROR_NAMES = {KILN_OK: "KILN_OK", KILN_EINVAL: "KILN_EINVAL", KILN_ENOMEM: "KILN_ENOMEM",
+               KILN_ECHECK: "KILN_ECHECK", KILN_EBACKEND: "KILN_EBACKEND"}
+
+_VOIDP_ARRAY = ctypes.POINTER(ctypes.c_void_p)
+
+
+class KilnRuntimeError(RuntimeError):
+    """A native call returned a non-zero error code.
+
+    ``code`` is the ABI error code, ``code_name`` its name (``"KILN_EINVAL"``, ...),
+    ``message`` the library's ``kiln_last_error`` text and ``entry`` the name of the entry
+    point that failed (``"train"``), or of the ABI function for variable reads/writes.
+    """
+
+    def __init__(self, code: int, message: str, entry: str):
+        self.code = int(code)
+        self.code_name = ERROR_NAMES.get(self.code, "unknown error")
+        self.message = message
+        self.entry = entry
+        super().__init__(f"{entry} failed with {self.code_name} ({self.code}): "
+                         f"{message or '(no message)'}")
+
+
+class AbiVersionError(ArtifactError):
+    """The artifact (manifest or library) speaks another ABI version than this runtime."""
+
+
+# ---------------------------------------------------------------- loading (dlopen cache)
+
+_loaded: dict = {}          # absolute path -> digest of the file dlopen'ed there
+_load_lock = threading.Lock()
+_copies_dir = None
+
+
+def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
+    """``ctypes.CDLL(path)``, guarding against dlopen's per-path cache.
+
+    dlopen returns the already-loaded library for a path it has seen, even when the file was
+    rebuilt since.  When ``path`` was loaded earlier in this process with other contents,
+    the verified file is copied to a private temp file named by its digest and loaded from
+    there, so the code that runs is always the code whose hash was checked.
+    """
+    global _copies_dir
+    path = Path(path).resolve()
+    with _load_lock:
+        if _loaded.setdefault(str(path), digest) == digest:
+            return ctypes.CDLL(str(path))
+        if _copies_dir is None:
+            _copies_dir = tempfile.mkdtemp(prefix="kiln-lib-")
+        copy = Path(_copies_dir) / f"{digest.split(':')[-1]}{path.suffix}"
+        if not copy.exists():
+            tmp = copy.with_suffix(".tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, copy)
+        return ctypes.CDLL(str(copy))
+
+
+def _bind(lib, name, restype, argtypes, path):
+    """Look up ``name`` in ``lib`` and set its signature; a missing symbol is an ArtifactError."""
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        raise ArtifactError(f"{path}: does not export {name!r} (not a Kiln ABI library?)") from None
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+class NativeLibrary:
+    """A loaded artifact library with every ABI function bound.
+
+    ``entries`` maps entry point names to bound ``kiln_entry_<name>`` functions.  Raises
+    :class:`AbiVersionError` if ``kiln_abi_version()`` differs from :data:`ABI_VERSION`.
+    """
+
+    def __init__(self, path, digest: str, entry_names=()):
+        self.path = Path(path)
+        self.lib = _load_cdll(self.path, digest)
+        b = lambda *a: _bind(self.lib, *a, self.path)
+        self.abi_version = b("kiln_abi_version", ctypes.c_int32, [])
+        got = int(self.abi_version())
+        if got != ABI_VERSION:
+            raise AbiVersionError(f"{self.path}: artifact ABI version {got}, "
+                                  f"runtime supports {ABI_VERSION}")
+        vp, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+        self.num_variables = b("kiln_num_variables", i32, [])
+        self.create = b("kiln_create", vp, [])
+        self.destroy = b("kiln_destroy", None, [vp])
+        self.read_variable = b("kiln_read_variable", i32, [vp, i32, vp, i64])
+        self.write_variable = b("kiln_write_variable", i32, [vp, i32, vp, i64])
+        self.last_error = b("kiln_last_error", ctypes.c_char_p, [vp])
+        self.entries = {name: b(f"kiln_entry_{name}", i32, [vp, i64, _VOIDP_ARRAY, _VOIDP_ARRAY])
+                        for name in entry_names}
+
+    def error_message(self, handle) -> str:
+        """The state's ``kiln_last_error`` text ("" when the library gives none)."""
+        raw = self.last_error(handle)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def check(self, code: int, handle, what: str) -> None:
+        """Raise :class:`KilnRuntimeError` for a non-zero ``code`` returned by ``what``."""
+        if code != KILN_OK:
+            raise KilnRuntimeError(code, self.error_message(handle), what)
+
+
+def pointer_array(arrays):
+    """A ``void*[]`` holding the data pointers of ``arrays`` (kept alive by the caller);
+    ``None`` (a NULL pointer) when there are none."""
+    if not arrays:
+        return None
+    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
