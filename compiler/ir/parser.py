@@ -1,154 +1,78 @@
 """Reads the IR text form (see printer.py and docs/IR.md) back into ``Function`` objects.
 
-A hand-written tokenizer plus a recursive-descent parser: no ``eval``, no pickle.  Types in
-the text are taken as declared; ``verifier.verify`` re-checks them against the op rules.
-Every error is an ``IRParseError`` naming the line, the column and the offending line.
+This module holds the statement grammar — functions, params, instructions, fused regions,
+buffers, the ``memory`` line and outputs — on top of ``parse_attrs.LiteralParser`` (tokens,
+types, attr values).  Types in the text are taken as declared; ``verifier.verify``
+re-checks them against the op rules.  Every error is an ``IRParseError`` naming the line,
+the column and the offending line.
 """
 from __future__ import annotations
 
-import re
+from .function import Buffer, Function, Instr, Param, Region, Value
+from .parse_attrs import (
+    DTYPES,
+    IRParseError,
+    LiteralParser,
+    Token,
+    fail_at,
+    tokenize,
+    unquote,
+)
 
-import numpy as np
+__all__ = ["DTYPES", "IRParseError", "parse_function", "parse_module", "tokenize", "unquote"]
 
-from .function import Function, Instr, Param, Value
-from .types import ALL_DTYPES, Sym, TensorType
-
-DTYPES = {d.short: d for d in ALL_DTYPES}
-KEYWORDS = {"true": True, "false": False, "none": None, "inf": float("inf"), "nan": float("nan")}
-
-_TOKEN = re.compile(r"""
-    (?P<nl>\n)
-  | (?P<ws>[ \t\r]+|//[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*")
-  | (?P<number>-?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d+|inf\b|nan\b))
-  | (?P<value>%[A-Za-z0-9_.]+)
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[(){}\[\]<>,=:*@])
-""", re.VERBOSE)
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}
-_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+PARAM_KINDS = ("feed", "state")
 
 
-class IRParseError(ValueError):
-    """A syntax or name error in IR text; ``line``/``col`` are 1-based."""
+class _Scope:
+    """Value names visible in one body (the function's, or one region's).
 
-    def __init__(self, message: str, line: int, col: int, source_line: str):
-        self.message, self.line, self.col, self.source_line = message, line, col, source_line
-        super().__init__(f"line {line}, col {col}: {message}\n  {source_line}\n  {' ' * (col - 1)}^")
+    Uses may come before definitions in the text; ``resolve`` swaps them in when the body is
+    closed (the verifier then reports the order).  ``taken`` is shared by every scope of a
+    function, so a name is defined at most once in the whole function.
+    """
 
+    def __init__(self, parser: _Parser, taken: set, region: bool):
+        self.parser, self.taken, self.region = parser, taken, region
+        self.defs: dict = {}
+        self.memory_seen = False
+        self.pending: list = []  # (token, placeholder Value) for names not yet defined
 
-class Token:
-    __slots__ = ("kind", "text", "pos")
+    def define(self, tok: Token, value: Value):
+        if tok.text in self.taken:
+            self.parser.error(f"value {tok.text} is defined twice", tok)
+        self.taken.add(tok.text)
+        self.defs[tok.text] = value
 
-    def __init__(self, kind: str, text: str, pos: int):
-        self.kind, self.text, self.pos = kind, text, pos
+    def use(self, tok: Token) -> Value:
+        if tok.text in self.defs:
+            return self.defs[tok.text]
+        placeholder = Value(tok.text[1:], None)
+        self.pending.append((tok, placeholder))
+        return placeholder
 
-    def __repr__(self):
-        return f"{self.kind}:{self.text!r}"
-
-
-def tokenize(text: str) -> list:
-    """Split ``text`` into tokens (whitespace and ``//`` comments dropped); ends with an ``eof`` token."""
-    tokens, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            _fail(text, pos, f"unexpected character {text[pos]!r}")
-        kind = m.lastgroup
-        if kind not in ("ws", "nl"):
-            tokens.append(Token(kind, m.group(), pos))
-        pos = m.end()
-    tokens.append(Token("eof", "", len(text)))
-    return tokens
-
-
-def _fail(text: str, pos: int, message: str):
-    """Raise an IRParseError for character offset ``pos`` of ``text``."""
-    line = text.count("\n", 0, pos) + 1
-    start = text.rfind("\n", 0, pos) + 1
-    end = text.find("\n", pos)
-    raise IRParseError(message, line, pos - start + 1, text[start:end if end >= 0 else len(text)])
-
-
-def unquote(literal: str) -> str:
-    """The value of a string token (quotes removed, escapes resolved); raises ValueError on a bad escape."""
-    body, out, i = literal[1:-1], [], 0
-    while i < len(body):
-        ch = body[i]
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        esc = body[i + 1]
-        if esc in _ESCAPES:
-            out.append(_ESCAPES[esc])
-            i += 2
-        elif esc in _HEX_ESCAPES:
-            digits = body[i + 2:i + 2 + _HEX_ESCAPES[esc]]
-            if len(digits) != _HEX_ESCAPES[esc] or not all(c in "0123456789abcdefABCDEF" for c in digits):
-                raise ValueError(f"bad escape \\{esc}{digits}")
-            out.append(chr(int(digits, 16)))
-            i += 2 + len(digits)
-        else:
-            raise ValueError(f"unknown escape \\{esc}")
-    return "".join(out)
+    def swap(self) -> dict:
+        """Placeholder -> defined value, for every forward reference (an error for unknown names)."""
+        swap = {}
+        for tok, placeholder in self.pending:
+            if tok.text not in self.defs:
+                if self.region:
+                    self.parser.error(f"{tok.text} is not defined in this region (a region sees only its "
+                                      f"block params and its own values; pass outer values as operands)", tok)
+                if tok.text in self.taken:
+                    self.parser.error(f"{tok.text} is defined inside a region and is not visible outside it", tok)
+                self.parser.error(f"use of undefined value {tok.text}", tok)
+            swap[placeholder] = self.defs[tok.text]
+        return swap
 
 
-class _Parser:
+def _swap_operands(body: list, swap: dict):
+    for ins in body:
+        ins.operands = [swap.get(v, v) for v in ins.operands]
+
+
+class _Parser(LiteralParser):
     """Recursive descent over the token list; one instance per text."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.tokens = tokenize(text)
-        self.i = 0
-
-    # --- token helpers --------------------------------------------------------------------
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.i]
-
-    def error(self, message: str, tok: Token | None = None):
-        _fail(self.text, (tok or self.tok).pos, message)
-
-    def next(self) -> Token:
-        tok = self.tok
-        self.i += 1
-        return tok
-
-    def at(self, text: str, kind: str | None = None) -> bool:
-        return self.tok.text == text and self.tok.kind in ((kind,) if kind else ("punct", "ident"))
-
-    def accept(self, text: str) -> bool:
-        if self.at(text):
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, text: str) -> Token:
-        if not self.at(text):
-            self.error(f"expected '{text}', got {self.describe()}")
-        return self.next()
-
-    def expect_kind(self, kind: str, what: str) -> Token:
-        if self.tok.kind != kind:
-            self.error(f"expected {what}, got {self.describe()}")
-        return self.next()
-
-    def describe(self) -> str:
-        return "end of input" if self.tok.kind == "eof" else repr(self.tok.text)
-
-    def string(self, what: str = "a string") -> str:
-        tok = self.expect_kind("string", what)
-        try:
-            return unquote(tok.text)
-        except ValueError as err:
-            self.error(str(err), tok)
-
-    def integer(self) -> int:
-        tok = self.expect_kind("number", "an integer")
-        if not re.fullmatch(r"-?\d+", tok.text):
-            self.error(f"expected an integer, got {tok.text!r}", tok)
-        return int(tok.text)
 
     # --- functions ------------------------------------------------------------------------
     def module(self) -> list:
@@ -163,16 +87,26 @@ class _Parser:
         self.expect("@")
         name = self.string() if self.tok.kind == "string" else self.expect_kind("ident", "a function name").text
         self.expect("{")
-        fn, scope = Function(name), _Scope(self)
+        fn, scope = Function(name), _Scope(self, set(), region=False)
         while not self.accept("}"):
             if self.tok.kind == "eof":
                 self.error("missing '}' at the end of the function")
             self.statement(fn, scope)
-        scope.resolve(fn)
+        swap = scope.swap()
+        _swap_operands(fn.body, swap)
+        fn.state_out = [(k, swap.get(v, v)) for k, v in fn.state_out]
+        fn.fetches = [(k, swap.get(v, v)) for k, v in fn.fetches]
         return fn
 
-    def statement(self, fn: Function, scope: "_Scope"):
-        """A param or instruction (``%v : type = ...``) or an output (``state``/``fetch`` ``"key" = %v``)."""
+    def statement(self, fn: Function, scope: _Scope):
+        """``memory {...}``, a param or instruction (``%v : type = ...``) or an output (``state``/``fetch`` ``"key" = %v``)."""
+        if self.tok.kind == "ident" and self.tok.text == "memory":
+            tok = self.next()
+            if scope.memory_seen:
+                self.error("the memory line is given twice", tok)
+            scope.memory_seen = True
+            fn.memory = self.attr_dict()
+            return
         if self.tok.kind == "ident" and self.tok.text in ("state", "fetch"):
             kind = self.next().text
             key = self.string("an output key")
@@ -180,223 +114,98 @@ class _Parser:
             ref = scope.use(self.expect_kind("value", "a value like %3"))
             (fn.state_out if kind == "state" else fn.fetches).append((key, ref))
             return
-        name_tok = self.expect_kind("value", "a value definition like '%3 : f32[] = ...', 'state' or 'fetch'")
-        self.expect(":")
-        value = Value(name_tok.text[1:], self.tensor_type())
-        self.expect("=")
-        scope.define(name_tok, value)
+        results = self.definitions(scope, "a value definition like '%3 : f32[] = ...', 'state' or 'fetch'")
         kind_tok = self.expect_kind("ident", "an op kind, 'feed' or 'state'")
-        if kind_tok.text in ("feed", "state") and self.tok.kind == "string":
-            fn.params.append(Param(kind_tok.text, self.string(), value))
+        if kind_tok.text in PARAM_KINDS and self.tok.kind == "string":
+            if len(results) != 1:
+                self.error(f"a {kind_tok.text} param defines one value", kind_tok)
+            fn.params.append(Param(kind_tok.text, self.string(), results[0]))
             return
-        fn.body.append(self.instruction(kind_tok.text, value, scope))
+        fn.body.append(self.instruction(kind_tok.text, results, scope))
 
-    def instruction(self, kind: str, result: Value, scope: "_Scope") -> Instr:
-        """``kind(%a, %b) {attrs}  loc("...")`` after the ``=``."""
+    def definitions(self, scope: _Scope, what: str) -> list:
+        """``%a, %b : T1, T2 =`` — the values a statement defines, with their declared types."""
+        names = [self.expect_kind("value", what)]
+        while self.accept(","):
+            names.append(self.expect_kind("value", "a value name like %4"))
+        self.expect(":")
+        types_tok = self.tok
+        types = [self.tensor_type()]
+        while self.accept(","):
+            types.append(self.tensor_type())
+        if len(types) != len(names):
+            self.error(f"{len(names)} values but {len(types)} types", types_tok)
+        self.expect("=")
+        values = [Value(tok.text[1:], t) for tok, t in zip(names, types)]
+        for tok, value in zip(names, values):
+            scope.define(tok, value)
+        return values
+
+    # --- instructions ---------------------------------------------------------------------
+    def instruction(self, kind: str, results: list, scope: _Scope) -> Instr:
+        """``kind(%a, %b) {attrs} {region}  loc("...")  -> buffers`` after the ``=``."""
         self.expect("(")
-        operands = []
-        while not self.accept(")"):
-            if operands:
-                self.expect(",")
-            operands.append(scope.use(self.expect_kind("value", "an operand like %3")))
-        attrs = self.attr_dict() if self.at("{") else {}
+        operands = self.separated(")", lambda: scope.use(self.expect_kind("value", "an operand like %3")))
+        attrs = self.attr_dict() if self.at("{") and not self._region_next() else {}
+        region = self.region(scope.taken) if self.at("{") else None
         loc = ""
         if self.accept("loc"):
             self.expect("(")
             loc = self.string("a location string")
             self.expect(")")
-        return Instr(kind, operands, attrs, result, loc)
+        buffers = None
+        if self.accept("->"):
+            buffers = [self.buffer()]
+            while self.accept(","):
+                buffers.append(self.buffer())
+        return Instr(kind, operands, attrs, results, loc, region=region, buffers=buffers)
 
-    # --- types ----------------------------------------------------------------------------
-    def dtype(self):
-        tok = self.expect_kind("ident", "a dtype")
-        if tok.text not in DTYPES:
-            self.error(f"unknown dtype {tok.text!r} (known: {', '.join(DTYPES)})", tok)
-        return DTYPES[tok.text]
+    def _region_next(self) -> bool:
+        """At ``{``: does a region (``{ ^(...)``) start here rather than an attr dict?"""
+        return self.peek().text == "^" and self.peek().kind == "punct"
 
-    def tensor_type(self) -> TensorType:
-        """``f32[N,784]``."""
-        dtype = self.dtype()
-        return TensorType(dtype, self.shape())
-
-    def shape(self) -> tuple:
-        self.expect("[")
-        dims = []
-        while not self.accept("]"):
-            if dims:
-                self.expect(",")
-            dims.append(self.sym() if self.at("N") else self.integer())
-        return tuple(dims)
-
-    def sym(self) -> Sym:
-        """``N`` or ``N*k``."""
-        self.expect("N")
-        return Sym(self.integer()) if self.accept("*") else Sym(1)
-
-    # --- attrs ----------------------------------------------------------------------------
-    def attr_dict(self) -> dict:
-        """``{key=value, ...}``; keys are identifiers or quoted strings."""
+    def region(self, taken: set) -> Region:
+        """``{ ^(%p : T, ...): stmt* yield %v, ... }`` — its own scope: no outer values visible."""
         self.expect("{")
-        attrs = {}
-        while not self.accept("}"):
-            if attrs:
-                self.expect(",")
-            key_tok = self.tok
-            key = self.string() if key_tok.kind == "string" else self.expect_kind("ident", "an attr name").text
-            if key in attrs:
-                self.error(f"attr {key!r} given twice", key_tok)
-            self.expect("=")
-            attrs[key] = self.attr_value()
-        return attrs
-
-    def attr_value(self):
-        """One attr literal: scalar, string, dtype, type, ``N*k``, list, tuple, dict or dense array."""
-        tok = self.tok
-        if tok.kind == "string":
-            return self.string()
-        if tok.kind == "number":
-            self.next()
-            return int(tok.text) if re.fullmatch(r"-?\d+", tok.text) else float(tok.text)
-        if tok.kind == "punct" and tok.text in "[({":
-            return {"[": self.list_value, "(": self.tuple_value, "{": self.dict_value}[tok.text]()
-        if tok.kind != "ident":
-            self.error(f"expected an attr value, got {self.describe()}")
-        if tok.text in KEYWORDS:
-            self.next()
-            return KEYWORDS[tok.text]
-        if tok.text == "N":
-            return self.sym()
-        if tok.text == "dense":
-            return self.dense()
-        if tok.text in DTYPES:
-            dtype = self.dtype()
-            return TensorType(dtype, self.shape()) if self.at("[") else dtype
-        self.error(f"unknown word {tok.text!r} in an attr value")
-
-    def list_value(self) -> list:
-        self.expect("[")
-        items = []
-        while not self.accept("]"):
-            if items:
-                self.expect(",")
-            items.append(self.attr_value())
-        return items
-
-    def tuple_value(self) -> tuple:
-        """``()``, ``(a,)`` or ``(a, b, ...)``."""
+        self.expect("^")
         self.expect("(")
-        items, trailing = [], False
-        while not self.accept(")"):
-            if items:
-                self.expect(",")
-                if self.accept(")"):
-                    trailing = True
-                    break
-            items.append(self.attr_value())
-        if len(items) == 1 and not trailing:
-            self.error("a one-element tuple needs a trailing comma: (x,)")
-        return tuple(items)
+        scope = _Scope(self, taken, region=True)
+        params = self.separated(")", lambda: self.block_param(scope))
+        self.expect(":")
+        body = []
+        while not self.at("yield"):
+            if self.tok.kind != "value":
+                self.error(f"expected an instruction or 'yield' in the region, got {self.describe()}")
+            results = self.definitions(scope, "a value definition")
+            kind_tok = self.expect_kind("ident", "an op kind")
+            if kind_tok.text in PARAM_KINDS and self.tok.kind == "string":
+                self.error("params cannot appear inside a region", kind_tok)
+            body.append(self.instruction(kind_tok.text, results, scope))
+        self.expect("yield")
+        yields = []
+        if self.tok.kind == "value":
+            yields.append(scope.use(self.next()))
+            while self.accept(","):
+                yields.append(scope.use(self.expect_kind("value", "a value like %3")))
+        self.expect("}")
+        swap = scope.swap()
+        _swap_operands(body, swap)
+        return Region(params, body, [swap.get(v, v) for v in yields])
 
-    def dict_value(self) -> dict:
-        """``{"key": value, ...}`` with string keys."""
-        self.expect("{")
-        out = {}
-        while not self.accept("}"):
-            if out:
-                self.expect(",")
-            key = self.string("a string key")
-            self.expect(":")
-            out[key] = self.attr_value()
-        return out
+    def block_param(self, scope: _Scope) -> Value:
+        """``%4 : f32[N,784]`` inside ``^(...)``."""
+        tok = self.expect_kind("value", "a block param like %4")
+        self.expect(":")
+        value = Value(tok.text[1:], self.tensor_type())
+        scope.define(tok, value)
+        return value
 
-    def dense(self) -> np.ndarray:
-        """``dense<f32[2,2]>([[1.0, 2.0], [3.0, 4.0]])``."""
-        self.expect("dense")
-        self.expect("<")
-        type_tok = self.tok
-        ttype = self.tensor_type()
-        self.expect(">")
-        self.expect("(")
-        body_tok = self.tok
-        body = self.attr_value()
-        self.expect(")")
-        if any(isinstance(d, Sym) for d in ttype.shape):
-            self.error("a dense literal needs a static shape", type_tok)
-        try:
-            return _build_array(body, ttype)
-        except (ValueError, TypeError, OverflowError) as err:
-            self.error(f"bad dense literal: {err}", body_tok)
-
-
-class _Scope:
-    """Value names of one function: definitions, and uses that may come before them in the text."""
-
-    def __init__(self, parser: _Parser):
-        self.parser = parser
-        self.defs: dict = {}
-        self.pending: list = []  # (token, placeholder Value) for names not yet defined
-
-    def define(self, tok: Token, value: Value):
-        if tok.text in self.defs:
-            self.parser.error(f"value {tok.text} is defined twice", tok)
-        self.defs[tok.text] = value
-
-    def use(self, tok: Token) -> Value:
-        if tok.text in self.defs:
-            return self.defs[tok.text]
-        placeholder = Value(tok.text[1:], None)
-        self.pending.append((tok, placeholder))
-        return placeholder
-
-    def resolve(self, fn: Function):
-        """Swap forward references for the values defined later (the verifier reports the order)."""
-        swap = {}
-        for tok, placeholder in self.pending:
-            if tok.text not in self.defs:
-                self.parser.error(f"use of undefined value {tok.text}", tok)
-            swap[placeholder] = self.defs[tok.text]
-        if not swap:
-            return
-        for ins in fn.body:
-            ins.operands = [swap.get(v, v) for v in ins.operands]
-        fn.state_out = [(k, swap.get(v, v)) for k, v in fn.state_out]
-        fn.fetches = [(k, swap.get(v, v)) for k, v in fn.fetches]
-
-
-def _flatten(body, shape: tuple, out: list):
-    """Append the elements of nested lists ``body`` to ``out``, checking they follow ``shape``."""
-    if not shape:
-        if isinstance(body, (list, tuple)):
-            raise ValueError("more nesting than the shape has dims")
-        out.append(body)
-        return
-    if not isinstance(body, list) or len(body) != shape[0]:
-        got = f"{len(body)} items" if isinstance(body, list) else repr(body)
-        raise ValueError(f"expected a list of {shape[0]} items, got {got}")
-    for item in body:
-        _flatten(item, shape[1:], out)
-
-
-def _check_element(x, dtype):
-    """Reject elements of the wrong kind (a float in an int array, a number in a bool array)."""
-    if dtype.is_bool:
-        ok = isinstance(x, bool)
-    elif dtype.is_integer:
-        ok = isinstance(x, int) and not isinstance(x, bool)
-    else:
-        ok = isinstance(x, (int, float)) and not isinstance(x, bool)
-    if not ok:
-        raise ValueError(f"{x!r} is not a {dtype.short} element")
-
-
-def _build_array(body, ttype: TensorType) -> np.ndarray:
-    """A numpy array of the declared dtype/shape from the parsed nested list."""
-    shape = tuple(ttype.shape)
-    flat: list = []
-    _flatten(body, shape, flat)
-    for x in flat:
-        _check_element(x, ttype.dtype)
-    return np.array(flat, dtype=ttype.dtype.np).reshape(shape)
+    def buffer(self) -> Buffer:
+        """``batch@64``, ``static@0`` or ``state "key"`` (generally: SPACE [STRING] [@INT])."""
+        space = self.expect_kind("ident", "a buffer space (static, batch or state)").text
+        key = self.string() if self.tok.kind == "string" else ""
+        offset = self.integer() if self.accept("@") else 0
+        return Buffer(space, offset, key)
 
 
 def parse_module(text: str) -> list:
@@ -406,8 +215,7 @@ def parse_module(text: str) -> list:
 
 def parse_function(text: str) -> Function:
     """The one function in ``text`` (an IRParseError if there are none or several)."""
-    parser = _Parser(text)
-    fns = parser.module()
+    fns = parse_module(text)
     if len(fns) != 1:
-        _fail(text, len(text) if not fns else 0, f"expected exactly one function, found {len(fns)}")
+        fail_at(text, len(text) if not fns else 0, f"expected exactly one function, found {len(fns)}")
     return fns[0]

@@ -11,9 +11,12 @@
       fetch "loss:0" = %9
     }
 
-Values are renumbered ``%0, %1, ...`` (parameters first, then the body), attrs are
-printed in sorted key order, so printing a parsed function gives the same text again.
-``compiler/ir/parser.py`` reads this form back; docs/IR.md has the grammar.
+A fused instr prints its region as an indented block (``{ ^(%4 : f32[N,784], ...): ...
+yield %9 }``); planned buffers follow as ``-> batch@0, state "fc1/bias"`` and the memory
+summary as a ``memory {...}`` line.  Values are renumbered ``%0, %1, ...`` in textual order
+(parameters, then the body, regions included), attrs are printed in sorted key order, so
+printing a parsed function gives the same text again.  ``compiler/ir/parser.py`` reads this
+form back; docs/IR.md has the grammar.
 """
 from __future__ import annotations
 
@@ -162,12 +165,26 @@ def format_attrs(attrs: dict) -> str:
 
 # ----------------------------------------------------------------------------- functions
 def value_names(fn: Function) -> dict:
-    """Printed name of every value defined in ``fn``: params first, then body results, ``"0"``, ``"1"``, ..."""
+    """Printed name of every value defined in ``fn``: ``"0"``, ``"1"``, ... in textual order.
+
+    Params first, then each body line: an instr's results, then (for a fused instr) its
+    region's block params and region body, recursively.  So parsing the text and printing
+    it again gives the same numbers.
+    """
     names: dict = {}
+
+    def visit(body):
+        for ins in body:
+            for v in ins.results:
+                names.setdefault(v, str(len(names)))
+            if ins.region is not None:
+                for v in ins.region.params:
+                    names.setdefault(v, str(len(names)))
+                visit(ins.region.body)
+
     for p in fn.params:
         names.setdefault(p.value, str(len(names)))
-    for ins in fn.body:
-        names.setdefault(ins.result, str(len(names)))
+    visit(fn.body)
     return names
 
 
@@ -176,21 +193,57 @@ def _ref(v: Value, names: dict) -> str:
     return "%" + names[v] if v in names else f"%undef.{getattr(v, 'name', '?')}"
 
 
-def format_instr(ins, names: dict) -> str:
-    """One body line (without indentation)."""
-    args = ", ".join(_ref(v, names) for v in ins.operands)
+def _refs(values, names: dict) -> str:
+    return ", ".join(_ref(v, names) for v in values)
+
+
+def format_buffer(buf) -> str:
+    """``batch@64``, ``static@0``, ``state "fc1/bias"`` (a key or a non-zero offset is always shown)."""
+    space, key, offset = getattr(buf, "space", "?"), getattr(buf, "key", ""), getattr(buf, "offset", 0)
+    text = space + (" " + quote(key) if key else "")
+    return text + (f"@{offset}" if space != "state" or offset else "")
+
+
+def _suffix(ins) -> str:
+    """What follows an instr's operands/attrs/region: ``  loc("...")`` and ``  -> buffers``."""
     loc = f"  loc({quote(ins.loc)})" if ins.loc else ""
-    return f"{_ref(ins.result, names)} : {ins.result.type} = {ins.kind}({args}){format_attrs(ins.attrs)}{loc}"
+    if ins.buffers is None:
+        return loc
+    return f"{loc}  -> " + ", ".join(format_buffer(b) for b in ins.buffers)
+
+
+def instr_lines(ins, names: dict, indent: str = "") -> list:
+    """The text lines of one instr: one line, or several for a fused instr and its region."""
+    types = ", ".join(str(v.type) for v in ins.results)
+    head = f"{indent}{_refs(ins.results, names)} : {types} = {ins.kind}({_refs(ins.operands, names)})"
+    head += format_attrs(ins.attrs)
+    if ins.region is None:
+        return [head + _suffix(ins)]
+    inner = indent + "  "
+    block = ", ".join(f"{_ref(v, names)} : {v.type}" for v in ins.region.params)
+    lines = [head + " {", f"{inner}^({block}):"]
+    for sub in ins.region.body:
+        lines += instr_lines(sub, names, inner)
+    lines.append(f"{inner}yield {_refs(ins.region.yields, names)}".rstrip())
+    lines.append(indent + "}" + _suffix(ins))
+    return lines
+
+
+def format_instr(ins, names: dict) -> str:
+    """One body statement without leading indentation (several lines for a fused instr)."""
+    return "\n".join(instr_lines(ins, names))
 
 
 def print_function(fn: Function) -> str:
     """The text form of ``fn`` (ends with a newline)."""
     names = value_names(fn)
     lines = [f"func @{format_name(fn.name)} {{"]
+    if fn.memory:
+        lines.append("  memory" + format_attrs(fn.memory))
     for p in fn.params:
         lines.append(f"  {_ref(p.value, names)} : {p.value.type} = {p.kind} {quote(p.key)}")
     for ins in fn.body:
-        lines.append("  " + format_instr(ins, names))
+        lines += instr_lines(ins, names, "  ")
     for key, v in fn.state_out:
         lines.append(f"  state {quote(key)} = {_ref(v, names)}")
     for key, v in fn.fetches:

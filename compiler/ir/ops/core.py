@@ -64,3 +64,14 @@ def _eval_check_range(ctx, x, *, low, high, what):
 
 register_op("check_range", _infer_check_range, _eval_check_range, arity=1,
             doc="identity on integer indices that fails the step when one is outside [low, high)")
+
+
+def _region_only(*_args, **_attrs):
+    raise ShapeError("a fused instr has no type rule or kernel of its own: its result types and values "
+                     "come from its region (see verifier.region_instr and interpreter.run_instr)")
+
+
+# Made by the fusion pass: the op kinds of its Region run as one kernel.  Registered so that
+# passes looking up any kind find it; it is stateful when an op inside its region is.
+register_op("fused", _region_only, _region_only, arity=None,
+            doc="a kernel: a Region of ops run together (attr pattern names the fusion kind)")
