@@ -1,73 +1,214 @@
-"""`kiln` command line.  For now: `kiln ir MODEL.py --fetch NAME ...` prints the IR of an entry point.
+"""`kiln` command line.
+
+* ``kiln ir MODEL.py --fetch NAME ...`` prints the IR of an entry point as lowered.
+* ``kiln inspect TARGET ...`` runs the pass pipeline on a model (or reads an IR dump
+  folder) and lists the stages, prints or diffs their IR, or writes Graphviz DOT.
 
 A model file is a Python script that builds a graph with ``from compiler import tf``; it is
 executed with ``__name__ == "kiln_model"`` so its ``if __name__ == "__main__":`` training
-code does not run; if it defines ``build_graph()``, that is called to build the graph.  Later issues add compile/train/eval/predict/inspect.
+code does not run; if it defines ``build_graph()``, that is called to build the graph.
+Errors in the user's input (missing file, broken model, unknown stage) exit with status 2
+and a one-line message on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 import traceback
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``kiln: <message>`` on stderr, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
 
 
 def _load_model_graph(path):
     """Run a model file in a fresh default graph and return that graph."""
     from compiler import tf
 
+    if not os.path.isfile(path):
+        raise CliError(f"model file not found: {path}")
     graph = tf.Graph()
     with graph.as_default():
         try:
             namespace = runpy.run_path(path, run_name="kiln_model")
             if callable(namespace.get("build_graph")):
                 namespace["build_graph"]()
-        except FileNotFoundError:
-            raise SystemExit(f"kiln: model file not found: {path}")
         except SyntaxError as err:
-            raise SystemExit(f"kiln: syntax error in {err.filename}, line {err.lineno}: {err.msg}")
+            raise CliError(f"syntax error in {err.filename}, line {err.lineno}: {err.msg}")
         except Exception as err:  # report the model file's own frame
             frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(path.split("/")[-1])]
             where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-            raise SystemExit(f"kiln: error while building the model{where}: {type(err).__name__}: {err}")
+            raise CliError(f"{path}: error while building the model{where}: {type(err).__name__}: {err}")
     return graph
 
 
+def _lower_model(path, fetch_names, feed_names, name):
+    """Build the model file's graph and lower the ops the fetches need to one IR function."""
+    from compiler.ir.from_graph import LoweringError, lower_graph
+
+    graph = _load_model_graph(path)
+
+    def element(name):
+        try:
+            return graph.as_graph_element(name)
+        except (KeyError, ValueError, TypeError) as err:
+            raise CliError(f"{path}: no tensor or op named {name!r} ({err})")
+
+    tensors, targets = [], []
+    for fetch in fetch_names:
+        item = element(fetch)
+        (tensors if hasattr(item, "op") else targets).append(item)
+    feeds = [element(n) for n in feed_names]
+    try:
+        return lower_graph(tensors, targets, feeds, name=name)
+    except LoweringError as err:
+        raise CliError(f"{path}: {err}")
+
+
 def cmd_ir(args) -> int:
-    from compiler.ir.from_graph import lower_graph
     from compiler.ir.printer import print_function
     from compiler.ir.verifier import verify
 
-    graph = _load_model_graph(args.model)
-    tensors, targets = [], []
-    for name in args.fetch:
-        try:
-            element = graph.as_graph_element(name)
-        except (KeyError, ValueError) as err:
-            raise SystemExit(f"kiln: {args.model}: no tensor or op named {name!r} ({err})")
-        (tensors if hasattr(element, "op") else targets).append(element)
-    feeds = [graph.as_graph_element(n) for n in args.feed]
-    fn = lower_graph(tensors, targets, feeds, name=args.name)
+    fn = _lower_model(args.model, args.fetch, args.feed, args.name)
     verify(fn)
     sys.stdout.write(print_function(fn))
     return 0
 
 
+# ----------------------------------------------------------------------------- inspect
+def _inspect_result(args):
+    """The stages to inspect: run the pipeline on a model file, or load a dump folder."""
+    from compiler.passes.manager import PipelineError, load_dump, run_pipeline
+
+    target = args.target
+    if os.path.isdir(target):
+        if args.fetch or args.feed or args.dump_dir or args.passes is not None:
+            raise CliError(f"{target} is an IR dump folder: --fetch, --feed, --passes and --dump-dir "
+                           "apply to a model file")
+        try:
+            return load_dump(target)
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            raise CliError(f"{target}: not a readable IR dump: {err}")
+    if not os.path.exists(target):
+        raise CliError(f"target not found: {target} (expected a model .py file or an IR dump folder)")
+    if not args.fetch:
+        raise CliError(f"{target}: a model file needs at least one --fetch NAME")
+    fn = _lower_model(target, args.fetch, args.feed, args.name)
+    passes = None if args.passes is None else [p.strip().replace("-", "_") for p in args.passes.split(",") if p.strip()]
+    try:
+        result = run_pipeline(fn, passes=passes, dump_dir=args.dump_dir)
+    except PipelineError as err:
+        raise CliError(str(err), code=1)
+    except OSError as err:
+        raise CliError(f"cannot write the IR dump to {args.dump_dir}: {err}")
+    if args.dump_dir:
+        print(f"kiln: wrote {len(result.stages)} stages to {args.dump_dir}", file=sys.stderr)
+    return result
+
+
+def _pick(result, key):
+    try:
+        return result.stage(key)
+    except KeyError as err:
+        raise CliError(err.args[0])
+
+
+def _write_dot(path, stage, to_dot) -> None:
+    """Write the stage's DOT text atomically; a bad path is a user error."""
+    from compiler.passes.manager import atomic_write
+
+    try:
+        fn = stage.function()
+    except ValueError as err:  # IRParseError: a hand-edited or foreign dump file
+        raise CliError(f"cannot read stage {stage.index} {stage.name} ({stage.file}): {err}")
+    try:
+        atomic_write(path, to_dot(fn))
+    except OSError as err:
+        raise CliError(f"cannot write {path}: {err.strerror or err}")
+    print(f"kiln: wrote DOT of stage {stage.index} {stage.name} to {path}", file=sys.stderr)
+
+
+def cmd_inspect(args) -> int:
+    """List, print, diff or draw the IR stages of a model or a dump folder."""
+    from compiler.passes.dot import to_dot
+    from compiler.passes.manager import diff_stages, format_table
+
+    result = _inspect_result(args)
+    chosen = _pick(result, args.stage if args.stage is not None else "last")
+    diff = [_pick(result, key) for key in args.diff] if args.diff else None
+    if args.list:
+        sys.stdout.write(format_table(result.stages))
+    if diff:
+        sys.stdout.write(diff_stages(*diff) or f"(stages {diff[0].name} and {diff[1].name} print the same IR)\n")
+    if args.dot:
+        _write_dot(args.dot, chosen, to_dot)
+    explicit_stage = args.stage is not None and not args.dot
+    if explicit_stage or not (args.list or diff or args.dot):
+        sys.stdout.write(chosen.text)
+    return 0
+
+
+INSPECT_EPILOG = """\
+examples:
+  kiln inspect samples/plane_fit.py --fetch train --fetch loss:0 --list
+  kiln inspect samples/plane_fit.py --fetch train --fetch loss:0 --dump-dir build/plane_ir
+  kiln inspect build/plane_ir --stage cse
+  kiln inspect build/plane_ir --diff graph constant-folding
+  kiln inspect build/plane_ir --stage fusion --dot step.dot   (then: dot -Tsvg step.dot -o step.svg)
+
+Stages are named by index (0 is the lowered graph, -1 the last) or by pass name.
+With no --list/--diff/--dot, the chosen stage's IR is printed (default: the last).
+"""
+
+
+def _add_inspect(sub) -> None:
+    ins = sub.add_parser("inspect", help="list, print, diff or draw the IR after each pass",
+                         description="Run the pass pipeline on a model file (or read an IR dump folder, "
+                                     "e.g. an artifact's ir/) and show the IR stages.",
+                         epilog=INSPECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ins.add_argument("target", help="model file (a Python script building a graph) or IR dump folder")
+    ins.add_argument("--fetch", action="append", default=[], metavar="NAME",
+                     help="tensor or op name to fetch (repeatable; needed for a model file)")
+    ins.add_argument("--feed", action="append", default=[], metavar="NAME",
+                     help="tensor name that is fed (repeatable)")
+    ins.add_argument("--name", default="step", help="entry point name (model file only; default: step)")
+    ins.add_argument("--passes", metavar="P1,P2", help="comma-separated passes to run instead of the full "
+                     "pipeline (e.g. constant_folding,cse; empty: none)")
+    ins.add_argument("--list", action="store_true", help="print a table: stage, ops, kernels, time, summary")
+    ins.add_argument("--stage", metavar="NAME_OR_INDEX", help="stage to print or draw (default: the last)")
+    ins.add_argument("--diff", nargs=2, metavar=("A", "B"), help="unified diff of the IR of stages A and B")
+    ins.add_argument("--dot", metavar="FILE", help="write the chosen stage as Graphviz DOT to FILE")
+    ins.add_argument("--dump-dir", metavar="DIR", help="also write NN-stage.kir files and stages.json to DIR")
+    ins.set_defaults(func=cmd_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
-    ir = sub.add_parser("ir", help="print the IR of the ops a set of fetches needs")
+    ir = sub.add_parser("ir", help="print the IR of the ops a set of fetches needs",
+                        description="Lower the ops the fetches need to one IR function and print it.")
     ir.add_argument("model", help="model file (a Python script building a graph)")
     ir.add_argument("--fetch", action="append", required=True, help="tensor or op name to fetch (repeatable)")
     ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable)")
     ir.add_argument("--name", default="step", help="entry point name in the printed IR")
     ir.set_defaults(func=cmd_ir)
+    _add_inspect(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"kiln: {err}", file=sys.stderr)
+        return err.code
 
 
 if __name__ == "__main__":

@@ -91,9 +91,12 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True)
-class RandomBits(Expr):
-    """Philox4x32-10 word 0 for key (seed, seed2) and counter (index, step) — see ir/ops/random.py."""
+class Random(Expr):
+    """A draw of ``dist`` ("uniform" in (0,1), "normal", "truncated_normal") for element
+    ``index`` at ``step``: Philox4x32-10 word 0 with key (seed, seed2) and counter
+    (index lo, index hi, step lo, step hi), mapped exactly as compiler/ir/ops/random.py does."""
 
+    dist: str
     seed: int
     seed2: int
     index: Expr
@@ -172,23 +175,37 @@ class Check(Stmt):
 
 @dataclass
 class Gemm(Stmt):
-    """C[m, n] = sum_k A'[m, k] * B'[k, n] (+ C when ``accumulate``), batched over ``batch``.
+    """For each batch index b < ``batch``: C_b[m, n] = sum_k A'_b[m, k] * B'_b[k, n].
 
-    Operands are (buffer, element offset expr, leading dim expr, transposed flag);
-    ``epilogue`` maps the accumulator to the stored value: an Expr over ``Var("acc")``,
-    ``Var("row")``, ``Var("col")`` and loads, or None.
+    ``a``/``b`` are ``Operand``s (A' = Aᵀ when transposed).  Without an ``epilogue`` the
+    sum is stored to ``c`` (added to it when ``accumulate``).  With one, the renderer binds
+    ``Var("acc")`` (the sum, dtype of C), ``Var("row")``, ``Var("col")`` and ``Var("bidx")``
+    (i64) and runs the epilogue statement once per output element; the epilogue does its
+    own stores (it may write several buffers, e.g. a fused optimizer update).
     """
 
     m: Expr
     n: Expr
     k: Expr
-    a: tuple
-    b: tuple
-    c: tuple
+    a: "Operand"
+    b: "Operand"
+    c: "Operand"
     batch: Expr = None
-    batch_strides: tuple = ()
     accumulate: bool = False
-    epilogue: Expr = None
+    epilogue: Stmt = None
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A matrix inside a buffer: element ``offset``, leading dim ``ld`` (row stride of the
+    stored matrix), ``transposed``, and ``batch_stride`` (elements between batch items, 0
+    when the operand is broadcast over the batch)."""
+
+    buffer: str
+    offset: Expr
+    ld: Expr
+    transposed: bool = False
+    batch_stride: Expr = None
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -208,6 +225,8 @@ class Program:
     name: str
     buffers: dict  # name -> BufferDecl
     kernels: list
-    static_bytes: int = 0
+    static_bytes: int = 0  # the planned arena (see fn.memory)
     batch_bytes: int = 0
-    copies: list = field(default_factory=list)  # [(state key, buffer name)] copied back at the end
+    scratch_static_bytes: int = 0  # one scratch region after the arena, shared by all kernels
+    scratch_batch_bytes: int = 0
+    copies: list = field(default_factory=list)  # [(state key, buffer name)] copied into state at the end
