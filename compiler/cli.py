@@ -48,6 +48,14 @@ def _load_model_graph(path):
     return graph
 
 
+def _needed_placeholders(tensors, targets):
+    """Every placeholder the fetches need: the default feeds of a model file's entry point."""
+    from compiler.ir.from_graph import needed_ops
+
+    ops = needed_ops([t.op for t in tensors] + list(targets), set())
+    return [op.outputs[0] for op in ops if op.type == "placeholder"]
+
+
 def _lower_model(path, fetch_names, feed_names, name):
     """Build the model file's graph and lower the ops the fetches need to one IR function."""
     from compiler.ir.from_graph import LoweringError, lower_graph
@@ -64,7 +72,7 @@ def _lower_model(path, fetch_names, feed_names, name):
     for fetch in fetch_names:
         item = element(fetch)
         (tensors if hasattr(item, "op") else targets).append(item)
-    feeds = [element(n) for n in feed_names]
+    feeds = [element(n) for n in feed_names] or _needed_placeholders(tensors, targets)
     try:
         return lower_graph(tensors, targets, feeds, name=name)
     except LoweringError as err:
@@ -176,7 +184,7 @@ def _add_inspect(sub) -> None:
     ins.add_argument("--fetch", action="append", default=[], metavar="NAME",
                      help="tensor or op name to fetch (repeatable; needed for a model file)")
     ins.add_argument("--feed", action="append", default=[], metavar="NAME",
-                     help="tensor name that is fed (repeatable)")
+                     help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ins.add_argument("--name", default="step", help="entry point name (model file only; default: step)")
     ins.add_argument("--passes", metavar="P1,P2", help="comma-separated passes to run instead of the full "
                      "pipeline (e.g. constant_folding,cse; empty: none)")
@@ -195,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Lower the ops the fetches need to one IR function and print it.")
     ir.add_argument("model", help="model file (a Python script building a graph)")
     ir.add_argument("--fetch", action="append", required=True, help="tensor or op name to fetch (repeatable)")
-    ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable)")
+    ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ir.add_argument("--name", default="step", help="entry point name in the printed IR")
     ir.set_defaults(func=cmd_ir)
     _add_inspect(sub)

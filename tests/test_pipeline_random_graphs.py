@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from compiler import tf
 from compiler.ir.from_graph import lower_graph
 from compiler.ir.interpreter import run_function
+from compiler.passes.manager import run_pipeline
 
 WIDTH = 4
 UNARY = [tf.tanh, tf.sigmoid, tf.nn.relu, tf.square, tf.negative, tf.abs, lambda t: tf.exp(tf.tanh(t))]
@@ -61,8 +62,6 @@ def test_pipeline_keeps_numerics_on_random_graphs(fn, batch):
     state = {"v": np.linspace(0.5, 1.5, WIDTH).astype(np.float32)}
     feeds = {"x:0": np.random.default_rng(batch).standard_normal((batch, WIDTH)).astype(np.float32)}
     _, before = run_function(fn, state, feeds)
-    from compiler.passes.manager import run_pipeline
-
     optimized = run_pipeline(fn).fn
     _, after = run_function(optimized, state, feeds)
     assert before.keys() == after.keys()

@@ -24,7 +24,7 @@ class LoweringError(ValueError):
     """The requested fetches cannot be computed (unfed placeholder, bad fetch, ...)."""
 
 
-def _needed_ops(fetch_ops, fed):
+def needed_ops(fetch_ops, fed):
     """Backward closure over data and control edges, not entering fed tensors' producers."""
     seen, stack = set(), list(fetch_ops)
     while stack:
@@ -146,7 +146,7 @@ def lower_graph(fetch_tensors, target_ops=(), feed_tensors=(), name="step", fetc
     for t in feed_tensors:
         lowerer.feed_value(t)
     roots = [t.op for t in fetch_tensors if t not in fed] + list(target_ops)
-    for op in _needed_ops(roots, fed):
+    for op in needed_ops(roots, fed):
         lowerer.lower_op(op)
     return lowerer.finish(fetch_tensors, fetch_keys)
 
