@@ -14,12 +14,11 @@ import numpy as np
 
 from . import ops as _ops  # noqa: F401  (fills the registry)
 from .function import Function
-from .opdef import EvalContext, evaluate_op
+from .opdef import VIEW_KINDS, EvalContext, evaluate_op
 from .printer import value_names
 from .types import Sym, shape_str
 from .verifier import buffer_span
 
-VIEW_KINDS = frozenset({"reshape", "identity", "stop_gradient"})  # result = the operand's bytes
 
 
 class InterpreterError(ValueError):

@@ -45,6 +45,9 @@ class OpDef:
 
 REGISTRY: dict[str, OpDef] = {}
 
+# kinds whose result is its operand's bytes reinterpreted (no copy, no kernel)
+VIEW_KINDS = frozenset({"reshape", "identity", "stop_gradient"})
+
 
 def register_op(kind: str, infer, evaluate=None, *, stateful=False, arity=None, doc="") -> OpDef:
     """Add an op kind to the registry (a kind may be defined once)."""

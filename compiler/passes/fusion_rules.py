@@ -24,7 +24,7 @@ CONTRACTION = frozenset({
     "depthwise_conv2d", "depthwise_conv2d_backprop_input", "depthwise_conv2d_backprop_filter",
 })
 # free views: no kernel, the result aliases the operand's buffer
-VIEWS = frozenset({"reshape", "identity", "stop_gradient"})
+from ..ir.opdef import VIEW_KINDS as VIEWS  # noqa: E402
 # constants with at most this many elements are copied into the regions that use them
 SMALL_CONSTANT = 16
 

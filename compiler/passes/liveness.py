@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.function import Function, Param, Value
-
-VIEW_KINDS = frozenset({"reshape", "identity", "stop_gradient"})
+from ..ir.opdef import VIEW_KINDS
 
 
 @dataclass

@@ -10,6 +10,8 @@ back (it is also what an artifact's ``ir/`` folder holds) for ``kiln inspect``.
 """
 from __future__ import annotations
 
+from ..ir.opdef import VIEW_KINDS
+
 import copy
 import difflib
 import importlib
@@ -28,7 +30,7 @@ from .base import count_ops
 PIPELINE = ["constant_folding", "simplify", "cse", "pruning", "fusion", "memory_plan"]
 
 # Body ops that launch no kernel: literals and views that only rename or re-shape a buffer.
-NON_KERNEL_KINDS = frozenset({"constant", "reshape", "identity", "stop_gradient"})
+NON_KERNEL_KINDS = frozenset({"constant"}) | VIEW_KINDS
 
 DUMP_SUFFIX = ".kir"
 STAGES_FILE = "stages.json"

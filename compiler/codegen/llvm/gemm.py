@@ -1,0 +1,288 @@
+"""Packed, blocked, multithreaded sgemm written as LLVM IR (the CPU backend's GEMM engine).
+
+``emit_sgemm(module)`` adds::
+
+    int32 kiln_sgemm(int64 M, int64 N, int64 K, const float* A, int64 lda, int32 transA,
+                     const float* B, int64 ldb, int32 transB, float* C, int64 ldc,
+                     float beta, int32 nthreads, <epilogue args...>)
+
+computing ``C = op(A) @ op(B) + beta*C`` on row-major matrices with leading dimensions
+(op = transpose when the flag is non-zero), then the optional epilogue elementwise on C.
+It returns 0, or 2 (``KILN_ENOMEM`` of docs/ABI.md) when a packing buffer could not be
+allocated (C is then incomplete).
+
+Structure (Goto/BLIS): per thread, loop over NC-column blocks of C, KC-deep blocks of K
+(B block packed into NR-wide panels), MC-row blocks (A block packed into MR-high panels),
+then MR x NR tiles computed by the register micro-kernel (``gemm_kernel.emit_tile``).
+Threads come from libgomp's ``GOMP_parallel``: the rows of C (or its columns when M is
+small) are split in MR (NR) multiples, one contiguous range per thread, each thread
+running the serial algorithm on its range.  Packing buffers are ``aligned_alloc``'d per
+call and per thread and freed before returning: no globals, so calls from several
+states or threads at once are safe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import llvmlite.ir as ir
+
+from .gemm_kernel import (F32, I32, I64, PTR, TileContext, c64, ceil_div, counted_loop,
+                          emit_pack, emit_tile, fptr, imax, imin, intrinsic, new_function)
+from .target import HostTarget, has_feature, host_target
+
+#: problems with M*N*K below this run on the calling thread (threads cost more).
+PARALLEL_MIN_WORK = 64 ** 3
+#: returned when a packing buffer cannot be allocated (KILN_ENOMEM in docs/ABI.md).
+STATUS_ENOMEM = 2
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Register tile (MR x NR, vectors of VEC floats) and cache blocking (KC, MC, NC).
+
+    MR*NR/VEC accumulators + NR/VEC B vectors + 1 broadcast must fit the vector
+    registers (32 with AVX-512, 16 with AVX2).  KC*NR floats of B stay near L1,
+    MC*KC of A in L2, KC*NC of B in L3.
+    """
+
+    vec: int = 16
+    mr: int = 6
+    nr: int = 32
+    kc: int = 384
+    mc: int = 144
+    nc: int = 3072
+    fma: bool = True
+
+    def __post_init__(self):
+        if self.nr % self.vec or self.mc % self.mr or self.nc % self.nr:
+            raise ValueError(f"inconsistent GEMM blocking {self}")
+
+
+AVX512 = GemmConfig(vec=16, mr=6, nr=32, kc=384, mc=144, nc=3072)
+AVX2 = GemmConfig(vec=8, mr=6, nr=16, kc=256, mc=120, nc=3072)
+SSE = GemmConfig(vec=4, mr=4, nr=8, kc=256, mc=96, nc=2048, fma=False)
+
+
+def config_for(target: HostTarget | None = None, features: str | None = None) -> GemmConfig:
+    """The blocking for a target's SIMD: AVX-512 -> 6x32 of <16 x float>, AVX2 -> 6x16."""
+    features = features if features is not None else (target or host_target()).features
+    if has_feature(features, "avx512f"):
+        return AVX512
+    if has_feature(features, "avx2") and has_feature(features, "fma"):
+        return AVX2
+    return SSE
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """Elementwise code fused into the store of every C tile (e.g. bias + relu).
+
+    ``extra_args`` are LLVM types appended to ``kiln_sgemm``'s parameters and passed
+    through to ``emit``.  ``emit(builder, ctx)`` gets a ``gemm_kernel.TileContext``
+    (``ctx.accs[r][j]`` vectors, ``ctx.args``, ``ctx.row``/``ctx.col``,
+    ``ctx.col_vector(ptr, j)``) and returns the new ``accs`` (same nesting and types).
+    It may be called more than once per function (full and edge tiles): it must only
+    emit code.  It runs once, after the last K block, on ``A'B' + beta*C``.
+    """
+
+    emit: Callable[[ir.IRBuilder, TileContext], list]
+    extra_args: Sequence[ir.Type] = ()
+
+
+def bias_relu_epilogue(relu: bool = True) -> Epilogue:
+    """``C = C + bias[col]`` (then ``max(C, 0)``, NaN kept); one extra ``float* bias`` arg."""
+
+    def emit(b, ctx):
+        bias = [ctx.col_vector(ctx.args[0], j) for j in range(len(ctx.accs[0]))]
+        out = []
+        for row in ctx.accs:
+            vals = [b.fadd(v, bias[j]) for j, v in enumerate(row)]
+            if relu:
+                zero = ir.Constant(vals[0].type, None)
+                vals = [b.select(b.fcmp_ordered("<", v, zero), zero, v) for v in vals]
+            out.append(vals)
+        return out
+
+    return Epilogue(emit=emit, extra_args=(PTR,))
+
+
+# Argument layout shared by the entry, the serial driver and the thread data struct.
+_ARGS = ["M", "N", "K", "A", "lda", "transA", "B", "ldb", "transB", "C", "ldc", "beta"]
+_TYPES = [I64, I64, I64, PTR, I64, I32, PTR, I64, I32, PTR, I64, F32]
+
+
+def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | None = None,
+               epilogue: Epilogue | None = None) -> ir.Function:
+    """Add the exported sgemm ``name`` (and its internal helpers ``name.*``) to ``module``."""
+    cfg = cfg or config_for()
+    extra = list(epilogue.extra_args) if epilogue else []
+    pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr)
+    pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr)
+    tile = emit_tile(module, f"{name}.tile", cfg, epilogue)
+    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tile)
+    struct = ir.LiteralStructType(_TYPES + extra + [I32, I32])  # ..., nthreads, status
+    worker = _emit_worker(module, f"{name}.worker", cfg, struct, serial)
+    return _emit_entry(module, name, extra, struct, serial, worker)
+
+
+def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
+    """``int32 serial(row0, col0, mt, nt, K, A, lda, tA, B, ldb, tB, C, ldc, beta, *extra)``.
+
+    Computes rows [row0, row0+mt) x columns [col0, col0+nt) of C on the calling thread.
+    """
+    names = ["row0", "col0", "mt", "nt"] + _ARGS[2:] + [f"e{i}" for i in range(len(extra))]
+    fn, b = new_function(module, name, I32, [I64] * 4 + _TYPES[2:] + extra, names)
+    row0, col0, mt, nt, k, a, lda, ta, bm, ldb, tb, c, ldc, beta = fn.args[:14]
+    ep_args = list(fn.args[14:])
+    # Strides of op(A)[i, k] and op(B)[k, j] in memory: transposition is a swap.
+    ta1 = b.icmp_signed("!=", ta, ir.Constant(I32, 0))
+    tb1 = b.icmp_signed("!=", tb, ir.Constant(I32, 0))
+    sa_row, sa_k = b.select(ta1, c64(1), lda), b.select(ta1, lda, c64(1))
+    sb_k, sb_col = b.select(tb1, c64(1), ldb), b.select(tb1, ldb, c64(1))
+    kc_max = imax(b, imin(b, k, c64(cfg.kc)), c64(1))
+    a_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, mt, c64(cfg.mc)), cfg.mr)))
+    b_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, nt, c64(cfg.nc)), cfg.nr)))
+    nkb = imax(b, ceil_div(b, k, cfg.kc), c64(1))  # one (empty) K block when K == 0
+    ok = b.and_(b.icmp_unsigned("!=", a_buf, ir.Constant(PTR, None)),
+                b.icmp_unsigned("!=", b_buf, ir.Constant(PTR, None)))
+
+    def jc_block(b, jc, _):
+        nc = imin(b, c64(cfg.nc), b.sub(nt, jc))
+
+        def k_block(b, kb, _):
+            pc = b.mul(kb, c64(cfg.kc))
+            kc = imin(b, c64(cfg.kc), b.sub(k, pc))
+            b_src = fptr(b, bm, b.add(b.mul(pc, sb_k), b.mul(b.add(col0, jc), sb_col)))
+            b.call(pack_b, [b_src, sb_col, sb_k, nc, kc, b_buf])
+            beta_k = b.select(b.icmp_signed("==", kb, c64(0)), beta, ir.Constant(F32, 1.0))
+            last = b.icmp_signed("==", kb, b.sub(nkb, c64(1)))
+
+            def i_block(b, ic, _):
+                mc = imin(b, c64(cfg.mc), b.sub(mt, ic))
+                a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
+                b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
+                tiles = dict(cfg=cfg, tile=tile, a_buf=a_buf, b_buf=b_buf, kc=kc, c=c,
+                             ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
+                             beta=beta_k, last=last, ep_args=ep_args)
+                _tile_loops(b, **tiles)
+                return []
+            counted_loop(b, c64(0), mt, c64(cfg.mc), i_block, name="ic")
+            return []
+        counted_loop(b, c64(0), nkb, c64(1), k_block, name="kb")
+        return []
+
+    with b.if_then(ok):
+        counted_loop(b, c64(0), nt, c64(cfg.nc), jc_block, name="jc")
+    free = intrinsic(module, "free", ir.VoidType(), [PTR])
+    b.call(free, [a_buf])
+    b.call(free, [b_buf])
+    b.ret(b.select(ok, ir.Constant(I32, 0), ir.Constant(I32, STATUS_ENOMEM)))
+    return fn
+
+
+def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
+    """For each NR-column panel, for each MR-row panel of the packed block: one tile call."""
+    def jr_loop(b, jr, _):
+        bp = fptr(b, b_buf, b.mul(jr, kc))
+        nr = imin(b, c64(cfg.nr), b.sub(nc, jr))
+
+        def ir_loop(b, i, _):
+            ap = fptr(b, a_buf, b.mul(i, kc))
+            mr = imin(b, c64(cfg.mr), b.sub(mc, i))
+            b.call(tile, [ap, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
+                          beta, last, *ep_args])
+            return []
+        counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")
+        return []
+    counted_loop(b, c64(0), nc, c64(cfg.nr), jr_loop, name="jr")
+
+
+def _round_up(b, x, m: int):
+    """x rounded up to a multiple of the constant m."""
+    return b.mul(ceil_div(b, x, m), c64(m))
+
+
+def _alloc(b, module, n_floats):
+    """``aligned_alloc(64, ...)`` room for n floats (size rounded up to 64 bytes)."""
+    alloc = intrinsic(module, "aligned_alloc", PTR, [I64, I64])
+    size = _round_up(b, b.mul(n_floats, c64(4)), 64)
+    return b.call(alloc, [c64(64), size])
+
+
+def _emit_worker(module, name, cfg, struct, serial):
+    """``void worker(void* data)``: the outlined body run by each thread of the team.
+
+    Splits C's rows (or columns when there are too few row panels) into one contiguous
+    range per thread, in MR (NR) multiples, and runs the serial driver on it.
+    """
+    fn, b = new_function(module, name, ir.VoidType(), [PTR], ["data"])
+    nfields = len(struct.elements)
+    vals = [b.load(b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, i)],
+                         source_etype=struct), typ=struct.elements[i]) for i in range(nfields)]
+    m, n = vals[0], vals[1]
+    tid = b.sext(b.call(intrinsic(module, "omp_get_thread_num", I32, []), []), I64)
+    team = b.sext(b.call(intrinsic(module, "omp_get_num_threads", I32, []), []), I64)
+    by_rows = b.or_(b.icmp_signed(">=", ceil_div(b, m, cfg.mr), b.mul(team, c64(4))),
+                    b.icmp_signed(">=", m, n))
+    extent, unit = b.select(by_rows, m, n), b.select(by_rows, c64(cfg.mr), c64(cfg.nr))
+    units = b.sdiv(b.sub(b.add(extent, unit), c64(1)), unit)
+    per = b.mul(b.sdiv(b.sub(b.add(units, team), c64(1)), team), unit)
+    start = b.mul(tid, per)
+    count = imin(b, per, b.sub(extent, start))
+    with b.if_then(b.icmp_signed(">", count, c64(0))):
+        row0, mt = b.select(by_rows, start, c64(0)), b.select(by_rows, count, m)
+        col0, nt = b.select(by_rows, c64(0), start), b.select(by_rows, n, count)
+        status = b.call(serial, [row0, col0, mt, nt, *vals[2:nfields - 2]])
+        with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0))):
+            slot = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, nfields - 1)],
+                         source_etype=struct)
+            b.atomic_rmw("or", slot, status, "monotonic")
+    b.ret_void()
+    return fn
+
+
+def _emit_entry(module, name, extra, struct, serial, worker):
+    """The exported function: serial for small problems or one thread, else GOMP_parallel."""
+    names = _ARGS + ["nthreads"] + [f"e{i}" for i in range(len(extra))]
+    fn, b = new_function(module, name, I32, _TYPES + [I32] + extra, names, internal=False)
+    args = list(fn.args)
+    m, n, k, nthreads = args[0], args[1], args[2], args[12]
+    gemm_args, ep_args = args[2:12], args[13:]
+    empty = b.or_(b.icmp_signed("<=", m, c64(0)), b.icmp_signed("<=", n, c64(0)))
+    with b.if_then(empty):
+        b.ret(ir.Constant(I32, 0))
+    work = b.mul(b.mul(m, n), imax(b, k, c64(1)))
+    small = b.or_(b.icmp_signed("<", work, c64(PARALLEL_MIN_WORK)),
+                  b.icmp_signed("==", nthreads, ir.Constant(I32, 1)))
+    with b.if_then(small):
+        b.ret(b.call(serial, [c64(0), c64(0), m, n, *gemm_args, *ep_args]))
+    data = b.alloca(struct)
+    data.type = PTR  # llvmlite types allocas as typed pointers; use an opaque ptr
+    for i, v in enumerate(args[:12] + ep_args + [nthreads, ir.Constant(I32, 0)]):
+        b.store(v, b.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)], source_etype=struct))
+    gomp = intrinsic(module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
+    # nthreads <= 0 lets libgomp choose (OMP_NUM_THREADS or all cores).
+    team = b.select(b.icmp_signed(">", nthreads, ir.Constant(I32, 0)), nthreads,
+                    ir.Constant(I32, 0))
+    b.call(gomp, [worker, data, team, ir.Constant(I32, 0)])
+    status_ptr = b.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, len(struct.elements) - 1)],
+                       source_etype=struct)
+    b.ret(b.load(status_ptr, typ=I32))
+    return fn
+
+
+def bind(lib, name: str = "kiln_sgemm", n_extra: int = 0):
+    """The ctypes function for ``name`` in a loaded library, with its argument types set.
+
+    Matrices are passed as addresses (``arr.ctypes.data``); ``n_extra`` pointer
+    arguments of an epilogue follow ``nthreads``.  (For tests and benchmarks; the
+    runtime binds its own entry points.)
+    """
+    import ctypes
+    i64, i32, p = ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p
+    fn = getattr(lib, name)
+    fn.restype = i32
+    fn.argtypes = [i64, i64, i64, p, i64, i32, p, i64, i32, p, i64, ctypes.c_float, i32]
+    fn.argtypes += [p] * n_extra
+    return fn

@@ -1,0 +1,349 @@
+"""The inner pieces of the sgemm engine, as LLVM IR: IR helpers, the packers, the tile kernel.
+
+* ``emit_pack``: copies a K-block of A (or B) into panels W wide (W = MR for A, NR for B),
+  ``dst[p][k][w] = src[(p*W + w)*s_outer + k*s_k]``, zero-padding the last panel so the
+  micro-kernel always runs on full tiles.  Transposition is only a choice of strides.
+* ``emit_tile``: the MR x NR register-blocked micro-kernel (MR*NR/VEC vector accumulators,
+  a broadcast of A times vectors of packed B with ``llvm.fma``), followed by the store of
+  the tile into C: plus ``beta * C``, then the optional epilogue, then vector stores.
+  Edge tiles (fewer than MR rows or NR columns left) use masked loads/stores, so any
+  M, N >= 1 works without a scalar tail.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+I1, I32, I64, F32 = ir.IntType(1), ir.IntType(32), ir.IntType(64), ir.FloatType()
+PTR = ir.PointerType()
+
+
+def c64(v: int) -> ir.Constant:
+    """An i64 constant."""
+    return ir.Constant(I64, v)
+
+
+def imin(b: ir.IRBuilder, x, y):
+    """Signed minimum of two integers."""
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def imax(b: ir.IRBuilder, x, y):
+    """Signed maximum of two integers."""
+    return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def ceil_div(b: ir.IRBuilder, x, d: int):
+    """ceil(x / d) for x >= 0 and a constant d > 0."""
+    return b.sdiv(b.add(x, c64(d - 1)), c64(d))
+
+
+def fptr(b: ir.IRBuilder, base, index):
+    """Address of ``base[index]`` for a float pointer (plain GEP: edge rows may lie past C)."""
+    return b.gep(base, [index], source_etype=F32)
+
+
+def intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:
+    """Declare (once) an LLVM intrinsic or C function in ``module``."""
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    return fn
+
+
+def new_function(module, name, ret, args, arg_names, internal=True):
+    """A function with named arguments and an entry block; returns (fn, builder)."""
+    fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    for a, n in zip(fn.args, arg_names):
+        a.name = n
+    if internal:
+        fn.linkage = "internal"
+    fn.attributes.add("nounwind")
+    return fn, ir.IRBuilder(fn.append_basic_block("entry"))
+
+
+def counted_loop(b: ir.IRBuilder, start, stop, step, body, carry=(), name="i"):
+    """Emit ``for (i = start; i < stop; i += step)`` with loop-carried values.
+
+    ``body(b, i, carried) -> new carried values`` emits the loop body.  Returns the
+    carried values after the loop (the header's phis); the builder ends in the exit block.
+    """
+    pre = b.block
+    head = b.append_basic_block(name + ".head")
+    loop = b.append_basic_block(name + ".body")
+    done = b.append_basic_block(name + ".exit")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(start.type, name)
+    i.add_incoming(start, pre)
+    phis = []
+    for c in carry:
+        p = b.phi(c.type)
+        p.add_incoming(c, pre)
+        phis.append(p)
+    b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+    b.position_at_end(loop)
+    new = body(b, i, list(phis)) or []
+    latch = b.block
+    i.add_incoming(b.add(i, step), latch)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, latch)
+    b.branch(head)
+    b.position_at_end(done)
+    return phis
+
+
+def if_then_values(b: ir.IRBuilder, cond, then, values):
+    """``values = then(values) if cond else values`` as a branch and phi merge."""
+    pre = b.block
+    with b.if_then(cond):
+        new = then(list(values))
+        then_end = b.block
+    merged = []
+    for v, n in zip(values, new):
+        p = b.phi(v.type)
+        p.add_incoming(v, pre)
+        p.add_incoming(n, then_end)
+        merged.append(p)
+    return merged
+
+
+def splat(b: ir.IRBuilder, scalar, width: int):
+    """A vector of ``width`` copies of ``scalar``."""
+    vty = ir.VectorType(scalar.type, width)
+    one = b.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(I32, 0))
+    return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                            ir.Constant(ir.VectorType(I32, width), [0] * width))
+
+
+def iota(width: int, start: int = 0, ty=I64) -> ir.Constant:
+    """The constant vector ``<start, start+1, ...>``."""
+    return ir.Constant(ir.VectorType(ty, width), list(range(start, start + width)))
+
+
+def masked_load(b, module, ptr, mask, width, align=4):
+    """``llvm.masked.load``: lanes where ``mask`` is false are not read and come back 0."""
+    vty = ir.VectorType(F32, width)
+    fn = intrinsic(module, f"llvm.masked.load.v{width}f32.p0", vty,
+                   [PTR, I32, ir.VectorType(I1, width), vty])
+    return b.call(fn, [ptr, ir.Constant(I32, align), mask, ir.Constant(vty, None)])
+
+
+def masked_store(b, module, value, ptr, mask, align=4):
+    """``llvm.masked.store``: only lanes where ``mask`` is true are written."""
+    width = value.type.count
+    fn = intrinsic(module, f"llvm.masked.store.v{width}f32.p0", ir.VoidType(),
+                   [value.type, PTR, I32, ir.VectorType(I1, width)])
+    b.call(fn, [value, ptr, ir.Constant(I32, align), mask])
+
+
+def vfma(b, module, x, y, z, fused=True):
+    """``x*y + z`` on float vectors: ``llvm.fma`` on FMA hardware, else ``llvm.fmuladd``."""
+    base = "llvm.fma" if fused else "llvm.fmuladd"
+    fn = intrinsic(module, f"{base}.v{x.type.count}f32", x.type, [x.type] * 3)
+    return b.call(fn, [x, y, z])
+
+
+# --------------------------------------------------------------------------- packing
+
+def emit_pack(module: ir.Module, name: str, width: int) -> ir.Function:
+    """``void pack(src, s_outer, s_k, n_outer, kc, dst)``: copy into W-wide zero-padded panels.
+
+    A contiguous panel (``s_outer == 1``) is copied with W-wide vector loads; a strided one
+    gathers its W elements per k (W loads, one vector store).  The last, partial panel
+    is copied element by element and padded with zeros.
+    """
+    fn, b = new_function(module, name, ir.VoidType(), [PTR, I64, I64, I64, I64, PTR],
+                         ["src", "s_outer", "s_k", "n_outer", "kc", "dst"])
+    src, s_outer, s_k, n_outer, kc, dst = fn.args
+    for a in (src, dst):
+        a.add_attribute("noalias")
+    vty = ir.VectorType(F32, width)
+
+    def panel(b, p, _):
+        nvalid = imin(b, c64(width), b.sub(n_outer, b.mul(p, c64(width))))
+        sp = fptr(b, src, b.mul(b.mul(p, c64(width)), s_outer))
+        dp = fptr(b, dst, b.mul(b.mul(p, kc), c64(width)))
+        full = b.icmp_signed("==", nvalid, c64(width))
+        contiguous = b.icmp_signed("==", s_outer, c64(1))
+        with b.if_else(full) as (then, other):
+            with then:
+                with b.if_else(contiguous) as (vec_copy, gather):
+                    with vec_copy:
+                        _pack_rows(b, sp, s_k, kc, dp, width,
+                                   lambda b, row: b.load(row, typ=vty, align=4))
+                    with gather:
+                        _pack_rows(b, sp, s_k, kc, dp, width,
+                                   lambda b, row: _gather(b, row, s_outer, width))
+            with other:
+                _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid)
+        return []
+
+    counted_loop(b, c64(0), ceil_div(b, n_outer, width), c64(1), panel, name="p")
+    b.ret_void()
+    return fn
+
+
+def _gather(b, row, s_outer, width):
+    """The W elements ``row[w * s_outer]`` as one vector."""
+    vec = ir.Constant(ir.VectorType(F32, width), ir.Undefined)
+    for w in range(width):
+        x = b.load(fptr(b, row, b.mul(c64(w), s_outer)), typ=F32, align=4)
+        vec = b.insert_element(vec, x, ir.Constant(I32, w))
+    return vec
+
+
+def _pack_rows(b, sp, s_k, kc, dp, width, load_row):
+    """For each k: ``dp[k*W : k*W+W] = load_row(sp + k*s_k)``."""
+    def body(b, k, _):
+        v = load_row(b, fptr(b, sp, b.mul(k, s_k)))
+        b.store(v, fptr(b, dp, b.mul(k, c64(width))), align=4)
+        return []
+    counted_loop(b, c64(0), kc, c64(1), body, name="k")
+
+
+def _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid):
+    """Element-wise copy of a partial panel: lanes ``w >= nvalid`` are set to zero."""
+    def lane(b, w, _):
+        valid = b.icmp_signed("<", w, nvalid)
+        src_w = fptr(b, sp, b.mul(imin(b, w, b.sub(nvalid, c64(1))), s_outer))
+
+        def body(b, k, _):
+            x = b.load(fptr(b, src_w, b.mul(k, s_k)), typ=F32, align=4)
+            x = b.select(valid, x, ir.Constant(F32, 0.0))
+            b.store(x, fptr(b, dp, b.add(b.mul(k, c64(width)), w)), align=4)
+            return []
+        counted_loop(b, c64(0), kc, c64(1), body, name="k")
+        return []
+    counted_loop(b, c64(0), c64(width), c64(1), lane, name="w")
+
+
+# --------------------------------------------------------------------------- tile kernel
+
+class TileContext:
+    """What an epilogue callback sees for one C tile (see ``gemm.Epilogue``).
+
+    ``accs[r][j]`` is the ``<VEC x float>`` holding C[row + r, col + j*VEC : +VEC]
+    (already ``A'B' + beta*C``); ``args`` are the epilogue's extra function arguments;
+    ``row``/``col`` are the tile's first global row/column (i64 values).  On an edge tile
+    (``masked``) lanes past the last column are don't-care: use ``col_vector`` to read a
+    per-column operand so those lanes are never loaded.
+    """
+
+    def __init__(self, b, module, cfg, args, row, col, accs, col_masks):
+        self.builder, self.module, self.cfg = b, module, cfg
+        self.args, self.row, self.col, self.accs = args, row, col, accs
+        self.col_masks = col_masks
+        self.masked = col_masks is not None
+
+    def row_index(self, r: int):
+        """Global row index (i64) of tile row ``r``."""
+        return self.builder.add(self.row, c64(r))
+
+    def col_vector(self, ptr, j: int):
+        """``ptr[col + j*VEC : +VEC]`` as a vector (masked on edge tiles: no read past N)."""
+        b, vec = self.builder, self.cfg.vec
+        p = fptr(b, ptr, b.add(self.col, c64(j * vec)))
+        if not self.masked:
+            return b.load(p, typ=ir.VectorType(F32, vec), align=4)
+        return masked_load(b, self.module, p, self.col_masks[j], vec)
+
+    def splat(self, scalar):
+        """A vector of VEC copies of a float scalar."""
+        return splat(self.builder, scalar, self.cfg.vec)
+
+
+def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
+    """``void tile(Ap, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
+
+    Multiplies an MR-row panel of packed A by an NR-column panel of packed B over ``kc``
+    and stores the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR):
+    ``C = acc + beta*C`` (C is not read when beta == 0), then the epilogue when ``last``.
+    """
+    extra = list(epilogue.extra_args) if epilogue else []
+    fn, b = new_function(
+        module, name, ir.VoidType(),
+        [PTR, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
+        ["Ap", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
+        + [f"e{i}" for i in range(len(extra))])
+    ap, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:11]
+    for a in (ap, bp, c):
+        a.add_attribute("noalias")
+    accs = _microkernel(b, module, cfg, ap, bp, kc)
+    full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
+    store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
+                 last=last, epilogue=epilogue, extra=fn.args[11:])
+    with b.if_else(full) as (then, other):
+        with then:
+            _store_tile(b, accs, masks=None, **store)
+        with other:
+            _store_tile(b, accs, masks=_edge_masks(b, cfg, mr, nr), **store)
+    b.ret_void()
+    return fn
+
+
+def _microkernel(b, module, cfg, ap, bp, kc):
+    """The k loop: per k, NR/VEC vectors of B, MR broadcasts of A, MR*NR/VEC FMAs."""
+    vty = ir.VectorType(F32, cfg.vec)
+    nv = cfg.nr // cfg.vec
+    zero = ir.Constant(vty, None)
+
+    def body(b, k, accs):
+        a_k = fptr(b, ap, b.mul(k, c64(cfg.mr)))
+        b_k = fptr(b, bp, b.mul(k, c64(cfg.nr)))
+        bv = [b.load(fptr(b, b_k, c64(j * cfg.vec)), typ=vty, align=cfg.vec * 4)
+              for j in range(nv)]
+        out = []
+        for r in range(cfg.mr):
+            a = splat(b, b.load(fptr(b, a_k, c64(r)), typ=F32, align=4), cfg.vec)
+            out += [vfma(b, module, a, bv[j], accs[r * nv + j], cfg.fma) for j in range(nv)]
+        return out
+
+    flat = counted_loop(b, c64(0), kc, c64(1), body, carry=[zero] * (cfg.mr * nv), name="k")
+    return [flat[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
+
+
+def _edge_masks(b, cfg, mr, nr):
+    """Per (row r, vector j) lane masks of an edge tile: column < nr and row < mr."""
+    vec, nv = cfg.vec, cfg.nr // cfg.vec
+    nr_v = splat(b, nr, vec)
+    cols = [b.icmp_signed("<", iota(vec, j * vec), nr_v) for j in range(nv)]
+    masks = []
+    for r in range(cfg.mr):
+        row_ok = splat(b, b.icmp_signed("<", c64(r), mr), vec)
+        masks.append([cols[j] if r == 0 else b.and_(cols[j], row_ok) for j in range(nv)])
+    return masks
+
+
+def _store_tile(b, accs, masks, module, cfg, c, ldc, row, col, beta, last, epilogue, extra):
+    """Add ``beta*C``, run the epilogue (when ``last``), store; masked when ``masks``."""
+    vec, nv, mr = cfg.vec, cfg.nr // cfg.vec, cfg.mr
+    vty = ir.VectorType(F32, vec)
+    ptrs = [[fptr(b, c, b.add(b.mul(b.add(row, c64(r)), ldc), b.add(col, c64(j * vec))))
+             for j in range(nv)] for r in range(mr)]
+    flat = [a for row_accs in accs for a in row_accs]
+
+    def load(r, j):
+        if masks is None:
+            return b.load(ptrs[r][j], typ=vty, align=4)
+        return masked_load(b, module, ptrs[r][j], masks[r][j], vec)
+
+    def add_beta_c(vals):
+        bv = splat(b, beta, vec)
+        return [vfma(b, module, bv, load(i // nv, i % nv), v, cfg.fma) for i, v in enumerate(vals)]
+
+    flat = if_then_values(b, b.fcmp_unordered("!=", beta, ir.Constant(F32, 0.0)),
+                          add_beta_c, flat)
+    if epilogue is not None:
+        def run_epilogue(vals):
+            tile = [vals[r * nv:(r + 1) * nv] for r in range(mr)]
+            ctx = TileContext(b, module, cfg, extra, row, col, tile,
+                              None if masks is None else masks[0])
+            out = epilogue.emit(b, ctx)
+            return [v for row_vals in out for v in row_vals]
+        flat = if_then_values(b, last, run_epilogue, flat)
+    for i, v in enumerate(flat):
+        r, j = divmod(i, nv)
+        if masks is None:
+            b.store(v, ptrs[r][j], align=4)
+        else:
+            masked_store(b, module, v, ptrs[r][j], masks[r][j])

@@ -1,0 +1,198 @@
+"""The LLVM CPU backend's sgemm engine against numpy.
+
+Each configuration (host SIMD, AVX2-only, bias+relu epilogue) is compiled once per module.
+"""
+import ctypes
+
+import llvmlite.ir as ir
+import numpy as np
+import pytest
+
+from compiler.codegen.llvm import build, gemm, target
+
+SIZES = [(1, 1, 1), (7, 13, 1), (13, 7, 33), (33, 69, 13), (69, 100, 7), (100, 33, 69),
+         (69, 69, 69), (1, 100, 69), (100, 1, 13), (13, 33, 0)]
+FLAGS = [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def compile_sgemm(tmp_path_factory, tag, cfg=None, epilogue=None, tgt=None):
+    """Build a library holding ``kiln_sgemm`` and return its bound ctypes function."""
+    module = ir.Module(name=tag)
+    gemm.emit_sgemm(module, cfg=cfg, epilogue=epilogue)
+    out = tmp_path_factory.mktemp(tag)
+    res = build.compile_module(module, str(out / "gemm.so"), target=tgt,
+                               asm_path=str(out / "gemm.s"))
+    fn = gemm.bind(ctypes.CDLL(res.path), n_extra=len(epilogue.extra_args) if epilogue else 0)
+    fn.asm = (out / "gemm.s").read_text()
+    return fn
+
+
+@pytest.fixture(scope="module")
+def sgemm(tmp_path_factory):
+    return compile_sgemm(tmp_path_factory, "host")
+
+
+@pytest.fixture(scope="module")
+def sgemm_avx2(tmp_path_factory):
+    tgt = target.create_target(features=target.without_avx512(target.host_features()))
+    if not tgt.has("avx2") or not tgt.has("fma"):
+        pytest.skip("host has no AVX2/FMA")
+    return compile_sgemm(tmp_path_factory, "avx2", cfg=gemm.AVX2, tgt=tgt)
+
+
+@pytest.fixture(scope="module")
+def sgemm_sse(tmp_path_factory):
+    return compile_sgemm(tmp_path_factory, "sse", cfg=gemm.SSE)
+
+
+@pytest.fixture(scope="module")
+def sgemm_bias_relu(tmp_path_factory):
+    return compile_sgemm(tmp_path_factory, "bias_relu", epilogue=gemm.bias_relu_epilogue())
+
+
+def operands(m, n, k, ta, tb, rng, pad=0):
+    """A, B (stored transposed per flag, with ``pad`` extra columns) and C, all float32."""
+    def mat(rows, cols):
+        full = rng.uniform(-1, 1, (rows, cols + pad)).astype(np.float32)
+        return full[:, :cols]
+    a = mat(k, m) if ta else mat(m, k)
+    b = mat(n, k) if tb else mat(k, n)
+    return a, b, mat(m, n)
+
+
+def run(fn, a, b, c, ta, tb, beta, nthreads, *extra):
+    """Call the kernel on numpy views (row-major, leading dims from the strides)."""
+    m, n = c.shape
+    k = a.shape[0] if ta else a.shape[1]
+    ld = [x.strides[0] // 4 for x in (a, b, c)]
+    status = fn(m, n, k, a.ctypes.data, ld[0], ta, b.ctypes.data, ld[1], tb,
+                c.ctypes.data, ld[2], beta, nthreads, *[x.ctypes.data for x in extra])
+    assert status == 0
+
+
+def reference(a, b, c, ta, tb, beta):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    out = (a64.T if ta else a64) @ (b64.T if tb else b64)
+    return out + beta * c if beta else out
+
+
+def check(fn, m, n, k, ta, tb, beta, nthreads, rng, pad=0):
+    a, b, c = operands(m, n, k, ta, tb, rng, pad)
+    if beta == 0:
+        c[...] = np.nan  # C must not be read when beta == 0
+    want = reference(a, b, c, ta, tb, beta)
+    run(fn, a, b, c, ta, tb, beta, nthreads)
+    np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-5 * (k + 1))
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_odd_sizes(sgemm, ta, tb, beta, nthreads):
+    rng = np.random.default_rng(0)
+    for m, n, k in SIZES:
+        check(sgemm, m, n, k, ta, tb, beta, nthreads, rng)
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+@pytest.mark.parametrize("m,n,k", [(200, 150, 90),   # threads split rows
+                                   (7, 400, 200),    # few rows: threads split columns
+                                   (301, 97, 800)])  # several K and M blocks
+def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
+    rng = np.random.default_rng(1)
+    for beta in (0.0, 1.0):
+        check(sgemm, m, n, k, ta, tb, beta, 2, rng)
+
+
+def test_leading_dims_and_default_threads(sgemm):
+    rng = np.random.default_rng(2)
+    check(sgemm, 70, 90, 110, 0, 0, 1.0, 0, rng, pad=5)   # nthreads 0: libgomp's default
+    check(sgemm, 70, 90, 110, 1, 1, 0.0, 2, rng, pad=3)
+
+
+def test_general_beta_and_wide_n(sgemm):
+    rng = np.random.default_rng(3)
+    check(sgemm, 5, gemm.config_for().nc + 37, 9, 0, 0, 0.5, 1, rng)  # more than one NC block
+
+
+def test_empty_is_a_no_op(sgemm):
+    c = np.ones((0, 4), np.float32)
+    a, b = np.ones((0, 3), np.float32), np.ones((3, 4), np.float32)
+    run(sgemm, a, b, c, 0, 0, 0.0, 1)
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+def test_avx2_configuration(sgemm_avx2, ta, tb):
+    assert "ymm" in sgemm_avx2.asm and "zmm" not in sgemm_avx2.asm
+    rng = np.random.default_rng(4)
+    for m, n, k in SIZES + [(200, 150, 300)]:
+        for beta, nthreads in ((0.0, 1), (1.0, 2)):
+            check(sgemm_avx2, m, n, k, ta, tb, beta, nthreads, rng)
+
+
+def test_narrow_configuration(sgemm_sse):
+    """The 4x8 tile of <4 x float> (no FMA assumed): blocking is a parameter, not a constant."""
+    rng = np.random.default_rng(6)
+    for ta, tb in FLAGS:
+        for m, n, k in [(1, 1, 1), (13, 7, 33), (69, 100, 300)]:
+            check(sgemm_sse, m, n, k, ta, tb, 1.0, 2, rng)
+
+
+def test_concurrent_calls_from_threads(sgemm):
+    """Packing buffers are per call and per thread: simultaneous callers do not interfere."""
+    import threading
+    rng = np.random.default_rng(7)
+    jobs = [operands(150, 130, 120, 0, 0, rng) for _ in range(4)]
+    wants = [reference(a, b, c, 0, 0, 0.0) for a, b, c in jobs]
+    errors = []
+
+    def work(a, b, c, want):
+        for _ in range(5):
+            run(sgemm, a, b, c, 0, 0, 0.0, 2)
+            if not np.allclose(c, want, rtol=1e-4, atol=1e-3):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work, args=(*job, want)) for job, want in zip(jobs, wants)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_host_configuration_uses_vector_fma(sgemm):
+    cfg = gemm.config_for()
+    reg = {16: "zmm", 8: "ymm", 4: "xmm"}[cfg.vec]
+    assert "vfmadd" in sgemm.asm and reg in sgemm.asm
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+@pytest.mark.parametrize("m,n,k,nthreads", [(1, 1, 1, 1), (13, 33, 7, 1), (69, 100, 13, 2),
+                                            (150, 70, 800, 2), (7, 600, 100, 2),
+                                            (7, 13, 0, 1)])
+def test_bias_relu_epilogue(sgemm_bias_relu, m, n, k, nthreads, ta, tb):
+    rng = np.random.default_rng(5)
+    for beta in (0.0, 1.0):
+        a, b, c = operands(m, n, k, ta, tb, rng)
+        bias = rng.uniform(-1, 1, n).astype(np.float32)
+        want = np.maximum(reference(a, b, c, ta, tb, beta) + bias, 0.0)
+        run(sgemm_bias_relu, a, b, c, ta, tb, beta, nthreads, bias)
+        np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-5 * (k + 1))
+
+
+def test_config_from_features():
+    assert gemm.config_for(features="+avx2,+fma,+avx512f") == gemm.AVX512
+    assert gemm.config_for(features="+avx2,+fma,-avx512f") == gemm.AVX2
+    assert gemm.config_for(features="+sse4.2,-avx2") == gemm.SSE
+    assert "-avx512f" in target.without_avx512("+avx2,+avx512f,+avx512bw").split(",")
+
+
+def test_build_errors_are_clear(tmp_path):
+    with pytest.raises(build.BuildError, match="invalid LLVM IR"):
+        build.compile_module("define void @f( {", str(tmp_path / "bad.so"))
+    good = 'define i32 @f() {\n  ret i32 0\n}\n'
+    with pytest.raises(build.BuildError, match="kiln_no_such_lib"):
+        build.compile_module(good, str(tmp_path / "x.so"), ["-lkiln_no_such_lib"])
+    res = build.compile_module(good, str(tmp_path / "ok.so"))
+    assert set(res.timings) >= {"optimize", "codegen", "link"}
+    assert ctypes.CDLL(res.path).f() == 0
