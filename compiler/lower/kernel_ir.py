@@ -3,12 +3,34 @@
 A ``Program`` is the schedule of one entry point: buffers (feeds, state, fetches, arena
 slots, constants, scratch) and kernels in order.  A ``Kernel`` is a statement tree over
 scalar expressions — loops, loads and stores with index expressions, scalar ops named
-like the IR's elementwise kinds, accumulations — or a call of a library routine (the
-GEMM engine) with an optional elementwise epilogue.  Fusion and scheduling decisions are
-made before this point; a renderer only translates.
+like the IR's elementwise kinds, accumulations — or a ``Gemm`` (the GEMM engine) with an
+optional elementwise epilogue.  Fusion and scheduling decisions are made before this
+point; a renderer only translates.
 
-Index expressions are ordinary scalar expressions over loop variables, integer constants
-and ``Batch()`` (the runtime batch size N), so one kernel serves every batch size.
+Semantics (every renderer implements exactly this; ``kernel_interp.py`` is the reference):
+
+* Buffers are flat, dense, row-major arrays of their dtype; ``Load``/``Store`` take a flat
+  element index (i64).  bool elements are stored as one byte (0/1).  A renderer gets a
+  pointer per buffer (the entry point computes them: feeds/fetches from the caller, state
+  from the state, arena/scratch from the workspace, consts from the module's data).
+* Index expressions are i64 scalar expressions over loop ``Var``s, ``Const``s and
+  ``Batch()`` (the runtime batch size N), so one kernel serves every batch size.
+* ``Op`` kinds are the IR's elementwise kinds with the reference interpreter's semantics
+  (compiler/ir/ops/math.py): e.g. ``div`` floors for integers, ``mod`` is a floor modulo,
+  comparisons give bool, ``select(c, a, b)``, ``maximum``/``minimum`` propagate NaN like
+  numpy.  Index ops on i64: ``add sub mul`` (as above) and ``idiv``/``imod`` (operands are
+  non-negative), ``imin``/``imax``.  ``Cast`` truncates float→int toward zero.
+* ``For`` runs ``var`` over ``[start, stop)`` in order unless ``parallel`` (iterations are
+  independent; the renderer may spread them over threads when ``(stop-start)*work`` is
+  large) or ``vectorize`` (iterations are independent apart from ``Accumulate`` into
+  accumulators declared outside the loop, which may be reassociated; the renderer may run
+  several iterations as SIMD lanes).
+* ``DeclareAcc``/``Accumulate`` are mutable scalars local to the enclosing block; ``Let``
+  binds an immutable scalar for the rest of the block.  ``Check`` fails the kernel with
+  KILN_ECHECK and its message; nothing after it in the kernel runs.
+* A kernel reads the buffers in ``reads`` and writes those in ``writes``; a buffer may be
+  in both only when each element is read before it is written by the same iteration
+  (in-place updates planned by memory planning).
 """
 from __future__ import annotations
 
@@ -125,6 +147,7 @@ class For(Stmt):
     body: Stmt
     parallel: bool = False
     vectorize: bool = False
+    work: int = 1  # rough scalar ops per iteration, for the renderer's threading decision
 
 
 @dataclass
@@ -220,13 +243,24 @@ class Kernel:
 
 @dataclass
 class Program:
-    """One entry point: buffers, kernels in order, workspace sizes."""
+    """One entry point: buffers, kernels in order, workspace sizes.
+
+    Workspace layout (one allocation, 64-byte aligned): static arena ``[0, static_bytes)``,
+    batch arena ``static_bytes + [0, batch_bytes*N)``, then the scratch region (static part,
+    then batch part).  An "arena" buffer with space "batch" and offset ``o`` starts at
+    ``static_bytes + o*N``; a "scratch" buffer likewise inside the scratch region.
+    ``copies`` run after the last kernel: (destination buffer, source buffer) pairs —
+    fetch values into the caller's fetch memory, and state outputs that memory planning
+    could not place in place.
+    """
 
     name: str
-    buffers: dict  # name -> BufferDecl
+    buffers: dict  # name -> BufferDecl, in a stable order (the renderer indexes them in this order)
     kernels: list
     static_bytes: int = 0  # the planned arena (see fn.memory)
     batch_bytes: int = 0
     scratch_static_bytes: int = 0  # one scratch region after the arena, shared by all kernels
     scratch_batch_bytes: int = 0
-    copies: list = field(default_factory=list)  # [(state key, buffer name)] copied into state at the end
+    copies: list = field(default_factory=list)  # [(dst buffer name, src buffer name)] after the last kernel
+    feeds: list = field(default_factory=list)  # feed keys in ABI order
+    fetches: list = field(default_factory=list)  # fetch keys in ABI order
