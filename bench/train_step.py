@@ -1,0 +1,126 @@
+"""Train-step time: Kiln's compiled step vs numpy by hand, PyTorch (eager) and TensorFlow
+(tf.function), side by side in one run, on this machine's cores.
+
+    python bench/train_step.py [--repeats 50] [--threads 2] [--only mlp]
+
+Each (model, batch, peer) runs in its own subprocess (so thread pools and BLAS settings do
+not leak between peers; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are removed for numpy's sake),
+warms up, then times ``repeats`` steps; the table shows the median in ms and the ratio of
+each peer to Kiln (> 1 means Kiln is faster).  Missing frameworks show as "-".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+CASES = [("mlp", 32), ("mlp", 128), ("cnn", 50)]
+PEERS = ["kiln", "numpy", "torch", "tensorflow"]
+
+
+def make_kiln(model, batch, threads):
+    """Compile the model's training step to an artifact and return a step callable."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from bench.kiln_models import build
+    from compiler.compile import compile_entries
+    from runtime import load_artifact
+
+    from compiler import tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        feeds, loss, train, extra = build(model)
+    out = tempfile.mkdtemp(prefix=f"kiln-bench-{model}-")
+    start = time.perf_counter()
+    path = compile_entries(graph, {"train": ([loss], [train], list(feeds))}, out)
+    compile_s = time.perf_counter() - start
+    state = load_artifact(path).new_state()
+    from bench.peers import data
+
+    x, y = data(batch)
+    feed = {feeds[0].name: x, feeds[1].name: y, **extra}
+    return (lambda: state.run("train", feed)), compile_s
+
+
+def make_step(peer, model, batch, threads):
+    from bench import peers
+
+    if peer == "kiln":
+        return make_kiln(model, batch, threads)
+    if peer == "numpy":
+        if model != "mlp":
+            raise ImportError("no hand-written numpy CNN")
+        return peers.make_numpy_mlp(batch), None
+    if peer == "torch":
+        return peers.make_torch(model, batch, threads), None
+    return peers.make_tensorflow(model, batch, threads), None
+
+
+def worker(peer, model, batch, threads, repeats):
+    """Time one peer; prints one JSON line."""
+    try:
+        step, compile_s = make_step(peer, model, batch, threads)
+    except ImportError as err:
+        print(json.dumps({"skip": str(err)}))
+        return
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times), "compile_s": compile_s}))
+
+
+def run_case(peer, model, batch, threads, repeats):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.path.dirname(HERE))
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", peer, model, str(batch),
+           "--threads", str(threads), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(lines[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["mlp", "cnn"])
+    parser.add_argument("--worker", nargs=3, metavar=("PEER", "MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        peer, model, batch = args.worker
+        return worker(peer, model, int(batch), args.threads, args.repeats)
+    print(f"train step, median ms over {args.repeats} steps, {args.threads} threads; ratio = peer / kiln")
+    header = f"{'model':<5} {'batch':>5} " + " ".join(f"{p:>12}" for p in PEERS) + "   " + " ".join(f"{p + '/kiln':>16}" for p in PEERS[1:])
+    print(header)
+    for model, batch in CASES:
+        if args.only and model != args.only:
+            continue
+        res = {p: run_case(p, model, batch, args.threads, args.repeats) for p in PEERS}
+        cells = [f"{res[p]['median_ms']:12.3f}" if "median_ms" in res[p] else f"{'-':>12}" for p in PEERS]
+        kiln = res["kiln"].get("median_ms")
+        ratios = [f"{res[p]['median_ms'] / kiln:16.2f}" if kiln and "median_ms" in res[p] else f"{'-':>16}" for p in PEERS[1:]]
+        print(f"{model:<5} {batch:>5} " + " ".join(cells) + "   " + " ".join(ratios))
+        for p in PEERS:
+            if "error" in res[p]:
+                print(f"      {p}: error: {res[p]['error']}")
+        if res["kiln"].get("compile_s"):
+            print(f"      kiln compile (passes + LLVM + link): {res['kiln']['compile_s']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
