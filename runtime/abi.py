@@ -73,6 +73,14 @@ def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(copy))
 
 
+def _bind_optional(lib, name, restype, argtypes):
+    """Like :func:`_bind`, but ``None`` when the library does not export ``name``."""
+    fn = getattr(lib, name, None)
+    if fn is not None:
+        fn.restype, fn.argtypes = restype, argtypes
+    return fn
+
+
 def _bind(lib, name, restype, argtypes, path):
     """Look up ``name`` in ``lib`` and set its signature; a missing symbol is an ArtifactError."""
     try:
@@ -87,7 +95,8 @@ def _bind(lib, name, restype, argtypes, path):
 class NativeLibrary:
     """A loaded artifact library with every ABI function bound.
 
-    ``entries`` maps entry point names to bound ``kiln_entry_<name>`` functions.  Raises
+    ``entries`` maps entry point names to bound ``kiln_entry_<name>`` functions;
+    ``bind_variable`` is ``None`` for a library without ``kiln_bind_variable``.  Raises
     :class:`AbiVersionError` if ``kiln_abi_version()`` differs from :data:`ABI_VERSION`.
     """
 
@@ -107,6 +116,8 @@ class NativeLibrary:
         self.read_variable = b("kiln_read_variable", i32, [vp, i32, vp, i64])
         self.write_variable = b("kiln_write_variable", i32, [vp, i32, vp, i64])
         self.last_error = b("kiln_last_error", ctypes.c_char_p, [vp])
+        # Optional in ABI version 1 (hand-written libraries may lack it): None when absent.
+        self.bind_variable = _bind_optional(self.lib, "kiln_bind_variable", i32, [vp, i32, vp, i64])
         self.entries = {name: b(f"kiln_entry_{name}", i32, [vp, i64, _VOIDP_ARRAY, _VOIDP_ARRAY])
                         for name in entry_names}
 
@@ -127,3 +138,24 @@ def pointer_array(arrays):
     if not arrays:
         return None
     return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+#: Alignment ``kiln_bind_variable`` requires of caller memory (the kernels may assume it).
+BIND_ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype, alignment: int = BIND_ALIGNMENT):
+    """An uninitialized C-contiguous array whose data starts on an ``alignment`` boundary
+    (suitable for :meth:`runtime.State.bind_variable`)."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(arr, alignment: int = BIND_ALIGNMENT) -> bool:
+    """Whether ``arr``'s data pointer is a multiple of ``alignment``."""
+    return arr.ctypes.data % alignment == 0

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from .abi import KILN_ENOMEM, KilnRuntimeError, pointer_array
+from .abi import KILN_ENOMEM, KilnRuntimeError, is_aligned, pointer_array
 from .manifest import batch_multiplier, format_shape, resolve_shape
 
 # ----------------------------------------------------------------------------- checks
@@ -108,6 +108,7 @@ class State:
         self.artifact = artifact
         self._lib = artifact.library
         self._lock = threading.Lock()
+        self._bound = {}  # variable name -> caller array used as its storage (kept alive)
         self._handle = self._lib.create()
         if not self._handle:
             raise KilnRuntimeError(KILN_ENOMEM, "kiln_create returned NULL", "kiln_create")
@@ -119,6 +120,7 @@ class State:
             handle, self._handle = getattr(self, "_handle", None), None
             if handle:
                 self._lib.destroy(handle)
+            self._bound = {}
 
     @property
     def closed(self) -> bool:
@@ -182,6 +184,50 @@ class State:
             handle = self._live()
             code = self._lib.write_variable(handle, v.index, arr.ctypes.data, arr.nbytes)
             self._lib.check(code, handle, f"kiln_write_variable ({name!r})")
+
+    def bind_variable(self, name: str, array: np.ndarray) -> None:
+        """Use ``array``'s memory as variable ``name``'s storage from now on (zero-copy).
+
+        ``array`` must be a writeable, C-contiguous, 64-byte aligned ndarray (see
+        :func:`runtime.abi.aligned_empty`) of exactly the variable's dtype and shape; its
+        current contents become the variable's value, and steps update it in place.  The
+        state keeps a reference until :meth:`unbind_variable` or :meth:`close`.
+        Raises ``ValueError`` for a mismatched array, ``NotImplementedError`` when the
+        library has no ``kiln_bind_variable``.
+        """
+        v = self.artifact.variable(name)
+        if self._lib.bind_variable is None:
+            raise NotImplementedError(f"{self.artifact.path}: library has no kiln_bind_variable")
+        if not isinstance(array, np.ndarray) or array.dtype != np.dtype(v.dtype) \
+                or array.shape != v.shape:
+            got = (f"{array.dtype} {format_shape(array.shape)}" if isinstance(array, np.ndarray)
+                   else type(array).__name__)
+            raise ValueError(f"Cannot bind {got} to variable {name!r}, which is "
+                             f"{v.dtype} {format_shape(v.shape)}")
+        if not (array.flags.c_contiguous and array.flags.writeable and is_aligned(array)):
+            raise ValueError(f"Cannot bind variable {name!r}: the array must be writeable, "
+                             "C-contiguous and 64-byte aligned (use runtime.abi.aligned_empty)")
+        with self._lock:
+            handle = self._live()
+            code = self._lib.bind_variable(handle, v.index, array.ctypes.data, array.nbytes)
+            self._lib.check(code, handle, f"kiln_bind_variable ({name!r})")
+            self._bound[name] = array
+
+    def unbind_variable(self, name: str) -> None:
+        """Go back to state-owned storage for ``name``, keeping its current value (a copy)."""
+        v = self.artifact.variable(name)
+        if self._lib.bind_variable is None:
+            raise NotImplementedError(f"{self.artifact.path}: library has no kiln_bind_variable")
+        nbytes = int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+        with self._lock:
+            handle = self._live()
+            code = self._lib.bind_variable(handle, v.index, None, nbytes)
+            self._lib.check(code, handle, f"kiln_bind_variable ({name!r})")
+            self._bound.pop(name, None)
+
+    def bound_array(self, name: str):
+        """The caller array bound to ``name`` (or ``None`` when the state owns its storage)."""
+        return self._bound.get(name)
 
     def variables(self) -> dict:
         """``name -> value copy`` of every variable, in manifest order."""

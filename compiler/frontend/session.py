@@ -1,14 +1,37 @@
-"""tf.Session: runs fetches by lowering the needed subgraph to IR and executing it.
+"""tf.Session: runs fetches by compiling the needed subgraph to native code (or interpreting it).
 
-For now execution goes through the numpy reference interpreter; each distinct
-(fetches, feeds) signature is lowered once and cached.  Variable values live in the
-session (``self._state``), keyed by variable name, and are updated from the step's
-state outputs.
+Backends (``Session(config=...)``; the config wins over the environment):
+
+* ``"compiled"`` (default): each distinct (fetches, targets, feeds) signature is lowered,
+  optimized, lowered to kernels and built once into an artifact (LLVM CPU), loaded with
+  ``runtime.load_artifact``; one native state per artifact runs it.  Artifacts go to a
+  per-session temp dir (deleted by ``close``), or to a content-hash cache
+  ``$KILN_CACHE_DIR/<hash>`` (or ``config={"cache_dir": ...}``) keyed by the printed
+  optimized IR, the target and the code generator, reused across sessions and processes.
+  Interpreted instead: initializers (runs that only write variables, without feeds,
+  fetches or variable reads: they run once), signatures whose optimized body has no
+  kernels (e.g. fetching a variable), runs with an empty feed, and signatures using an op
+  that has no kernel lowering yet (with a ``RuntimeWarning`` naming it).
+* ``"interpreter"``: the numpy reference interpreter (``config={"backend": "interpreter"}``,
+  a ConfigProto-like object with ``kiln_backend = "interpreter"``, or ``KILN_BACKEND=interpreter``).
+
+Variables live in the session as 64-byte aligned numpy arrays (``self._arrays``), one copy
+each: native states are bound to them with ``kiln_bind_variable`` and update them in
+place; replacing a value (initializer, ``Variable.load``, ``Saver.restore``) copies into the
+existing array.  A variable is initialized once some run (or ``set_variable_value``)
+wrote it; reading an uninitialized one raises ``Attempting to use uninitialized value X``
+before any native call.  Native errors surface like the interpreter's: a failed check
+(label out of range, ...) is a ``ValueError`` with the check's message.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import threading
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +42,8 @@ from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
 
 _local = threading.local()
+BACKENDS = ("compiled", "interpreter")
+ENTRY = "run"
 
 
 def get_default_session():
@@ -26,14 +51,50 @@ def get_default_session():
     return stack[-1] if stack else None
 
 
+def _config_get(config, key):
+    """``config[key]`` for a dict, ``config.kiln_<key>`` for a ConfigProto-like object."""
+    if isinstance(config, dict):
+        return config.get(key)
+    return getattr(config, f"kiln_{key}", None) if config is not None else None
+
+
+def select_backend(config) -> str:
+    """The backend a session with ``config`` uses: config, then $KILN_BACKEND, then compiled."""
+    backend = _config_get(config, "backend") or os.environ.get("KILN_BACKEND") or "compiled"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown Kiln backend {backend!r}; choose one of {BACKENDS}")
+    return backend
+
+
+def is_initializer(fn) -> bool:
+    """A run that only writes variables from nothing (no feeds, no fetches, no variable
+    read besides the random counter): an initializer.  It runs once, so it is interpreted:
+    compiling it would cost far more than it saves (the values are the same: random ops
+    draw the same Philox numbers on every backend)."""
+    return bool(fn.state_out) and not fn.feeds() and not fn.fetches and \
+        all(p.key == RNG_STATE for p in fn.state_in())
+
+
+@dataclass
+class _Plan:
+    """How one run signature executes: ``fn`` (as lowered) and, if compiled, its native state."""
+
+    fn: object
+    state: object = None  # runtime.State of the signature's artifact, None: interpreter
+    origins: tuple = ()  # kernel origins, stripped from native error messages
+
+
 class Session:
-    """A TF1 session over one graph (``target`` and ``config`` are accepted for compatibility)."""
+    """A TF1 session over one graph; ``config`` picks the backend (compiled or interpreter)."""
 
     def __init__(self, target="", graph=None, config=None):
         self.graph = graph or get_default_graph()
         self.config = config
-        self._state: dict[str, np.ndarray] = {}
+        self.backend = select_backend(config)
+        self._arrays: dict[str, np.ndarray] = {}
         self._cache: dict = {}
+        self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
+        self._tmpdir = None
         self._closed = False
         self._default_ctx = None
 
@@ -54,16 +115,54 @@ class Session:
         self.close()
 
     def close(self):
+        """Free the native states and the per-session artifact directory."""
         self._closed = True
+        for plan in self._cache.values():
+            if plan.state is not None:
+                plan.state.close()
+        self._cache.clear()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            if self._tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     # --- variable storage (used by Saver and tests) -----------------------------------------
     def variable_value(self, name):
-        if name not in self._state:
-            raise ValueError(f"Attempting to use uninitialized value {name}")
-        return self._state[name]
+        """A copy of variable ``name``'s current value."""
+        return self._require(name).copy()
 
     def set_variable_value(self, name, value):
-        self._state[name] = np.asarray(value)
+        """Set (and initialize) variable ``name``; copies into the existing array in place."""
+        self._store(name, value)
+
+    def rng_step_value(self) -> np.ndarray:
+        """The hidden random counter ``kiln/rng_step`` (0 before any random op ran)."""
+        return np.array(self._arrays.get(RNG_STATE, np.zeros((), np.int64)))
+
+    def _require(self, name) -> np.ndarray:
+        if name not in self._arrays:
+            raise ValueError(f"Attempting to use uninitialized value {name}")
+        return self._arrays[name]
+
+    def _store(self, name, value):
+        """Write ``value`` into the variable's array, keeping the array when shape/dtype fit."""
+        from runtime.abi import aligned_empty
+
+        value = np.asarray(value)
+        arr = self._arrays.get(name)
+        dtype = arr.dtype if arr is not None else self._variable_dtype(name, value.dtype)
+        if arr is None or arr.shape != value.shape:
+            arr = self._arrays[name] = aligned_empty(value.shape, dtype)
+        arr[...] = value
+
+    def _variable_dtype(self, name, default):
+        with contextlib.suppress(KeyError):
+            return self.graph.get_operation_by_name(name).outputs[0].dtype.np
+        return default
 
     # --- run ------------------------------------------------------------------------------
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
@@ -76,18 +175,92 @@ class Session:
         targets = mapper.unique_ops()
         fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
-        fn = self._cache.get(key)
-        if fn is None:
-            fn = lower_graph(tensors, targets, fed, name="session_run")
-            self._cache[key] = fn
-        state_in = {}
-        for p in fn.state_in():
-            if p.key == RNG_STATE and p.key not in self._state:
-                self._state[p.key] = np.zeros((), np.int64)
-            state_in[p.key] = self.variable_value(p.key)
-        new_state, results = run_function(fn, state_in, {t.name: v for t, v in feeds.items()})
-        self._state.update(new_state)
+        plan = self._cache.get(key)
+        if plan is None:
+            plan = self._cache[key] = self._plan(tensors, targets, fed)
+        by_name = {t.name: v for t, v in feeds.items()}
+        if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
+            results = self._run_native(plan, by_name)
+        else:
+            results = self._run_interpreter(plan.fn, by_name)
         return mapper.build([results[t.name] for t in tensors])
+
+    def _plan(self, tensors, targets, fed) -> _Plan:
+        """Lower the signature; compile it unless interpreting (see the module doc)."""
+        fn = lower_graph(tensors, targets, fed, name="session_run")
+        if self.backend == "interpreter" or is_initializer(fn):
+            return _Plan(fn)
+        from ..compile import finish_entry
+
+        try:
+            lowered = finish_entry(ENTRY, fn, skip_empty=True)
+            if lowered.program is None:
+                return _Plan(fn)
+            artifact = self._load_artifact(lowered)
+        except NotImplementedError as err:  # an op without a kernel lowering/renderer yet
+            warnings.warn(f"Kiln: cannot compile this Session.run ({err}); it runs on the "
+                          "reference interpreter", RuntimeWarning, stacklevel=3)
+            return _Plan(fn)
+        return _Plan(fn, artifact.new_state(initialize=False),
+                     tuple(k.origin or k.name for k in lowered.program.kernels))
+
+    def _load_artifact(self, lowered):
+        """Build (or find in the cache) and load the artifact of one signature."""
+        import runtime
+
+        from ..compile import session_artifact
+
+        root = _config_get(self.config, "cache_dir") or os.environ.get("KILN_CACHE_DIR")
+        if not root:
+            self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="kiln-session-")
+            root = self._tmpdir
+        path = session_artifact(self.graph, lowered, root)
+        if path not in self._artifacts:
+            try:
+                self._artifacts[path] = runtime.load_artifact(path)
+            except runtime.ArtifactError:  # a damaged cache entry: rebuild it once
+                shutil.rmtree(path, ignore_errors=True)
+                self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root))
+        return self._artifacts[path]
+
+    def _state_inputs(self, fn) -> dict:
+        """The arrays of every variable ``fn`` reads (the hidden rng counter starts at 0)."""
+        if RNG_STATE not in self._arrays and any(p.key == RNG_STATE for p in fn.state_in()):
+            self._store(RNG_STATE, np.zeros((), np.int64))
+        return {p.key: self._require(p.key) for p in fn.state_in()}
+
+    def _run_interpreter(self, fn, feeds) -> dict:
+        state_in = self._state_inputs(fn)
+        new_state, results = run_function(fn, state_in, feeds)
+        live = list(state_in.values())
+        new_state = {k: np.array(v) if any(np.may_share_memory(v, a) for a in live) else v
+                     for k, v in new_state.items()}  # snapshot before writing in place
+        for k, v in new_state.items():
+            self._store(k, v)
+        return results
+
+    def _run_native(self, plan, feeds) -> dict:
+        from runtime import KilnRuntimeError
+        from runtime.abi import aligned_empty
+
+        self._state_inputs(plan.fn)
+        state = plan.state
+        fresh = []
+        for v in state.artifact.variables:  # written but not yet initialized: new arrays
+            if v.name not in self._arrays:
+                self._arrays[v.name] = aligned_empty(v.shape, v.dtype)
+                self._arrays[v.name][...] = 0
+                fresh.append(v.name)
+        for v in state.artifact.variables:
+            if state.bound_array(v.name) is not self._arrays[v.name]:
+                state.bind_variable(v.name, self._arrays[v.name])
+        spec = state.artifact.entry(ENTRY)
+        try:
+            return state.run(ENTRY, {s.name: feeds[s.name] for s in spec.feeds})
+        except KilnRuntimeError as err:
+            for name in fresh:
+                del self._arrays[name]
+            raise _translate(err, plan.origins) from err
 
     def _convert_feeds(self, feed_dict):
         feeds = {}
@@ -99,6 +272,23 @@ class Session:
                 raise ValueError(f"Cannot feed {tensor.name}: it is not an element of this session's graph")
             feeds[tensor] = _feed_array(tensor, value)
         return feeds
+
+
+def _translate(err, origins):
+    """The interpreter's exception for a native error: a failed check is a ValueError with
+    the check's own message (the kernel origin prefix removed), no memory a MemoryError."""
+    from runtime.abi import KILN_ECHECK, KILN_ENOMEM
+
+    message = err.message
+    for origin in origins:
+        if message.startswith(origin + ": "):
+            message = message[len(origin) + 2:]
+            break
+    if err.code == KILN_ECHECK:
+        return ValueError(message)
+    if err.code == KILN_ENOMEM:
+        return MemoryError(message)
+    return err
 
 
 def _feed_array(tensor, value) -> np.ndarray:
@@ -151,4 +341,11 @@ def _session_context(sess):
         _local.stack.pop()
 
 
-__all__ = ["Session", "InteractiveSession", "get_default_session", "LoweringError", "shape_str"]
+__all__ = [
+    "InteractiveSession",
+    "LoweringError",
+    "Session",
+    "get_default_session",
+    "select_backend",
+    "shape_str",
+]

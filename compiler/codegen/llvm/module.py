@@ -1,0 +1,401 @@
+"""The generated module's C ABI (docs/ABI.md) around the rendered kernels.
+
+``build_module(programs, variables)`` renders every entry point's kernels into one LLVM
+module and adds the exported functions of the Kiln C ABI:
+
+* ``kiln_abi_version``, ``kiln_num_variables``, ``kiln_last_error``;
+* ``kiln_create`` / ``kiln_destroy``: the state, a heap struct
+  ``{ptr vars[V]; ptr owned[V]; ptr workspace; i64 workspace_bytes; char error[256]}``:
+  ``vars[i]`` is where variable i lives now, ``owned[i]`` the 64-byte aligned, zero-filled
+  storage the state allocated for it (NULL once the caller bound its own memory);
+* ``kiln_read_variable`` / ``kiln_write_variable`` / ``kiln_bind_variable``: byte counts
+  and indices checked, KILN_EINVAL with a message otherwise;
+* ``kiln_entry_<name>(state, batch, feeds, fetches)``: checks the batch, grows the
+  workspace (``static + batch_bytes*N + scratch``), fills the ``bufs[]`` array the kernels
+  index (program.buffers order), calls the kernels in order (the first non-zero code stops
+  the step; its message is copied into the state's error, prefixed with the kernel's
+  origin), then runs the program's copies.
+
+Constants (buffers with role "const") become private, 64-byte aligned module globals,
+shared between entry points when their bytes are equal.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from llvmlite import ir
+
+from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+
+ABI_VERSION = 1
+KILN_EINVAL, KILN_ENOMEM = 1, 2
+ALIGN = 64
+ERROR_BYTES = 256
+MAX_WORKSPACE = 1 << 62
+I8 = ir.IntType(8)
+VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
+
+
+def i32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v)
+
+
+def _opaque(v):
+    """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
+    v.type = PTR
+    return v
+
+
+def _np_dtype(dtype) -> np.dtype:
+    """A numpy dtype from a DType, numpy dtype or name."""
+    return np.dtype(getattr(dtype, "np_name", dtype))
+
+
+def _round_up(n: int, m: int = ALIGN) -> int:
+    return -(-n // m) * m
+
+
+class _Abi:
+    """Emission context: the module, the variables, libc declarations and string constants."""
+
+    def __init__(self, module: ir.Module, variables):
+        self.module = module
+        self.variables = [(name, _np_dtype(dt), tuple(int(d) for d in shape))
+                          for name, dt, shape in variables]
+        self.index = {name: i for i, (name, _, _) in enumerate(self.variables)}
+        if len(self.index) != len(self.variables):
+            raise ValueError("duplicate variable names in build_module")
+        nv = len(self.variables)
+        self.state_type = ir.LiteralStructType([
+            ir.ArrayType(PTR, nv), ir.ArrayType(PTR, nv), PTR, I64, ir.ArrayType(I8, ERROR_BYTES)])
+        self.strings: dict = {}
+        self.consts: dict = {}
+        m = module
+        self.aligned_alloc = intrinsic(m, "aligned_alloc", PTR, [I64, I64])
+        self.calloc = intrinsic(m, "calloc", PTR, [I64, I64])
+        self.free = intrinsic(m, "free", ir.VoidType(), [PTR])
+        self.memset = intrinsic(m, "memset", PTR, [PTR, I32, I64])
+        self.memcpy = intrinsic(m, "memcpy", PTR, [PTR, PTR, I64])
+        self.memmove = intrinsic(m, "memmove", PTR, [PTR, PTR, I64])
+        self.snprintf = m.globals.get("snprintf") or ir.Function(
+            m, ir.FunctionType(I32, [PTR, I64, PTR], var_arg=True), "snprintf")
+        nbytes = [int(np.prod(s, dtype=np.int64)) * dt.itemsize for _, dt, s in self.variables]
+        self.var_bytes = self._table("kiln.abi.var_bytes", I64, nbytes)
+        self.var_names = self._table("kiln.abi.var_names", PTR, [self.cstring(n) for n, _, _ in self.variables])
+
+    # -- module data
+    def cstring(self, text: str):
+        """A private NUL-terminated string constant (one per distinct text)."""
+        if text not in self.strings:
+            data = bytearray(text.encode("utf-8") + b"\0")
+            g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)), self.module.get_unique_name("kiln.abi.str"))
+            g.initializer = ir.Constant(g.value_type, data)
+            g.global_constant, g.linkage, g.unnamed_addr = True, "private", True
+            self.strings[text] = _opaque(g)
+        return self.strings[text]
+
+    def _table(self, name, elt, values):
+        g = ir.GlobalVariable(self.module, ir.ArrayType(elt, len(values)), name)
+        g.initializer = ir.Constant(g.value_type, [v if isinstance(v, ir.Value) else ir.Constant(elt, v)
+                                                   for v in values])
+        g.global_constant, g.linkage = True, "private"
+        return _opaque(g)
+
+    def const_global(self, data, dtype) -> ir.GlobalVariable:
+        """A private, 64-byte aligned constant holding ``data``'s bytes (C order, ``dtype``)."""
+        raw = np.asarray(data, dtype=_np_dtype(dtype), order="C").tobytes() or b"\0"
+        key = hashlib.sha256(raw).hexdigest()
+        if key not in self.consts:
+            g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(raw)), self.module.get_unique_name("kiln.abi.const"))
+            g.initializer = ir.Constant(g.value_type, bytearray(raw))
+            g.global_constant, g.linkage, g.align = True, "private", ALIGN
+            self.consts[key] = _opaque(g)
+        return self.consts[key]
+
+    # -- state access
+    def field(self, b, state, index, *more):
+        """Address of a field of the state struct (``more``: array index)."""
+        return b.gep(state, [i32(0), i32(index), *more], source_etype=self.state_type)
+
+    def fail(self, b, state, code: int, fmt: str, *args):
+        """Write a message into the state's error buffer and return ``code``."""
+        b.call(self.snprintf, [self.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
+                               self.cstring(fmt), *args])
+        b.ret(i32(code))
+
+    def clear_error(self, b, state):
+        b.store(ir.Constant(I8, 0), self.field(b, state, ERROR, i32(0)))
+
+    def check_index(self, b, state, index):
+        """Return KILN_EINVAL unless ``0 <= index < V``; gives the variable's byte count."""
+        nv = len(self.variables)
+        bad = b.or_(b.icmp_signed("<", index, i32(0)), b.icmp_signed(">=", index, i32(nv)))
+        with b.if_then(bad, likely=False):
+            self.fail(b, state, KILN_EINVAL, f"no variable with index %d (have {nv})", index)
+        return b.load(b.gep(self.var_bytes, [i32(0), index], source_etype=self.var_bytes_type), typ=I64)
+
+    @property
+    def var_bytes_type(self):
+        return ir.ArrayType(I64, len(self.variables))
+
+    def check_bytes(self, b, state, index, nbytes, what):
+        """KILN_EINVAL unless ``nbytes`` is variable ``index``'s size exactly."""
+        size = self.check_index(b, state, index)
+        with b.if_then(b.icmp_signed("!=", nbytes, size), likely=False):
+            name = b.load(b.gep(self.var_names, [i32(0), index],
+                                source_etype=ir.ArrayType(PTR, len(self.variables))), typ=PTR)
+            self.fail(b, state, KILN_EINVAL,
+                      f"{what} variable %d ('%s'): byte count %lld, expected %lld",
+                      index, name, nbytes, size)
+        return size
+
+    def alloc_zeroed(self, b, size):
+        """``aligned_alloc(64, round_up(max(size, 1), 64))`` zero-filled; may be NULL."""
+        rounded = b.and_(b.add(b.select(b.icmp_signed(">", size, c64(0)), size, c64(1)),
+                               c64(ALIGN - 1)), c64(-ALIGN))
+        p = b.call(self.aligned_alloc, [c64(ALIGN), rounded])
+        with b.if_then(b.icmp_unsigned("!=", p, ir.Constant(PTR, None))):
+            b.call(self.memset, [p, i32(0), rounded])
+        return p
+
+
+# ----------------------------------------------------------------------------- fixed ABI
+def _emit_constants(abi: _Abi) -> None:
+    """``kiln_abi_version``, ``kiln_num_variables`` and ``kiln_last_error``."""
+    for name, value in (("kiln_abi_version", ABI_VERSION), ("kiln_num_variables", len(abi.variables))):
+        _, b = new_function(abi.module, name, I32, [], [], internal=False)
+        b.ret(i32(value))
+    fn, b = new_function(abi.module, "kiln_last_error", PTR, [PTR], ["state"], internal=False)
+    state = fn.args[0]
+    with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
+        b.ret(abi.cstring(""))
+    b.ret(abi.field(b, state, ERROR, i32(0)))
+
+
+def _emit_destroy(abi: _Abi) -> ir.Function:
+    """``kiln_destroy``: free the owned variables, the workspace and the state (NULL allowed)."""
+    fn, b = new_function(abi.module, "kiln_destroy", ir.VoidType(), [PTR], ["state"], internal=False)
+    state = fn.args[0]
+    with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
+        b.ret_void()
+
+    def body(b, i, _):
+        b.call(abi.free, [b.load(abi.field(b, state, OWNED, i), typ=PTR)])
+        return []
+    counted_loop(b, c64(0), c64(len(abi.variables)), c64(1), body, name="v")
+    b.call(abi.free, [b.load(abi.field(b, state, WORKSPACE), typ=PTR)])
+    b.call(abi.free, [state])
+    b.ret_void()
+    return fn
+
+
+def _emit_create(abi: _Abi, destroy: ir.Function) -> None:
+    """``kiln_create``: calloc the struct, then each variable (64-byte aligned, zeroed).
+    Any failed allocation frees what was made and returns NULL."""
+    _, b = new_function(abi.module, "kiln_create", PTR, [], [], internal=False)
+    null = ir.Constant(PTR, None)
+    state = b.call(abi.calloc, [c64(1), c64(abi.state_type.get_abi_size(_target_data()))])
+    with b.if_then(b.icmp_unsigned("==", state, null), likely=False):
+        b.ret(null)
+
+    def body(b, i, _):
+        size = b.load(b.gep(abi.var_bytes, [i32(0), i], source_etype=abi.var_bytes_type), typ=I64)
+        p = abi.alloc_zeroed(b, size)
+        with b.if_then(b.icmp_unsigned("==", p, null), likely=False):
+            b.call(destroy, [state])
+            b.ret(null)
+        b.store(p, abi.field(b, state, OWNED, i))
+        b.store(p, abi.field(b, state, VARS, i))
+        return []
+    counted_loop(b, c64(0), c64(len(abi.variables)), c64(1), body, name="v")
+    b.ret(state)
+
+
+def _target_data():
+    """The host's data layout (struct sizes for calloc)."""
+    from .target import host_target
+    return host_target().machine.target_data
+
+
+def _emit_read_write(abi: _Abi) -> None:
+    """``kiln_read_variable`` / ``kiln_write_variable``: checked memcpy out of / into vars[i]."""
+    for name, what in (("kiln_read_variable", "read"), ("kiln_write_variable", "write")):
+        fn, b = new_function(abi.module, name, I32, [PTR, I32, PTR, I64],
+                             ["state", "index", "data", "nbytes"], internal=False)
+        state, index, data, nbytes = fn.args
+        abi.clear_error(b, state)
+        size = abi.check_bytes(b, state, index, nbytes, what)
+        var = b.load(abi.field(b, state, VARS, index), typ=PTR)
+        src, dst = (var, data) if what == "read" else (data, var)
+        b.call(abi.memcpy, [dst, src, size])
+        b.ret(i32(0))
+
+
+def _emit_bind(abi: _Abi) -> None:
+    """``kiln_bind_variable(state, index, ptr, nbytes)``: make ``ptr`` (64-byte aligned, caller
+    owned) the variable's storage, freeing the state's own; ``ptr == NULL`` goes back to
+    state-owned storage holding a copy of the current value."""
+    fn, b = new_function(abi.module, "kiln_bind_variable", I32, [PTR, I32, PTR, I64],
+                         ["state", "index", "ptr", "nbytes"], internal=False)
+    state, index, ptr, nbytes = fn.args
+    null = ir.Constant(PTR, None)
+    abi.clear_error(b, state)
+    size = abi.check_bytes(b, state, index, nbytes, "bind")
+    owned_slot, var_slot = abi.field(b, state, OWNED, index), abi.field(b, state, VARS, index)
+    owned = b.load(owned_slot, typ=PTR)
+    with b.if_then(b.icmp_unsigned("==", ptr, null)):
+        with b.if_then(b.icmp_unsigned("!=", owned, null)):
+            b.ret(i32(0))  # already state-owned
+        p = abi.alloc_zeroed(b, size)
+        with b.if_then(b.icmp_unsigned("==", p, null), likely=False):
+            abi.fail(b, state, KILN_ENOMEM, "cannot allocate %lld bytes for variable %d", size, index)
+        b.call(abi.memcpy, [p, b.load(var_slot, typ=PTR), size])
+        b.store(p, owned_slot)
+        b.store(p, var_slot)
+        b.ret(i32(0))
+    misaligned = b.and_(b.ptrtoint(ptr, I64), c64(ALIGN - 1))
+    with b.if_then(b.icmp_unsigned("!=", misaligned, c64(0)), likely=False):
+        abi.fail(b, state, KILN_EINVAL, "bind variable %d: memory at %p is not 64-byte aligned",
+                 index, ptr)
+    b.call(abi.free, [owned])
+    b.store(null, owned_slot)
+    b.store(ptr, var_slot)
+    b.ret(i32(0))
+
+
+# ----------------------------------------------------------------------------- entry points
+def _has_sym(shape) -> bool:
+    return any(not isinstance(d, (int, np.integer)) for d in shape)
+
+
+def uses_batch(program) -> bool:
+    """Whether the program depends on the batch size N (a batch dim or batch arena bytes)."""
+    return bool(program.batch_bytes or program.scratch_batch_bytes
+                or any(_has_sym(d.shape) for d in program.buffers.values()))
+
+
+def _nbytes(b, decl, n):
+    """Byte size of a buffer for batch ``n`` (an i64 value)."""
+    size, syms = _np_dtype(decl.dtype).itemsize, 0
+    for d in decl.shape:
+        syms += not isinstance(d, (int, np.integer))
+        size *= int(getattr(d, "coef", d))
+    out = c64(size)
+    for _ in range(syms):
+        out = b.mul(out, n)
+    return out
+
+
+def _grow_workspace(abi: _Abi, b, state, program, n):
+    """Make the workspace at least ``need`` bytes; returns its base pointer."""
+    fixed = program.static_bytes + program.scratch_static_bytes
+    per = program.batch_bytes + program.scratch_batch_bytes
+    if per:
+        limit = c64((MAX_WORKSPACE - fixed) // per)
+        with b.if_then(b.icmp_signed(">", n, limit), likely=False):
+            abi.fail(b, state, KILN_ENOMEM, "batch size %lld needs more than 2^62 bytes of workspace", n)
+    need = b.add(c64(fixed), b.mul(n, c64(per)))
+    ws_slot, size_slot = abi.field(b, state, WORKSPACE), abi.field(b, state, WORKSPACE_BYTES)
+    with b.if_then(b.icmp_signed(">", need, b.load(size_slot, typ=I64)), likely=False):
+        b.call(abi.free, [b.load(ws_slot, typ=PTR)])
+        rounded = b.and_(b.add(need, c64(ALIGN - 1)), c64(-ALIGN))
+        p = b.call(abi.aligned_alloc, [c64(ALIGN), rounded])
+        b.store(p, ws_slot)
+        failed = b.icmp_unsigned("==", p, ir.Constant(PTR, None))
+        b.store(b.select(failed, c64(0), rounded), size_slot)
+        with b.if_then(failed, likely=False):
+            abi.fail(b, state, KILN_ENOMEM, "cannot allocate a workspace of %lld bytes (batch %lld)",
+                     rounded, n)
+    return b.load(ws_slot, typ=PTR)
+
+
+def _buffer_pointer(abi: _Abi, b, decl, env):
+    """The pointer the kernels get for one buffer (see Program's workspace layout)."""
+    p, n, ws = env["program"], env["n"], env["ws"]
+    at = lambda base, off: b.gep(ws, [b.add(c64(base), off)], source_etype=I8)
+    if decl.role in ("feed", "fetch"):
+        arr = env["feeds"] if decl.role == "feed" else env["fetches"]
+        return b.load(b.gep(arr, [c64(decl.index)], source_etype=PTR), typ=PTR)
+    if decl.role == "state":
+        if decl.key not in abi.index:
+            raise ValueError(f"program {p.name!r} uses state {decl.key!r}, not in the variables")
+        return b.load(abi.field(b, env["state"], VARS, i32(abi.index[decl.key])), typ=PTR)
+    if decl.role == "const":
+        return abi.const_global(decl.data, decl.dtype)
+    if decl.role not in ("arena", "scratch"):
+        raise ValueError(f"buffer {decl.name!r}: unknown role {decl.role!r}")
+    if decl.space not in ("static", "batch"):
+        raise ValueError(f"buffer {decl.name!r}: unknown space {decl.space!r}")
+    scaled = c64(decl.offset) if decl.space == "static" else b.mul(n, c64(decl.offset))
+    if decl.role == "arena":
+        return at(0 if decl.space == "static" else p.static_bytes, scaled)
+    scratch = b.add(c64(p.static_bytes), b.mul(n, c64(p.batch_bytes)))
+    if decl.space == "batch":
+        scratch = b.add(scratch, c64(p.scratch_static_bytes))
+    return b.gep(ws, [b.add(scratch, scaled)], source_etype=I8)
+
+
+def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
+    """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
+    if len(kernel_names) != len(program.kernels):
+        raise ValueError(f"entry {entry!r}: {len(kernel_names)} rendered kernels for "
+                         f"{len(program.kernels)} in the program")
+    fn, b = new_function(abi.module, f"kiln_entry_{entry}", I32, [PTR, I64, PTR, PTR],
+                         ["state", "batch", "feeds", "fetches"], internal=False)
+    state, batch, feeds, fetches = fn.args
+    decls = list(program.buffers.values())
+    bufs = _opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
+    err = _opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
+    abi.clear_error(b, state)
+    n = c64(1)
+    if uses_batch(program):
+        with b.if_then(b.icmp_signed("<", batch, c64(1)), likely=False):
+            abi.fail(b, state, KILN_EINVAL, "batch size must be >= 1, got %lld", batch)
+        n = batch
+    env = {"program": program, "n": n, "state": state, "feeds": feeds, "fetches": fetches,
+           "ws": _grow_workspace(abi, b, state, program, n)}
+    slot = {}
+    for i, d in enumerate(decls):
+        slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
+        b.store(_buffer_pointer(abi, b, d, env), slot[d.name])
+    kty = ir.FunctionType(I32, [PTR, I64, PTR])
+    for kname, kernel in zip(kernel_names, program.kernels):
+        kfn = abi.module.globals.get(kname)
+        if kfn is None:
+            raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
+        if kfn.function_type != kty:
+            raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
+        b.store(ir.Constant(I8, 0), err)
+        rc = b.call(kfn, [bufs, n, err])
+        with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
+            where = kernel.origin or kernel.name
+            b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
+                                  abi.cstring("%s: %s"), abi.cstring(where), err])
+            b.ret(rc)
+    for dst, src in program.copies:
+        size = _nbytes(b, program.buffers[dst], n)
+        b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
+    b.ret(i32(0))
+
+
+# ----------------------------------------------------------------------------- driver
+def build_module(programs: dict, variables, render=None, module: ir.Module | None = None) -> ir.Module:
+    """One LLVM module: every program's kernels plus the Kiln C ABI over ``variables``.
+
+    ``programs`` maps entry names (C identifiers) to kernel-IR ``Program``s; ``variables``
+    is ``[(name, dtype, shape)]`` in ABI index order.  ``render(module, program, prefix) ->
+    [kernel function names]`` defaults to the LLVM kernel renderer.
+    """
+    if render is None:
+        from .render import render_program_kernels as render
+    module = module or ir.Module(name="kiln_model")
+    abi = _Abi(module, variables)
+    _emit_constants(abi)
+    _emit_create(abi, _emit_destroy(abi))
+    _emit_read_write(abi)
+    _emit_bind(abi)
+    for entry, program in programs.items():
+        names = render(module, program, f"kiln_k_{entry}_")
+        _emit_entry(abi, entry, program, list(names))
+    return module

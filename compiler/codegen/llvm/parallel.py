@@ -1,0 +1,122 @@
+"""Parallel ``For`` loops through libgomp: ``GOMP_parallel`` with an outlined body.
+
+``For(parallel=True)`` at the top level of a kernel (not inside another parallel loop, and
+not combining into an accumulator declared outside it) is emitted as ::
+
+    if ((stop - start) * work >= 32768 && omp_get_max_threads() > 1)
+        GOMP_parallel(body.par, &captured, 0, 0);   // libgomp's team (OMP_NUM_THREADS)
+    else
+        <the loop on this thread>
+
+The captured struct holds ``bufs``, ``N``, ``err``, the loop bounds, a status word and
+every outer value the body reads (loop indices, Lets, the current value of accumulators,
+renderer temporaries).  The outlined ``void body.par(ptr data)`` takes thread ``t`` of
+``T`` (``omp_get_thread_num`` / ``omp_get_num_threads``) and runs the contiguous chunk
+``[start + t*c, min(stop, start + (t+1)*c))``, ``c = ceil(trip / T)`` rounded up to the SIMD
+width, with the same loop code as the serial path (vectorized when the loop is).  A failed
+``Check`` in a thread sets the status with a compare-and-swap; the first writer owns the
+message, the thread stops, and the kernel returns the status after the join.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from .exprs import AccSlot
+from .gemm_kernel import c64, ceil_div, imin
+from .vals import I32, I64, PTR, declare
+from .walk import read_vars
+
+STATUS_FIELD = 5  # index of the status word in the captured struct
+
+
+class ParallelFail:
+    """Failing in an outlined body: first failing thread writes the message; return."""
+
+    def __init__(self, status_ptr):
+        self.status = status_ptr
+
+    def fail(self, r, code, message, value=None, dtype=None):
+        b = r.b
+        res = b.cmpxchg(self.status, ir.Constant(I32, 0), ir.Constant(I32, code), "monotonic", "monotonic")
+        with b.if_then(b.extract_value(res, 1)):
+            r.write_message(message, value, dtype)
+        b.ret_void()
+
+    def propagate(self, r, status):
+        raise NotImplementedError("a parallel loop inside a parallel loop is rendered serially")
+
+
+def emit_parallel_for(r, s, start, stop):
+    """Loop ``s`` over ``[start, stop)``: threaded when large enough, else on this thread."""
+    b = r.b
+    work = b.mul(b.sub(stop, start), c64(max(1, int(s.work or 1))))
+    threads = b.call(declare(r.module, "omp_get_max_threads", I32, []), [])
+    go = b.and_(b.icmp_signed(">=", work, c64(r.options.parallel_min_work)),
+                b.icmp_signed(">", threads, ir.Constant(I32, 1)))
+    with b.if_else(go) as (threaded, serial):
+        with threaded:
+            _launch(r, s, start, stop)
+        with serial:
+            r.loop_range(s, start, stop)
+
+
+def _captures(r, s):
+    """(names, values) of the outer variables the body reads, accumulators by value."""
+    names = sorted(n for n in read_vars(s.body) if n in r.env and n != s.var.name)
+    values = []
+    for n in names:
+        v = r.env[n]
+        values.append(r.b.load(v.ptr, typ=v.type) if isinstance(v, AccSlot) else v)
+    return names, values
+
+
+def _launch(r, s, start, stop):
+    """Fill the captured struct, run the outlined body on the team, propagate a failure."""
+    b = r.b
+    names, values = _captures(r, s)
+    extras = sorted(r.extra_buffers)
+    head = [r.bufs, r.batch, r.err, start, stop, ir.Constant(I32, 0)]
+    fields = head + values + [r.extra_buffers[n][0] for n in extras]
+    struct = ir.LiteralStructType([v.type for v in fields])
+    data = r.alloca(struct)
+    data.type = PTR  # an opaque pointer (llvmlite types allocas as typed pointers)
+    for i, v in enumerate(fields):
+        b.store(v, _field(b, data, struct, i))
+    outlined = _outline(r, s, struct, names, extras)
+    gomp = declare(r.module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
+    b.call(gomp, [outlined, data, ir.Constant(I32, 0), ir.Constant(I32, 0)])
+    status = b.load(_field(b, data, struct, STATUS_FIELD), typ=I32)
+    with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0)), likely=False):
+        r.failure.propagate(r, status)
+
+
+def _field(b, data, struct, i):
+    return b.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)], source_etype=struct)
+
+
+def _outline(r, s, struct, names, extras):
+    """``void <kernel>.par(ptr data)``: this thread's chunk of the loop."""
+    from .render import open_function  # render imports this module
+
+    fn, pro, b = open_function(r.module, r.module.get_unique_name(f"{r.fn.name}.par"), ir.VoidType(),
+                               [PTR], ["data"])
+    data = fn.args[0]
+    # read in the prologue: buffer pointers loaded there (from bufs) must see them
+    vals = [pro.load(_field(pro, data, struct, i), typ=t) for i, t in enumerate(struct.elements)]
+    bufs, batch, err, start, stop = vals[:5]
+    env = dict(zip(names, vals[6:6 + len(names)]))
+    child = r.derive(fn, b, pro, bufs, batch, err, ParallelFail(_field(pro, data, struct, STATUS_FIELD)), env)
+    for name, ptr in zip(extras, vals[6 + len(names):]):
+        child.extra_buffers[name] = (ptr, r.extra_buffers[name][1])
+    tid = b.sext(b.call(declare(r.module, "omp_get_thread_num", I32, []), []), I64)
+    team = b.sext(b.call(declare(r.module, "omp_get_num_threads", I32, []), []), I64)
+    w = r.vector_width(s) if s.vectorize else 1
+    per = b.sdiv(b.add(b.sub(stop, start), b.sub(team, c64(1))), team)
+    chunk = b.mul(ceil_div(b, per, w), c64(w))
+    lo = b.add(start, b.mul(tid, chunk))
+    hi = imin(b, b.add(lo, chunk), stop)
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        child.loop_range(s, lo, hi)
+    b.ret_void()
+    child.finish()
+    return fn

@@ -1,0 +1,258 @@
+"""``Gemm`` statements: calls into the GEMM engine (gemm.py), epilogues fused into its tiles.
+
+Three ways, chosen per statement:
+
+1. **Fused epilogue** (float32, the common matmul + bias + relu / optimizer-update case).
+   The epilogue holds only ``Let``/``Store``; one of its stores writes exactly C's own
+   element (``c.offset + bidx*c.batch_stride + row*c.ld + col``) or C is a "scratch"
+   buffer (then it receives the raw product); every other store is unit-stride in ``col``
+   (and not into A or B); nothing loads from C (the engine keeps partial sums there).
+   Then one ``kiln_sgemm`` variant is emitted for this statement with an ``Epilogue`` hook that renders the epilogue
+   in vector form on each accumulator vector of the tile: ``Var("acc")`` is the
+   accumulator, ``Var("col")`` the vector of column indices, ``Var("row")`` the tile row,
+   ``Var("bidx")`` the batch index.  The store to C's element becomes the value the engine
+   stores; the other stores are (masked, on edge tiles) vector stores.  Extra arguments of
+   the variant: ``bufs``, ``N``, ``M``, ``bidx`` and the outer values the epilogue reads.
+2. **Temporary** (float32, any other epilogue): the engine writes ``A'B'`` into an
+   ``aligned_alloc``'d M x N buffer, then a loop nest over (row, col) runs the epilogue with
+   ``acc`` loaded from it (vectorized / parallel by the ordinary loop rules).
+3. **Reference loops** (other dtypes, a transposed C): the product as kernel-IR loops
+   (a vectorized dot product per element), rendered like any kernel code.
+
+Without an epilogue the engine stores into C (``beta = 1`` when ``accumulate``).  The
+engine's own threads are used except inside a parallel loop (``nthreads = 1``).  A batched
+Gemm loops over ``bidx`` around the calls.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from ...ir.types import float32, int64
+from ...lower import kernel_ir as K
+from .affine import lane_stride, same_index
+from .exprs import AccSlot, Lanes
+from .gemm import Epilogue, emit_sgemm
+from .gemm_kernel import c64, counted_loop, if_then_values
+from .vals import F32, I32, I64, PTR, broadcast, declare
+from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
+
+KILN_ENOMEM = 2
+TEMP = "__gemm_acc"
+_I64 = int64
+
+
+def render_gemm(r, g: K.Gemm):
+    """Render Gemm statement ``g`` with renderer ``r`` (see the module doc)."""
+    dtypes = {r.program.buffers[op.buffer].dtype.short for op in (g.a, g.b, g.c)}
+    if dtypes != {"f32"} or g.c.transposed:
+        r.render(reference_loops(g, r.program.buffers[g.c.buffer].dtype))
+        return
+    if g.epilogue is None:
+        beta = 1.0 if g.accumulate else 0.0
+        _per_batch(r, g, lambda bidx: _call(r, g, _plain_engine(r), bidx, _c_ptr(r, g, bidx),
+                                            r.emit(g.c.ld), beta, []))
+        return
+    c_index = fused_c_index(g, r.program.buffers[g.c.buffer].role == "scratch")
+    if c_index is not None:
+        _fused(r, g, c_index)
+    else:
+        _via_temp(r, g)
+
+
+# ----------------------------------------------------------------------------- engine calls
+def _plain_engine(r):
+    fn = r.module.globals.get("kiln_sgemm")
+    return fn if fn is not None else emit_sgemm(r.module, "kiln_sgemm", r.options.gemm)
+
+
+def _per_batch(r, g, body):
+    """``body(bidx)`` for each batch item (once with bidx = 0 when not batched)."""
+    if g.batch is None:
+        body(c64(0))
+        return
+    counted_loop(r.b, c64(0), r.emit(g.batch), c64(1), lambda b, i, _: body(i), name="bidx")
+
+
+def _operand_ptr(r, op, bidx):
+    b = r.b
+    ptr, _ = r.buffer(op.buffer)
+    off = r.emit(op.offset)
+    if op.batch_stride is not None:
+        off = b.add(off, b.mul(bidx, r.emit(op.batch_stride)))
+    return b.gep(ptr, [off], source_etype=F32)
+
+
+def _c_ptr(r, g, bidx):
+    return _operand_ptr(r, g.c, bidx)
+
+
+def _call(r, g, fn, bidx, c_ptr, ldc, beta, extra):
+    """One engine call for batch item ``bidx``; a non-zero status fails the kernel."""
+    b = r.b
+    args = [r.emit(g.m), r.emit(g.n), r.emit(g.k),
+            _operand_ptr(r, g.a, bidx), r.emit(g.a.ld), ir.Constant(I32, int(g.a.transposed)),
+            _operand_ptr(r, g.b, bidx), r.emit(g.b.ld), ir.Constant(I32, int(g.b.transposed)),
+            c_ptr, ldc, ir.Constant(F32, beta), ir.Constant(I32, 1 if r.in_parallel else 0), *extra]
+    status = b.call(fn, args)
+    with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0)), likely=False):
+        r.failure.fail(r, KILN_ENOMEM, "out of memory in a matrix product")
+
+
+# ----------------------------------------------------------------------------- fused epilogue
+def c_element(g: K.Gemm):
+    """The flat index of C's element (row, col) of batch item bidx, as an expression."""
+    def v(name):
+        return K.Var(name, _I64)
+
+    def op(kind, x, y):
+        return K.Op(kind, (x, y), _I64)
+    idx = op("add", g.c.offset, op("add", op("mul", v("row"), g.c.ld), v("col")))
+    if g.c.batch_stride is not None:
+        idx = op("add", idx, op("mul", v("bidx"), g.c.batch_stride))
+    return idx
+
+
+def fused_c_index(g: K.Gemm, c_is_scratch: bool = False):
+    """C's element index when the epilogue can run inside the engine's tiles, else None.
+
+    The engine always stores the tile into C, so C must be written by the epilogue at that
+    very element (the store is taken over) or be scratch that may hold the raw product."""
+    epi = g.epilogue
+    if not all(isinstance(s, (K.Block, K.Let, K.Store)) for s in iter_stmts(epi)):
+        return None
+    lets = {s.var.name: s.value for s in iter_stmts(epi) if isinstance(s, K.Let)}
+    c_index, hits = c_element(g), 0
+    for s in iter_stmts(epi):
+        if not isinstance(s, K.Store):
+            continue
+        if s.buffer in (g.a.buffer, g.b.buffer):
+            return None  # other tiles still read A and B
+        if s.buffer == g.c.buffer:
+            if not same_index(s.index, c_index, lets):
+                return None
+            hits += 1
+        elif lane_stride(s.index, "col", lets) != 1:
+            return None
+    if any(isinstance(e, K.Load) and e.buffer == g.c.buffer for e in all_exprs(epi)):
+        return None  # C holds partial sums of earlier K blocks by the time the epilogue runs
+    return c_index if hits or c_is_scratch else None
+
+
+def _captured(r, epi):
+    """(names, values) of outer variables the epilogue reads (accumulators by value)."""
+    names = sorted(n for n in read_vars(epi) - set(GEMM_VARS) if n in r.env)
+    vals = [r.b.load(r.env[n].ptr, typ=r.env[n].type) if isinstance(r.env[n], AccSlot) else r.env[n]
+            for n in names]
+    return names, vals
+
+
+def _fused(r, g, c_index):
+    """Emit this statement's engine variant and call it per batch item."""
+    names, vals = _captured(r, g.epilogue)
+    buffers = sorted({e.buffer for e in _loads_and_stores(g.epilogue)})
+    cfg = r.options.gemm
+
+    def emit(b, tctx):
+        bufs, batch, m, bidx = tctx.args[:4]
+        tile = r.derive(b.function, b, None, bufs, batch, None, None, dict(zip(names, tctx.args[4:])))
+        tile.preload(buffers)
+        rows = []
+        for i in range(cfg.mr):
+            row = tctx.row_index(i)
+
+            def run(accs, row=row):
+                return _tile_row(tile, g, c_index, tctx, row, bidx, accs)
+            if tctx.masked:
+                rows.append(if_then_values(b, b.icmp_signed("<", row, m), run, tctx.accs[i]))
+            else:
+                rows.append(run(list(tctx.accs[i])))
+        return rows
+
+    extra_types = [PTR, I64, I64, I64] + [v.type for v in vals]
+    name = r.module.get_unique_name(f"{r.fn.name}.gemm")
+    fn = emit_sgemm(r.module, name, cfg, Epilogue(emit=emit, extra_args=extra_types))
+    fn.linkage = "internal"
+    m = r.emit(g.m)
+    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _c_ptr(r, g, bidx), r.emit(g.c.ld), 0.0,
+                                        [r.bufs, r.batch, m, bidx, *vals]))
+
+
+def _tile_row(tile, g, c_index, tctx, row, bidx, accs):
+    """The epilogue on one tile row: one rendering per accumulator vector."""
+    b, vec = tile.b, tctx.cfg.vec
+    out = []
+    for j, acc in enumerate(accs):
+        mask = tctx.col_masks[j] if tctx.masked else None
+        tile.lanes, tile.lets = Lanes("col", vec, mask), {}
+        tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
+        cols = tile.lane_values(b.add(tctx.col, c64(j * vec)))
+        tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": cols})
+        out.append(acc if tile.intercepted is None else broadcast(b, tile.intercepted, vec))
+    tile.lanes, tile.intercept = None, None
+    return out
+
+
+def _loads_and_stores(epi):
+    out = [s for s in iter_stmts(epi) if isinstance(s, K.Store)]
+    return out + [e for e in all_exprs(epi) if isinstance(e, K.Load)]
+
+
+# ----------------------------------------------------------------------------- temporary
+def _via_temp(r, g):
+    """Engine into an M x N temporary, then the epilogue as an ordinary loop nest."""
+    b = r.b
+    m, n = r.emit(g.m), r.emit(g.n)
+    nbytes = b.mul(b.add(b.mul(m, n), c64(16)), c64(4))
+    tmp = b.call(declare(r.module, "aligned_alloc", PTR, [I64, I64]),
+                 [c64(64), b.and_(b.add(nbytes, c64(63)), c64(-64))])
+    with b.if_then(b.icmp_unsigned("==", tmp, ir.Constant(PTR, None)), likely=False):
+        r.failure.fail(r, KILN_ENOMEM, "out of memory in a matrix product")
+    r.extra_buffers[TEMP] = (tmp, float32)
+    r.cleanups.append(tmp)
+    row, col = K.Var("row", _I64), K.Var("col", _I64)
+    acc = K.Load(TEMP, K.Op("add", (K.Op("mul", (row, g.n), _I64), col), _I64), float32)
+    work = 4 * (g.n.value if isinstance(g.n, K.Const) else 64)
+    nest = K.For(row, K.Const(0, _I64), g.m, K.For(
+        col, K.Const(0, _I64), g.n, K.Block([K.Let(K.Var("acc", float32), acc), g.epilogue]),
+        vectorize=True), parallel=True, work=work)
+
+    def one(bidx):
+        _call(r, g, _plain_engine(r), bidx, tmp, n, 0.0, [])
+        r.scoped(nest, {"bidx": bidx})
+    _per_batch(r, g, one)
+    b.call(declare(r.module, "free", ir.VoidType(), [PTR]), [tmp])
+    del r.extra_buffers[TEMP]
+    r.cleanups.remove(tmp)
+
+
+# ----------------------------------------------------------------------------- reference loops
+def reference_loops(g: K.Gemm, dtype) -> K.Stmt:
+    """The product as kernel-IR loops (any dtype): sum over k, then store or epilogue."""
+    row, col, kk, bidx = (K.Var(n, _I64) for n in ("row", "col", "__gemm_k", "bidx"))
+    total = K.Var("__gemm_sum", dtype)
+
+    def add(x, y):
+        return K.Op("add", (x, y), _I64)
+
+    def mul(x, y):
+        return K.Op("mul", (x, y), _I64)
+
+    def element(op, i, j):
+        base = op.offset if op.batch_stride is None else add(op.offset, mul(bidx, op.batch_stride))
+        return add(base, add(mul(j, op.ld), i) if op.transposed else add(mul(i, op.ld), j))
+    prod = K.Op("mul", (K.Load(g.a.buffer, element(g.a, row, kk), dtype),
+                        K.Load(g.b.buffer, element(g.b, kk, col), dtype)), dtype)
+    zero = K.Const(0.0 if dtype.is_floating else 0, dtype)
+    body = [K.DeclareAcc(total, zero),
+            K.For(kk, K.Const(0, _I64), g.k, K.Accumulate(total, "add", prod), vectorize=True)]
+    if g.epilogue is not None:
+        body += [K.Let(K.Var("acc", dtype), total), g.epilogue]
+    else:
+        cidx = element(g.c, row, col)
+        value = K.Op("add", (K.Load(g.c.buffer, cidx, dtype), total), dtype) if g.accumulate else total
+        body.append(K.Store(g.c.buffer, cidx, value))
+    nest = K.For(row, K.Const(0, _I64), g.m, K.For(col, K.Const(0, _I64), g.n, K.Block(body)),
+                 parallel=True, work=256)
+    if g.batch is None:
+        return K.Block([K.Let(bidx, K.Const(0, _I64)), nest])
+    return K.For(bidx, K.Const(0, _I64), g.batch, nest)

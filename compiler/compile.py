@@ -1,0 +1,305 @@
+"""The compile driver: graph entry points -> optimized IR -> kernel IR -> LLVM -> artifact.
+
+``compile_entries(graph, entries, out_dir)`` lowers each entry point (``lower_graph``), runs
+the pass pipeline (dumping every stage to ``out_dir/ir/<entry>/``), lowers the result to a
+kernel-IR ``Program``, renders all programs into one LLVM module with the C ABI
+(``codegen/llvm/module.py``), and writes the artifact (``compiler/artifact.py``): the
+manifest, ``src/model.ll``, ``lib/model.so`` and ``init.safetensors`` (every variable's
+initializer run by the reference interpreter).  Timings of each stage go into the
+manifest's ``"build"`` record.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime import manifest as mf
+
+from .artifact import EntryInfo, VariableInfo, host_target_record, write_artifact
+from .ir.from_graph import RNG_STATE, lower_graph
+from .passes.manager import run_pipeline
+
+
+class CompileError(ValueError):
+    """An entry point cannot be compiled (bad name, unknown variable, ...)."""
+
+
+@dataclass
+class LoweredEntry:
+    """One entry point on its way down: the optimized function and its kernel program."""
+
+    name: str
+    fn: object  # the optimized IR Function (schedule + memory plan)
+    program: object  # compiler.lower.kernel_ir.Program
+    timings: dict = field(default_factory=dict)
+
+
+def _unique(items) -> list:
+    seen, out = set(), []
+    for x in items:
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
+def lower_entry(name, fetches, targets=(), feeds=(), dump_dir=None) -> LoweredEntry:
+    """Graph -> IR -> pipeline (dumped to ``dump_dir``) -> kernel Program, timed."""
+    t0 = time.perf_counter()
+    fn = lower_graph(_unique(fetches), _unique(targets), _unique(feeds), name=name)
+    return finish_entry(name, fn, dump_dir, {"graph_to_ir_s": time.perf_counter() - t0})
+
+
+def finish_entry(name, fn, dump_dir=None, timings=None, skip_empty=False) -> LoweredEntry:
+    """Run the pipeline on a lowered ``fn`` and lower the result to a kernel Program.
+
+    With ``skip_empty``, a function whose optimized body has no kernels gets
+    ``program=None`` (``tf.Session`` interprets those).
+    """
+    from .lower.program import lower_function
+    from .passes.manager import count_kernels
+
+    timings = dict(timings or {})
+    t1 = time.perf_counter()
+    opt = run_pipeline(fn, dump_dir=str(dump_dir) if dump_dir else None).fn
+    t2 = time.perf_counter()
+    timings["pipeline_s"] = t2 - t1
+    if skip_empty and count_kernels(opt) == 0:
+        return LoweredEntry(name, opt, None, timings)
+    program = lower_function(opt)
+    timings["lowering_s"] = time.perf_counter() - t2
+    return LoweredEntry(name, opt, program, timings)
+
+
+def entry_info(fn) -> EntryInfo:
+    """The manifest record of an optimized function (feeds/fetches in ABI order)."""
+    feeds = [(p.key, p.value.type.dtype, p.value.type.shape) for p in fn.feeds()]
+    fetches = [(k, v.type.dtype, v.type.shape) for k, v in fn.fetches]
+    return EntryInfo(feeds, fetches, [p.key for p in fn.state_in()], [k for k, _ in fn.state_out])
+
+
+def state_keys(fns) -> list:
+    """Every variable the functions read or write, first-seen order, ``kiln/rng_step`` last."""
+    keys = _unique(k for fn in fns for k in [p.key for p in fn.state_in()] + [k for k, _ in fn.state_out])
+    return [k for k in keys if k != RNG_STATE] + ([RNG_STATE] if RNG_STATE in keys else [])
+
+
+def variable_infos(graph, keys) -> list:
+    """``VariableInfo`` for each key, in the graph's variable order (``kiln/rng_step`` last)."""
+    from .frontend.graph import GraphKeys
+
+    trainable = {v.op.name for v in graph.get_collection(GraphKeys.TRAINABLE_VARIABLES)}
+    order = {op.name: i for i, op in enumerate(graph.get_operations())}
+    infos = []
+    for key in sorted(keys, key=lambda k: (k == RNG_STATE, order.get(k, -1))):
+        if key == RNG_STATE:
+            infos.append(VariableInfo(RNG_STATE, "int64", (), False))
+            continue
+        try:
+            t = graph.get_operation_by_name(key).outputs[0]
+        except KeyError:
+            raise CompileError(f"state {key!r} is not a variable of the graph") from None
+        infos.append(VariableInfo(key, t.dtype.np_name, tuple(t.type.shape), key in trainable))
+    return infos
+
+
+def initial_values(graph, infos) -> dict:
+    """Run every variable's initializer with the reference interpreter; read them back.
+
+    ``kiln/rng_step`` gets the value it has after the initializers ran (random initializers
+    advance it), so the compiled step continues the interpreter session's random stream.
+    """
+    from .frontend.session import Session
+
+    variables = [graph.get_operation_by_name(v.name).outputs[0] for v in infos if v.name != RNG_STATE]
+    with Session(graph=graph, config={"backend": "interpreter"}) as sess:
+        if variables:
+            sess.run([v.initializer for v in variables])
+        values = {v.name: sess.variable_value(v.name) for v in infos
+                  if v.name != RNG_STATE}
+        if any(v.name == RNG_STATE for v in infos):
+            values[RNG_STATE] = sess.rng_step_value()
+    return values
+
+
+def _print_kernels(program) -> str | None:
+    """The kernel-IR dump of a program, when a printer exists."""
+    try:
+        printer = importlib.import_module("compiler.lower.kernel_printer")
+    except ModuleNotFoundError:
+        return None
+    return printer.print_program(program)
+
+
+def check_entry_name(name: str) -> None:
+    if not mf._SYMBOL.match(name):
+        raise CompileError(f"entry point name {name!r} must be a C identifier")
+
+
+def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None) -> Path:
+    """Render ``lowered`` entries into one module with the ABI and write the artifact."""
+    from .codegen.llvm.module import build_module
+
+    t0 = time.perf_counter()
+    module = build_module({e.name: e.program for e in lowered},
+                          [(v.name, v.dtype, v.shape) for v in variables])
+    build = dict(timings or {})
+    build["render_s"] = round(time.perf_counter() - t0, 4)
+    entries = {e.name: entry_info(e.fn) for e in lowered}
+    return write_artifact(out_dir, module, variables, init, entries, host_target_record(), build)
+
+
+def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir: bool = True) -> Path:
+    """Compile ``entries`` (``name -> (fetch tensors, target ops, feed tensors)``) of ``graph``
+    into the artifact directory ``out_dir``; returns its path.
+
+    The manifest's ``"build"`` record holds the seconds spent per stage (``pipeline_s``,
+    ``lowering_s``, ``render_s``, ``llvm_optimize_s``, ``llvm_codegen_s``, ``llvm_link_s``, ...).
+    """
+    start = time.perf_counter()
+    if target != "cpu":
+        raise CompileError(f"target {target!r} is not supported by compile_entries yet (only 'cpu')")
+    out = Path(out_dir)
+    lowered, totals = [], {}
+    for name, (fetches, targets, feeds) in entries.items():
+        check_entry_name(name)
+        dump = out / "ir" / name if dump_ir else None
+        e = lower_entry(name, list(fetches), list(targets), list(feeds), dump)
+        lowered.append(e)
+        for k, v in e.timings.items():
+            totals[k] = totals.get(k, 0.0) + v
+        text = _print_kernels(e.program) if dump_ir else None
+        if text is not None:
+            dump.mkdir(parents=True, exist_ok=True)
+            mf.atomic_write(dump / "kernels.txt", text)
+    t0 = time.perf_counter()
+    variables = variable_infos(graph, state_keys(e.fn for e in lowered))
+    init = initial_values(graph, variables)
+    totals["initial_values_s"] = time.perf_counter() - t0
+    out = build_artifact(lowered, variables, init, out, {k: round(v, 4) for k, v in totals.items()})
+    _record_total(out, time.perf_counter() - start)
+    return out
+
+
+def _record_total(out: Path, seconds: float) -> None:
+    """Add the whole compile's wall time (``build.total_s``) to the written manifest."""
+    m = mf.read_manifest(out)
+    m["build"]["total_s"] = round(seconds, 4)
+    mf.write_manifest(out, m)
+
+
+# ----------------------------------------------------------------------------- tf.Session
+def _attr_token(value, h) -> None:
+    """Feed one attr value into hash ``h``: arrays by dtype, shape and the SHA-256 of their
+    bytes (printing a large constant as text would cost far more than compiling it)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        h.update(f"<{value.dtype}{value.shape}>".encode())
+        h.update(hashlib.sha256(np.ascontiguousarray(value).tobytes()).digest())
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}{len(value)}(".encode())
+        for v in value:
+            _attr_token(v, h)
+        h.update(b")")
+    elif isinstance(value, dict):
+        h.update(f"dict{len(value)}{{".encode())
+        for k in sorted(value, key=str):
+            h.update(repr(k).encode())
+            _attr_token(value[k], h)
+        h.update(b"}")
+    else:
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def fingerprint(fn) -> str:
+    """A content hash of an optimized function: params, instrs (kinds, operands, attrs,
+    types, locs, regions, buffers), outputs and memory plan."""
+    h = hashlib.sha256()
+    ids: dict = {}
+
+    def vid(v) -> str:
+        return str(ids.setdefault(id(v), len(ids)))
+
+    def instrs(body):
+        for ins in body:
+            h.update(f"{ins.kind}({','.join(vid(v) for v in ins.operands)})@{ins.loc}".encode())
+            _attr_token(ins.attrs, h)
+            h.update(";".join(f"{vid(v)}:{v.type}" for v in ins.results).encode())
+            h.update(repr(ins.buffers).encode())
+            if ins.region is not None:
+                h.update(("^" + ",".join(f"{vid(v)}:{v.type}" for v in ins.region.params)).encode())
+                instrs(ins.region.body)
+                h.update(("yield" + ",".join(vid(v) for v in ins.region.yields)).encode())
+    for p in fn.params:
+        h.update(f"{p.kind} {p.key!r} {vid(p.value)}:{p.value.type};".encode())
+    instrs(fn.body)
+    for kind, outs in (("state", fn.state_out), ("fetch", fn.fetches)):
+        h.update("".join(f"{kind} {k!r}={vid(v)};" for k, v in outs).encode())
+    _attr_token(dict(fn.memory), h)
+    return h.hexdigest()
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of the code generator's sources (lowering, LLVM backend, driver), so a cached
+    artifact is never reused by a compiler that would generate other code."""
+    here = Path(__file__).resolve().parent
+    files = sorted([*(here / "lower").glob("*.py"), *(here / "codegen" / "llvm").glob("*.py"),
+                    here / "compile.py", here / "artifact.py"])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _cache_key(opt, target: dict) -> str:
+    """Content hash of an entry point: the optimized function, the target, the versions and
+    the code generator's sources."""
+    import json
+
+    from .artifact import KILN_VERSION
+
+    h = hashlib.sha256()
+    h.update(json.dumps([KILN_VERSION, mf.ABI_VERSION, target, code_digest()], sort_keys=True).encode())
+    h.update(fingerprint(opt).encode())
+    return h.hexdigest()[:32]
+
+
+def session_artifact(graph, lowered: LoweredEntry, root) -> Path:
+    """The artifact of one ``Session.run`` signature (entry ``lowered.name``) under ``root``.
+
+    The directory is ``root/<content hash>``: an artifact already there is reused (after
+    ``runtime.load_artifact``'s hash checks, done by the caller); otherwise it is built in a
+    temp directory beside it and renamed into place, so concurrent builders never see a
+    half-written one.  Initial values are zeros: the session binds its own arrays.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    root = Path(root)
+    final = root / _cache_key(lowered.fn, host_target_record())
+    if (final / mf.MANIFEST_NAME).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        variables = variable_infos(graph, state_keys([lowered.fn]))
+        zeros = {v.name: np.zeros(v.shape, v.dtype) for v in variables}
+        build_artifact([lowered], variables, zeros, tmp,
+                       {k: round(v, 4) for k, v in lowered.timings.items()})
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another builder won the race: use theirs
+            if not (final / mf.MANIFEST_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -1,0 +1,202 @@
+"""Lower the convolution anchors of fused contraction groups (NHWC input, HWIO filter; the
+reference semantics are compiler/ir/ops/conv.py's, pads explicit).
+
+* ``conv2d``: im2col of the input into scratch ``cols[N*OH*OW, KH*KW*C]`` (zero where the
+  window hangs over the padding), then ``cols · W[KH*KW*C, O]`` as a Gemm with the epilogue.
+* ``conv2d_backprop_filter``: the same im2col, then ``colsᵀ · dy[N*OH*OW, O]`` — a
+  ``[KH*KW*C, O]`` result that is the filter layout — with the epilogue (an optimizer update
+  fused there runs per filter element).
+* ``conv2d_backprop_input``: ``dy · Wᵀ`` into scratch cols, then col2im in gather form: each
+  input element sums the cols entries of the windows that cover it (no write races, parallel
+  over the batch) and the epilogue runs in that loop.
+* A 1x1 convolution with stride 1 and no padding needs no im2col: the input is the matrix.
+* ``depthwise_conv2d`` and its gradients: direct loop nests (one accumulator per output
+  element, taps inside), the epilogue after the sum.
+"""
+from __future__ import annotations
+
+from ..ir.types import dim_mul
+from .indexing import add, dim_expr, flat_index, i64, loop_nest, mul
+from .kernel_ir import Accumulate, DeclareAcc, Gemm, Load, Op, Operand, Store
+from .plain_nn import Window, taps
+from .contraction import IndexSpace
+from .plain_ops import all_of, emit_kernel, nest, select, zero
+
+
+def lower_conv(scope) -> None:
+    """Append the kernels of a contraction group whose anchor is a convolution."""
+    LOWER[scope.anchor.kind](scope)
+
+
+def _window(anchor, in_shape, filter_shape) -> Window:
+    a = anchor.attrs
+    return Window(in_shape, filter_shape[:2], a["strides"], a["pads"], a["dilations"])
+
+
+def _pointwise(win: Window) -> bool:
+    """A 1x1 window with stride 1 and no padding: im2col would be a copy."""
+    return win.window == (1, 1) and win.strides == (1, 1) and win.before == (0, 0) and win.out == win.size
+
+
+def _im2col(scope, x, win: Window) -> tuple:
+    """(buffer, leading dim) of the im2col matrix ``[N*OH*OW, KH*KW*C]`` of input ``x``."""
+    ctx, dtype = scope.ctx, x.type.dtype
+    n, c = x.type.shape[0], int(x.type.shape[3])
+    xb = scope.buffer_of(x)
+    if _pointwise(win):
+        return xb, c
+    kh, kw = win.window
+    shape = (n, win.out[0], win.out[1], kh, kw, c)
+    cols = ctx.scratch(dtype, (dim_mul(n, win.out[0] * win.out[1]), kh * kw * c), hint="cols")
+
+    def body(v):
+        b, oh, ow, i, j, ch = v
+        load, valid = win.tap(xb, dtype, b, oh, ow, i, j, ch)
+        return [Store(cols, flat_index(v, shape), select(valid, load, zero(dtype)))]
+
+    emit_kernel(ctx, scope.hint("im2col"), nest(ctx, shape, body))
+    return cols, kh * kw * c
+
+
+def _conv2d(scope):
+    x, w = scope.anchor.operands
+    win = _window(scope.anchor, x.type.shape, w.type.shape)
+    n = x.type.shape[0]
+    kh, kw, c, o = (int(d) for d in w.type.shape)
+    cols, ld = _im2col(scope, x, win)
+    rows = (n, win.out[0], win.out[1])
+    a = Operand(cols, i64(0), i64(ld))
+    b = Operand(scope.buffer_of(w), i64(0), i64(o))
+    scope.gemm(dim_expr(dim_mul(n, win.out[0] * win.out[1])), i64(kh * kw * c), a, b, rows, (o,))
+
+
+def _conv2d_backprop_filter(scope):
+    x, dy = scope.anchor.operands
+    kh, kw, c, o = (int(d) for d in scope.anchor.attrs["filter_shape"])
+    win = _window(scope.anchor, x.type.shape, (kh, kw, c, o))
+    cols, ld = _im2col(scope, x, win)
+    a = Operand(cols, i64(0), i64(ld), transposed=True)
+    b = Operand(scope.buffer_of(dy), i64(0), i64(o))
+    k = dim_expr(dim_mul(x.type.shape[0], win.out[0] * win.out[1]))
+    scope.gemm(i64(kh * kw * c), k, a, b, (kh, kw, c), (o,))
+
+
+def _conv2d_backprop_input(scope):
+    """dy · Wᵀ into cols, then col2im (gather form) with the epilogue."""
+    w, dy = scope.anchor.operands
+    ctx, dtype = scope.ctx, dy.type.dtype
+    in_shape = tuple(scope.anchor.attrs["input_shape"])
+    n = in_shape[0]
+    kh, kw, c, o = (int(d) for d in w.type.shape)
+    win = _window(scope.anchor, in_shape, w.type.shape)
+    rows = dim_mul(n, win.out[0] * win.out[1])
+    a = Operand(scope.buffer_of(dy), i64(0), i64(o))
+    b = Operand(scope.buffer_of(w), i64(0), i64(o), transposed=True)
+    if _pointwise(win):
+        scope.gemm(dim_expr(rows), i64(o), a, b, (n, win.size[0], win.size[1]), (c,))
+        return
+    cols = ctx.scratch(dtype, (rows, kh * kw * c), hint="cols")
+    gemm = Gemm(dim_expr(rows), i64(kh * kw * c), i64(o), a, b, Operand(cols, i64(0), i64(kh * kw * c)))
+    emit_kernel(ctx, scope.hint("gemm"), gemm)
+    col_shape = (n, win.out[0], win.out[1], kh, kw, c)
+
+    def body(v):
+        b_, h, w_, ch = v
+        acc = ctx.scalar("acc", dtype)
+
+        def tap(i, j):
+            (oh, vh), (ow, vw) = win.output_pos(0, h, i), win.output_pos(1, w_, j)
+            load = Load(cols, flat_index([b_, oh, ow, i, j, ch], col_shape), dtype)
+            return [Accumulate(acc, "add", select(all_of(vh, vw), load, zero(dtype)))]
+
+        space = IndexSpace.of_loop(in_shape, v)
+        return [DeclareAcc(acc, zero(dtype)), taps(ctx, win, tap)] + scope.epilogue(acc, space)
+
+    emit_kernel(ctx, scope.hint("col2im"), nest(ctx, in_shape, body, vectorize=False, work=kh * kw))
+
+
+# ----------------------------------------------------------------------------- depthwise
+def _sum_nest(scope, out_shape, space_of, reduce_shape, term, work):
+    """One kernel: for each element of ``out_shape`` an accumulator summed over ``reduce_shape``
+    (``term(out vars, reduce vars)``), then the epilogue at ``space_of(out vars)``."""
+    ctx, dtype = scope.ctx, scope.anchor.result.type.dtype
+
+    def body(v):
+        acc = ctx.scalar("acc", dtype)
+        inner_vars = [ctx.var("k") for _ in reduce_shape]
+        inner = loop_nest(inner_vars, tuple(reduce_shape), [Accumulate(acc, "add", term(v, inner_vars))],
+                          parallel_outer=False, vectorize_inner=False)
+        return [DeclareAcc(acc, zero(dtype)), inner] + scope.epilogue(acc, space_of(v))
+
+    emit_kernel(ctx, scope.hint(scope.anchor.kind), nest(ctx, out_shape, body, vectorize=False, work=work))
+
+
+def _mul(a, b):
+    return Op("mul", (a, b), a.dtype)
+
+
+def _depthwise(scope):
+    """out[n, oh, ow, c*M + m] = sum_taps x[n, ih, iw, c] * w[kh, kw, c, m]."""
+    x, w = scope.anchor.operands
+    win = _window(scope.anchor, x.type.shape, w.type.shape)
+    kh, kw, c, m = (int(d) for d in w.type.shape)
+    n, dtype = x.type.shape[0], x.type.dtype
+    xb, wb = scope.buffer_of(x), scope.buffer_of(w)
+
+    def term(v, k):
+        b, oh, ow, ch, mm = v
+        load, valid = win.tap(xb, dtype, b, oh, ow, k[0], k[1], ch)
+        weight = Load(wb, flat_index([k[0], k[1], ch, mm], w.type.shape), dtype)
+        return select(valid, _mul(load, weight), zero(dtype))
+
+    def space_of(v):
+        b, oh, ow, ch, mm = v
+        return IndexSpace([((n,), b), ((win.out[0],), oh), ((win.out[1],), ow), ((c * m,), add(mul(ch, m), mm))])
+
+    _sum_nest(scope, (n, win.out[0], win.out[1], c, m), space_of, (kh, kw), term, kh * kw)
+
+
+def _depthwise_backprop_input(scope):
+    """dx[n, h, w, c] = sum over taps and m of dy[n, oh, ow, c*M + m] * w[kh, kw, c, m]."""
+    w, dy = scope.anchor.operands
+    in_shape = tuple(scope.anchor.attrs["input_shape"])
+    win = _window(scope.anchor, in_shape, w.type.shape)
+    kh, kw, _, m = (int(d) for d in w.type.shape)
+    dtype = dy.type.dtype
+    wb, dyb = scope.buffer_of(w), scope.buffer_of(dy)
+
+    def term(v, k):
+        b, h, w_, ch = v
+        (oh, vh), (ow, vw) = win.output_pos(0, h, k[0]), win.output_pos(1, w_, k[1])
+        grad = Load(dyb, flat_index([b, oh, ow, add(mul(ch, m), k[2])], dy.type.shape), dtype)
+        weight = Load(wb, flat_index([k[0], k[1], ch, k[2]], w.type.shape), dtype)
+        return select(all_of(vh, vw), _mul(grad, weight), zero(dtype))
+
+    _sum_nest(scope, in_shape, lambda v: IndexSpace.of_loop(in_shape, v), (kh, kw, m), term, kh * kw * m)
+
+
+def _depthwise_backprop_filter(scope):
+    """dw[kh, kw, c, m] = sum over n, oh, ow of x[n, ih, iw, c] * dy[n, oh, ow, c*M + m]."""
+    x, dy = scope.anchor.operands
+    f_shape = tuple(int(d) for d in scope.anchor.attrs["filter_shape"])
+    win = _window(scope.anchor, x.type.shape, f_shape)
+    m, dtype = f_shape[3], x.type.dtype
+    xb, dyb = scope.buffer_of(x), scope.buffer_of(dy)
+
+    def term(v, k):
+        i, j, ch, mm = v
+        b, oh, ow = k
+        load, valid = win.tap(xb, dtype, b, oh, ow, i, j, ch)
+        grad = Load(dyb, flat_index([b, oh, ow, add(mul(ch, m), mm)], dy.type.shape), dtype)
+        return select(valid, _mul(load, grad), zero(dtype))
+
+    reduce_shape = (x.type.shape[0], win.out[0], win.out[1])
+    _sum_nest(scope, f_shape, lambda v: IndexSpace.of_loop(f_shape, v), reduce_shape, term, win.out[0] * win.out[1])
+
+
+LOWER = {
+    "conv2d": _conv2d, "conv2d_backprop_filter": _conv2d_backprop_filter,
+    "conv2d_backprop_input": _conv2d_backprop_input, "depthwise_conv2d": _depthwise,
+    "depthwise_conv2d_backprop_input": _depthwise_backprop_input,
+    "depthwise_conv2d_backprop_filter": _depthwise_backprop_filter,
+}

@@ -1,0 +1,345 @@
+"""Lower the plain NN and indexing kinds: pools and their gradients, argmax/argmin, the gathers
+and scatter-adds, random_shuffle.  Semantics are compiler/ir/ops/{nn,conv,array_index,random}.py's.
+
+Windows (``Window``) follow conv.py's geometry: input position ``o*stride - pad + k*dilation``;
+a position outside the input is loaded at a clamped index and masked (padding never wins a max,
+adds nothing to a sum).  Gradients are written in gather form where each input element can
+find the windows that cover it (avg_pool_grad, col2im); max_pool_grad scatters to the first
+max of each window, serially within a batch item.  Gathers check their indices first with a
+``Check`` carrying the interpreter's message; scatter-adds run serially over their rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.ops.conv import spatial_out
+from ..ir.types import bool_, int64
+from .indexing import (add, const_expr, dim_expr, flat_index, i64, idiv, imin, imax, imod, loop_nest, mul,
+                       size_expr, sub)
+from .kernel_ir import Accumulate, Block, Cast, Check, DeclareAcc, For, If, Let, Load, Op, Random, Store
+from .plain_ops import (all_of, any_of, as_i64, check_message, clamp, cmp, emit_kernel, fill, kernel_hint, nest,
+                        out_nest, select, store_out, zero)
+
+
+# ----------------------------------------------------------------------------- window geometry
+class Window:
+    """An NHWC sliding window: input ``[N,H,W,C]``, window ``(KH,KW)``, strides, pads
+    ``((top,bottom),(left,right))``, dilations, output ``(OH,OW)``."""
+
+    def __init__(self, in_shape, window, strides, pads, dilations=(1, 1)):
+        self.in_shape = tuple(in_shape)
+        self.size = (int(in_shape[1]), int(in_shape[2]))
+        self.window = tuple(int(k) for k in window)
+        self.strides, self.dilations = tuple(strides), tuple(dilations)
+        self.before = (pads[0][0], pads[1][0])
+        self.out = spatial_out(self.in_shape, self.window, self.strides, pads, self.dilations, "window")
+
+    def input_pos(self, axis, o, k):
+        """Input row (axis 0) / column (axis 1) of window tap ``k`` at output position ``o``."""
+        return add(sub(mul(o, self.strides[axis]), self.before[axis]), mul(k, self.dilations[axis]))
+
+    def inside(self, axis, i):
+        return all_of(cmp("greater_equal", i, 0), cmp("less", i, self.size[axis]))
+
+    def input_index(self, n, ih, iw, c):
+        """Flat index of input element (n, ih, iw, c) with ih/iw clamped into the input."""
+        return flat_index([n, clamp(ih, 0, self.size[0] - 1), clamp(iw, 0, self.size[1] - 1), c], self.in_shape)
+
+    def tap(self, buffer, dtype, n, oh, ow, kh, kw, c):
+        """(masked-safe load of the input under tap (kh, kw) of window (oh, ow), validity)."""
+        ih, iw = self.input_pos(0, oh, kh), self.input_pos(1, ow, kw)
+        return Load(buffer, self.input_index(n, ih, iw, c), dtype), all_of(self.inside(0, ih), self.inside(1, iw))
+
+    def output_pos(self, axis, i, k):
+        """Gather form: (output position whose tap ``k`` lands on input ``i`` (clamped), validity)."""
+        num = sub(add(i, self.before[axis]), mul(k, self.dilations[axis]))
+        safe = imax(num, 0)
+        o = idiv(safe, self.strides[axis])
+        valid = all_of(cmp("greater_equal", num, 0), cmp("equal", imod(safe, self.strides[axis]), 0),
+                       cmp("less", o, self.out[axis]))
+        return imin(o, self.out[axis] - 1), valid
+
+    def count(self, oh, ow):
+        """Number of unpadded input elements in window (oh, ow) (no dilation), i64."""
+        rows = [sub(imin(add(s, k), size), imax(s, 0)) for s, k, size in
+                ((self.input_pos(0, oh, 0), self.window[0], self.size[0]),
+                 (self.input_pos(1, ow, 0), self.window[1], self.size[1]))]
+        return mul(rows[0], rows[1])
+
+
+def pool_window(ins, in_shape) -> Window:
+    a = ins.attrs
+    return Window(in_shape, a["ksize"], a["strides"], a["pads"])
+
+
+def lowest(dtype):
+    """The value that never wins a max (as pools pad)."""
+    return const_expr(-np.inf if dtype.is_floating else np.iinfo(dtype.np).min, dtype)
+
+
+def taps(ctx, win, make_body):
+    """An inner serial loop nest over the window taps (kh, kw)."""
+    kh, kw = ctx.var("k"), ctx.var("k")
+    return loop_nest([kh, kw], win.window, make_body(kh, kw), parallel_outer=False, vectorize_inner=False)
+
+
+# ----------------------------------------------------------------------------- pools
+def _pool(ins, ctx):
+    """max_pool / avg_pool: one accumulator per output element over the window taps."""
+    x = ins.operands[0]
+    dtype, win = x.type.dtype, pool_window(ins, x.type.shape)
+    is_max = ins.kind == "max_pool"
+
+    def body(v):
+        n, oh, ow, c = v
+        acc = ctx.scalar("acc", dtype)
+        init = lowest(dtype) if is_max else zero(dtype)
+
+        def tap(kh, kw):
+            load, valid = win.tap(ctx.buffer(x), dtype, n, oh, ow, kh, kw, c)
+            return [Accumulate(acc, "max" if is_max else "add", select(valid, load, init))]
+
+        value = acc if is_max else Op("div", (acc, Cast(win.count(oh, ow), dtype)), dtype)
+        return [DeclareAcc(acc, init), taps(ctx, win, tap), store_out(ctx, ins, v, value)]
+
+    out_nest(ins, ctx, body, vectorize=False, work=win.window[0] * win.window[1])
+
+
+def _avg_pool_grad(ins, ctx):
+    """Gather form: each input element sums dy/count of the windows that cover it."""
+    dy = ins.operands[0]
+    dtype = dy.type.dtype
+    win = pool_window(ins, ins.attrs["input_shape"])
+
+    def body(v):
+        n, h, w, c = v
+        acc = ctx.scalar("acc", dtype)
+
+        def tap(kh, kw):
+            (oh, vh), (ow, vw) = win.output_pos(0, h, kh), win.output_pos(1, w, kw)
+            share = Op("div", (Load(ctx.buffer(dy), flat_index([n, oh, ow, c], dy.type.shape), dtype),
+                               Cast(win.count(oh, ow), dtype)), dtype)
+            return [Accumulate(acc, "add", select(all_of(vh, vw), share, zero(dtype)))]
+
+        return [DeclareAcc(acc, zero(dtype)), taps(ctx, win, tap), store_out(ctx, ins, v, acc)]
+
+    out_nest(ins, ctx, body, vectorize=False, work=win.window[0] * win.window[1])
+
+
+def _max_pool_grad(ins, ctx):
+    """Per batch item (parallel): zero dx, then for each window (serially) add dy to its first max."""
+    x, dy = ins.operands
+    dtype, win = x.type.dtype, pool_window(ins, x.type.shape)
+    dx, xb = ctx.buffer(ins.result), ctx.buffer(x)
+    kh_n, kw_n = win.window
+    none = i64(kh_n * kw_n)
+    n = ctx.var()
+    plane = [int(d) for d in x.type.shape[1:]]
+
+    def window(v):
+        oh, ow, c = v
+        best, first = ctx.scalar("acc", dtype), ctx.scalar("pos", int64)
+
+        def find_max(kh, kw):
+            load, valid = win.tap(xb, dtype, n, oh, ow, kh, kw, c)
+            return [Accumulate(best, "max", select(valid, load, lowest(dtype)))]
+
+        def find_first(kh, kw):
+            load, valid = win.tap(xb, dtype, n, oh, ow, kh, kw, c)
+            hit = cmp("equal", load, best)
+            if dtype.is_floating:
+                hit = any_of(hit, Op("is_nan", (load,), bool_))
+            return [Accumulate(first, "min", select(all_of(valid, hit), add(mul(kh, kw_n), kw), none))]
+
+        ih, iw = win.input_pos(0, oh, idiv(first, kw_n)), win.input_pos(1, ow, imod(first, kw_n))
+        at = win.input_index(n, ih, iw, c)
+        grad = Load(ctx.buffer(dy), flat_index([n, oh, ow, c], dy.type.shape), dtype)
+        add_grad = Store(dx, at, Op("add", (Load(dx, at, dtype), grad), dtype))
+        return [DeclareAcc(best, lowest(dtype)), taps(ctx, win, find_max),
+                DeclareAcc(first, none), taps(ctx, win, find_first), If(cmp("less", first, none), add_grad)]
+
+    per_item = Block([
+        nest(ctx, plane, lambda v: [Store(dx, flat_index([n] + v, x.type.shape), zero(dtype))], parallel=False),
+        nest(ctx, dy.type.shape[1:], window, parallel=False, vectorize=False)])
+    body = For(n, i64(0), dim_expr(x.type.shape[0]), per_item, parallel=True, work=int(np.prod(plane)))
+    emit_kernel(ctx, kernel_hint(ins), body)
+
+
+# ----------------------------------------------------------------------------- argmax / argmin
+def _arg_extreme(ins, ctx):
+    """Two passes along the axis: the extremum, then the first index holding it (or a NaN)."""
+    x = ins.operands[0]
+    shape, dtype = tuple(x.type.shape), x.type.dtype
+    axis = ins.attrs["axis"] % len(shape)
+    combine = "max" if ins.kind == "argmax" else "min"
+    extent = dim_expr(shape[axis])
+
+    def body(v):
+        best, first = ctx.scalar("acc", dtype), ctx.scalar("pos", int64)
+        k1, k2 = ctx.var("k"), ctx.var("k")
+
+        def at(k):
+            return Load(ctx.buffer(x), flat_index(v[:axis] + [k] + v[axis:], shape), dtype)
+
+        hit = cmp("equal", at(k2), best)
+        if dtype.is_floating:
+            hit = any_of(hit, Op("is_nan", (at(k2),), bool_))
+        return [DeclareAcc(best, at(i64(0))),
+                For(k1, i64(1), extent, Accumulate(best, combine, at(k1))),
+                DeclareAcc(first, extent),
+                For(k2, i64(0), extent, Accumulate(first, "min", select(hit, k2, extent))),
+                store_out(ctx, ins, v, Cast(first, ins.result.type.dtype))]
+
+    out_nest(ins, ctx, body, vectorize=False)
+
+
+# ----------------------------------------------------------------------------- gathers
+def _index_check(ins, ctx, index, limit, what):
+    """Check(index outside [0, limit)) with the interpreter's message for ``what``."""
+    bad = any_of(cmp("less", index, 0), cmp("greater_equal", index, dim_expr(limit)))
+    return Check(bad, check_message(ins, f"{what} {{value}} is not in [0, {limit})"), index)
+
+
+def _gather(ins, ctx):
+    """Check every index, then out[pre, i..., post] = params[pre, indices[i...], post]."""
+    params, indices = ins.operands
+    p_shape, i_shape = tuple(params.type.shape), tuple(indices.type.shape)
+    axis, rank_i = ins.attrs["axis"] % len(p_shape), len(i_shape)
+    ib = ctx.buffer(indices)
+
+    def index_at(v):
+        return as_i64(Load(ib, flat_index(v, i_shape), indices.type.dtype))
+
+    check = nest(ctx, i_shape, lambda v: [_index_check(ins, ctx, index_at(v), p_shape[axis], "gather index")],
+                 parallel=False, vectorize=False)
+
+    def body(v):
+        src = v[:axis] + [index_at(v[axis:axis + rank_i])] + v[axis + rank_i:]
+        return [store_out(ctx, ins, v, Load(ctx.buffer(params), flat_index(src, p_shape), params.type.dtype))]
+
+    gather = nest(ctx, ins.result.type.shape, body)
+    emit_kernel(ctx, kernel_hint(ins), [check, gather])
+
+
+def _nd_rows(ins, ctx, indices, shape):
+    """For indices ``[..., K]`` into ``shape``: (row shape, index-expr maker, the check nest)."""
+    i_shape = tuple(indices.type.shape)
+    rows, k = i_shape[:-1], int(i_shape[-1])
+    ib = ctx.buffer(indices)
+
+    def coords(row):
+        return [as_i64(Load(ib, flat_index(list(row) + [i64(j)], i_shape), indices.type.dtype)) for j in range(k)]
+
+    check = nest(ctx, rows, lambda row: [_index_check(ins, ctx, e, shape[j], "gather_nd/scatter_nd index")
+                                         for j, e in enumerate(coords(row))], parallel=False, vectorize=False)
+    return rows, k, coords, check
+
+
+def _gather_nd(ins, ctx):
+    params, indices = ins.operands
+    p_shape = tuple(params.type.shape)
+    rows, _, coords, check = _nd_rows(ins, ctx, indices, p_shape)
+
+    def body(v):
+        src = coords(v[:len(rows)]) + v[len(rows):]
+        return [store_out(ctx, ins, v, Load(ctx.buffer(params), flat_index(src, p_shape), params.type.dtype))]
+
+    emit_kernel(ctx, kernel_hint(ins), [check, nest(ctx, ins.result.type.shape, body)])
+
+
+def _scatter_nd(ins, ctx):
+    """Zeros, then each update row added at its index (rows serially: duplicates sum)."""
+    indices, updates = ins.operands
+    out, dtype = ins.result, updates.type.dtype
+    shape, dst = tuple(out.type.shape), ctx.buffer(out)
+    rows, k, coords, check = _nd_rows(ins, ctx, indices, shape)
+
+    def row_body(row):
+        def inner(e):
+            at = flat_index(coords(row) + e, shape)
+            upd = Load(ctx.buffer(updates), flat_index(list(row) + e, updates.type.shape), dtype)
+            return [Store(dst, at, Op("add", (Load(dst, at, dtype), upd), dtype))]
+
+        return [nest(ctx, shape[k:], inner, parallel=False)]
+
+    scatter = nest(ctx, rows, row_body, parallel=False, vectorize=False)
+    emit_kernel(ctx, kernel_hint(ins), [fill(ctx, dst, shape, zero(dtype)), check, scatter])
+
+
+def _segment_sum(ins, ctx):
+    """Zeros, then data rows added to their segment serially (negative ids dropped, as TF)."""
+    data, ids = ins.operands
+    out, dtype = ins.result, data.type.dtype
+    dst, segments = ctx.buffer(out), out.type.shape[0]
+    inner = size_expr(data.type.shape[len(ids.type.shape):])
+    i, e = ctx.var(), ctx.var()
+    sid = ctx.scalar("id", int64)
+    at = add(mul(sid, inner), e)
+    row = For(e, i64(0), inner, Store(dst, at, Op("add", (
+        Load(dst, at, dtype), Load(ctx.buffer(data), add(mul(i, inner), e), dtype)), dtype)), vectorize=True)
+    body = Block([
+        Let(sid, as_i64(Load(ctx.buffer(ids), i, ids.type.dtype))),
+        Check(cmp("greater_equal", sid, dim_expr(segments)),
+              check_message(ins, f"segment id {{value}} is not in [0, {segments})"), sid),
+        If(cmp("greater_equal", sid, 0), row)])
+    scatter = For(i, i64(0), size_expr(ids.type.shape), body)
+    emit_kernel(ctx, kernel_hint(ins), [fill(ctx, dst, out.type.shape, zero(dtype)), scatter])
+
+
+# ----------------------------------------------------------------------------- random_shuffle
+def _random_shuffle(ins, ctx):
+    """Rows permuted by a stable sort of their Philox keys (random.py's ``random_bits``): keys
+    and row numbers in scratch, a bottom-up merge sort (serial), then the rows gathered."""
+    step, value = ins.operands
+    shape = tuple(value.type.shape)
+    rows, inner = dim_expr(shape[0]), size_expr(shape[1:])
+    keys, perm, tkeys, tperm = (ctx.scratch(int64, (shape[0],), hint=h) for h in ("keys", "perm", "keys_tmp", "perm_tmp"))
+    i = ctx.var()
+    draw = Random("bits", int(ins.attrs["seed"]), int(ins.attrs["seed2"]), i,
+                  Load(ctx.buffer(step), i64(0), step.type.dtype), int64)
+    init = For(i, i64(0), rows, Block([Store(keys, i, draw), Store(perm, i, i)]), parallel=True)
+    width = ctx.scalar("width", int64)
+    passes = For(ctx.var("p"), i64(0), i64(63), Block([
+        If(cmp("less", width, rows), Block([_merge_pass(ctx, keys, perm, tkeys, tperm, rows, width),
+                                             _copy_back(ctx, (keys, tkeys), (perm, tperm), rows)])),
+        Accumulate(width, "mul", i64(2))]))
+    r, e = ctx.var(), ctx.var()
+    src = add(mul(Load(perm, r, int64), inner), e)
+    gather = For(r, i64(0), rows, For(e, i64(0), inner, Store(
+        ctx.buffer(ins.result), add(mul(r, inner), e), Load(ctx.buffer(value), src, value.type.dtype)),
+        vectorize=True), parallel=True)
+    emit_kernel(ctx, kernel_hint(ins), [init, DeclareAcc(width, i64(1)), passes, gather])
+
+
+def _merge_pass(ctx, keys, perm, tkeys, tperm, rows, width):
+    """Merge neighbouring sorted runs of ``width`` rows into the temporaries (ties: left first)."""
+    r, k = ctx.var(), ctx.var()
+    lo = mul(mul(r, width), 2)
+    mid, hi = imin(add(lo, width), rows), imin(add(lo, mul(width, 2)), rows)
+    left, right = ctx.scalar("left", int64), ctx.scalar("right", int64)
+    last = sub(rows, 1)
+    kl, kr = Load(keys, imin(left, last), int64), Load(keys, imin(right, last), int64)
+    take = ctx.scalar("take", bool_)
+    step = Block([
+        Let(take, all_of(cmp("less", left, mid),
+                          any_of(cmp("greater_equal", right, hi), cmp("less_equal", kl, kr)))),
+        Store(tkeys, k, select(take, kl, kr)),
+        Store(tperm, k, select(take, Load(perm, imin(left, last), int64), Load(perm, imin(right, last), int64))),
+        Accumulate(left, "add", select(take, i64(1), i64(0))),
+        Accumulate(right, "add", select(take, i64(0), i64(1)))])
+    runs = idiv(sub(add(rows, mul(width, 2)), 1), mul(width, 2))
+    return For(r, i64(0), runs, Block([DeclareAcc(left, lo), DeclareAcc(right, mid), For(k, lo, hi, step)]))
+
+
+def _copy_back(ctx, *pairs_and_rows):
+    *pairs, rows = pairs_and_rows
+    k = ctx.var()
+    return For(k, i64(0), rows, Block([Store(dst, k, Load(src, k, int64)) for dst, src in pairs]), vectorize=True)
+
+
+KINDS = {
+    "max_pool": _pool, "avg_pool": _pool, "avg_pool_grad": _avg_pool_grad, "max_pool_grad": _max_pool_grad,
+    "argmax": _arg_extreme, "argmin": _arg_extreme,
+    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd,
+    "unsorted_segment_sum": _segment_sum, "random_shuffle": _random_shuffle,
+}
