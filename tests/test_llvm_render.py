@@ -103,36 +103,26 @@ N_ELEM = 61  # 3 vectors of 16 (or 7 of 8) plus a tail
 
 
 def _kinds_for(dtype):
-    """(kind, arity) pairs whose type rule accepts ``dtype`` operands."""
+    """(kind, arity, result dtype) for every elementwise kind whose type rule accepts ``dtype``."""
     out = []
     t = TensorType(as_dtype(dtype), ())
     for table, arity in ((UNARY, 1), (ARITH, 2), (COMPARE, 2), (LOGICAL, 2)):
         for kind in table:
             try:
-                get_opdef(kind).infer([t] * arity)
+                out.append((kind, arity, get_opdef(kind).infer([t] * arity).dtype))
             except ShapeError:
                 continue
-            out.append((kind, arity))
     return out
 
 
-def _result_dtype(kind, dtype):
-    return get_opdef(kind).infer([TensorType(as_dtype(dtype), ())] * 2 if kind not in UNARY else
-                                 [TensorType(as_dtype(dtype), ())]).dtype
-
-
-def _elementwise_case(kind, arity, dtype):
-    dt = as_dtype(dtype)
-    i = V("i")
-    args = [K.Load("x", i, dt), K.Load("y", i, dt)][:arity]
-    out = _result_dtype(kind, dtype)
-    return case(f"ew_{kind}_{dt.short}", {"x": dt, "y": dt, "z": out},
-                loop("i", N, K.Store("z", i, K.Op(kind, tuple(args), out)), vectorize=True))
-
-
-ELEMENTWISE = [(k, a, d) for d in ELEM_DTYPES for k, a in _kinds_for(d)]
-for _k, _a, _d in ELEMENTWISE:
-    _elementwise_case(_k, _a, _d)
+ELEMENTWISE = []
+for _d in ELEM_DTYPES:
+    _dt = as_dtype(_d)
+    for _kind, _arity, _out in _kinds_for(_d):
+        ELEMENTWISE.append((_kind, _arity, _d))
+        _args = (K.Load("x", V("i"), _dt), K.Load("y", V("i"), _dt))[:_arity]
+        case(f"ew_{_kind}_{_dt.short}", {"x": _dt, "y": _dt, "z": _out},
+             loop("i", N, K.Store("z", V("i"), K.Op(_kind, _args, _out)), vectorize=True))
 case("ew_select_f32", {"c": bool_, "x": float32, "y": float32, "z": float32},
      loop("i", N, K.Store("z", V("i"), O("select", K.Load("c", V("i"), bool_), K.Load("x", V("i"), float32),
                                           K.Load("y", V("i"), float32), dtype=float32)), vectorize=True))

@@ -29,8 +29,9 @@ class Zeros(Initializer):
         self.dtype = dtype
 
     def __call__(self, shape, dtype=None, partition_info=None):
-        dt = self._dtype(dtype)
-        return constant(np.zeros(_dims(shape), dt.np), name="zeros")
+        from .ops.array_ops import zeros
+
+        return zeros(_dims(shape), self._dtype(dtype))
 
 
 class Ones(Initializer):
@@ -38,8 +39,9 @@ class Ones(Initializer):
         self.dtype = dtype
 
     def __call__(self, shape, dtype=None, partition_info=None):
-        dt = self._dtype(dtype)
-        return constant(np.ones(_dims(shape), dt.np), name="ones")
+        from .ops.array_ops import ones
+
+        return ones(_dims(shape), self._dtype(dtype))
 
 
 class Constant(Initializer):
@@ -52,9 +54,11 @@ class Constant(Initializer):
         dt = self._dtype(dtype)
         arr = np.asarray(self.value, dtype=dt.np)
         dims = _dims(shape)
-        if arr.size == 1:
-            arr = np.full(dims, arr.reshape(-1)[0], dt.np)
-        elif arr.size == int(np.prod(dims, dtype=np.int64)):
+        if arr.size == 1:  # a fill: a broadcast scalar, not a dense constant in the graph
+            from .ops.array_ops import fill
+
+            return fill(list(dims), constant(arr.reshape(()), name="Const"))
+        if arr.size == int(np.prod(dims, dtype=np.int64)):
             arr = arr.reshape(dims)
         else:
             raise ValueError(f"constant_initializer: value has {arr.size} elements, variable shape {list(dims)} needs {int(np.prod(dims))}")

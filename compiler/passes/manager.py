@@ -100,8 +100,19 @@ class Stage:
     ops_after: int = 0
     kernels: int = 0
     time_ms: float = 0.0
-    text: str = ""
+    _text: str | None = None  # printed lazily from fn (printing big constants is slow)
     fn: Function | None = None  # None for a stage read from a dump, until function() parses it
+
+    @property
+    def text(self) -> str:
+        """The stage's IR text (printed on first use)."""
+        if self._text is None:
+            self._text = print_function(self.fn) if self.fn is not None else ""
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = value
 
     @property
     def file(self) -> str:
@@ -183,7 +194,7 @@ def _input_stage(fn: Function, verify_each: bool) -> Stage:
         _verify(fn, "the input function", 0)
     n = count_ops(fn)
     return Stage(0, "graph", "lowered from the graph", {}, n, n, count_kernels(fn),
-                 0.0, print_function(fn), fn)
+                 0.0, None, fn)
 
 
 def _verify(fn: Function, what: str, index: int) -> None:
@@ -210,7 +221,7 @@ def _run_one(index: int, pass_, prev: Function, verify_each: bool) -> Stage:
     if verify_each:
         _verify(out, f"pass {pass_.NAME!r}", index)
     return Stage(index, pass_.NAME, result.summary, dict(result.stats), ops_before, count_ops(out),
-                 count_kernels(out), elapsed, print_function(out), out)
+                 count_kernels(out), elapsed, None, out)
 
 
 def run_pipeline(fn: Function, passes=None, dump_dir=None, verify_each=True) -> PipelineResult:

@@ -37,11 +37,10 @@ from .ops import combine_identity, emit_combine
 from .parallel import emit_parallel_for
 from .render_gemm import render_gemm
 from .target import HostTarget, host_target
-from .vals import (I8, I32, I64, PTR, broadcast, const, declare, lane_iota, scalar_type, shaped,
-                   splat, unify)
+from .vals import (I8, I32, I64, KILN_ECHECK, PTR, broadcast, const, declare, lane_iota,
+                   scalar_type, shaped, splat, unify)
 from .walk import accumulated, declared_accs, dtypes_used, iter_stmts, read_vars
 
-KILN_ENOMEM, KILN_ECHECK = 2, 3
 ERR_BYTES = 256
 _VECTOR_STMTS = (K.Block, K.Let, K.Store, K.Accumulate, K.DeclareAcc)
 

@@ -33,12 +33,22 @@ from .affine import lane_stride, same_index
 from .exprs import AccSlot, Lanes
 from .gemm import Epilogue, emit_sgemm
 from .gemm_kernel import c64, counted_loop, if_then_values
-from .vals import F32, I32, I64, PTR, broadcast, declare
+from .vals import F32, I32, I64, KILN_ENOMEM, PTR, broadcast, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
-KILN_ENOMEM = 2
 TEMP = "__gemm_acc"
-_I64 = int64
+
+
+def _add(x, y):
+    return K.Op("add", (x, y), int64)
+
+
+def _mul(x, y):
+    return K.Op("mul", (x, y), int64)
+
+
+def _var(name):
+    return K.Var(name, int64)
 
 
 def render_gemm(r, g: K.Gemm):
@@ -49,7 +59,7 @@ def render_gemm(r, g: K.Gemm):
         return
     if g.epilogue is None:
         beta = 1.0 if g.accumulate else 0.0
-        _per_batch(r, g, lambda bidx: _call(r, g, _plain_engine(r), bidx, _c_ptr(r, g, bidx),
+        _per_batch(r, g, lambda bidx: _call(r, g, _plain_engine(r), bidx, _operand_ptr(r, g.c, bidx),
                                             r.emit(g.c.ld), beta, []))
         return
     c_index = fused_c_index(g, r.program.buffers[g.c.buffer].role == "scratch")
@@ -82,10 +92,6 @@ def _operand_ptr(r, op, bidx):
     return b.gep(ptr, [off], source_etype=F32)
 
 
-def _c_ptr(r, g, bidx):
-    return _operand_ptr(r, g.c, bidx)
-
-
 def _call(r, g, fn, bidx, c_ptr, ldc, beta, extra):
     """One engine call for batch item ``bidx``; a non-zero status fails the kernel."""
     b = r.b
@@ -101,14 +107,9 @@ def _call(r, g, fn, bidx, c_ptr, ldc, beta, extra):
 # ----------------------------------------------------------------------------- fused epilogue
 def c_element(g: K.Gemm):
     """The flat index of C's element (row, col) of batch item bidx, as an expression."""
-    def v(name):
-        return K.Var(name, _I64)
-
-    def op(kind, x, y):
-        return K.Op(kind, (x, y), _I64)
-    idx = op("add", g.c.offset, op("add", op("mul", v("row"), g.c.ld), v("col")))
+    idx = _add(g.c.offset, _add(_mul(_var("row"), g.c.ld), _var("col")))
     if g.c.batch_stride is not None:
-        idx = op("add", idx, op("mul", v("bidx"), g.c.batch_stride))
+        idx = _add(idx, _mul(_var("bidx"), g.c.batch_stride))
     return idx
 
 
@@ -173,7 +174,7 @@ def _fused(r, g, c_index):
     fn = emit_sgemm(r.module, name, cfg, Epilogue(emit=emit, extra_args=extra_types))
     fn.linkage = "internal"
     m = r.emit(g.m)
-    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _c_ptr(r, g, bidx), r.emit(g.c.ld), 0.0,
+    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
                                         [r.bufs, r.batch, m, bidx, *vals]))
 
 
@@ -209,11 +210,11 @@ def _via_temp(r, g):
         r.failure.fail(r, KILN_ENOMEM, "out of memory in a matrix product")
     r.extra_buffers[TEMP] = (tmp, float32)
     r.cleanups.append(tmp)
-    row, col = K.Var("row", _I64), K.Var("col", _I64)
-    acc = K.Load(TEMP, K.Op("add", (K.Op("mul", (row, g.n), _I64), col), _I64), float32)
+    row, col = _var("row"), _var("col")
+    acc = K.Load(TEMP, _add(_mul(row, g.n), col), float32)
     work = 4 * (g.n.value if isinstance(g.n, K.Const) else 64)
-    nest = K.For(row, K.Const(0, _I64), g.m, K.For(
-        col, K.Const(0, _I64), g.n, K.Block([K.Let(K.Var("acc", float32), acc), g.epilogue]),
+    nest = K.For(row, K.Const(0, int64), g.m, K.For(
+        col, K.Const(0, int64), g.n, K.Block([K.Let(K.Var("acc", float32), acc), g.epilogue]),
         vectorize=True), parallel=True, work=work)
 
     def one(bidx):
@@ -228,31 +229,25 @@ def _via_temp(r, g):
 # ----------------------------------------------------------------------------- reference loops
 def reference_loops(g: K.Gemm, dtype) -> K.Stmt:
     """The product as kernel-IR loops (any dtype): sum over k, then store or epilogue."""
-    row, col, kk, bidx = (K.Var(n, _I64) for n in ("row", "col", "__gemm_k", "bidx"))
+    row, col, kk, bidx = (_var(n) for n in ("row", "col", "__gemm_k", "bidx"))
     total = K.Var("__gemm_sum", dtype)
 
-    def add(x, y):
-        return K.Op("add", (x, y), _I64)
-
-    def mul(x, y):
-        return K.Op("mul", (x, y), _I64)
-
     def element(op, i, j):
-        base = op.offset if op.batch_stride is None else add(op.offset, mul(bidx, op.batch_stride))
-        return add(base, add(mul(j, op.ld), i) if op.transposed else add(mul(i, op.ld), j))
+        base = op.offset if op.batch_stride is None else _add(op.offset, _mul(bidx, op.batch_stride))
+        return _add(base, _add(_mul(j, op.ld), i) if op.transposed else _add(_mul(i, op.ld), j))
     prod = K.Op("mul", (K.Load(g.a.buffer, element(g.a, row, kk), dtype),
                         K.Load(g.b.buffer, element(g.b, kk, col), dtype)), dtype)
     zero = K.Const(0.0 if dtype.is_floating else 0, dtype)
     body = [K.DeclareAcc(total, zero),
-            K.For(kk, K.Const(0, _I64), g.k, K.Accumulate(total, "add", prod), vectorize=True)]
+            K.For(kk, K.Const(0, int64), g.k, K.Accumulate(total, "add", prod), vectorize=True)]
     if g.epilogue is not None:
         body += [K.Let(K.Var("acc", dtype), total), g.epilogue]
     else:
         cidx = element(g.c, row, col)
         value = K.Op("add", (K.Load(g.c.buffer, cidx, dtype), total), dtype) if g.accumulate else total
         body.append(K.Store(g.c.buffer, cidx, value))
-    nest = K.For(row, K.Const(0, _I64), g.m, K.For(col, K.Const(0, _I64), g.n, K.Block(body)),
+    nest = K.For(row, K.Const(0, int64), g.m, K.For(col, K.Const(0, int64), g.n, K.Block(body)),
                  parallel=True, work=256)
     if g.batch is None:
-        return K.Block([K.Let(bidx, K.Const(0, _I64)), nest])
-    return K.For(bidx, K.Const(0, _I64), g.batch, nest)
+        return K.Block([K.Let(bidx, K.Const(0, int64)), nest])
+    return K.For(bidx, K.Const(0, int64), g.batch, nest)
