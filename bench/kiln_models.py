@@ -11,7 +11,7 @@ def _dense(x, units, name, activation=None):
 
 
 def build(model):
-    """Returns (feeds [x, labels], loss, train op, extra feed values) for 'mlp' or 'cnn'."""
+    """Returns (feeds [x, labels, ...], loss, train op, values of the feeds after x and labels)."""
     x = tf.placeholder(tf.float32, [None, 784], name="x")
     labels = tf.placeholder(tf.int64, [None], name="labels")
     extra = {}
@@ -34,4 +34,5 @@ def build(model):
         lr = 1e-4
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss")
     train = tf.train.AdamOptimizer(lr).minimize(loss, name="train")
-    return [x, labels], loss, train, extra
+    extra_feeds = [tf.get_default_graph().get_tensor_by_name(name) for name in extra]
+    return [x, labels] + extra_feeds, loss, train, extra
