@@ -117,6 +117,10 @@ class Emitter:
             self._ptrs[name] = b.load(slot, typ=PTR, name="buf." + name[:40])
         return self._ptrs[name], decl.dtype
 
+    def buffer_slot(self, name) -> int:
+        """The index of buffer ``name`` in ``bufs``."""
+        return self._index[name]
+
     def preload(self, names):
         """Load the pointers of ``names`` now (where they dominate all later uses)."""
         for name in names:

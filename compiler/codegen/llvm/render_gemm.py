@@ -7,8 +7,8 @@ Three ways, chosen per statement:
    element (``c.offset + bidx*c.batch_stride + row*c.ld + col``) or C is a "scratch"
    buffer (then it receives the raw product); every other store is unit-stride in ``col``
    (and not into A or B); nothing loads from C (the engine keeps partial sums there).
-   Then one ``kiln_sgemm`` variant is emitted for this statement with an ``Epilogue`` hook that renders the epilogue
-   in vector form on each accumulator vector of the tile: ``Var("acc")`` is the
+   Then one ``kiln_sgemm`` variant per distinct epilogue is emitted with an ``Epilogue``
+   hook that renders the epilogue in vector form on each accumulator vector of the tile: ``Var("acc")`` is the
    accumulator, ``Var("col")`` the vector of column indices, ``Var("row")`` the tile row,
    ``Var("bidx")`` the batch index.  The store to C's element becomes the value the engine
    stores; the other stores are (masked, on edge tiles) vector stores.  Extra arguments of
@@ -148,10 +148,24 @@ def _captured(r, epi):
 
 
 def _fused(r, g, c_index):
-    """Emit this statement's engine variant and call it per batch item."""
+    """Call this statement's engine variant (emitted once per distinct epilogue) per batch item."""
     names, vals = _captured(r, g.epilogue)
+    fn = _variant(r, g, c_index, names, [v.type for v in vals])
+    m = r.emit(g.m)
+    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
+                                        [r.bufs, r.batch, m, bidx, *vals]))
+
+
+def _variant(r, g, c_index, names, types):
+    """The ``kiln_sgemm`` variant running ``g``'s epilogue in its tiles (cached per module:
+    same epilogue, C, buffer slots, captured values and blocking -> same function)."""
     buffers = sorted({e.buffer for e in _loads_and_stores(g.epilogue)})
     cfg = r.options.gemm
+    key = (repr(g.epilogue), g.c.buffer, repr(c_index), tuple(r.buffer_slot(n) for n in buffers),
+           tuple(names), tuple(str(t) for t in types), cfg)
+    cache = r.module.__dict__.setdefault("_kiln_gemm_variants", {})
+    if key in cache:
+        return cache[key]
 
     def emit(b, tctx):
         bufs, batch, m, bidx = tctx.args[:4]
@@ -169,13 +183,11 @@ def _fused(r, g, c_index):
                 rows.append(run(list(tctx.accs[i])))
         return rows
 
-    extra_types = [PTR, I64, I64, I64] + [v.type for v in vals]
     name = r.module.get_unique_name(f"{r.fn.name}.gemm")
-    fn = emit_sgemm(r.module, name, cfg, Epilogue(emit=emit, extra_args=extra_types))
+    fn = emit_sgemm(r.module, name, cfg, Epilogue(emit=emit, extra_args=[PTR, I64, I64, I64, *types]))
     fn.linkage = "internal"
-    m = r.emit(g.m)
-    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
-                                        [r.bufs, r.batch, m, bidx, *vals]))
+    cache[key] = fn
+    return fn
 
 
 def _tile_row(tile, g, c_index, tctx, row, bidx, accs):
