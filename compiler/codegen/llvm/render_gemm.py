@@ -148,61 +148,103 @@ def _captured(r, epi):
 
 
 def _fused(r, g, c_index):
-    """Call this statement's engine variant (emitted once per distinct epilogue) per batch item."""
+    """Call the module's shared epilogue engine per batch item, with this statement's epilogue
+    functions and a context struct holding what they read (bufs, N, bidx, captured values)."""
     names, vals = _captured(r, g.epilogue)
-    fn = _variant(r, g, c_index, names, [v.type for v in vals])
-    m = r.emit(g.m)
-    _per_batch(r, g, lambda bidx: _call(r, g, fn, bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
-                                        [r.bufs, r.batch, m, bidx, *vals]))
-
-
-def _variant(r, g, c_index, names, types):
-    """The ``kiln_sgemm`` variant running ``g``'s epilogue in its tiles (cached per module:
-    same epilogue, C, buffer slots, captured values and blocking -> same function)."""
+    types = [v.type for v in vals]
     buffers = sorted({e.buffer for e in _loads_and_stores(g.epilogue)})
+    ctx_t = ir.LiteralStructType([PTR, I64, I64, *types])
+    full, masked = (_epilogue_fn(r, g, c_index, names, ctx_t, buffers, with_mask) for with_mask in (False, True))
+    ctx = r.alloca(ctx_t)
+    m = r.emit(g.m)
+
+    def one(bidx):
+        for i, v in enumerate([r.bufs, r.batch, bidx, *vals]):
+            r.b.store(v, r.b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
+        _call(r, g, _shared_engine(r), bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
+              [ctx, full, masked, m])
+
+    _per_batch(r, g, one)
+
+
+def _epilogue_type(vec, masked):
+    acc_t = ir.VectorType(F32, vec)
+    mask = [ir.VectorType(ir.IntType(1), vec)] if masked else []
+    return ir.FunctionType(acc_t, [PTR, I64, I64, acc_t, *mask])
+
+
+class _Indirect:
+    """A function pointer value seen as a callee of type ``function_type`` (llvmlite's
+    ``call`` reads the callee's function type; an opaque ``ptr`` argument has none)."""
+
+    def __init__(self, ptr, function_type):
+        self.ptr, self.function_type, self.type = ptr, function_type, ptr.type
+
+    def get_reference(self):
+        return self.ptr.get_reference()
+
+
+def _shared_engine(r):
+    """One ``kiln_sgemm`` variant per module whose tiles call the epilogue functions passed as
+    arguments (context, full-tile function, edge-tile function, M): every fused GEMM of the
+    module shares it, so a module holds one copy of the engine however many epilogues it has."""
+    cache = r.module.__dict__.setdefault("_kiln_gemm_shared", {})
     cfg = r.options.gemm
-    key = (repr(g.epilogue), g.c.buffer, repr(c_index), tuple(r.buffer_slot(n) for n in buffers),
-           tuple(names), tuple(str(t) for t in types), cfg)
-    cache = r.module.__dict__.setdefault("_kiln_gemm_variants", {})
-    if key in cache:
-        return cache[key]
+    if cfg in cache:
+        return cache[cfg]
 
     def emit(b, tctx):
-        bufs, batch, m, bidx = tctx.args[:4]
-        tile = r.derive(b.function, b, None, bufs, batch, None, None, dict(zip(names, tctx.args[4:])))
-        tile.preload(buffers)
+        ctx, full, masked, m = tctx.args[:4]
+        ep = _Indirect(masked if tctx.masked else full, _epilogue_type(cfg.vec, tctx.masked))
         rows = []
         for i in range(cfg.mr):
             row = tctx.row_index(i)
 
             def run(accs, row=row):
-                return _tile_row(tile, g, c_index, tctx, row, bidx, accs)
+                return _tile_row(ep, ctx, tctx, row, accs)
             if tctx.masked:
                 rows.append(if_then_values(b, b.icmp_signed("<", row, m), run, tctx.accs[i]))
             else:
                 rows.append(run(list(tctx.accs[i])))
         return rows
 
-    name = r.module.get_unique_name(f"{r.fn.name}.gemm")
-    fn = emit_sgemm(r.module, name, cfg, Epilogue(emit=emit, extra_args=[PTR, I64, I64, I64, *types]))
+    fn = emit_sgemm(r.module, r.module.get_unique_name("kiln_sgemm_epilogue"), cfg,
+                    Epilogue(emit=emit, extra_args=[PTR, PTR, PTR, I64]))
     fn.linkage = "internal"
-    cache[key] = fn
+    cache[cfg] = fn
     return fn
 
 
-def _tile_row(tile, g, c_index, tctx, row, bidx, accs):
-    """The epilogue on one tile row: one rendering per accumulator vector."""
-    b, vec = tile.b, tctx.cfg.vec
+def _tile_row(ep, ctx, tctx, row, accs):
+    """The epilogue on one tile row: one call of the epilogue function per accumulator vector."""
+    b, vec = tctx.builder, tctx.cfg.vec
     out = []
     for j, acc in enumerate(accs):
-        mask = tctx.col_masks[j] if tctx.masked else None
-        tile.lanes, tile.lets = Lanes("col", vec, mask), {}
-        tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
-        cols = tile.lane_values(b.add(tctx.col, c64(j * vec)))
-        tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": cols})
-        out.append(acc if tile.intercepted is None else broadcast(b, tile.intercepted, vec))
-    tile.lanes, tile.intercept = None, None
+        col0 = b.add(tctx.col, c64(j * vec))
+        mask = [tctx.col_masks[j]] if tctx.masked else []
+        out.append(b.call(ep, [ctx, row, col0, acc] + mask))
     return out
+
+
+def _epilogue_fn(r, g, c_index, names, ctx_t, buffers, masked):
+    """The epilogue of one accumulator vector as a function: ``(ctx, row, col0, acc[, mask])
+    -> the value stored to C``; it reads bufs, N, bidx and captured values from ``ctx``."""
+    vec = r.options.gemm.vec
+    fn = ir.Function(r.module, _epilogue_type(vec, masked), r.module.get_unique_name(f"{r.fn.name}.epilogue"))
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx, row, col0, acc = fn.args[:4]
+    fields = [b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)], source_etype=ctx_t), typ=t)
+              for i, t in enumerate(ctx_t.elements)]
+    bufs, batch, bidx = fields[:3]
+    tile = r.derive(fn, b, None, bufs, batch, None, None, dict(zip(names, fields[3:])))
+    tile.preload(buffers)
+    tile.lanes, tile.lets = Lanes("col", vec, fn.args[4] if masked else None), {}
+    tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
+    cols = tile.lane_values(col0)
+    tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": cols})
+    tile.b.ret(acc if tile.intercepted is None else broadcast(tile.b, tile.intercepted, vec))
+    return fn
 
 
 def _loads_and_stores(epi):
