@@ -7,6 +7,7 @@ that grows with the steps (different summation orders), dropout masks exactly.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -247,3 +248,18 @@ def test_env_backend_is_respected(monkeypatch):
             assert sess.backend == "interpreter" and sess._tmpdir is None
             np.testing.assert_array_equal(sess.run(v), [3, 3, 3])
     assert os.environ["KILN_BACKEND"] == "interpreter"
+
+
+def test_compiled_random_shuffle_is_the_interpreters_permutation():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 2], name="x")
+        y = tf.random_shuffle(x, seed=5)
+        data = np.arange(26, dtype=np.float32).reshape(13, 2)
+        runs = {}
+        for backend in ("compiled", "interpreter"):
+            with tf.Session(config={"backend": backend}) as sess, warnings.catch_warnings():
+                warnings.simplefilter("error")  # no silent fallback to the interpreter
+                runs[backend] = [sess.run(y, {x: data}) for _ in range(2)]
+    for a, b in zip(runs["compiled"], runs["interpreter"]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(runs["compiled"][0], runs["compiled"][1])  # a fresh permutation each step

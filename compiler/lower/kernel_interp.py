@@ -271,7 +271,10 @@ def random_values(dist, seed, seed2, index, step, dtype):
     mask, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
     counter = np.stack([index & mask, index >> shift, np.broadcast_to(step & mask, index.shape),
                         np.broadcast_to(step >> shift, index.shape)], axis=-1)
-    u = bits_to_unit(philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32))
+    bits = philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
+    if dist == "bits":
+        return bits.astype(np.int64)[()]
+    u = bits_to_unit(bits)
     if dist == "uniform":
         out = u.astype(dtype.np)
     else:

@@ -114,7 +114,8 @@ class Cast(Expr):
 
 @dataclass(frozen=True)
 class Random(Expr):
-    """A draw of ``dist`` ("uniform" in (0,1), "normal", "truncated_normal") for element
+    """A draw of ``dist`` ("uniform" in (0,1), "normal", "truncated_normal", or "bits": the raw
+    32-bit Philox word as an i64, e.g. for sort keys) for element
     ``index`` at ``step``: Philox4x32-10 word 0 with key (seed, seed2) and counter
     (index lo, index hi, step lo, step hi), mapped exactly as compiler/ir/ops/random.py does."""
 

@@ -80,8 +80,12 @@ def erfinv64(b: ir.IRBuilder, x):
 
 
 def emit_random(b: ir.IRBuilder, dist: str, seed: int, seed2: int, index, step, dtype):
-    """A draw of ``dist`` ("uniform", "normal", "truncated_normal") as ``dtype`` lanes."""
-    u = unit_float(b, philox_word0(b, seed, seed2, index, step))
+    """A draw of ``dist`` ("uniform", "normal", "truncated_normal", or "bits": the raw word as an
+    i64 in [0, 2^32), for sort keys) as ``dtype`` lanes."""
+    word = philox_word0(b, seed, seed2, index, step)
+    if dist == "bits":
+        return b.zext(word, like(word, ir.IntType(64)))
+    u = unit_float(b, word)
     out_t = like(u, scalar_type(dtype))
     if dist == "uniform":
         return _round_to(b, u, out_t)
