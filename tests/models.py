@@ -28,19 +28,27 @@ def _images_and_labels(rng, batch, one_hot):
     return images, (np.eye(10, dtype=np.float32)[labels] if one_hot else labels)
 
 
+def mlp_tensors(seed=0):
+    """Build the 784→256→128→10 ReLU MLP (sparse softmax cross-entropy, Adam 1e-3) in the
+    current default graph; returns its x, labels, logits, loss and train."""
+    tf.set_random_seed(seed)
+    x = tf.placeholder(tf.float32, [None, 784], name="x")
+    labels = tf.placeholder(tf.int64, [None], name="labels")
+    h = tf.layers.dense(x, 256, activation=tf.nn.relu, name="fc1")
+    h = tf.layers.dense(h, 128, activation=tf.nn.relu, name="fc2")
+    logits = tf.layers.dense(h, 10, name="logits")
+    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    loss = tf.reduce_mean(xent, name="loss")
+    train = tf.train.AdamOptimizer(1e-3).minimize(loss, name="train")
+    return {"x": x, "labels": labels, "logits": logits, "loss": loss, "train": train}
+
+
 def mlp_train_step(batch=8, seed=0):
-    """784→256→128→10 ReLU MLP, sparse softmax cross-entropy, Adam 1e-3 (as tests/test_ir_mlp.py)."""
+    """The MLP of ``mlp_tensors`` as one training step."""
     rng = np.random.default_rng(seed)
     with tf.Graph().as_default():
-        tf.set_random_seed(seed)
-        x = tf.placeholder(tf.float32, [None, 784], name="x")
-        labels = tf.placeholder(tf.int64, [None], name="labels")
-        h = tf.layers.dense(x, 256, activation=tf.nn.relu, name="fc1")
-        h = tf.layers.dense(h, 128, activation=tf.nn.relu, name="fc2")
-        logits = tf.layers.dense(h, 10, name="logits")
-        xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        loss = tf.reduce_mean(xent, name="loss")
-        train = tf.train.AdamOptimizer(1e-3).minimize(loss, name="train")
+        t = mlp_tensors(seed)
+        x, labels, loss, train = t["x"], t["labels"], t["loss"], t["train"]
         images, ys = _images_and_labels(rng, batch, one_hot=False)
         return _finish(loss, train, {x: images, labels: ys})
 

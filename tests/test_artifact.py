@@ -22,6 +22,7 @@ from llvmlite import ir
 
 import runtime
 from compiler import tf
+from tests.models import mlp_tensors
 from compiler.artifact import (
     EntryInfo,
     VariableInfo,
@@ -232,19 +233,10 @@ BATCH, STEPS = 16, 3
 
 
 def mlp_graph(seed=0):
-    """The 784-256-128-10 ReLU MLP of tests/models.py with Adam; returns (graph, tensors)."""
+    """The MLP of tests/models.py in a graph of its own; returns (graph, tensors)."""
     g = tf.Graph()
     with g.as_default():
-        tf.set_random_seed(seed)
-        x = tf.placeholder(tf.float32, [None, 784], name="x")
-        labels = tf.placeholder(tf.int64, [None], name="labels")
-        h = tf.layers.dense(x, 256, activation=tf.nn.relu, name="fc1")
-        h = tf.layers.dense(h, 128, activation=tf.nn.relu, name="fc2")
-        logits = tf.layers.dense(h, 10, name="logits")
-        xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        loss = tf.reduce_mean(xent, name="loss")
-        train = tf.train.AdamOptimizer(1e-3).minimize(loss, name="train")
-    return g, {"x": x, "labels": labels, "logits": logits, "loss": loss, "train": train}
+        return g, mlp_tensors(seed)
 
 
 def mlp_batches(steps=STEPS, batch=BATCH, seed=1):

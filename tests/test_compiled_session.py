@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from compiler import tf
+from tests.models import mlp_tensors
 from compiler.frontend.session import select_backend
 
 COMPILED = {"backend": "compiled"}  # + "cache_dir": one cache shared by this module's tests
@@ -72,16 +73,7 @@ def test_plane_fit_reaches_the_plane():
 
 # ----------------------------------------------------------------------------- MLP
 def mlp():
-    tf.set_random_seed(3)
-    x = tf.placeholder(tf.float32, [None, 784], name="x")
-    labels = tf.placeholder(tf.int64, [None], name="labels")
-    h = tf.layers.dense(x, 256, activation=tf.nn.relu, name="fc1")
-    h = tf.layers.dense(h, 128, activation=tf.nn.relu, name="fc2")
-    logits = tf.layers.dense(h, 10, name="logits")
-    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    loss = tf.reduce_mean(xent, name="loss")
-    return {"x": x, "labels": labels, "logits": logits, "loss": loss,
-            "train": tf.train.AdamOptimizer(1e-3).minimize(loss)}
+    return mlp_tensors(seed=3)
 
 
 def mnist_like(i, batch=16, one_hot=False):

@@ -8,18 +8,12 @@ from compiler.ir.interpreter import run_function
 from compiler.ir.parser import parse_function
 from compiler.ir.printer import print_function
 from compiler.ir.verifier import verify
+from tests.models import mlp_tensors
 
 
 def build_mlp():
-    tf.set_random_seed(0)
-    x = tf.placeholder(tf.float32, [None, 784], name="x")
-    labels = tf.placeholder(tf.int64, [None], name="labels")
-    h = tf.layers.dense(x, 256, activation=tf.nn.relu, name="fc1")
-    h = tf.layers.dense(h, 128, activation=tf.nn.relu, name="fc2")
-    logits = tf.layers.dense(h, 10, name="logits")
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss")
-    train = tf.train.AdamOptimizer(1e-3).minimize(loss, name="train")
-    return x, labels, loss, train
+    t = mlp_tensors(seed=0)
+    return t["x"], t["labels"], t["loss"], t["train"]
 
 
 @pytest.fixture(scope="module")
