@@ -1,6 +1,8 @@
 """`kiln` command line.
 
 * ``kiln ir MODEL.py --fetch NAME ...`` prints the IR of an entry point as lowered.
+* ``kiln compile MODEL.py -o build/NAME`` compiles a model file's entry points into an
+  artifact (the model-file convention: ``docs/model-files.md``).
 * ``kiln inspect TARGET ...`` runs the pass pipeline on a model (or reads an IR dump
   folder) and lists the stages, prints or diffs their IR, or writes Graphviz DOT.
 
@@ -196,6 +198,87 @@ def _add_inspect(sub) -> None:
     ins.set_defaults(func=cmd_inspect)
 
 
+# ----------------------------------------------------------------------------- compile
+TARGETS = ("cpu",)
+
+
+def _compile_model(args):
+    """Load and validate the model file and compile its entries; returns (artifact path,
+    LoadedModel, entries, seconds)."""
+    import time
+
+    from compiler.compile import compile_entries
+    from compiler.model_file import ModelFileError, load_model
+
+    if args.target not in TARGETS:
+        raise CliError(f"unknown target {args.target!r} (supported: {', '.join(TARGETS)})")
+    try:
+        model, entries = load_model(args.model)
+    except ModelFileError as err:
+        raise CliError(str(err))
+    start = time.perf_counter()
+    try:
+        out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
+                              args.output, target=args.target, dump_ir=args.dump_ir)
+    except (ValueError, NotImplementedError, TypeError, KeyError) as err:
+        raise CliError(f"{args.model}: cannot compile: {type(err).__name__}: {err}")
+    except OSError as err:
+        raise CliError(f"cannot write the artifact to {args.output}: {err.strerror or err}")
+    return out, model, entries, time.perf_counter() - start
+
+
+def _record_model(out, path, entries) -> None:
+    """Add the ``"model"`` record (fetch keys -> tensor names) to the artifact's manifest."""
+    from compiler.model_file import entries_record
+    from runtime import manifest as mf
+
+    m = mf.read_manifest(out)
+    m["model"] = entries_record(path, entries)
+    mf.write_manifest(out, m)
+
+
+def cmd_compile(args) -> int:
+    """``kiln compile MODEL.py -o DIR``: compile every entry point and print a summary."""
+    out, _model, entries, seconds = _compile_model(args)
+    _record_model(out, args.model, entries)
+    from runtime import manifest as mf
+
+    m = mf.read_manifest(out)
+    print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
+    for name, e in entries.items():
+        spec = m["entry_points"][name]
+        feeds = ", ".join(f"{f['name']}{mf.format_shape(f['shape'])}" for f in spec["feeds"])
+        print(f"  {name:<10} feeds: {feeds or '-'}; fetches: {', '.join(e.fetches)}"
+              + (f"; targets: {len(e.targets)}" if e.targets else ""))
+    n_trainable = sum(1 for v in m["variables"] if v.get("trainable"))
+    print(f"  variables: {len(m['variables'])} ({n_trainable} trainable)")
+    return 0
+
+
+COMPILE_EPILOG = """\
+examples:
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
+
+The model file defines build() returning its entry points (see docs/model-files.md).
+The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
+(e.g. "loss") to the tensor names used by the runtime (e.g. "loss:0").
+"""
+
+
+def _add_compile(sub) -> None:
+    comp = sub.add_parser("compile", help="compile a model file's entry points into an artifact",
+                          description="Run a model file, validate the entry points build() returns, "
+                                      "and compile them into an artifact directory.",
+                          epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comp.add_argument("model", help="model file (a Python script defining build())")
+    comp.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
+    comp.add_argument("--target", default="cpu", help=f"code generation target ({', '.join(TARGETS)}; default: cpu)")
+    comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
+                      help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
+    comp.set_defaults(func=cmd_compile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ir.add_argument("--name", default="step", help="entry point name in the printed IR")
     ir.set_defaults(func=cmd_ir)
+    _add_compile(sub)
     _add_inspect(sub)
     return parser
 

@@ -1,8 +1,13 @@
 """MNIST MLP (seed 003): 784→256→128→10 ReLU, truncated_normal(σ=0.1) weights, Adam, batch 128.
 
-As a model file (``kiln ir`` / ``kiln inspect``), ``build_graph()`` builds the graph with
-tensors ``x``, ``labels``, ``loss``, ``accuracy`` and the op ``train``.  Run directly it
-trains a few steps on synthetic MNIST-shaped data through ``tf.Session``:
+As a model file (docs/model-files.md), ``build()`` returns the entry points ``train``,
+``eval`` and ``predict``:
+
+    kiln compile samples/mnist_mlp.py -o build/mnist_mlp
+
+The graph has tensors ``x``, ``labels``, ``loss``, ``accuracy``, ``probabilities`` and the op
+``train`` (``kiln ir`` / ``kiln inspect`` can fetch them by name).  Run directly it trains a
+few steps on synthetic MNIST-shaped data through ``tf.Session``:
 
     python samples/mnist_mlp.py --steps 20
 """
@@ -35,7 +40,20 @@ def build_graph(learning_rate=1e-3):
     correct = tf.equal(tf.argmax(logits, 1), labels)
     accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")
     train = tf.train.AdamOptimizer(learning_rate).minimize(loss, name="train")
-    return {"x": x, "labels": labels, "loss": loss, "accuracy": accuracy, "train": train}
+    probabilities = tf.nn.softmax(logits, name="probabilities")
+    return {"x": x, "labels": labels, "loss": loss, "accuracy": accuracy, "train": train,
+            "probabilities": probabilities}
+
+
+def build(learning_rate=1e-3):
+    """The model-file entry points (``kiln compile``): train, eval and predict."""
+    m = build_graph(learning_rate)
+    metrics = {"loss": m["loss"], "accuracy": m["accuracy"]}
+    return {
+        "train": {"feeds": [m["x"], m["labels"]], "fetches": metrics, "targets": [m["train"]]},
+        "eval": {"feeds": [m["x"], m["labels"]], "fetches": dict(metrics)},
+        "predict": {"feeds": [m["x"]], "fetches": {"probabilities": m["probabilities"]}},
+    }
 
 
 def main(argv=None):

@@ -8,8 +8,9 @@ rewrites ``dir/checkpoint`` in TF's text format::
     all_model_checkpoint_paths: "model.ckpt-50"
     all_model_checkpoint_paths: "model.ckpt-100"
 
-Both files are written atomically (temp file in the same directory, flush + fsync,
-``os.replace``).  ``save`` returns the checkpoint *prefix* (as TF does); ``restore`` and the
+The file format, its integrity record (sha256) and the atomic writes (temp file in the
+same directory, flush + fsync, ``os.replace``) live in :mod:`runtime.checkpoint`, so files
+written here load with the runtime and vice versa (docs/checkpoints.md).  ``save`` returns the checkpoint *prefix* (as TF does); ``restore`` and the
 helpers accept either the prefix or the ``.safetensors`` file.  Restore checks every
 variable (present, same shape, same dtype) before it changes any session value.
 """
@@ -18,68 +19,23 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-import re
-import tempfile
 import time
 
 import numpy as np
-import safetensors.numpy as st
+
+from runtime import checkpoint as ckpt
+from runtime.checkpoint import SUFFIX, CheckpointState, checkpoint_file, prefix_of  # noqa: F401
 
 from .. import variables as vs
 from .schedules import global_step as _global_step_value
 
-SUFFIX = ".safetensors"
 _log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- files
-def checkpoint_file(path):
-    """The ``.safetensors`` file of a checkpoint given by its prefix or by the file itself."""
-    path = os.fspath(path)
-    return path if path.endswith(SUFFIX) else path + SUFFIX
-
-
-def prefix_of(path):
-    """The prefix of a checkpoint given by its prefix or by its ``.safetensors`` file."""
-    path = os.fspath(path)
-    return path[: -len(SUFFIX)] if path.endswith(SUFFIX) else path
-
-
-def _atomic_write(path, data: bytes):
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def read_checkpoint(path) -> dict:
-    """All arrays of a checkpoint, with a clear error for a missing or unreadable file."""
-    file = checkpoint_file(path)
-    if not os.path.isfile(file):
-        raise ValueError(f"The passed save_path is not a valid checkpoint: {path} (no file {file})")
-    try:
-        with open(file, "rb") as f:
-            return st.load(f.read())
-    except Exception as err:  # safetensors raises its own SafetensorError
-        raise ValueError(f"Unable to read checkpoint {file}: the file is corrupt or not a "
-                         f"safetensors checkpoint ({err})") from None
+    """All arrays of a checkpoint, integrity-checked (runtime.checkpoint raises a clear error)."""
+    return ckpt.load_checkpoint(path)[0]
 
 
 def checkpoint_exists(checkpoint_prefix):
@@ -111,8 +67,7 @@ def load_variable(ckpt_dir_or_file, name):
     """tf.train.load_variable: one array of a checkpoint (or a directory's latest)."""
     path = _resolve(ckpt_dir_or_file)
     arrays = read_checkpoint(path)
-    if name.endswith(":0"):
-        name = name[:-2]
+    name = name.removesuffix(":0")
     if name not in arrays:
         raise ValueError(f"Key {name} not found in checkpoint {checkpoint_file(path)}")
     return arrays[name]
@@ -128,56 +83,6 @@ def _resolve(ckpt_dir_or_file):
 
 
 # ----------------------------------------------------------------------------- index file
-class CheckpointState:
-    """TF's CheckpointState: the latest checkpoint and all kept ones, in save order."""
-
-    def __init__(self, model_checkpoint_path="", all_model_checkpoint_paths=()):
-        self.model_checkpoint_path = model_checkpoint_path
-        self.all_model_checkpoint_paths = list(all_model_checkpoint_paths)
-
-    def to_text(self):
-        lines = [f"model_checkpoint_path: {_quote(self.model_checkpoint_path)}"]
-        lines += [f"all_model_checkpoint_paths: {_quote(p)}" for p in self.all_model_checkpoint_paths]
-        return "\n".join(lines) + "\n"
-
-    __str__ = to_text
-
-    def __repr__(self):
-        return f"CheckpointState({self.model_checkpoint_path!r}, {self.all_model_checkpoint_paths!r})"
-
-
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "'": "'"}
-_LINE = re.compile(r'^\s*(\w+)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
-
-
-def _quote(s):
-    return '"' + "".join(_ESCAPES.get(c, c) for c in s) + '"'
-
-
-def _unquote(s):
-    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(1)), s)
-
-
-def _parse_state(text, source):
-    """Parse the text-format index file; unknown fields (timestamps) are ignored."""
-    state = CheckpointState()
-    for line in text.splitlines():
-        if not line.strip() or line.strip().startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if m is None:
-            if re.match(r"^\s*\w+\s*:\s*[-+0-9.eE]+\s*$", line):  # numeric fields such as timestamps
-                continue
-            raise ValueError(f"{source}: cannot parse line {line!r}")
-        key, value = m.group(1), _unquote(m.group(2))
-        if key == "model_checkpoint_path":
-            state.model_checkpoint_path = value
-        elif key == "all_model_checkpoint_paths":
-            state.all_model_checkpoint_paths.append(value)
-    return state
-
-
 def _state_path(save_dir, latest_filename):
     return os.path.join(save_dir, latest_filename or "checkpoint")
 
@@ -195,8 +100,7 @@ def update_checkpoint_state(save_dir, model_checkpoint_path, all_model_checkpoin
     if save_relative_paths or not os.path.isabs(save_dir):
         model_checkpoint_path = _relative_to(model_checkpoint_path, save_dir)
         paths = [_relative_to(p, save_dir) for p in paths]
-    state = CheckpointState(model_checkpoint_path, paths)
-    _atomic_write(_state_path(save_dir, latest_filename), state.to_text().encode("utf-8"))
+    ckpt.write_index(save_dir, CheckpointState(model_checkpoint_path, paths), latest_filename)
 
 
 def _relative_to(path, directory):
@@ -206,20 +110,13 @@ def _relative_to(path, directory):
 
 def get_checkpoint_state(checkpoint_dir, latest_filename=None):
     """The CheckpointState of a directory (relative paths joined to it), or None without one."""
-    path = _state_path(checkpoint_dir, latest_filename)
-    if not os.path.isfile(path):
-        return None
     try:
-        with open(path, encoding="utf-8") as f:
-            state = _parse_state(f.read(), path)
+        state = ckpt.read_index(checkpoint_dir, latest_filename)
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        _log.warning("%s: Checkpoint ignored (%s)", path, err)
+        _log.warning("%s: Checkpoint ignored (%s)", _state_path(checkpoint_dir, latest_filename), err)
         return None
-    if not state.model_checkpoint_path:
+    if state is not None and not state.model_checkpoint_path:
         raise ValueError(f"Invalid checkpoint state loaded from {checkpoint_dir}")
-    join = lambda p: p if os.path.isabs(p) else os.path.join(checkpoint_dir, p)  # noqa: E731
-    state.model_checkpoint_path = join(state.model_checkpoint_path)
-    state.all_model_checkpoint_paths = [join(p) for p in state.all_model_checkpoint_paths]
     return state
 
 
@@ -328,7 +225,8 @@ class Saver:
             return None
         arrays = {key: np.array(sess.variable_value(var.op.name), dtype=var.dtype.np, order="C")
                   for key, var in self._var_dict.items()}
-        _atomic_write(checkpoint_file(prefix), st.save(arrays, metadata={"format": "kiln-checkpoint-1"}))
+        step = None if global_step is None else int(prefix.rsplit("-", 1)[1])
+        ckpt.write_checkpoint_file(checkpoint_file(prefix), arrays, step)
         if write_state:
             self._record(prefix)
             update_checkpoint_state(parent, prefix, self.last_checkpoints,
@@ -372,21 +270,10 @@ class Saver:
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
         _check_session(sess)
-        file = checkpoint_file(save_path)
         arrays = read_checkpoint(save_path)
-        values = {}
-        for key, var in self._var_dict.items():
-            if key not in arrays:
-                raise ValueError(f"Key {key} not found in checkpoint {file}: variable {var.op.name} "
-                                 f"cannot be restored (the file holds {sorted(arrays)[:10]})")
-            arr, want = arrays[key], tuple(var.shape.as_list())
-            if arr.shape != want:
-                raise ValueError(f"Cannot restore variable {var.op.name} from {file}: checkpoint entry {key} "
-                                 f"has shape {list(arr.shape)}, the variable has shape {list(want)}")
-            if arr.dtype != var.dtype.np:
-                raise ValueError(f"Cannot restore variable {var.op.name} from {file}: checkpoint entry {key} "
-                                 f"has dtype {arr.dtype}, the variable has dtype {var.dtype.name}")
-            values[var.op.name] = arr
+        expected = {var.op.name: (tuple(var.shape.as_list()), var.dtype.np) for var in self._var_dict.values()}
+        name_map = {key: var.op.name for key, var in self._var_dict.items()}
+        values = ckpt.select_variables(arrays, expected, list(expected), name_map, checkpoint_file(save_path))
         for name, arr in values.items():
             sess.set_variable_value(name, np.array(arr, copy=True))
 
