@@ -29,6 +29,16 @@ def sanitize(text: str) -> str:
     return out or "x"
 
 
+def unique_name(base: str, taken: set) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... — the first not in ``taken`` (which it joins)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 class LowerContext:
     """Builds ``program``: buffers by name, kernels in order, scratch sizes."""
 
@@ -45,13 +55,7 @@ class LowerContext:
     # ------------------------------------------------------------------ buffers
     def fresh_name(self, hint: str) -> str:
         """A buffer name not used yet, built from ``hint``."""
-        base = sanitize(hint)
-        name, k = base, 1
-        while name in self._names:
-            k += 1
-            name = f"{base}_{k}"
-        self._names.add(name)
-        return name
+        return unique_name(sanitize(hint), self._names)
 
     def add_buffer(self, decl: BufferDecl) -> str:
         """Register a buffer declaration (its name must be fresh, see ``fresh_name``)."""
@@ -131,12 +135,7 @@ class LowerContext:
 
     def emit(self, name_hint, reads, writes, body, origin="") -> Kernel:
         """Append a kernel (``body`` a Stmt or a list of Stmts) and return it."""
-        base = sanitize(name_hint)
-        name, k = base, 1
-        while name in self._kernel_names:
-            k += 1
-            name = f"{base}_{k}"
-        self._kernel_names.add(name)
+        name = unique_name(sanitize(name_hint), self._kernel_names)
         if isinstance(body, (list, tuple)):
             body = Block(list(body))
         kernel = Kernel(name, list(dict.fromkeys(reads)), list(dict.fromkeys(writes)), body,

@@ -32,7 +32,7 @@ from ...lower import kernel_ir as K
 from .affine import same_index
 from .exprs import AccSlot, Emitter, Lanes
 from .gemm import GemmConfig, config_for
-from .gemm_kernel import c64, counted_loop, imax
+from .gemm_kernel import c64, counted_loop, imax, new_function
 from .ops import combine_identity, emit_combine
 from .parallel import emit_parallel_for
 from .render_gemm import render_gemm
@@ -99,13 +99,8 @@ def render_kernel(module: ir.Module, kernel: K.Kernel, program: K.Program, name:
 def open_function(module, name, ret, types, names, internal=True):
     """A function with a prologue block (allocas, buffer pointers) and a body block;
     returns (fn, prologue builder, body builder).  ``Renderer.finish`` links the two."""
-    fn = ir.Function(module, ir.FunctionType(ret, types), name)
-    for a, n in zip(fn.args, names):
-        a.name = n
-    if internal:
-        fn.linkage = "internal"
-    fn.attributes.add("nounwind")
-    pro = ir.IRBuilder(fn.append_basic_block("prologue"))
+    fn, pro = new_function(module, name, ret, types, names, internal)
+    pro.block.name = "prologue"
     return fn, pro, ir.IRBuilder(fn.append_basic_block("body"))
 
 
