@@ -4,10 +4,16 @@ Depends on numpy (and safetensors for initial values) only; it never imports ``c
 llvmlite or jinja2, so an artifact runs anywhere the runtime is installed.  See
 docs/runtime.md for the API and docs/ABI.md for the artifact contract.
 
+Submodules: ``runtime.data`` (data pipeline, docs/data.md), ``runtime.checkpoint``
+(checkpoints, docs/checkpoints.md) and ``runtime.trainer`` (train/evaluate/predict,
+docs/trainer.md); ``train``, ``evaluate`` and ``predict`` are re-exported here.
+
 Loading an artifact runs native code from its shared library: only load artifacts you trust.
 """
+from . import checkpoint, data, trainer
 from .abi import ABI_VERSION, AbiVersionError, KilnRuntimeError
 from .artifact import Artifact, IntegrityError, load_artifact
+from .checkpoint import latest_checkpoint, restore_state, save_state
 from .executor import State
 from .manifest import (
     FORMAT,
@@ -20,6 +26,7 @@ from .manifest import (
     validate_manifest,
     write_manifest,
 )
+from .trainer import TrainerError, evaluate, predict, train
 
 __all__ = [
     "ABI_VERSION",
@@ -32,10 +39,20 @@ __all__ = [
     "KilnRuntimeError",
     "ManifestError",
     "State",
+    "TrainerError",
+    "checkpoint",
+    "data",
+    "evaluate",
     "file_digest",
     "file_hashes",
+    "latest_checkpoint",
     "load_artifact",
+    "predict",
     "read_manifest",
+    "restore_state",
+    "save_state",
+    "train",
+    "trainer",
     "validate_manifest",
     "write_manifest",
 ]

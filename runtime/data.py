@@ -35,7 +35,7 @@ from .data_sources import (
 __all__ = [
     "ArraySource", "BatchIterator", "CsvSource", "DataError", "IdxSource",
     "ImageFolderSource", "Source", "SubsetSource", "batches", "epoch_batches",
-    "from_arrays", "open_source", "split",
+    "fit_features", "from_arrays", "open_source", "split",
 ]
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -137,6 +137,60 @@ def split(source: Source, val_fraction: float, seed: int = 0):
                                  chunk_size=source.chunk_size, name=source.name)
                      for m in (~val, val))
     return SubsetSource(source, ~val), SubsetSource(source, val)
+
+
+def _image_dims(shape, what):
+    """``(H, W, C)`` of a per-example feature shape: ``[n]`` (square, 1 channel),
+    ``[H, W]`` or ``[H, W, C]``; ``None`` for a flat count that is not a square."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 1:
+        side = round(shape[0] ** 0.5)
+        return (side, side, 1) if side * side == shape[0] else None
+    if len(shape) == 2:
+        return shape + (1,)
+    if len(shape) == 3:
+        return shape
+    raise DataError(f"{what}: cannot treat feature shape {list(shape)} as an image")
+
+
+def _resize_bilinear(x, out_h, out_w):
+    """Bilinear resize of ``x`` ``[n, H, W, C]`` (half-pixel centers, as PIL/TF2)."""
+    def axis(n_in, n_out):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    (y0, y1, fy), (x0, x1, fx) = axis(x.shape[1], out_h), axis(x.shape[2], out_w)
+    fx = fx[None, None, :, None]
+    top = x[:, y0][:, :, x0] * (1 - fx) + x[:, y0][:, :, x1] * fx
+    bot = x[:, y1][:, :, x0] * (1 - fx) + x[:, y1][:, :, x1] * fx
+    fy = fy[None, :, None, None]
+    return top * (1 - fy) + bot * fy
+
+
+def fit_features(x, source_feature_shape, want_count: int):
+    """Features ``x`` (``[n, *source_feature_shape]``) as ``[n, want_count]`` float32.
+
+    Same count: a reshape.  Otherwise the examples are taken as square images (a flat
+    ``[64]`` is 8x8x1, ``[H, W]`` or ``[H, W, C]`` as given) and resized bilinearly to the
+    square size holding ``want_count`` values with the same channels (e.g. digits' 8x8 ->
+    28x28 for a model wanting 784).  Raises :class:`DataError` when that is impossible."""
+    x = np.asarray(x, dtype=np.float32)
+    n, have = len(x), int(np.prod(source_feature_shape, dtype=np.int64))
+    want_count = int(want_count)
+    if have == want_count:
+        return x.reshape(n, want_count)
+    what = f"features {list(source_feature_shape)} ({have} values) for a model wanting {want_count}"
+    dims = _image_dims(source_feature_shape, what)
+    if dims is None:
+        raise DataError(f"cannot fit {what}: {have} is not a square image size")
+    h, w, c = dims
+    side = round((want_count / c) ** 0.5) if want_count % c == 0 else 0
+    if h != w or side * side * c != want_count:
+        raise DataError(f"cannot fit {what}: need square images and a wanted count of "
+                        f"side*side*{c} (the data is {h}x{w}x{c})")
+    return _resize_bilinear(x.reshape(n, h, w, c), side, side).reshape(n, want_count)
 
 
 def _shuffled_pieces(source: Source, buffer_size, rng):
