@@ -46,7 +46,9 @@ def build_graph(learning_rate=1e-3):
 
 
 def build(learning_rate=1e-3):
-    """The model-file entry points (``kiln compile``): train, eval and predict."""
+    """The model-file entry points (``kiln compile``): train, eval and predict.  The graph
+    seed makes the initial weights, and so a training run, repeatable."""
+    tf.set_random_seed(0)
     m = build_graph(learning_rate)
     metrics = {"loss": m["loss"], "accuracy": m["accuracy"]}
     return {
