@@ -172,8 +172,10 @@ def _plot(run_dir, history, keys, note):
         ax.set_title(key)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    ck.atomic_write(os.path.join(run_dir, "curves.png"), buf.getvalue())
 
 
 def _progress(total, desc, enabled):

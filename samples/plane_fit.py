@@ -2,6 +2,12 @@
 
 Run:  python samples/plane_fit.py [--steps 201] [--ckpt-dir build/plane_fit]
 Trains through tf.Session, prints W and b every 20 steps, and saves a checkpoint.
+
+Also a model file (docs/model-files.md): the data are constants of the graph, so the
+entries feed nothing; ``train`` (fetch ``loss``, target ``train``), ``eval`` (``loss``) and
+``predict`` (``predictions``, the fitted plane at the 100 points):
+
+    kiln compile samples/plane_fit.py -o build/plane_fit_art
 """
 import argparse
 import os
@@ -24,7 +30,17 @@ def build_graph(seed=None):
     y = tf.matmul(W, x_data) + b
     loss = tf.reduce_mean(tf.square(y - y_data), name="loss")
     train = tf.train.GradientDescentOptimizer(0.5).minimize(loss, name="train")
-    return {"W": W, "b": b, "loss": loss, "train": train}
+    return {"W": W, "b": b, "y": y, "loss": loss, "train": train}
+
+
+def build(seed=0):
+    """The model-file entry points (``kiln compile``); no feeds: the data are in the graph."""
+    m = build_graph(seed)
+    return {
+        "train": {"feeds": [], "fetches": {"loss": m["loss"]}, "targets": [m["train"]]},
+        "eval": {"feeds": [], "fetches": {"loss": m["loss"]}},
+        "predict": {"feeds": [], "fetches": {"predictions": tf.identity(m["y"], name="predictions")}},
+    }
 
 
 def main(argv=None):

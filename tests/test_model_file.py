@@ -154,7 +154,7 @@ def test_wrong_arguments_and_help():
 
 
 def test_legacy_build_graph_returning_tensors_is_explained(tmp_path, capsys):
-    sample = os.path.join(ROOT, "samples", "plane_fit.py")
+    sample = write(tmp_path, HEADER.replace("def build()", "def build_graph()") + '    return {"x": x, "y": y}\n')
     code = main(["compile", sample, "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "build_graph() returned a dict of tensors/ops, not of entry points" in err

@@ -1,6 +1,7 @@
 """runtime.trainer: train / evaluate / predict over compiled artifacts, metrics files,
 per-epoch checkpoints, exact resume, and runtime.data.fit_features."""
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -75,6 +76,8 @@ def test_train_writes_metrics_checkpoints_and_learns(artifact, digits, tmp_path)
     assert len(files) == 3                                   # one per epoch
     _, step, meta = ck.load_checkpoint(ck.latest_checkpoint(tmp_path / "ck"))
     assert meta["epoch"] == 3 and meta["seed"] == 3 and step == 3 * 10   # 320 train ex / 32
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "run/curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_gives_the_uninterrupted_losses(artifact, digits, tmp_path):
