@@ -3,6 +3,11 @@ per-epoch checkpoints, exact resume, and runtime.data.fit_features."""
 import csv
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ from compiler.cli import main as kiln
 from compiler.compile import compile_entries
 from runtime import checkpoint as ck
 from runtime import data, trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODEL = '''
 from compiler import tf
@@ -140,3 +147,42 @@ def test_fit_features_resizes_square_images():
         data.fit_features(x, (64,), 100 * 3 + 1)
     with pytest.raises(data.DataError, match="not a square"):
         data.fit_features(np.ones((2, 10)), (10,), 784)
+
+
+def _cli_train(artifact, ckpt, run, *extra, env=None):
+    cmd = [sys.executable, "-m", "compiler.cli", "train", artifact, "--data", "digits", "--epochs", "3",
+           "--batch-size", "64", "--seed", "3", "--ckpt-dir", str(ckpt), "--run-dir", str(run), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume_reproduces_the_run(artifact, tmp_path):
+    """`kiln train` is killed while its second checkpoint is half written: the newest complete
+    checkpoint loads, nothing on disk is corrupt, and --resume gives the uninterrupted losses."""
+    full = _cli_train(artifact, tmp_path / "ck_full", tmp_path / "run_full")
+    assert full.wait(timeout=120) == 0, full.stderr.read()
+    ckpt, run = tmp_path / "ck", tmp_path / "run"
+    proc = _cli_train(artifact, ckpt, run, env={"KILN_CHECKPOINT_TEST_PAUSE": "0.5"})
+    deadline = time.time() + 120
+    mid_write = False
+    while time.time() < deadline and not mid_write:  # the epoch-2 checkpoint's temp file exists
+        index = ck.read_index(ckpt)
+        mid_write = index is not None and len(index.all_model_checkpoint_paths) == 1 and \
+            bool(list(ckpt.glob(".ckpt-*.tmp")))
+        time.sleep(0.02)
+    assert mid_write, "never saw the second checkpoint being written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    latest = ck.latest_checkpoint(ckpt)
+    _, _, meta = ck.load_checkpoint(latest)
+    assert meta["epoch"] == 1
+    for f in ckpt.glob("*.safetensors"):  # no partial file passes for a checkpoint
+        ck.load_checkpoint(f)
+    resumed = _cli_train(artifact, ckpt, run, "--resume")
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+    assert _losses(run) == _losses(tmp_path / "run_full")
