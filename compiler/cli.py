@@ -95,11 +95,28 @@ def cmd_ir(args) -> int:
 
 
 # ----------------------------------------------------------------------------- inspect
+def _artifact_dump(artifact, entry):
+    """The IR dump folder of one entry point of an artifact (default: train, else the first)."""
+    ir_dir = os.path.join(artifact, "ir")
+    entries = sorted(d for d in os.listdir(ir_dir) if os.path.isdir(os.path.join(ir_dir, d))) \
+        if os.path.isdir(ir_dir) else []
+    if not entries:
+        raise CliError(f"{artifact}: the artifact has no IR dumps (compiled with --no-dump-ir?)")
+    entry = entry or ("train" if "train" in entries else entries[0])
+    if entry not in entries:
+        raise CliError(f"{artifact}: no entry point {entry!r}; entries: {', '.join(entries)}")
+    return os.path.join(ir_dir, entry)
+
+
 def _inspect_result(args):
     """The stages to inspect: run the pipeline on a model file, or load a dump folder."""
     from compiler.passes.manager import PipelineError, load_dump, run_pipeline
 
     target = args.target
+    if os.path.isfile(os.path.join(target, "manifest.json")):  # an artifact: its ir/<entry>/ dump
+        target = _artifact_dump(target, args.entry)
+    elif args.entry is not None:
+        raise CliError("--entry applies to an artifact directory")
     if os.path.isdir(target):
         if args.fetch or args.feed or args.dump_dir or args.passes is not None:
             raise CliError(f"{target} is an IR dump folder: --fetch, --feed, --passes and --dump-dir "
@@ -174,6 +191,7 @@ examples:
   kiln inspect build/plane_ir --stage cse
   kiln inspect build/plane_ir --diff graph constant-folding
   kiln inspect build/plane_ir --stage fusion --dot step.dot   (then: dot -Tsvg step.dot -o step.svg)
+  kiln inspect build/mlp --entry train --list                  (an artifact made by kiln compile)
 
 Stages are named by index (0 is the lowered graph, -1 the last) or by pass name.
 With no --list/--diff/--dot, the chosen stage's IR is printed (default: the last).
@@ -185,12 +203,14 @@ def _add_inspect(sub) -> None:
                          description="Run the pass pipeline on a model file (or read an IR dump folder, "
                                      "e.g. an artifact's ir/) and show the IR stages.",
                          epilog=INSPECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ins.add_argument("target", help="model file (a Python script building a graph) or IR dump folder")
+    ins.add_argument("target", help="model file (a Python script building a graph), artifact directory, "
+                                    "or IR dump folder")
     ins.add_argument("--fetch", action="append", default=[], metavar="NAME",
                      help="tensor or op name to fetch (repeatable; needed for a model file)")
     ins.add_argument("--feed", action="append", default=[], metavar="NAME",
                      help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ins.add_argument("--name", default="step", help="entry point name (model file only; default: step)")
+    ins.add_argument("--entry", help="entry point of an artifact directory to show (default: train)")
     ins.add_argument("--passes", metavar="P1,P2", help="comma-separated passes to run instead of the full "
                      "pipeline (e.g. constant_folding,cse; empty: none)")
     ins.add_argument("--list", action="store_true", help="print a table: stage, ops, kernels, time, summary")

@@ -90,3 +90,17 @@ def test_help_everywhere():
     for cmd in ("train", "eval", "predict"):
         r = kiln(cmd, "--help")
         assert r.returncode == 0 and "--data" in r.stdout
+
+
+def test_inspect_an_artifact_by_entry(tmp_path):
+    art = tmp_path / "softmax"
+    assert kiln("compile", os.path.join(ROOT, "samples/mnist_softmax.py"), "-o", art).returncode == 0
+    listing = kiln("inspect", art, "--list")
+    assert listing.returncode == 0 and "memory-plan" in listing.stdout and "fusion" in listing.stdout
+    predict = kiln("inspect", art, "--entry", "predict", "--stage", "fusion")
+    assert predict.returncode == 0 and 'feed "x:0"' in predict.stdout and "labels" not in predict.stdout
+    missing = kiln("inspect", art, "--entry", "nope", "--list")
+    assert missing.returncode == 2 and "entries: eval, predict, train" in missing.stderr
+    bare = kiln("compile", os.path.join(ROOT, "samples/mnist_softmax.py"), "-o", tmp_path / "bare", "--no-dump-ir")
+    assert bare.returncode == 0
+    assert kiln("inspect", tmp_path / "bare", "--list").returncode == 2
