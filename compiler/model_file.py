@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import runpy
+import sys
 import traceback
 from dataclasses import dataclass, field
 
@@ -95,22 +96,32 @@ def run_model_file(path: str, require_build: bool = False) -> LoadedModel:
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: model file not found")
     graph = tf.Graph()
-    with graph.as_default():
-        try:
-            namespace = runpy.run_path(path, run_name="kiln_model")
-        except Exception as err:  # SyntaxError included
-            raise _build_error(err, path) from err
-        name = next((n for n in BUILD_FUNCTIONS if callable(namespace.get(n))), None)
-        if name is None:
-            if require_build:
-                raise ModelFileError(f"{path}: defines no build() function (a model file must "
-                                     "define build() returning its entry points; see docs/model-files.md)")
-            return LoadedModel(path, graph, namespace, None, None)
-        fn = namespace[name]
-        try:
-            result = fn()
-        except Exception as err:
-            raise _build_error(err, path) from err
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)  # the file may import its neighbours, as when run as a script
+    try:
+        with graph.as_default():
+            return _run_in_graph(path, graph, require_build)
+    finally:
+        sys.path.remove(folder)
+
+
+def _run_in_graph(path, graph, require_build) -> LoadedModel:
+    """Execute the file and call its build function (the default graph is ``graph``)."""
+    try:
+        namespace = runpy.run_path(path, run_name="kiln_model")
+    except Exception as err:  # SyntaxError included
+        raise _build_error(err, path) from err
+    name = next((n for n in BUILD_FUNCTIONS if callable(namespace.get(n))), None)
+    if name is None:
+        if require_build:
+            raise ModelFileError(f"{path}: defines no build() function (a model file must "
+                                 "define build() returning its entry points; see docs/model-files.md)")
+        return LoadedModel(path, graph, namespace, None, None)
+    fn = namespace[name]
+    try:
+        result = fn()
+    except Exception as err:
+        raise _build_error(err, path) from err
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", 0)
     return LoadedModel(path, graph, namespace, name, result, line)
 

@@ -11,14 +11,13 @@ below (``kiln compile`` calls ``build()`` without arguments).
     kiln compile samples/image_cnn.py -o build/image_cnn
     python samples/image_cnn.py --steps 10     # a few tf.Session steps on synthetic images
 """
-import argparse
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from compiler import tf  # noqa: E402
+from common import classifier_entries, demo  # noqa: E402
 
 SIZE, CHANNELS, NUM_CLASSES = 32, 3, 10
 FILTERS = (32, 64, 64)
@@ -50,32 +49,12 @@ def build_graph(size=SIZE, channels=CHANNELS, num_classes=NUM_CLASSES, learning_
 
 def build(size=SIZE, channels=CHANNELS, num_classes=NUM_CLASSES, learning_rate=1e-3):
     """The model-file entry points (``kiln compile``): train, eval and predict."""
-    m = build_graph(size, channels, num_classes, learning_rate)
-    metrics = {"loss": m["loss"], "accuracy": m["accuracy"]}
-    return {
-        "train": {"feeds": [m["x"], m["labels"]], "fetches": metrics, "targets": [m["train"]]},
-        "eval": {"feeds": [m["x"], m["labels"]], "fetches": dict(metrics)},
-        "predict": {"feeds": [m["x"]], "fetches": {"probabilities": m["probabilities"]}},
-    }
+    return classifier_entries(build_graph(size, channels, num_classes, learning_rate))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    tf.set_random_seed(0)
-    m = build_graph()
-    rng = np.random.default_rng(0)
-    shape = (SIZE, SIZE, CHANNELS)
-    centers = rng.random((NUM_CLASSES,) + shape, dtype=np.float32)
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        for step in range(args.steps):
-            y = rng.integers(0, NUM_CLASSES, args.batch_size)
-            x = np.clip(centers[y] + 0.2 * rng.standard_normal((args.batch_size,) + shape, dtype=np.float32), 0, 1)
-            loss, acc, _ = sess.run([m["loss"], m["accuracy"], m["train"]], {m["x"]: x, m["labels"]: y})
-            print(f"step {step:3d}  loss {loss:.4f}  accuracy {acc:.3f}")
+    demo(build_graph, __doc__, argv, steps=10, batch_size=32, shape=(SIZE, SIZE, CHANNELS), noise=0.2, clip=True,
+         num_classes=NUM_CLASSES)
 
 
 if __name__ == "__main__":

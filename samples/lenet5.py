@@ -10,14 +10,13 @@ labels ``labels`` [N] int64.  samples/model_class.py builds the same network wit
     kiln compile samples/lenet5.py -o build/lenet5
     python samples/lenet5.py --steps 10      # a few tf.Session steps on synthetic data
 """
-import argparse
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from compiler import tf  # noqa: E402
+from common import classifier_entries, demo  # noqa: E402
 
 
 def lenet5_logits(x):
@@ -48,31 +47,11 @@ def build_graph(learning_rate=1e-3):
 
 def build(learning_rate=1e-3):
     """The model-file entry points (``kiln compile``): train, eval and predict."""
-    m = build_graph(learning_rate)
-    metrics = {"loss": m["loss"], "accuracy": m["accuracy"]}
-    return {
-        "train": {"feeds": [m["x"], m["labels"]], "fetches": metrics, "targets": [m["train"]]},
-        "eval": {"feeds": [m["x"], m["labels"]], "fetches": dict(metrics)},
-        "predict": {"feeds": [m["x"]], "fetches": {"probabilities": m["probabilities"]}},
-    }
+    return classifier_entries(build_graph(learning_rate))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
-    tf.set_random_seed(0)
-    m = build_graph()
-    rng = np.random.default_rng(0)
-    centers = rng.random((10, 784), dtype=np.float32)
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        for step in range(args.steps):
-            y = rng.integers(0, 10, args.batch_size)
-            x = centers[y] + 0.3 * rng.standard_normal((args.batch_size, 784), dtype=np.float32)
-            loss, acc, _ = sess.run([m["loss"], m["accuracy"], m["train"]], {m["x"]: x, m["labels"]: y})
-            print(f"step {step:3d}  loss {loss:.4f}  accuracy {acc:.3f}")
+    demo(build_graph, __doc__, argv, steps=10, batch_size=64)
 
 
 if __name__ == "__main__":

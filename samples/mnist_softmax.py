@@ -10,14 +10,13 @@ Run directly it trains a few steps on synthetic MNIST-shaped data through ``tf.S
 
     python samples/mnist_softmax.py --steps 20
 """
-import argparse
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from compiler import tf  # noqa: E402
+from common import classifier_entries, demo  # noqa: E402
 
 
 def build_graph(learning_rate=0.01):
@@ -37,31 +36,11 @@ def build_graph(learning_rate=0.01):
 
 def build(learning_rate=0.01):
     """The model-file entry points (``kiln compile``): train, eval and predict."""
-    m = build_graph(learning_rate)
-    metrics = {"loss": m["loss"], "accuracy": m["accuracy"]}
-    return {
-        "train": {"feeds": [m["x"], m["labels"]], "fetches": metrics, "targets": [m["train"]]},
-        "eval": {"feeds": [m["x"], m["labels"]], "fetches": dict(metrics)},
-        "predict": {"feeds": [m["x"]], "fetches": {"probabilities": m["probabilities"]}},
-    }
+    return classifier_entries(build_graph(learning_rate))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=100)
-    args = parser.parse_args(argv)
-    model = build_graph()
-    rng = np.random.default_rng(0)
-    centers = rng.random((10, 784), dtype=np.float32)
-    with tf.Session() as sess:
-        sess.run(tf.global_variables_initializer())
-        for step in range(args.steps):
-            y = rng.integers(0, 10, args.batch_size)
-            x = centers[y] + 0.3 * rng.standard_normal((args.batch_size, 784), dtype=np.float32)
-            loss, acc, _ = sess.run([model["loss"], model["accuracy"], model["train"]],
-                                    {model["x"]: x, model["labels"]: y})
-            print(f"step {step:3d}  loss {loss:.4f}  accuracy {acc:.3f}")
+    demo(build_graph, __doc__, argv, steps=20, batch_size=100)
 
 
 if __name__ == "__main__":
