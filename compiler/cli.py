@@ -23,13 +23,9 @@ import runpy
 import sys
 import traceback
 
+from .cli_errors import CliError
 
-class CliError(Exception):
-    """A user-facing error: printed as ``kiln: <message>`` on stderr, exit status ``code``."""
 
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
 
 
 def _load_model_graph(path):
@@ -302,138 +298,6 @@ def _add_compile(sub) -> None:
     comp.set_defaults(func=cmd_compile)
 
 
-# ----------------------------------------------------------------------------- train / eval / predict
-def _run_trainer(fn, *args, **kwargs):
-    """Call a ``runtime.trainer`` function, turning user errors into exit-2 CliErrors."""
-    from runtime import ArtifactError
-    from runtime.checkpoint import CheckpointError
-    from runtime.data import DataError
-
-    try:
-        return fn(*args, **kwargs)
-    except (ArtifactError, CheckpointError, DataError, ValueError, KeyError, ImportError,
-            OSError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise CliError(str(msg))
-
-
-def _check_artifact(path) -> None:
-    if not os.path.isfile(os.path.join(path, "manifest.json")):
-        raise CliError(f"artifact not found: {path} (no manifest.json; build one with kiln compile)")
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
-def cmd_train(args) -> int:
-    """``kiln train ARTIFACT --data SPEC``: train with checkpoints and metrics."""
-    import time
-
-    from runtime import trainer
-
-    _check_artifact(args.artifact)
-    if args.val_split is not None and not 0.0 <= args.val_split < 1.0:
-        raise CliError(f"--val-split must be in [0, 1), got {args.val_split}")
-    run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(args.artifact)))
-    start = time.perf_counter()
-    history = _run_trainer(
-        trainer.train, args.artifact, args.data, epochs=args.epochs, batch_size=args.batch_size,
-        val_split=0.1 if args.val_split is None else args.val_split, val_data=args.val_data,
-        ckpt_dir=args.ckpt_dir, resume=args.resume, seed=args.seed, run_dir=run_dir,
-        progress=not args.no_progress)
-    where = f"; checkpoints in {args.ckpt_dir}" if args.ckpt_dir else ""
-    print(f"kiln: trained to epoch {len(history)}/{args.epochs} in {time.perf_counter() - start:.2f} s; "
-          f"metrics in {run_dir}{where}")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    """``kiln eval ARTIFACT --data SPEC``: metrics of the eval entry."""
-    from runtime import trainer
-
-    _check_artifact(args.artifact)
-    metrics = _run_trainer(trainer.evaluate, args.artifact, args.data,
-                           ckpt=args.ckpt or args.ckpt_dir, batch_size=args.batch_size)
-    print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return 0
-
-
-def cmd_predict(args) -> int:
-    """``kiln predict ARTIFACT --data SPEC|X.npy --out FILE``: outputs of the predict entry."""
-    from runtime import trainer
-
-    _check_artifact(args.artifact)
-    if not args.out.lower().endswith((".npy", ".csv")):
-        raise CliError(f"--out must end in .npy or .csv, got {args.out}")
-    result = _run_trainer(trainer.predict, args.artifact, args.data, ckpt=args.ckpt or args.ckpt_dir,
-                          out=args.out, batch_size=args.batch_size)
-    n = len(next(iter(result.values()))) if result else 0
-    print(f"kiln: wrote predictions for {n} example(s) to {args.out}")
-    return 0
-
-
-TRAIN_EPILOG = """\
-examples:
-  kiln compile samples/mnist_mlp.py -o build/mlp
-  kiln train build/mlp --data digits --epochs 10 --ckpt-dir build/mlp-ckpt
-  kiln train build/mlp --data digits --epochs 20 --ckpt-dir build/mlp-ckpt --resume
-  kiln eval build/mlp --data digits --ckpt-dir build/mlp-ckpt
-  kiln predict build/mlp --data digits --out pred.csv --ckpt-dir build/mlp-ckpt
-
-Data specs: digits, FILE.csv, FILE.npz, mnist:DIR, images:DIR, a directory (docs/data.md).
-"""
-
-
-def _add_run_commands(sub) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    tr = sub.add_parser("train", help="train a compiled artifact on a data set",
-                        description="Run the artifact's train entry over the data for some epochs, "
-                                    "validating with its eval entry, checkpointing every epoch.",
-                        epilog=TRAIN_EPILOG, formatter_class=fmt)
-    tr.add_argument("artifact", help="artifact directory (from kiln compile)")
-    tr.add_argument("--data", required=True, metavar="SPEC", help="training data spec (e.g. digits)")
-    tr.add_argument("--epochs", type=_positive(int), default=1, help="epochs in total (default: 1)")
-    tr.add_argument("--batch-size", type=_positive(int), default=32, help="batch size (default: 32)")
-    val = tr.add_mutually_exclusive_group()
-    val.add_argument("--val-split", type=float, metavar="F",
-                     help="fraction of --data held out for validation (default: 0.1; 0: none)")
-    val.add_argument("--val-data", metavar="SPEC", help="separate validation data spec")
-    tr.add_argument("--ckpt-dir", metavar="DIR", help="save a checkpoint here after every epoch")
-    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of --ckpt-dir")
-    tr.add_argument("--seed", type=int, default=0, help="seed of the split and data order (default: 0)")
-    tr.add_argument("--run-dir", metavar="DIR", help="metrics.jsonl/metrics.csv go here "
-                    "(default: runs/<artifact name>)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tr.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("eval", help="evaluate a (trained) artifact on a data set",
-                        description="Mean of the artifact's eval entry fetches (loss, metrics) over the data.",
-                        epilog=TRAIN_EPILOG, formatter_class=fmt)
-    pr = sub.add_parser("predict", help="run a (trained) artifact's predict entry",
-                        description="Run the predict entry over the data (in order) and write the outputs.",
-                        epilog=TRAIN_EPILOG, formatter_class=fmt)
-    for p in (ev, pr):
-        p.add_argument("artifact", help="artifact directory (from kiln compile)")
-        p.add_argument("--data", required=True, metavar="SPEC" if p is ev else "SPEC|X.npy",
-                       help="data spec" + ("" if p is ev else ", or a .npy file of features"))
-        ck = p.add_mutually_exclusive_group()
-        ck.add_argument("--ckpt-dir", metavar="DIR", help="load the latest checkpoint of DIR")
-        ck.add_argument("--ckpt", metavar="FILE", help="load this checkpoint file")
-        p.add_argument("--batch-size", type=_positive(int), default=256, help="batch size (default: 256)")
-    pr.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .csv")
-    ev.set_defaults(func=cmd_eval)
-    pr.set_defaults(func=cmd_predict)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -446,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     ir.set_defaults(func=cmd_ir)
     _add_compile(sub)
     _add_inspect(sub)
-    _add_run_commands(sub)
+    from .cli_run import add_run_commands
+
+    add_run_commands(sub)
     return parser
 
 
