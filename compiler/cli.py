@@ -26,8 +26,6 @@ import traceback
 from .cli_errors import CliError
 
 
-
-
 def _load_model_graph(path):
     """Run a model file in a fresh default graph and return that graph."""
     from compiler import tf
