@@ -156,3 +156,19 @@ def test_cross_graph_inputs_are_rejected():
         b = tf.constant(2.0)
         with pytest.raises(ValueError, match="same graph"):
             tf.add(a, b)
+
+
+def test_session_errors_are_tf_errors():
+    x = tf.placeholder(tf.float32, [None, 2], name="x")
+    w = tf.Variable([1.0, 2.0], name="w")
+    labels = tf.placeholder(tf.int32, [None], name="labels")
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+    with tf.Session() as sess:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="You must feed a value for placeholder tensor 'x'"):
+            sess.run(x * 2.0)
+        with pytest.raises(tf.errors.FailedPreconditionError, match="uninitialized value w"):
+            sess.run(w)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="outside the valid range"):
+            sess.run(loss, {x: np.zeros((1, 2)), labels: [5]})
+    assert issubclass(tf.errors.InvalidArgumentError, tf.errors.OpError)
+    assert issubclass(tf.errors.InvalidArgumentError, ValueError)  # what Kiln raised before

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
-from ..ir.interpreter import run_function
+from ..ir.interpreter import InterpreterError, run_function
 from ..ir.types import Sym, shape_str
+from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
 
@@ -145,7 +146,7 @@ class Session:
 
     def _require(self, name) -> np.ndarray:
         if name not in self._arrays:
-            raise ValueError(f"Attempting to use uninitialized value {name}")
+            raise errors.FailedPreconditionError(None, None, f"Attempting to use uninitialized value {name}")
         return self._arrays[name]
 
     def _store(self, name, value):
@@ -177,7 +178,10 @@ class Session:
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
         if plan is None:
-            plan = self._cache[key] = self._plan(tensors, targets, fed)
+            try:
+                plan = self._cache[key] = self._plan(tensors, targets, fed)
+            except LoweringError as err:  # e.g. an unfed placeholder
+                raise errors.InvalidArgumentError(None, None, str(err)) from None
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
@@ -231,7 +235,10 @@ class Session:
 
     def _run_interpreter(self, fn, feeds) -> dict:
         state_in = self._state_inputs(fn)
-        new_state, results = run_function(fn, state_in, feeds)
+        try:
+            new_state, results = run_function(fn, state_in, feeds)
+        except InterpreterError as err:  # a failed runtime check (e.g. a label out of range)
+            raise errors.InvalidArgumentError(None, None, str(err)) from err
         live = list(state_in.values())
         new_state = {k: np.array(v) if any(np.may_share_memory(v, a) for a in live) else v
                      for k, v in new_state.items()}  # snapshot before writing in place
@@ -275,8 +282,8 @@ class Session:
 
 
 def _translate(err, origins):
-    """The interpreter's exception for a native error: a failed check is a ValueError with
-    the check's own message (the kernel origin prefix removed), no memory a MemoryError."""
+    """The exception for a native error: a failed check is tf.errors.InvalidArgumentError
+    (a ValueError) with the check's own message (the kernel origin prefix removed), no memory a MemoryError."""
     from runtime.abi import KILN_ECHECK, KILN_ENOMEM
 
     message = err.message
@@ -285,7 +292,7 @@ def _translate(err, origins):
             message = message[len(origin) + 2:]
             break
     if err.code == KILN_ECHECK:
-        return ValueError(message)
+        return errors.InvalidArgumentError(None, None, message)
     if err.code == KILN_ENOMEM:
         return MemoryError(message)
     return err
