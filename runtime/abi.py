@@ -50,6 +50,18 @@ _load_lock = threading.Lock()
 _copies_dir = None
 
 
+def _default_thread_waiting() -> None:
+    """Shorten libgomp's busy-wait between parallel regions unless the user chose a policy.
+
+    libgomp reads its settings when it is first loaded (with the first artifact).  Its
+    default spin suits a machine of its own; on a shared one the spinning worker steals the
+    core the next kernel needs.  Measured on 2 cores (MLP step, batch 128): 1.02 → 0.91 ms
+    on an idle machine and 4.9 → 2.6 ms next to a busy process with GOMP_SPINCOUNT=10000.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "10000"
+
+
 def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
     """``ctypes.CDLL(path)``, guarding against dlopen's per-path cache.
 
@@ -59,6 +71,7 @@ def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
     there, so the code that runs is always the code whose hash was checked.
     """
     global _copies_dir
+    _default_thread_waiting()
     path = Path(path).resolve()
     with _load_lock:
         if _loaded.setdefault(str(path), digest) == digest:
