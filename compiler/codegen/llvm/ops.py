@@ -147,6 +147,13 @@ def _safe_divisor(b, y, unsigned):
     return b.select(b.or_(is_zero, is_m1), cl(y, 1), y), is_zero, is_m1
 
 
+def _truncation_differs(b, r, d):
+    """True where truncated division's remainder ``r`` (by ``d``) is non-zero and of the other
+    sign than ``d``: there floor division is one less, and floor modulo is ``r + d``."""
+    return b.and_(b.icmp_signed("!=", r, cl(r, 0)),
+                  b.xor(b.icmp_signed("<", r, cl(r, 0)), b.icmp_signed("<", d, cl(d, 0))))
+
+
 def _int_div(b, x, y, unsigned):
     """Floor division (0 for a zero divisor, wrapping negation for -1)."""
     d, is_zero, is_m1 = _safe_divisor(b, y, unsigned)
@@ -155,8 +162,7 @@ def _int_div(b, x, y, unsigned):
     else:
         q = b.sdiv(x, d)
         r = b.srem(x, d)
-        adjust = b.and_(b.icmp_signed("!=", r, cl(r, 0)),
-                        b.xor(b.icmp_signed("<", r, cl(r, 0)), b.icmp_signed("<", d, cl(d, 0))))
+        adjust = _truncation_differs(b, r, d)
         q = b.select(adjust, b.sub(q, cl(q, 1)), q)
         q = b.select(is_m1, b.sub(cl(x, 0), x), q)
     return b.select(is_zero, cl(x, 0), q)
@@ -169,8 +175,7 @@ def _int_mod(b, x, y, unsigned):
         r = b.urem(x, d)
     else:
         r = b.srem(x, d)
-        adjust = b.and_(b.icmp_signed("!=", r, cl(r, 0)),
-                        b.xor(b.icmp_signed("<", r, cl(r, 0)), b.icmp_signed("<", d, cl(d, 0))))
+        adjust = _truncation_differs(b, r, d)
         r = b.select(adjust, b.add(r, d), r)
     return b.select(b.or_(is_zero, is_m1), cl(x, 0), r)
 
