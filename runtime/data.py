@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from .closing import Closing
 from .data_sources import (
     ArraySource,
     CsvSource,
@@ -279,7 +280,7 @@ class _Failure:
         self.exc = exc
 
 
-class BatchIterator:
+class BatchIterator(Closing):
     """Wraps a generator of ``(epoch, x, y)``; with ``prefetch > 0`` a daemon thread runs
     it ahead into a bounded queue.  Errors in the thread are re-raised by ``__next__``."""
 
@@ -357,15 +358,3 @@ class BatchIterator:
     def alive(self) -> bool:
         """Whether the producer thread is still running."""
         return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass

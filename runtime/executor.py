@@ -11,6 +11,7 @@ import threading
 import numpy as np
 
 from .abi import KILN_ENOMEM, KilnRuntimeError, is_aligned, pointer_array
+from .closing import Closing
 from .manifest import batch_multiplier, format_shape, resolve_shape
 
 # ----------------------------------------------------------------------------- checks
@@ -96,7 +97,7 @@ def prepare_feeds(entry, feeds):
 
 # ----------------------------------------------------------------------------- state
 
-class State:
+class State(Closing):
     """A native state (all variables + workspace) of one loaded artifact.
 
     Created by :meth:`runtime.Artifact.new_state`.  Calls on one state are serialized by a
@@ -126,17 +127,6 @@ class State:
     def closed(self) -> bool:
         return not self._handle
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown  # pragma: no cover
-            pass
 
     def _live(self):
         if not self._handle:
