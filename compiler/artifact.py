@@ -3,7 +3,7 @@
 ```
 manifest.json     written last, validated by runtime.manifest (hashes of every file below)
 ir/               the pipeline dumps of each entry point (ir/<entry>/NN-<stage>.kir, kernels.txt)
-src/model.ll      the generated LLVM IR
+src/model.ll      the generated LLVM IR (CPU), or src/model.cu the CUDA C (target "cuda")
 lib/model.so      the shared library built from it
 init.safetensors  the initial value of every variable
 ```
@@ -25,6 +25,7 @@ from runtime import manifest as mf
 
 KILN_VERSION = "0.1.0"
 SOURCE = "src/model.ll"
+CUDA_SOURCE = "src/model.cu"
 LIBRARY = "lib/model.so"
 
 
@@ -99,29 +100,37 @@ def write_init_values(path: Path, variables, values: dict) -> None:
     mf.atomic_write(path, save(tensors))
 
 
+def llvm_library(source: str, lib_path: str) -> dict:
+    """Build LLVM IR text into ``lib_path``; returns the per-stage seconds (``llvm_*_s``)."""
+    from .codegen.llvm.build import compile_module
+
+    result = compile_module(source, lib_path)
+    return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
+
+
 def write_artifact(out_dir, module, variables, init_values: dict, entries: dict,
-                   target: dict, build: dict | None = None) -> Path:
-    """Write a complete artifact at ``out_dir`` from an LLVM module (``llvmlite.ir.Module``
-    or IR text); returns the directory.  ``build`` (timings etc.) goes into the manifest.
+                   target: dict, build: dict | None = None, source_name: str = SOURCE,
+                   build_library=llvm_library) -> Path:
+    """Write a complete artifact at ``out_dir`` from generated code (an ``llvmlite.ir.Module``
+    or source text); returns the directory.  ``build_library(source, lib_path) -> timings``
+    makes the library (LLVM by default); ``build`` (timings etc.) goes into the manifest.
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
-    from .codegen.llvm.build import compile_module
-
     out = Path(out_dir)
     for sub in ("src", "lib", "ir"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     build = dict(build or {})
     t0 = time.perf_counter()
     source = str(module)
-    mf.atomic_write(out / SOURCE, source)
-    result = compile_module(source, str(out / LIBRARY))
-    build.update({f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()})
-    files = [SOURCE, LIBRARY]
+    mf.atomic_write(out / source_name, source)
+    timings = build_library(source, str(out / LIBRARY))
+    build.update(timings)
+    files = [source_name, LIBRARY]
     if variables:
         write_init_values(out / mf.INIT_NAME, variables, init_values)
         files.append(mf.INIT_NAME)
-    build["write_s"] = round(time.perf_counter() - t0 - sum(result.timings.values()), 4)
+    build["write_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 4)
     manifest = build_manifest(variables, entries, target, mf.file_hashes(out, files), build)
     mf.write_manifest(out, manifest)
     return out
@@ -134,3 +143,8 @@ def host_target_record() -> dict:
     t = host_target()
     return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
 
+
+
+def cuda_target_record(arch: str, emulated: bool) -> dict:
+    """The manifest's ``target`` for the CUDA backend (``emulated``: built for the host emulator)."""
+    return {"kind": "cuda", "arch": arch, "emulated": bool(emulated)}

@@ -1,12 +1,14 @@
-"""The compile driver: graph entry points -> optimized IR -> kernel IR -> LLVM -> artifact.
+"""The compile driver: graph entry points -> optimized IR -> kernel IR -> LLVM/CUDA -> artifact.
 
-``compile_entries(graph, entries, out_dir)`` lowers each entry point (``lower_graph``), runs
-the pass pipeline (dumping every stage to ``out_dir/ir/<entry>/``), lowers the result to a
-kernel-IR ``Program``, renders all programs into one LLVM module with the C ABI
-(``codegen/llvm/module.py``), and writes the artifact (``compiler/artifact.py``): the
-manifest, ``src/model.ll``, ``lib/model.so`` and ``init.safetensors`` (every variable's
-initializer run by the reference interpreter).  Timings of each stage go into the
-manifest's ``"build"`` record.
+``compile_entries(graph, entries, out_dir, target=...)`` lowers each entry point
+(``lower_graph``), runs the pass pipeline (dumping every stage to ``out_dir/ir/<entry>/``),
+lowers the result to a kernel-IR ``Program``, renders all programs into one module with the
+C ABI — LLVM for ``target="cpu"`` (``codegen/llvm/module.py``), CUDA C for ``"cuda"``
+(``codegen/cuda/module.py``, built by nvcc, or by g++ against the host emulator with
+``emulate=True``/``KILN_CUDA_EMULATE=1``) — and writes the artifact
+(``compiler/artifact.py``): the manifest, ``src/model.ll`` or ``src/model.cu``,
+``lib/model.so`` and ``init.safetensors`` (every variable's initializer run by the
+reference interpreter).  Timings of each stage go into the manifest's ``"build"`` record.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from runtime import manifest as mf
 
-from .artifact import EntryInfo, VariableInfo, host_target_record, write_artifact
+from .artifact import (CUDA_SOURCE, EntryInfo, VariableInfo, cuda_target_record, host_target_record,
+                       write_artifact)
 from .ir.from_graph import RNG_STATE, lower_graph
 from .passes.manager import run_pipeline
 
@@ -140,29 +143,65 @@ def check_entry_name(name: str) -> None:
         raise CompileError(f"entry point name {name!r} must be a C identifier")
 
 
-def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None) -> Path:
-    """Render ``lowered`` entries into one module with the ABI and write the artifact."""
-    from .codegen.llvm.module import build_module
+@dataclass(frozen=True)
+class Target:
+    """Where compiled code runs: ``kind`` "cpu" (LLVM) or "cuda" (``arch`` e.g. "sm_90";
+    ``emulate``: built with g++ for the host emulator instead of nvcc)."""
 
+    kind: str = "cpu"
+    arch: str = ""
+    emulate: bool = False
+
+    @staticmethod
+    def make(kind="cpu", cuda_arch=None, emulate=None) -> "Target":
+        if kind == "cpu":
+            return Target()
+        if kind != "cuda":
+            raise CompileError(f"unknown target {kind!r}; choose 'cpu' or 'cuda'")
+        from .codegen.cuda.build import DEFAULT_ARCH, check_arch, emulate_default
+
+        return Target("cuda", check_arch(cuda_arch or DEFAULT_ARCH),
+                      emulate_default() if emulate is None else bool(emulate))
+
+    def record(self) -> dict:
+        return host_target_record() if self.kind == "cpu" else cuda_target_record(self.arch, self.emulate)
+
+
+def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None,
+                   target: Target = Target()) -> Path:
+    """Render ``lowered`` entries into one module with the ABI and write the artifact."""
     t0 = time.perf_counter()
-    module = build_module({e.name: e.program for e in lowered},
-                          [(v.name, v.dtype, v.shape) for v in variables])
+    programs = {e.name: e.program for e in lowered}
+    var_list = [(v.name, v.dtype, v.shape) for v in variables]
+    extra = {}
+    if target.kind == "cuda":
+        from .codegen.cuda import render_module
+        from .codegen.cuda.build import compile_cuda
+
+        module = render_module(programs, var_list, f"CUDA {target.arch}" + (" (host emulator)" if target.emulate else ""))
+        extra = {"source_name": CUDA_SOURCE, "build_library": lambda src, lib: {
+            k: round(v, 4) for k, v in compile_cuda(src, lib, target.arch, target.emulate).timings.items()}}
+    else:
+        from .codegen.llvm.module import build_module
+
+        module = build_module(programs, var_list)
     build = dict(timings or {})
     build["render_s"] = round(time.perf_counter() - t0, 4)
     entries = {e.name: entry_info(e.fn) for e in lowered}
-    return write_artifact(out_dir, module, variables, init, entries, host_target_record(), build)
+    return write_artifact(out_dir, module, variables, init, entries, target.record(), build, **extra)
 
 
-def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir: bool = True) -> Path:
+def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir: bool = True,
+                    cuda_arch: str | None = None, emulate: bool | None = None) -> Path:
     """Compile ``entries`` (``name -> (fetch tensors, target ops, feed tensors)``) of ``graph``
-    into the artifact directory ``out_dir``; returns its path.
+    into the artifact directory ``out_dir`` for ``target`` ("cpu" or "cuda"; ``cuda_arch``
+    defaults to sm_90); returns its path.
 
     The manifest's ``"build"`` record holds the seconds spent per stage (``pipeline_s``,
     ``lowering_s``, ``render_s``, ``llvm_optimize_s``, ``llvm_codegen_s``, ``llvm_link_s``, ...).
     """
     start = time.perf_counter()
-    if target != "cpu":
-        raise CompileError(f"target {target!r} is not supported by compile_entries yet (only 'cpu')")
+    tgt = Target.make(target, cuda_arch, emulate)
     out = Path(out_dir)
     lowered, totals = [], {}
     for name, (fetches, targets, feeds) in entries.items():
@@ -180,7 +219,7 @@ def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir:
     variables = variable_infos(graph, state_keys(e.fn for e in lowered))
     init = initial_values(graph, variables)
     totals["initial_values_s"] = time.perf_counter() - t0
-    out = build_artifact(lowered, variables, init, out, {k: round(v, 4) for k, v in totals.items()})
+    out = build_artifact(lowered, variables, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt)
     _record_total(out, time.perf_counter() - start)
     return out
 
@@ -246,10 +285,12 @@ def fingerprint(fn) -> str:
 
 @functools.cache
 def code_digest() -> str:
-    """SHA-256 of the code generator's sources (lowering, LLVM backend, driver), so a cached
-    artifact is never reused by a compiler that would generate other code."""
+    """SHA-256 of the code generator's sources (lowering, LLVM and CUDA backends, CUDA
+    templates, driver), so a cached artifact is never reused by a compiler that would
+    generate other code."""
     here = Path(__file__).resolve().parent
     files = sorted([*(here / "lower").glob("*.py"), *(here / "codegen" / "llvm").glob("*.py"),
+                    *(here / "codegen" / "cuda").glob("*.py"), *(here.parent / "templates" / "cuda").glob("*"),
                     here / "compile.py", here / "artifact.py"])
     h = hashlib.sha256()
     for f in files:
@@ -270,7 +311,7 @@ def _cache_key(opt, target: dict) -> str:
     return h.hexdigest()[:32]
 
 
-def session_artifact(graph, lowered: LoweredEntry, root) -> Path:
+def session_artifact(graph, lowered: LoweredEntry, root, target: Target = Target()) -> Path:
     """The artifact of one ``Session.run`` signature (entry ``lowered.name``) under ``root``.
 
     The directory is ``root/<content hash>``: an artifact already there is reused (after
@@ -285,7 +326,7 @@ def session_artifact(graph, lowered: LoweredEntry, root) -> Path:
     import numpy as np
 
     root = Path(root)
-    final = root / _cache_key(lowered.fn, host_target_record())
+    final = root / _cache_key(lowered.fn, target.record())
     if (final / mf.MANIFEST_NAME).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -294,7 +335,7 @@ def session_artifact(graph, lowered: LoweredEntry, root) -> Path:
         variables = variable_infos(graph, state_keys([lowered.fn]))
         zeros = {v.name: np.zeros(v.shape, v.dtype) for v in variables}
         build_artifact([lowered], variables, zeros, tmp,
-                       {k: round(v, 4) for k, v in lowered.timings.items()})
+                       {k: round(v, 4) for k, v in lowered.timings.items()}, target)
         try:
             os.rename(tmp, final)
         except OSError:  # another builder won the race: use theirs

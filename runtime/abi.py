@@ -131,8 +131,15 @@ class NativeLibrary:
         self.last_error = b("kiln_last_error", ctypes.c_char_p, [vp])
         # Optional in ABI version 1 (hand-written libraries may lack it): None when absent.
         self.bind_variable = _bind_optional(self.lib, "kiln_bind_variable", i32, [vp, i32, vp, i64])
+        # Optional: why the last kiln_create returned NULL (device libraries: no GPU, ...).
+        self.create_error = _bind_optional(self.lib, "kiln_create_error", ctypes.c_char_p, [])
         self.entries = {name: b(f"kiln_entry_{name}", i32, [vp, i64, _VOIDP_ARRAY, _VOIDP_ARRAY])
                         for name in entry_names}
+
+    def create_error_message(self) -> str:
+        """Why the last ``kiln_create`` on this thread failed ("" when the library cannot say)."""
+        raw = self.create_error() if self.create_error is not None else None
+        return raw.decode("utf-8", "replace") if raw else ""
 
     def error_message(self, handle) -> str:
         """The state's ``kiln_last_error`` text ("" when the library gives none)."""

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from .abi import KILN_ENOMEM, KilnRuntimeError, is_aligned, pointer_array
+from .abi import KILN_EBACKEND, KILN_ENOMEM, KilnRuntimeError, is_aligned, pointer_array
 from .closing import Closing
 from .manifest import batch_multiplier, format_shape, resolve_shape
 
@@ -112,7 +112,9 @@ class State(Closing):
         self._bound = {}  # variable name -> caller array used as its storage (kept alive)
         self._handle = self._lib.create()
         if not self._handle:
-            raise KilnRuntimeError(KILN_ENOMEM, "kiln_create returned NULL", "kiln_create")
+            why = self._lib.create_error_message()
+            raise KilnRuntimeError(KILN_EBACKEND if why else KILN_ENOMEM,
+                                   why or "kiln_create returned NULL (out of memory)", "kiln_create")
 
     # -- lifetime
     def close(self) -> None:

@@ -11,9 +11,10 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from compiler.codegen.cuda import CudaRenderError, global_functions, render_program
+from compiler.codegen.cuda import CudaRenderError, global_functions, program_variables, render_module
 from compiler.ir.opdef import get_opdef
 from compiler.ir.ops.math import ARITH, COMPARE, LOGICAL, UNARY
 from compiler.ir.types import N, ShapeError, TensorType, as_dtype
@@ -63,7 +64,7 @@ def all_ops_program() -> K.Program:
         dt = as_dtype(d)
         x, y = f"x_{dt.short}", f"y_{dt.short}"
         for name in (x, y):
-            bufs[name] = K.BufferDecl(name, dt, (N,), "feed", index=len(bufs))
+            bufs[name] = K.BufferDecl(name, dt, (N,), "feed", index=sum(b.role == "feed" for b in bufs.values()))
         stmts = []
         t = TensorType(dt, ())
         for table, arity in ((UNARY, 1), (ARITH, 2), (COMPARE, 2), (LOGICAL, 2)):
@@ -113,7 +114,23 @@ def all_ops_program() -> K.Program:
     nest = K.For(i, _c(0), K.Batch(I64), K.Block([K.For(j, _c(0), _c(4), K.Block([
         K.Store("r", idx, K.Op("exp", (K.Load("r", idx, F32),), F32))]), vectorize=True)]), parallel=True)
     kernels.append(K.Kernel("nest", ["r"], ["r"], nest))
-    return K.Program("all_ops", bufs, kernels)
+    return K.Program("all_ops", bufs, kernels, batch_bytes=_place_arena(bufs))
+
+
+def _place_arena(bufs) -> int:
+    """Give every arena buffer (all shaped (N, ...)) its own batch-space offset; returns the
+    arena's bytes per batch element."""
+    per = 0
+    for name, b in bufs.items():
+        if b.role == "arena":
+            bufs[name] = K.BufferDecl(b.name, b.dtype, b.shape, "arena", space="batch", offset=per)
+            per += -(-b.dtype.np.itemsize * int(np.prod([int(getattr(d, "coef", d)) for d in b.shape])) // 64) * 64
+    return per
+
+
+def render_program(program: K.Program) -> str:
+    """The CUDA module of one program (entry point named like the program)."""
+    return render_module({program.name: program}, program_variables([program]))
 
 
 def model_program(name) -> K.Program:
@@ -131,15 +148,15 @@ def _nvcc(src: str, path) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------- rendered text
 def test_elementwise_text():
     src = render_program(relu_program())
-    assert "__global__ void __launch_bounds__(KILN_BLOCK) k_loop_relu_s0(KilnBufs bufs, long long N)" in src
+    assert "__global__ void __launch_bounds__(KILN_BLOCK) k_relu__loop_relu_s0(KilnBufs bufs, long long N)" in src
     # the loop becomes a grid-stride loop over the flattened iteration space
     assert "for (long long kiln_f = (long long)blockIdx.x * blockDim.x + threadIdx.x; kiln_f < kiln_trip;" in src
     assert "kiln_f += (long long)gridDim.x * blockDim.x)" in src
     assert "const long long v_i0 = (0LL) + kiln_f;" in src
     assert "b_fetch_y_0[v_i0] = (float)(kiln_relu<float>(b_feed_x_0[v_i0]));" in src
     assert "float* __restrict__ b_feed_x_0 = (float*)bufs.p[0];" in src
-    assert re.search(r'extern "C" int kiln_cuda_run_relu\(void\*\* bufs, long long N\)', src)
-    assert "k_loop_relu_s0<<<kiln_blocks(trip), KILN_BLOCK>>>(b, N);" in src
+    assert "KILN_EXPORT int32_t kiln_entry_relu(kiln_state* s, int64_t batch, const void* const* feeds, void* const* fetches)" in src
+    assert "KILN_LAUNCH(k_relu__loop_relu_s0, kiln_blocks(trip), KILN_BLOCK, stream, b, N);" in src
     assert "cudaGetLastError()" in src
 
 
@@ -151,15 +168,15 @@ def test_semantic_helpers_text():
     assert "kiln_max<float>(b_x_f32[v_i], b_y_f32[v_i])" in src
     assert "kiln_f2i64((double)(b_x_f32[v_i]))" in src
     assert "kiln_unit(kiln_philox(7u, 11u, (unsigned long long)(v_i)" in src
-    assert "kiln_fail(0, (double)(b_x_i64[v_j])); return;" in src
-    assert '"label {value} out of range"' in src
+    assert "kiln_fail_i(bufs.err, 0, (long long)(b_x_i64[v_j])); return;" in src
+    assert '{ "reduce: label %1$lld out of range", \'i\' },' in src
     assert "__int_as_float(0x7f800000)" in src  # -inf accumulator start
     # the reduction shares an accumulator: one sequential launch
-    assert "k_reduce_s0<<<1, 1>>>(b, N);" in src
+    assert "KILN_LAUNCH(k_all_ops__reduce_s0, 1, 1, stream, b, N);" in src
     # the (N x 4) nest is one flattened iteration space
     assert "const long long v_i = (0LL) + kiln_f / (((4LL) - (0LL)));" in src
     assert "const long long v_j = (0LL) + v_i_rest;" in src
-    assert "const long long trip = ((N) - (0LL)) * ((4LL) - (0LL)); if (trip > 0) k_nest_s0<<<" in src
+    assert "const long long trip = ((N) - (0LL)) * ((4LL) - (0LL)); if (trip > 0) KILN_LAUNCH(k_all_ops__nest_s0," in src
 
 
 def test_philox_constants_match_reference():
@@ -189,13 +206,13 @@ def programs():
 def test_every_kernel_gets_global_functions(programs):
     for name, prog in programs.items():
         src = render_program(prog)
-        funcs = global_functions(prog)
+        funcs = global_functions(prog, prog.name)
         assert set(funcs) == {k.name for k in prog.kernels}, name
         for kernel, names in funcs.items():
             assert names, (name, kernel)
             for fn in names:
                 assert re.search(rf"__global__ void __launch_bounds__\([A-Z_ *]+\) {fn}\(", src), (name, fn)
-                assert f"{fn}<<<" in src, (name, fn)
+                assert re.search(rf"KILN_LAUNCH(_SYNC)?\({fn}, ", src), (name, fn)
         if any(isinstance(_only_stmt(k.body), K.Gemm) for k in prog.kernels):
             assert "__shared__ float As[KILN_TILE][KILN_TILE + 1];" in src
 
@@ -218,7 +235,8 @@ def test_nvcc_compiles(programs, tmp_path):
     nm = shutil.which("nm")
     if nm:
         syms = subprocess.run([nm, "-D", str(tmp_path / "mlp_train_step.so")], check=False, capture_output=True, text=True).stdout
-        assert "kiln_cuda_run_" in syms
+        for sym in ("kiln_create", "kiln_destroy", "kiln_entry_train_step", "kiln_read_variable", "kiln_create_error"):
+            assert sym in syms
 
 
 # ----------------------------------------------------------------------------- helpers, on the host
@@ -255,7 +273,7 @@ def test_prelude_helpers_match_reference_on_host(tmp_path):
     the reference (numpy / compiler/ir/ops/random.py) — Philox bit for bit."""
     import numpy as np
 
-    from compiler.codegen.cuda.render import environment
+    from compiler.codegen.cuda.module import environment
     from compiler.ir.ops import random as R
 
     src = environment().get_template("cuda/prelude.cu.j2").render(nbufs=1) + HOST_MAIN

@@ -1,4 +1,5 @@
-"""CUDA backend: kernel IR -> CUDA C (jinja2 templates in templates/cuda/), see docs/codegen-cuda.md."""
-from .render import CudaRenderError, global_functions, render_program
+"""CUDA backend: kernel IR -> CUDA C (jinja2 templates in templates/cuda/) -> nvcc, see docs/codegen-cuda.md."""
+from .exprs import CudaRenderError
+from .module import global_functions, program_variables, render_module
 
-__all__ = ["CudaRenderError", "global_functions", "render_program"]
+__all__ = ["CudaRenderError", "global_functions", "program_variables", "render_module"]

@@ -1,21 +1,17 @@
-"""Kernel IR -> one CUDA C translation unit (docs/codegen-cuda.md).
+"""Kernel-IR expressions and statements -> CUDA C text (docs/codegen-cuda.md).
 
-``render_program(program)`` returns the text of a ``.cu`` file holding, per ``Kernel``,
-one or more ``__global__`` functions (``<kernel>_s<j>`` for loop statements, ``<kernel>_g<j>``
-for GEMMs) and the host entry ``extern "C" int kiln_cuda_run_<entry>(void** bufs, long long N)``
-that launches them in order.  Scalar semantics are those of ``compiler/lower/kernel_ir.py``
-(the reference is ``kernel_interp.py``); the helpers live in ``templates/cuda/prelude.cu.j2``.
-
-Statements are rendered here as C text; the file layout (prelude, kernel skeletons, the
-tiled GEMM, the host entry) is in the jinja2 templates under ``templates/cuda/``.
+``Exprs`` renders one scalar expression, ``Stmts`` a statement tree as indented C lines;
+both follow the scalar semantics of ``compiler/lower/kernel_ir.py`` (the reference is
+``kernel_interp.py``) through the helpers of ``templates/cuda/prelude.cu.j2``.  Kernel
+functions (``kernels.py``) and the module with the host side (``module.py``) are built
+from these pieces.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import jinja2
 import numpy as np
 
 from ...ir.types import Sym, as_dtype
@@ -45,19 +41,6 @@ _F64 = as_dtype("float64")
 
 class CudaRenderError(Exception):
     """A kernel-IR construct this renderer does not handle (yet)."""
-
-
-_env = None
-
-
-def environment() -> jinja2.Environment:
-    """The jinja2 environment over the ``templates`` package (templates/cuda/*.cu.j2)."""
-    global _env
-    if _env is None:
-        _env = jinja2.Environment(loader=jinja2.PackageLoader("templates", "."), trim_blocks=True,
-                                  lstrip_blocks=True, keep_trailing_newline=True,
-                                  undefined=jinja2.StrictUndefined)
-    return _env
 
 
 def ident(name: str, prefix: str) -> str:
@@ -105,7 +88,7 @@ class _Raw(K.Expr):
     dtype: object
 
 
-class _Exprs:
+class Exprs:
     """Renders expressions of one kernel (buffers as ``b_<name>`` pointers)."""
 
     def __init__(self, program: K.Program):
@@ -222,11 +205,15 @@ class _Exprs:
 
 
 # ----------------------------------------------------------------------------- statements
-class _Stmts:
-    """Renders a statement tree as indented C lines."""
+class Stmts:
+    """Renders a statement tree as indented C lines.
 
-    def __init__(self, exprs: _Exprs, messages: list):
-        self.x, self.messages = exprs, messages
+    ``add_check(message, dtype) -> id`` registers a failing ``Check``'s message (the host
+    formats it after the step); the device only records the id and the value.
+    """
+
+    def __init__(self, exprs: Exprs, add_check):
+        self.x, self.add_check = exprs, add_check
 
     def lines(self, s, depth) -> list:
         pad = "  " * depth
@@ -257,9 +244,10 @@ class _Stmts:
         if isinstance(s, K.If):
             return [f"{pad}if ({x(s.cond)}) {{"] + self.lines(s.then, depth + 1) + [pad + "}"]
         if isinstance(s, K.Check):
-            cid = len(self.messages)
-            self.messages.append(s.message)
-            return [f"{pad}if ({x(s.cond)}) {{ kiln_fail({cid}, (double)({x(s.value)})); return; }}"]
+            cid = self.add_check(s.message, s.value.dtype)
+            kind = "f" if s.value.dtype.is_floating else "i"
+            cast = "double" if kind == "f" else "long long"
+            return [f"{pad}if ({x(s.cond)}) {{ kiln_fail_{kind}(bufs.err, {cid}, ({cast})({x(s.value)})); return; }}"]
         if isinstance(s, K.Gemm):
             raise CudaRenderError("a Gemm nested inside loops is not supported yet")
         raise CudaRenderError(f"unknown statement {type(s).__name__}")
@@ -278,209 +266,3 @@ class _Stmts:
         for i in reversed(range(opened)):
             out.append("  " * (depth + i) + "}")
         return out
-
-
-# ----------------------------------------------------------------------------- kernels
-@dataclass
-class _Function:
-    name: str
-    decls: str = ""
-    body: str = ""
-    grid: bool = False
-    start: str = ""
-    stop: str = ""
-    gemm: dict = None
-
-
-@dataclass
-class _KernelText:
-    name: str
-    origin: str
-    functions: list = field(default_factory=list)
-
-
-def _vars_in(e) -> set:
-    if isinstance(e, K.Var):
-        return {e.name}
-    if isinstance(e, (K.Load,)):
-        return {"<load>"} | _vars_in(e.index)
-    if isinstance(e, K.Op):
-        return set().union(*(_vars_in(a) for a in e.args)) if e.args else set()
-    if isinstance(e, K.Cast):
-        return _vars_in(e.value)
-    if isinstance(e, K.Random):
-        return {"<random>"} | _vars_in(e.index) | _vars_in(e.step)
-    return set()
-
-
-def _independent(s) -> bool:
-    """A top-level loop whose iterations may run on different threads."""
-    return isinstance(s, K.For) and (s.parallel or s.vectorize) and not (
-        _vars_in(s.start) | _vars_in(s.stop))
-
-
-def _only(s):
-    """The one statement of ``s`` (through single-statement Blocks)."""
-    while isinstance(s, K.Block) and len(s.body) == 1:
-        s = s.body[0]
-    return s
-
-
-def _loop_nest(loop: K.For) -> list:
-    """The perfect nest of independent loops starting at ``loop`` whose bounds depend on no
-    loop variable: they are flattened into one grid-stride iteration space."""
-    nest = [loop]
-    while True:
-        inner = _only(nest[-1].body)
-        if not (isinstance(inner, K.For) and (inner.parallel or inner.vectorize)
-                and not (_vars_in(inner.start) | _vars_in(inner.stop))):
-            return nest
-        nest.append(inner)
-
-
-def _buffers_used(s, acc: set) -> set:
-    """Names of the buffers a statement tree loads or stores."""
-    if isinstance(s, (list, tuple)):
-        for y in s:
-            _buffers_used(y, acc)
-        return acc
-    if isinstance(s, (K.Load, K.Store)):
-        acc.add(s.buffer)
-    if isinstance(s, K.Operand):
-        acc.add(s.buffer)
-    if hasattr(s, "__dataclass_fields__"):
-        for f in s.__dataclass_fields__:
-            v = getattr(s, f)
-            if isinstance(v, (K.Expr, K.Stmt, K.Operand, list, tuple)):
-                _buffers_used(v, acc)
-    return acc
-
-
-class _Renderer:
-    def __init__(self, program: K.Program):
-        self.program = program
-        self.slot = {name: i for i, name in enumerate(program.buffers)}
-        self.x = _Exprs(program)
-        self.messages = []
-        self.stmts = _Stmts(self.x, self.messages)
-        self.launches = []
-
-    def decls(self, tree) -> str:
-        lines = []
-        for name in sorted(_buffers_used(tree, set()), key=self.slot.__getitem__):
-            ct = ctype(self.program.buffers[name].dtype)
-            lines.append(f"  {ct}* __restrict__ {ident(name, 'b_')} = ({ct}*)bufs.p[{self.slot[name]}];")
-        lines.append("  if (kiln_cuda_err.code) return;  // an earlier check failed: skip the rest of the step")
-        return "\n".join(lines)
-
-    def kernel(self, k: K.Kernel) -> _KernelText:
-        out = _KernelText(ident(k.name, "k_"), k.origin.replace("\n", " "))
-        body = k.body.body if isinstance(k.body, K.Block) else [k.body]
-        # Top-level Lets/accumulators are shared by the statements after them: keep the
-        # kernel as one sequential function then.  Otherwise each independent loop (and each
-        # GEMM) gets its own launch, and runs of other statements one single-thread launch.
-        if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body) and any(isinstance(s, K.Gemm) for s in body):
-            raise CudaRenderError(f"kernel {k.name}: a Gemm next to top-level lets is not supported yet")
-        shared = any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body)
-        groups, run = [], []
-        for s in body:
-            if not shared and (_independent(s) or isinstance(s, K.Gemm)):
-                if run:
-                    groups.append(run)
-                    run = []
-                groups.append(s)
-            else:
-                run.append(s)
-        if run:
-            groups.append(run)
-        for j, g in enumerate(groups):
-            if isinstance(g, K.Gemm):
-                out.functions.append(self.gemm(f"{out.name}_g{j}", g))
-            elif isinstance(g, K.For):
-                out.functions.append(self.grid_loop(f"{out.name}_s{j}", g))
-            else:
-                fn = _Function(f"{out.name}_s{j}", self.decls(g), "\n".join(self.stmts.block(g, 1)))
-                self.launches.append(f"{fn.name}<<<1, 1>>>(b, N);")
-                out.functions.append(fn)
-        return out
-
-    def grid_loop(self, name, loop: K.For) -> _Function:
-        nest = _loop_nest(loop)
-        x = self.x
-        trips = [f"(({x(f.stop)}) - ({x(f.start)}))" for f in nest]
-        lines, rest = [], "kiln_f"
-        for i, f in enumerate(nest):
-            v = ident(f.var.name, "v_")
-            inner = " * ".join(trips[i + 1:])
-            if inner:
-                lines.append(f"    const long long {v} = ({x(f.start)}) + {rest} / ({inner});")
-                lines.append(f"    const long long {v}_rest = {rest} % ({inner});")
-                rest = f"{v}_rest"
-            else:
-                lines.append(f"    const long long {v} = ({x(f.start)}) + {rest};")
-        lines += self.stmts.lines(nest[-1].body, 2)
-        total = " * ".join(trips)
-        fn = _Function(name, self.decls(loop), "\n".join(lines), grid=True, start="0LL", stop=total)
-        self.launches.append(f"{{ const long long trip = {total}; "
-                             f"if (trip > 0) {name}<<<kiln_blocks(trip), KILN_BLOCK>>>(b, N); }}")
-        return fn
-
-    def gemm(self, name, g: K.Gemm) -> _Function:
-        x = self.x
-        dtypes = {self.program.buffers[o.buffer].dtype.short for o in (g.a, g.b, g.c)}
-        if len(dtypes) != 1:
-            raise CudaRenderError(f"gemm {name}: mixed dtypes {sorted(dtypes)}")
-        if g.c.transposed:
-            raise CudaRenderError(f"gemm {name}: a transposed C is not supported yet")
-        ct = ctype(self.program.buffers[g.c.buffer].dtype)
-        bs = (lambda o: x(o.batch_stride) if o.batch_stride is not None else "0LL")
-        epilogue = ""
-        if g.epilogue is not None:
-            epilogue = "\n".join([f"    const {ct} v_acc = acc;", "    const long long v_row = row;",
-                                  "    const long long v_col = col;", "    const long long v_bidx = bidx;"]
-                                 + self.stmts.lines(g.epilogue, 2))
-        info = {"name": name, "decls": self.decls(g), "ctype": ct, "m": x(g.m), "n": x(g.n), "k": x(g.k),
-                "batch": x(g.batch) if g.batch is not None else "1", "accumulate": g.accumulate,
-                "epilogue": epilogue, "c": ident(g.c.buffer, "b_"), "c_off": x(g.c.offset),
-                "ldc": x(g.c.ld), "c_bs": bs(g.c)}
-        for key, o in (("a", g.a), ("b", g.b)):
-            info.update({key: ident(o.buffer, "b_"), f"{key}_off": x(o.offset), f"ld{key}": x(o.ld),
-                         f"{key}_t": o.transposed, f"{key}_bs": bs(o)})
-        batch = info["batch"]
-        self.launches.append(
-            f"{{ const long long m = {info['m']}, n = {info['n']}, nb = {batch}; "
-            f"if (m > 0 && n > 0 && nb > 0) {name}<<<dim3(kiln_tiles(m), kiln_tiles(n), (unsigned int)nb), "
-            f"dim3(KILN_TILE, KILN_TILE)>>>(b, N); }}")
-        return _Function(name, gemm=info)
-
-
-def _numel_expr(decl: K.BufferDecl) -> str:
-    parts = [f"{d.coef}LL * N" if isinstance(d, Sym) else f"{int(d)}LL" for d in decl.shape]
-    return " * ".join(parts) or "1LL"
-
-
-def _c_string(text: str) -> str:
-    return '"' + "".join(c if (c.isprintable() and c not in '"\\?') else f"\\{ord(c):03o}"
-                         for c in text) + '"'
-
-
-def render_program(program: K.Program, entry: str | None = None) -> str:
-    """The ``.cu`` translation unit of ``program`` (entry name defaults to program.name)."""
-    entry = re.sub(r"[^0-9A-Za-z_]", "_", entry or program.name)
-    r = _Renderer(program)
-    kernels = [r.kernel(k) for k in program.kernels]
-    copies = []
-    for dst, src in program.copies:
-        decl = program.buffers[dst]
-        copies.append({"dst": r.slot[dst], "src": r.slot[src],
-                       "bytes": f"({_numel_expr(decl)}) * {decl.dtype.np.itemsize}"})
-    buffers = [f"{d.name}: {d.dtype.short}{list(d.shape)} {d.role}" for d in program.buffers.values()]
-    return environment().get_template("cuda/program.cu.j2").render(
-        entry=entry, nbufs=len(program.buffers), buffers=buffers, kernels=kernels,
-        launches=r.launches, copies=copies, messages=[_c_string(m) for m in r.messages])
-
-
-def global_functions(program: K.Program) -> dict:
-    """Kernel name -> the names of the ``__global__`` functions rendered for it."""
-    r = _Renderer(program)
-    return {k.name: [f.name for f in r.kernel(k).functions] for k in program.kernels}

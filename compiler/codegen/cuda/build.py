@@ -1,0 +1,92 @@
+"""Build a rendered CUDA module into a shared library: ``nvcc`` for a GPU, or ``g++`` with
+the host emulator (``templates/cuda/kiln_cuda_emulate.h``) to run the same code on the CPU.
+
+``find_nvcc()`` looks on PATH, then under ``$CUDA_HOME``/``$CUDA_PATH``/``/usr/local/cuda``;
+``compile_cuda(source, out, arch=..., emulate=...)`` writes the library atomically.
+Device code is built for ``arch`` (``sm_90`` by default: H100/H200) and embedded as PTX too,
+so newer GPUs can JIT it.  ``KILN_CUDA_EMULATE=1`` makes ``emulate`` the default.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..llvm.build import BuildError, BuildResult
+
+DEFAULT_ARCH = "sm_90"
+EMULATOR_HEADER = Path(__file__).resolve().parents[3] / "templates" / "cuda" / "kiln_cuda_emulate.h"
+
+
+class CudaToolchainError(BuildError):
+    """nvcc (or the host compiler for emulation) is missing or unusable."""
+
+
+def emulate_default() -> bool:
+    """Whether CUDA builds target the host emulator unless told otherwise ($KILN_CUDA_EMULATE)."""
+    return os.environ.get("KILN_CUDA_EMULATE", "") not in ("", "0")
+
+
+def find_nvcc() -> str:
+    """The nvcc executable: PATH, then $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    for root in filter(None, roots):
+        candidate = Path(root) / "bin" / "nvcc"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise CudaToolchainError(
+        "nvcc not found: the CUDA target needs the CUDA toolkit. Put nvcc on PATH or set CUDA_HOME "
+        "(looked on PATH, in $CUDA_HOME/bin, $CUDA_PATH/bin and /usr/local/cuda/bin)")
+
+
+def check_arch(arch: str) -> str:
+    """``sm_90`` style architecture names only (they go on a command line)."""
+    if not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch or ""):
+        raise CudaToolchainError(f"CUDA architecture {arch!r} is not of the form sm_XX (e.g. sm_90)")
+    return arch
+
+
+def nvcc_command(nvcc: str, src: str, out: str, arch: str) -> list:
+    compute = "compute_" + arch[3:]
+    return [nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden",
+            f"-gencode=arch={compute},code=[{arch},{compute}]", "-lineinfo", src, "-o", out]
+
+
+def emulator_command(src: str, out: str) -> list:
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise CudaToolchainError(f"C++ compiler {cxx!r} not found: the CUDA emulator builds with it")
+    return [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-x", "c++",
+            "-DKILN_CUDA_EMULATE", "-include", str(EMULATOR_HEADER), src, "-o", out, "-lm"]
+
+
+def compile_cuda(source: str, out_path, arch: str = DEFAULT_ARCH, emulate: bool | None = None) -> BuildResult:
+    """Compile ``source`` (CUDA C text) into the shared library ``out_path`` (written
+    atomically); ``timings`` holds ``nvcc_s`` (or ``emulator_build_s``)."""
+    emulate = emulate_default() if emulate is None else emulate
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kiln-cuda-") as tmp:
+        src = os.path.join(tmp, "model.cu")
+        Path(src).write_text(source)
+        lib = os.path.join(tmp, "model.so")
+        cmd = emulator_command(src, lib) if emulate else nvcc_command(find_nvcc(), src, lib, check_arch(arch))
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            tool = "the CUDA emulator build" if emulate else "nvcc"
+            raise BuildError(f"{tool} failed ({' '.join(cmd[:3])} ...):\n{(proc.stderr or proc.stdout)[-4000:]}")
+        tmp_out = out.with_name(out.name + ".tmp")
+        shutil.copyfile(lib, tmp_out)
+        with open(tmp_out, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_out, out)
+    return BuildResult(str(out), {"emulator_build_s" if emulate else "nvcc_s": seconds})
