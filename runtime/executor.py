@@ -217,6 +217,11 @@ class State(Closing):
             self._lib.check(code, handle, f"kiln_bind_variable ({name!r})")
             self._bound.pop(name, None)
 
+    @property
+    def can_bind(self) -> bool:
+        """Whether the library supports :meth:`bind_variable` (device libraries do not)."""
+        return self._lib.bind_variable is not None
+
     def bound_array(self, name: str):
         """The caller array bound to ``name`` (or ``None`` when the state owns its storage)."""
         return self._bound.get(name)

@@ -14,6 +14,11 @@ Backends (``Session(config=...)``; the config wins over the environment):
   that has no kernel lowering yet (with a ``RuntimeWarning`` naming it).
 * ``"interpreter"``: the numpy reference interpreter (``config={"backend": "interpreter"}``,
   a ConfigProto-like object with ``kiln_backend = "interpreter"``, or ``KILN_BACKEND=interpreter``).
+* ``"cuda"``: every compiled signature runs on the GPU.  With the default backend, a
+  signature runs on the GPU when one of its ops was placed with ``tf.device('/gpu:0')``
+  (``placement.py``: no usable GPU is an InvalidArgumentError unless
+  ``allow_soft_placement``).  Device states keep their own copy of the variables; the
+  session copies values between them and its arrays only when another holder needs them.
 
 Variables live in the session as 64-byte aligned numpy arrays (``self._arrays``), one copy
 each: native states are bound to them with ``kiln_bind_variable`` and update them in
@@ -41,9 +46,10 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
+from .placement import VariableHomes, choose_target, config_get, emulate_cuda
 
 _local = threading.local()
-BACKENDS = ("compiled", "interpreter")
+BACKENDS = ("compiled", "interpreter", "cuda")
 ENTRY = "run"
 
 
@@ -52,16 +58,9 @@ def get_default_session():
     return stack[-1] if stack else None
 
 
-def _config_get(config, key):
-    """``config[key]`` for a dict, ``config.kiln_<key>`` for a ConfigProto-like object."""
-    if isinstance(config, dict):
-        return config.get(key)
-    return getattr(config, f"kiln_{key}", None) if config is not None else None
-
-
 def select_backend(config) -> str:
     """The backend a session with ``config`` uses: config, then $KILN_BACKEND, then compiled."""
-    backend = _config_get(config, "backend") or os.environ.get("KILN_BACKEND") or "compiled"
+    backend = config_get(config, "backend") or os.environ.get("KILN_BACKEND") or "compiled"
     if backend not in BACKENDS:
         raise ValueError(f"unknown Kiln backend {backend!r}; choose one of {BACKENDS}")
     return backend
@@ -93,6 +92,7 @@ class Session:
         self.config = config
         self.backend = select_backend(config)
         self._arrays: dict[str, np.ndarray] = {}
+        self._homes = VariableHomes(self._arrays)
         self._cache: dict = {}
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
@@ -142,11 +142,14 @@ class Session:
 
     def rng_step_value(self) -> np.ndarray:
         """The hidden random counter ``kiln/rng_step`` (0 before any random op ran)."""
-        return np.array(self._arrays.get(RNG_STATE, np.zeros((), np.int64)))
+        if RNG_STATE not in self._arrays:
+            return np.zeros((), np.int64)
+        return np.array(self._require(RNG_STATE))
 
     def _require(self, name) -> np.ndarray:
         if name not in self._arrays:
             raise errors.FailedPreconditionError(None, None, f"Attempting to use uninitialized value {name}")
+        self._homes.to_host(name)
         return self._arrays[name]
 
     def _store(self, name, value):
@@ -159,6 +162,7 @@ class Session:
         if arr is None or arr.shape != value.shape:
             arr = self._arrays[name] = aligned_empty(value.shape, dtype)
         arr[...] = value
+        self._homes.host_wrote(name)
 
     def _variable_dtype(self, name, default):
         with contextlib.suppress(KeyError):
@@ -194,13 +198,15 @@ class Session:
         fn = lower_graph(tensors, targets, fed, name="session_run")
         if self.backend == "interpreter" or is_initializer(fn):
             return _Plan(fn)
-        from ..compile import finish_entry
+        from ..compile import Target, finish_entry
 
+        kind = choose_target(self.backend, self.config, tensors, targets)
+        target = Target.make(kind, emulate=emulate_cuda(self.config) if kind == "cuda" else None)
         try:
             lowered = finish_entry(ENTRY, fn, skip_empty=True)
             if lowered.program is None:
                 return _Plan(fn)
-            artifact = self._load_artifact(lowered)
+            artifact = self._load_artifact(lowered, target)
         except NotImplementedError as err:  # an op without a kernel lowering/renderer yet
             warnings.warn(f"Kiln: cannot compile this Session.run ({err}); it runs on the "
                           "reference interpreter", RuntimeWarning, stacklevel=3)
@@ -208,23 +214,23 @@ class Session:
         return _Plan(fn, artifact.new_state(initialize=False),
                      tuple(k.origin or k.name for k in lowered.program.kernels))
 
-    def _load_artifact(self, lowered):
+    def _load_artifact(self, lowered, target):
         """Build (or find in the cache) and load the artifact of one signature."""
         import runtime
 
         from ..compile import session_artifact
 
-        root = _config_get(self.config, "cache_dir") or os.environ.get("KILN_CACHE_DIR")
+        root = config_get(self.config, "cache_dir") or os.environ.get("KILN_CACHE_DIR")
         if not root:
             self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="kiln-session-")
             root = self._tmpdir
-        path = session_artifact(self.graph, lowered, root)
+        path = session_artifact(self.graph, lowered, root, target)
         if path not in self._artifacts:
             try:
                 self._artifacts[path] = runtime.load_artifact(path)
             except runtime.ArtifactError:  # a damaged cache entry: rebuild it once
                 shutil.rmtree(path, ignore_errors=True)
-                self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root))
+                self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root, target))
         return self._artifacts[path]
 
     def _state_inputs(self, fn) -> dict:
@@ -258,16 +264,30 @@ class Session:
                 self._arrays[v.name] = aligned_empty(v.shape, v.dtype)
                 self._arrays[v.name][...] = 0
                 fresh.append(v.name)
+        shares = state.can_bind
         for v in state.artifact.variables:
-            if state.bound_array(v.name) is not self._arrays[v.name]:
+            if shares and state.bound_array(v.name) is not self._arrays[v.name]:
+                self._homes.to_host(v.name)
                 state.bind_variable(v.name, self._arrays[v.name])
         spec = state.artifact.entry(ENTRY)
         try:
-            return state.run(ENTRY, {s.name: feeds[s.name] for s in spec.feeds})
+            if shares:
+                for v in state.artifact.variables:
+                    self._homes.to_host(v.name)
+            else:
+                self._homes.before_native(state)
+            results = state.run(ENTRY, {s.name: feeds[s.name] for s in spec.feeds})
         except KilnRuntimeError as err:
             for name in fresh:
                 del self._arrays[name]
+                self._homes.holders.pop(name, None)
             raise _translate(err, plan.origins) from err
+        for name in spec.state_out:
+            if shares:
+                self._homes.host_wrote(name)
+            else:
+                self._homes.after_native(state, [name])
+        return results
 
     def _convert_feeds(self, feed_dict):
         feeds = {}

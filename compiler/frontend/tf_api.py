@@ -13,6 +13,7 @@ import types
 _MODULES = [
     "compiler.frontend.core_api",
     "compiler.frontend.errors",
+    "compiler.frontend.placement",
     "compiler.frontend.ops.math_ops",
     "compiler.frontend.ops.array_ops",
     "compiler.frontend.ops.nn_ops",
