@@ -216,7 +216,7 @@ def _add_inspect(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- compile
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "cuda")
 
 
 def _compile_model(args):
@@ -224,6 +224,7 @@ def _compile_model(args):
     LoadedModel, entries, seconds)."""
     import time
 
+    from compiler.codegen.llvm.build import BuildError
     from compiler.compile import compile_entries
     from compiler.model_file import ModelFileError, load_model
 
@@ -236,7 +237,10 @@ def _compile_model(args):
     start = time.perf_counter()
     try:
         out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
-                              args.output, target=args.target, dump_ir=args.dump_ir)
+                              args.output, target=args.target, dump_ir=args.dump_ir,
+                              cuda_arch=args.cuda_arch, emulate=args.cuda_emulate)
+    except BuildError as err:  # nvcc / the linker missing or failing
+        raise CliError(f"{args.model}: cannot build the {args.target} library: {err}")
     except (ValueError, NotImplementedError, TypeError, KeyError) as err:
         raise CliError(f"{args.model}: cannot compile: {type(err).__name__}: {err}")
     except OSError as err:
@@ -276,6 +280,7 @@ COMPILE_EPILOG = """\
 examples:
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp_gpu --target cuda --cuda-arch sm_90
 
 The model file defines build() returning its entry points (see docs/model-files.md).
 The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
@@ -291,6 +296,11 @@ def _add_compile(sub) -> None:
     comp.add_argument("model", help="model file (a Python script defining build())")
     comp.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
     comp.add_argument("--target", default="cpu", help=f"code generation target ({', '.join(TARGETS)}; default: cpu)")
+    comp.add_argument("--cuda-arch", default=None, metavar="sm_XX",
+                      help="GPU architecture for --target cuda (default: sm_90, H100/H200)")
+    comp.add_argument("--cuda-emulate", action="store_true", default=None,
+                      help="--target cuda: build for Kiln's host emulator (runs the CUDA code on the "
+                           "CPU, slowly; for testing without a GPU; also KILN_CUDA_EMULATE=1)")
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
     comp.set_defaults(func=cmd_compile)

@@ -11,14 +11,14 @@ from .cli_errors import CliError
 # ----------------------------------------------------------------------------- train / eval / predict
 def _run_trainer(fn, *args, **kwargs):
     """Call a ``runtime.trainer`` function, turning user errors into exit-2 CliErrors."""
-    from runtime import ArtifactError
+    from runtime import ArtifactError, KilnRuntimeError
     from runtime.checkpoint import CheckpointError
     from runtime.data import DataError
 
     try:
         return fn(*args, **kwargs)
     except (ArtifactError, CheckpointError, DataError, ValueError, KeyError, ImportError,
-            OSError) as err:
+            OSError, KilnRuntimeError) as err:  # KilnRuntimeError: e.g. a CUDA artifact without a GPU
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(str(msg))
 
