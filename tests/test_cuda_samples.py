@@ -1,0 +1,73 @@
+"""Every sample model on the CUDA backend: its module compiles with nvcc (CI: wherever nvcc
+exists), and its train/eval/predict entry points give the CPU backend's results — on the
+host emulator for a few steps, and on a GPU when there is one."""
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler.compile import compile_entries
+from compiler.model_file import load_model
+from tests.cuda_kit import MODES
+from tests.test_samples import CASES, RNG_SEED, SAMPLES
+
+NVCC = shutil.which("nvcc")
+
+
+def _load(name):
+    model, entries = load_model(os.path.join(SAMPLES, name + ".py"))
+    return model, {n: e.as_compile_entry() for n, e in entries.items()}, {n: e.record() for n, e in entries.items()}
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not on PATH: cannot compile the CUDA sources")
+def test_every_sample_compiles_with_nvcc(tmp_path):
+    """The whole artifact (all entry points, one .cu) of each sample builds for sm_90 and
+    exports the ABI."""
+    def build(name):
+        model, entries, _ = _load(name)
+        return compile_entries(model.graph, entries, tmp_path / name, target="cuda", emulate=False, dump_ir=False)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outs = dict(zip(sorted(CASES), pool.map(build, sorted(CASES))))
+    for name, out in outs.items():
+        m = runtime.manifest.read_manifest(out)
+        assert m["target"] == {"kind": "cuda", "arch": "sm_90", "emulated": False}, name
+        assert (out / "src" / "model.cu").is_file() and m["build"]["nvcc_s"] > 0
+        nm = shutil.which("nm")
+        if nm:
+            syms = subprocess.run([nm, "-D", "--defined-only", str(out / "lib" / "model.so")],
+                                  capture_output=True, text=True).stdout
+            for sym in ["kiln_create", "kiln_destroy", "kiln_read_variable", "kiln_write_variable",
+                        "kiln_last_error", "kiln_abi_version"] + [f"kiln_entry_{e}" for e in m["entry_points"]]:
+                assert sym in syms, (name, sym)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["linear_regression", "mnist_mlp", "mnist_cnn", "binary_mlp", "plane_fit"])
+def test_sample_matches_cpu(tmp_path, name, mode):
+    """Two training steps, then eval and predict: the CUDA artifact's fetches and variables
+    equal the CPU artifact's (to float rounding)."""
+    model, entries, records = _load(name)
+    make, pred_key, _ = CASES[name]
+    rng = np.random.default_rng(RNG_SEED)
+    x, y = make(rng, 4) if make else (None, None)
+    feeds = {"x": x, "labels": y} if make else {}
+    outs = []
+    for target in ("cpu", "cuda"):
+        art = runtime.load_artifact(compile_entries(model.graph, entries, tmp_path / target, target=target,
+                                                    emulate=(mode == "emulated"), dump_ir=False))
+        with art.new_state() as state:
+            got = [state.run("train", feeds) for _ in range(2)]
+            got += [state.run("eval", feeds), state.run("predict", {"x": x} if make else {})]
+            outs.append((got, state.variables()))
+    (cpu, cpu_vars), (gpu, gpu_vars) = outs
+    for step, (a, b) in enumerate(zip(cpu, gpu)):
+        for key in a:
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} call {step} {key}")
+    for key in cpu_vars:
+        np.testing.assert_allclose(gpu_vars[key], cpu_vars[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} {key}")
+    assert records["predict"]["fetches"][pred_key]
