@@ -67,23 +67,30 @@ def _conv_relu_pool(x, w, b):
     return tf.nn.max_pool(h, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
 
 
+def cnn_tensors(seed=0):
+    """Build the seed-002 MNIST CNN in the current default graph: two conv/pool blocks,
+    dense 1024 + dropout, dense 10, Adam 1e-4; returns x, y (one-hot), keep_prob, loss, train."""
+    tf.set_random_seed(seed)
+    x = tf.placeholder(tf.float32, [None, 784], name="x")
+    y = tf.placeholder(tf.float32, [None, 10], name="y_actual")
+    keep_prob = tf.placeholder(tf.float32, [], name="keep_prob")
+    h = _conv_relu_pool(tf.reshape(x, [-1, 28, 28, 1]), _weight([5, 5, 1, 32]), _bias([32]))
+    h = _conv_relu_pool(h, _weight([5, 5, 32, 64]), _bias([64]))
+    h = tf.nn.relu(tf.matmul(tf.reshape(h, [-1, 7 * 7 * 64]), _weight([3136, 1024])) + _bias([1024]))
+    h = tf.nn.dropout(h, keep_prob)
+    logits = tf.matmul(h, _weight([1024, 10])) + _bias([10])
+    loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits), name="loss")
+    train = tf.train.AdamOptimizer(1e-4).minimize(loss, name="train")
+    return {"x": x, "y": y, "keep_prob": keep_prob, "loss": loss, "train": train}
+
+
 def cnn_train_step(batch=8, seed=0, keep_prob_value=0.5):
-    """The seed-002 MNIST CNN: two conv/pool blocks, dense 1024 + dropout, dense 10, Adam 1e-4."""
+    """The seed-002 CNN of ``cnn_tensors`` as one training step."""
     rng = np.random.default_rng(seed)
     with tf.Graph().as_default():
-        tf.set_random_seed(seed)
-        x = tf.placeholder(tf.float32, [None, 784], name="x")
-        y = tf.placeholder(tf.float32, [None, 10], name="y_actual")
-        keep_prob = tf.placeholder(tf.float32, [], name="keep_prob")
-        h = _conv_relu_pool(tf.reshape(x, [-1, 28, 28, 1]), _weight([5, 5, 1, 32]), _bias([32]))
-        h = _conv_relu_pool(h, _weight([5, 5, 32, 64]), _bias([64]))
-        h = tf.nn.relu(tf.matmul(tf.reshape(h, [-1, 7 * 7 * 64]), _weight([3136, 1024])) + _bias([1024]))
-        h = tf.nn.dropout(h, keep_prob)
-        logits = tf.matmul(h, _weight([1024, 10])) + _bias([10])
-        loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits), name="loss")
-        train = tf.train.AdamOptimizer(1e-4).minimize(loss, name="train")
+        t = cnn_tensors(seed)
         images, ys = _images_and_labels(rng, batch, one_hot=True)
-        return _finish(loss, train, {x: images, y: ys, keep_prob: np.float32(keep_prob_value)})
+        return _finish(t["loss"], t["train"], {t["x"]: images, t["y"]: ys, t["keep_prob"]: np.float32(keep_prob_value)})
 
 
 def linear_regression_step(batch=8, seed=0):

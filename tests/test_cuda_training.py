@@ -1,0 +1,68 @@
+"""Training on the CUDA backend gives the CPU backend's losses: the MLP and the seed-002
+CNN for 20 steps (fewer, smaller steps on the slow host emulator), and, on a GPU, the
+digits sample trained by `kiln train` to the CPU's accuracy."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler import tf
+from compiler.compile import compile_entries
+from tests import models
+from tests.cuda_kit import HAVE_GPU, MODES
+
+# mode -> (batch, steps): the emulator runs every CUDA thread on the CPU
+SIZES = {"mlp": {"emulated": (8, 20), "device": (128, 20)}, "cnn": {"emulated": (2, 3), "device": (50, 20)}}
+
+
+def _graph(model):
+    graph = tf.Graph()
+    with graph.as_default():
+        if model == "mlp":
+            t = models.mlp_tensors(seed=0)
+            return graph, {"train": ([t["loss"]], [t["train"]], [t["x"], t["labels"]])}
+        t = models.cnn_tensors(seed=0)
+        return graph, {"train": ([t["loss"]], [t["train"]], [t["x"], t["y"], t["keep_prob"]])}
+
+
+def _feeds(model, batch, step):
+    rng = np.random.default_rng(step)
+    x = rng.random((batch, 784), dtype=np.float32)
+    labels = rng.integers(0, 10, batch)
+    if model == "mlp":
+        return {"x:0": x, "labels:0": labels.astype(np.int64)}
+    return {"x:0": x, "y_actual:0": np.eye(10, dtype=np.float32)[labels], "keep_prob:0": np.float32(0.5)}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_training_losses_match_cpu(tmp_path, model, mode):
+    batch, steps = SIZES[model][mode]
+    graph, entries = _graph(model)
+    losses = {}
+    for target in ("cpu", "cuda"):
+        path = compile_entries(graph, entries, tmp_path / target, target=target, emulate=(mode == "emulated"),
+                               dump_ir=False)
+        with runtime.load_artifact(path).new_state() as state:
+            losses[target] = [float(state.run("train", _feeds(model, batch, s))["loss:0"]) for s in range(steps)]
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=2e-4, atol=1e-5)
+    assert losses["cpu"][-1] < losses["cpu"][0] or steps < 5
+
+
+@pytest.mark.skipif(not HAVE_GPU, reason="no usable GPU: the digits run is a GPU acceptance check")
+def test_digits_sample_trains_to_cpu_accuracy(tmp_path):
+    """`kiln train --data digits --epochs 10` reaches the CPU backend's validation accuracy."""
+    accuracy = {}
+    for target in ("cpu", "cuda"):
+        out = tmp_path / target
+        kiln = [sys.executable, "-m", "compiler.cli"]
+        subprocess.run(kiln + ["compile", "samples/mnist_mlp.py", "-o", str(out), "--target", target], check=True)
+        subprocess.run(kiln + ["train", str(out), "--data", "digits", "--epochs", "10", "--run-dir", str(out / "run")],
+                       check=True)
+        rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+        accuracy[target] = rows[-1]["val_accuracy"]
+    assert accuracy["cuda"] >= 0.95
+    assert abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.01, accuracy
