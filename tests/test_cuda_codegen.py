@@ -153,7 +153,7 @@ def test_elementwise_text():
     assert "for (long long kiln_f = (long long)blockIdx.x * blockDim.x + threadIdx.x; kiln_f < kiln_trip;" in src
     assert "kiln_f += (long long)gridDim.x * blockDim.x)" in src
     assert "const long long v_i0 = (0LL) + kiln_f;" in src
-    assert "b_fetch_y_0[v_i0] = (float)(kiln_relu<float>(b_feed_x_0[v_i0]));" in src
+    assert "KILN_ST(b_fetch_y_0, v_i0, (float)(kiln_relu<float>(KILN_LD(b_feed_x_0, v_i0))));" in src
     assert "float* __restrict__ b_feed_x_0 = (float*)bufs.p[0];" in src
     assert "KILN_EXPORT int32_t kiln_entry_relu(kiln_state* s, int64_t batch, const void* const* feeds, void* const* fetches)" in src
     assert "KILN_LAUNCH(k_relu__loop_relu_s0, kiln_blocks(trip), KILN_BLOCK, stream, b, N);" in src
@@ -163,12 +163,12 @@ def test_elementwise_text():
 def test_semantic_helpers_text():
     src = render_program(all_ops_program())
     # integer floor division / modulo, NaN-propagating max, casts, Philox, checks
-    assert "kiln_floordiv((int)(b_x_i32[v_i]), (int)(b_y_i32[v_i]))" in src
-    assert "kiln_floormod((long long)(b_x_i64[v_i]), (long long)(b_y_i64[v_i]))" in src
-    assert "kiln_max<float>(b_x_f32[v_i], b_y_f32[v_i])" in src
-    assert "kiln_f2i64((double)(b_x_f32[v_i]))" in src
+    assert "kiln_floordiv((int)(KILN_LD(b_x_i32, v_i)), (int)(KILN_LD(b_y_i32, v_i)))" in src
+    assert "kiln_floormod((long long)(KILN_LD(b_x_i64, v_i)), (long long)(KILN_LD(b_y_i64, v_i)))" in src
+    assert "kiln_max<float>(KILN_LD(b_x_f32, v_i), KILN_LD(b_y_f32, v_i))" in src
+    assert "kiln_f2i64((double)(KILN_LD(b_x_f32, v_i)))" in src
     assert "kiln_unit(kiln_philox(7u, 11u, (unsigned long long)(v_i)" in src
-    assert "kiln_fail_i(bufs.err, 0, (long long)(b_x_i64[v_j])); return;" in src
+    assert "kiln_fail_i(bufs.err, 0, (long long)(KILN_LD(b_x_i64, v_j))); return;" in src
     assert '{ "reduce: label %1$lld out of range", \'i\' },' in src
     assert "__int_as_float(0x7f800000)" in src  # -inf accumulator start
     # the reduction shares an accumulator: one sequential launch

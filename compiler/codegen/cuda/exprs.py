@@ -104,7 +104,7 @@ class Exprs:
         if isinstance(e, K.Batch):
             return "N"
         if isinstance(e, K.Load):
-            return f"{ident(e.buffer, 'b_')}[{self(e.index)}]"
+            return f"KILN_LD({ident(e.buffer, 'b_')}, {self(e.index)})"
         if isinstance(e, K.Cast):
             return self.cast(self(e.value), e.value.dtype, e.dtype)
         if isinstance(e, K.Random):
@@ -240,7 +240,7 @@ class Stmts:
             value = x(s.value)
             if dtype.is_bool:
                 value = f"(({value}) != 0)"
-            return [f"{pad}{ident(s.buffer, 'b_')}[{x(s.index)}] = ({ctype(dtype)})({value});"]
+            return [f"{pad}KILN_ST({ident(s.buffer, 'b_')}, {x(s.index)}, ({ctype(dtype)})({value}));"]
         if isinstance(s, K.If):
             return [f"{pad}if ({x(s.cond)}) {{"] + self.lines(s.then, depth + 1) + [pad + "}"]
         if isinstance(s, K.Check):
