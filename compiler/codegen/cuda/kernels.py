@@ -2,15 +2,21 @@
 
 ``KernelRenderer(program, entry, add_check)`` renders each ``Kernel`` of one entry point's
 program as one or more ``__global__`` functions named ``k_<entry>__<kernel>_s<j>`` (loop
-statements) or ``..._g<j>`` (GEMMs), and collects the host lines that launch them in order
-on ``stream`` with the buffer table ``b`` and the batch size ``N`` (``templates/cuda/
-host.cu.j2`` places those lines).  Launch geometry:
+nests and serial statements), ``..._r<j>`` (block reductions) or ``..._g<j>`` (GEMMs), and
+collects the host lines that launch them in order on ``stream`` with the buffer table ``b``
+and the batch size ``N`` (``templates/cuda/host.cu.j2`` places those lines).  Which loops
+run in parallel is decided by ``loops.launch_groups``; launch geometry:
 
-* an independent top-level loop (``parallel``/``vectorize``, bounds free of loop variables)
-  and the perfect nest of independent loops under it: one grid-stride loop over the
-  flattened iteration space, ``KILN_BLOCK`` threads per block;
-* a GEMM: the tiled kernel of ``gemm.cu.j2`` (``KILN_LAUNCH_SYNC``: it uses ``__syncthreads``);
-* anything else (runs of sequential statements, kernels with top-level lets): one thread.
+* ``Grid``: one grid-stride loop over the flattened iteration space of the parallel loops,
+  ``KILN_BLOCK`` threads per block (``kernels.cu.j2``);
+* ``Reduce``: one ``KILN_RED_BLOCK``-thread block per output, threads striding over the
+  reduced loops, combined by warp shuffles and shared memory (``reduce.cu.j2``,
+  ``KILN_LAUNCH_SYNC``);
+* GEMM: ``gemm.cu.j2``: a 64x64 register-blocked tile (4x4 outputs per thread) when the
+  output has enough such tiles, else the 16x16 one-output-per-thread tile; both
+  ``KILN_LAUNCH_SYNC``.  When m and n are constants the choice is made here, else by the
+  launch line at run time;
+* ``Serial``: one thread.
 """
 from __future__ import annotations
 
@@ -18,6 +24,12 @@ from dataclasses import dataclass, field
 
 from ...lower import kernel_ir as K
 from .exprs import CudaRenderError, Exprs, Stmts, ctype, ident
+from .footprint import walk
+from .loops import Grid, Reduce, Serial, launch_groups
+
+BIG_TILE = 64  # the register-blocked GEMM's tile (gemm.cu.j2: KILN_BIG_TILE)
+BIG_MIN_DIM = 48  # m and n from which the big tile is worth it ...
+BIG_MIN_TILES = 32  # ... with at least this many tiles (about a quarter of an H100's SMs)
 
 
 @dataclass
@@ -30,6 +42,7 @@ class KernelFunction:
     grid: bool = False
     stop: str = ""
     gemm: dict = None
+    reduce: dict = None
 
 
 @dataclass
@@ -39,45 +52,6 @@ class KernelText:
     name: str
     origin: str
     functions: list = field(default_factory=list)
-
-
-def _vars_in(e) -> set:
-    if isinstance(e, K.Var):
-        return {e.name}
-    if isinstance(e, (K.Load,)):
-        return {"<load>"} | _vars_in(e.index)
-    if isinstance(e, K.Op):
-        return set().union(*(_vars_in(a) for a in e.args)) if e.args else set()
-    if isinstance(e, K.Cast):
-        return _vars_in(e.value)
-    if isinstance(e, K.Random):
-        return {"<random>"} | _vars_in(e.index) | _vars_in(e.step)
-    return set()
-
-
-def _independent(s) -> bool:
-    """A top-level loop whose iterations may run on different threads."""
-    return isinstance(s, K.For) and (s.parallel or s.vectorize) and not (
-        _vars_in(s.start) | _vars_in(s.stop))
-
-
-def _only(s):
-    """The one statement of ``s`` (through single-statement Blocks)."""
-    while isinstance(s, K.Block) and len(s.body) == 1:
-        s = s.body[0]
-    return s
-
-
-def _loop_nest(loop: K.For) -> list:
-    """The perfect nest of independent loops starting at ``loop`` whose bounds depend on no
-    loop variable: they are flattened into one grid-stride iteration space."""
-    nest = [loop]
-    while True:
-        inner = _only(nest[-1].body)
-        if not (isinstance(inner, K.For) and (inner.parallel or inner.vectorize)
-                and not (_vars_in(inner.start) | _vars_in(inner.stop))):
-            return nest
-        nest.append(inner)
 
 
 def _buffers_used(s, acc: set) -> set:
@@ -109,13 +83,15 @@ class KernelRenderer:
         self.stmts = Stmts(self.x, lambda message, dtype: add_check(self.origin, message, dtype))
         self.launches: list = []
 
-    def decls(self, tree) -> str:
-        """Typed pointers for the buffers ``tree`` uses, then the early exit after a failed check."""
+    def decls(self, tree, early_exit=True) -> str:
+        """Typed pointers for the buffers ``tree`` uses, then the early exit after a failed
+        check (kernels with barriers do their own, uniform over the block)."""
         lines = []
         for name in sorted(_buffers_used(tree, set()), key=self.slot.__getitem__):
             ct = ctype(self.program.buffers[name].dtype)
             lines.append(f"  {ct}* __restrict__ {ident(name, 'b_')} = ({ct}*)bufs.p[{self.slot[name]}];")
-        lines.append("  if (bufs.err->code) return;  // an earlier check failed: skip the rest of the step")
+        if early_exit:
+            lines.append("  if (bufs.err->code) return;  // an earlier check failed: skip the rest of the step")
         return "\n".join(lines)
 
     def kernel(self, k: K.Kernel) -> KernelText:
@@ -123,40 +99,86 @@ class KernelRenderer:
         out = KernelText(ident(f"{self.entry}__{k.name}", "k_"), k.origin.replace("\n", " "))
         self.origin = k.origin or k.name
         body = k.body.body if isinstance(k.body, K.Block) else [k.body]
-        for j, group in enumerate(_launch_groups(k.name, body)):
+        for j, group in enumerate(launch_groups(k.name, body, self.program.buffers)):
             if isinstance(group, K.Gemm):
-                out.functions.append(self.gemm(f"{out.name}_g{j}", group))
-            elif isinstance(group, K.For):
+                out.functions += self.gemm(f"{out.name}_g{j}", group)
+            elif isinstance(group, Grid):
                 out.functions.append(self.grid_loop(f"{out.name}_s{j}", group))
+            elif isinstance(group, Reduce):
+                out.functions.append(self.reduce(f"{out.name}_r{j}", group))
             else:
                 out.functions.append(self.sequential(f"{out.name}_s{j}", group))
         return out
 
-    def sequential(self, name, statements) -> KernelFunction:
+    def sequential(self, name, group: Serial) -> KernelFunction:
         self.launches.append(f"KILN_LAUNCH({name}, 1, 1, stream, b, N);")
-        return KernelFunction(name, self.decls(statements), "\n".join(self.stmts.block(statements, 1)))
+        return KernelFunction(name, self.decls(group.stmts), "\n".join(self.stmts.block(group.stmts, 1)))
 
-    def grid_loop(self, name, loop: K.For) -> KernelFunction:
-        nest = _loop_nest(loop)
-        x = self.x
-        trips = [f"(({x(f.stop)}) - ({x(f.start)}))" for f in nest]
-        lines, rest = [], "kiln_f"
-        for i, f in enumerate(nest):
+    def trip(self, loops) -> str:
+        """C expression of the product of the loops' trip counts."""
+        return " * ".join(f"(({self.x(f.stop)}) - ({self.x(f.start)}))" for f in loops) or "1LL"
+
+    def decode(self, loops, flat, pad) -> list:
+        """Lines binding the loop variables of ``loops`` from the flat index ``flat``
+        (row-major over their trip counts)."""
+        x, lines, rest = self.x, [], flat
+        trips = [f"(({x(f.stop)}) - ({x(f.start)}))" for f in loops]
+        for i, f in enumerate(loops):
             v = ident(f.var.name, "v_")
             inner = " * ".join(trips[i + 1:])
             if inner:
-                lines.append(f"    const long long {v} = ({x(f.start)}) + {rest} / ({inner});")
-                lines.append(f"    const long long {v}_rest = {rest} % ({inner});")
+                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest} / ({inner});")
+                lines.append(f"{pad}const long long {v}_rest = {rest} % ({inner});")
                 rest = f"{v}_rest"
             else:
-                lines.append(f"    const long long {v} = ({x(f.start)}) + {rest};")
-        lines += self.stmts.lines(nest[-1].body, 2)
-        total = " * ".join(trips)
+                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest};")
+        return lines
+
+    def grid_loop(self, name, plan: Grid) -> KernelFunction:
+        lines = self.decode(plan.par, "kiln_f", "    ") + self.stmts.block(plan.body, 2)
+        total = self.trip(plan.par)
         self.launches.append(f"{{ const long long trip = {total}; if (trip > 0) "
                              f"KILN_LAUNCH({name}, kiln_blocks(trip), KILN_BLOCK, stream, b, N); }}")
-        return KernelFunction(name, self.decls(loop), "\n".join(lines), grid=True, stop=total)
+        return KernelFunction(name, self.decls(plan.par + plan.body), "\n".join(lines), grid=True, stop=total)
 
-    def gemm(self, name, g: K.Gemm) -> KernelFunction:
+    def reduce(self, name, plan: Reduce) -> KernelFunction:
+        outs = self.trip(plan.par)
+        checks = any(isinstance(s, K.Check) for s, _ in walk(plan.tail))
+        reducers = []
+        for var, combine in plan.reducers:
+            ct = ctype(var.dtype)
+            reducers.append({"name": ident(var.name, "v_"), "ctype": ct,
+                             "combine": self.x.combine(combine, "kiln_a", "kiln_b", var.dtype)})
+        info = {"outs": outs, "trip": self.trip(plan.red), "reducers": reducers, "lambda": checks,
+                "head": "\n".join(self.decode(plan.par, "kiln_o", "    ") + self.stmts.block(plan.head, 2)),
+                "body": "\n".join(self.decode(plan.red, "kiln_f", "      ") + self.stmts.block(plan.body, 3)),
+                "tail": "\n".join(self.stmts.block(plan.tail, 4 if checks else 3))}
+        self.launches.append(f"{{ const long long outs = {outs}; if (outs > 0) "
+                             f"KILN_LAUNCH_SYNC({name}, kiln_red_blocks(outs), KILN_RED_BLOCK, stream, b, N); }}")
+        tree = plan.par + plan.head + plan.red + plan.body + plan.tail
+        return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
+
+    def gemm(self, name, g: K.Gemm) -> list:
+        """The GEMM's functions (the 16x16 tile ``name``, the 64x64 one ``name + 'b'``, or
+        both with a run-time choice) and its launch line."""
+        info = self.gemm_info(name, g)
+        choice = _gemm_choice(g)
+        small = f"KILN_LAUNCH_SYNC({name}, dim3(kiln_tiles(m), kiln_tiles(n), (unsigned int)nb), " \
+                f"dim3(KILN_TILE, KILN_TILE), stream, b, N);"
+        big = f"KILN_LAUNCH_SYNC({name}b, dim3(kiln_big_tiles(m), kiln_big_tiles(n), (unsigned int)nb), " \
+              f"dim3(KILN_TILE, KILN_TILE), stream, b, N);"
+        launch = {"small": small, "big": big}.get(choice, f"if (kiln_gemm_big(m, n, nb)) {big} else {small}")
+        self.launches.append(f"{{ const long long m = {info['m']}, n = {info['n']}, nb = {info['batch']}; "
+                             f"if (m > 0 && n > 0 && nb > 0) {{ {launch} }} }}")
+        out = []
+        if choice != "big":
+            out.append(KernelFunction(name, gemm={**info, "big": False}))
+        if choice != "small":
+            out.append(KernelFunction(name + "b", gemm={**info, "name": name + "b", "big": True}))
+        return out
+
+    def gemm_info(self, name, g: K.Gemm) -> dict:
+        """The pieces ``gemm.cu.j2`` splices in: operands, sizes, the epilogue."""
         x = self.x
         dtypes = {self.program.buffers[o.buffer].dtype.short for o in (g.a, g.b, g.c)}
         if len(dtypes) != 1:
@@ -167,39 +189,24 @@ class KernelRenderer:
         bs = (lambda o: x(o.batch_stride) if o.batch_stride is not None else "0LL")
         epilogue = ""
         if g.epilogue is not None:
-            epilogue = "\n".join([f"    const {ct} v_acc = acc;", "    const long long v_row = row;",
-                                  "    const long long v_col = col;", "    const long long v_bidx = bidx;"]
-                                 + self.stmts.lines(g.epilogue, 2))
-        info = {"name": name, "decls": self.decls(g), "ctype": ct, "m": x(g.m), "n": x(g.n), "k": x(g.k),
-                "batch": x(g.batch) if g.batch is not None else "1", "accumulate": g.accumulate,
+            epilogue = "\n".join([f"      const {ct} v_acc = acc_;", "      const long long v_row = row;",
+                                  "      const long long v_col = col;", "      const long long v_bidx = bidx;"]
+                                 + self.stmts.lines(g.epilogue, 3))
+        info = {"name": name, "decls": self.decls(g, early_exit=False), "ctype": ct, "m": x(g.m), "n": x(g.n),
+                "k": x(g.k), "batch": x(g.batch) if g.batch is not None else "1", "accumulate": g.accumulate,
                 "epilogue": epilogue, "c": ident(g.c.buffer, "b_"), "c_off": x(g.c.offset),
                 "ldc": x(g.c.ld), "c_bs": bs(g.c)}
         for key, o in (("a", g.a), ("b", g.b)):
             info.update({key: ident(o.buffer, "b_"), f"{key}_off": x(o.offset), f"ld{key}": x(o.ld),
                          f"{key}_t": o.transposed, f"{key}_bs": bs(o)})
-        self.launches.append(
-            f"{{ const long long m = {info['m']}, n = {info['n']}, nb = {info['batch']}; "
-            f"if (m > 0 && n > 0 && nb > 0) KILN_LAUNCH_SYNC({name}, dim3(kiln_tiles(m), kiln_tiles(n), "
-            f"(unsigned int)nb), dim3(KILN_TILE, KILN_TILE), stream, b, N); }}")
-        return KernelFunction(name, gemm=info)
+        return info
 
 
-def _launch_groups(name, body) -> list:
-    """Split a kernel's top-level statements into launches: each independent loop and each
-    GEMM alone, runs of other statements together.  Top-level lets/accumulators are shared
-    by the statements after them, so such a kernel stays one sequential group."""
-    shared = any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body)
-    if shared and any(isinstance(s, K.Gemm) for s in body):
-        raise CudaRenderError(f"kernel {name}: a Gemm next to top-level lets is not supported yet")
-    groups, run = [], []
-    for s in body:
-        if not shared and (_independent(s) or isinstance(s, K.Gemm)):
-            if run:
-                groups.append(run)
-                run = []
-            groups.append(s)
-        else:
-            run.append(s)
-    if run:
-        groups.append(run)
-    return groups
+def _gemm_choice(g: K.Gemm) -> str:
+    """"small", "big", or "runtime" (the launch line decides with ``kiln_gemm_big``)."""
+    dims = [g.m, g.n, g.batch if g.batch is not None else K.Const(1, None)]
+    if not all(isinstance(d, K.Const) for d in dims):
+        return "runtime"
+    m, n, nb = (int(d.value) for d in dims)
+    tiles = -(-m // BIG_TILE) * -(-n // BIG_TILE) * nb
+    return "big" if m >= BIG_MIN_DIM and n >= BIG_MIN_DIM and tiles >= BIG_MIN_TILES else "small"
