@@ -9,9 +9,9 @@ run in parallel is decided by ``loops.launch_groups``; launch geometry:
 
 * ``Grid``: one grid-stride loop over the flattened iteration space of the parallel loops,
   ``KILN_BLOCK`` threads per block (``kernels.cu.j2``);
-* ``Reduce``: one ``KILN_RED_BLOCK``-thread block per output, threads striding over the
-  reduced loops, combined by warp shuffles and shared memory (``reduce.cu.j2``,
-  ``KILN_LAUNCH_SYNC``);
+* ``Reduce``: one block per output (32 to ``KILN_RED_BLOCK`` threads, by the number of
+  outputs and the reduced trip count), threads striding over the reduced loops, combined by
+  warp shuffles and shared memory (``reduce.cu.j2``, ``KILN_LAUNCH_SYNC``);
 * GEMM: ``gemm.cu.j2``: a 64x64 register-blocked tile (4x4 outputs per thread) when the
   output has enough such tiles, else the 16x16 one-output-per-thread tile; both
   ``KILN_LAUNCH_SYNC``.  When m and n are constants the choice is made here, else by the
@@ -153,8 +153,8 @@ class KernelRenderer:
                 "head": "\n".join(self.decode(plan.par, "kiln_o", "    ") + self.stmts.block(plan.head, 2)),
                 "body": "\n".join(self.decode(plan.red, "kiln_f", "      ") + self.stmts.block(plan.body, 3)),
                 "tail": "\n".join(self.stmts.block(plan.tail, 4 if checks else 3))}
-        self.launches.append(f"{{ const long long outs = {outs}; if (outs > 0) "
-                             f"KILN_LAUNCH_SYNC({name}, kiln_red_blocks(outs), KILN_RED_BLOCK, stream, b, N); }}")
+        self.launches.append(f"{{ const long long outs = {outs}, trip = {info['trip']}; if (outs > 0) KILN_LAUNCH_SYNC("
+                             f"{name}, kiln_red_blocks(outs), kiln_red_threads(outs, trip), stream, b, N); }}")
         tree = plan.par + plan.head + plan.red + plan.body + plan.tail
         return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
 

@@ -1,0 +1,329 @@
+"""Launch geometry of the CUDA backend (compiler/codegen/cuda/loops.py, kernels.py) and
+differential checks of the parallel kernels on the host emulator.
+
+* geometry: the CNN's im2col / col2im / max-pool / max-pool-gradient launches spread the
+  whole image (trip counts grow with N*H*W, not N), bias gradients and full reductions are
+  block reductions, only scalar kernels run on one thread, and the GEMM tile choice;
+* the analysis on small hand-made nests: overlapping scatters stay sequential, checks and
+  aliased buffers block inference, flagged loops are split per inner loop;
+* on the emulator (race checking on, so two threads touching one element fail the launch):
+  every op and gradient of tests/op_table.py at batch sizes below and above a reduction
+  block, integer / bool reductions, and one training step of the MLP and the CNN against
+  the IR interpreter;
+* nvcc compiles the models' modules (skipped without nvcc).
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler import tf
+from compiler.codegen.cuda import program_variables, render_module
+from compiler.codegen.cuda.kernels import KernelRenderer
+from compiler.codegen.cuda.loops import Grid, Reduce, Serial, launch_groups
+from compiler.compile import compile_entries
+from compiler.ir.from_graph import lower_graph
+from compiler.ir.interpreter import run_function
+from compiler.ir.types import N, as_dtype
+from compiler.lower import kernel_ir as K
+from compiler.lower.program import lower_function
+from compiler.passes.manager import run_pipeline
+from tests import models
+from tests.cuda_kit import needs_emulator
+from tests.op_table import assert_op_matches, op_names, op_results
+
+NVCC = shutil.which("nvcc")
+I64, F32 = as_dtype("int64"), as_dtype("float32")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _render(program):
+    """(launch lines, {kernel name: [function names]}) of a program."""
+    r = KernelRenderer(program, "train", lambda *a: 0)
+    functions = {k.name: [f.name for f in r.kernel(k).functions] for k in program.kernels}
+    return r.launches, functions
+
+
+def _c_value(expr: str, n: int) -> int:
+    return eval(re.sub(r"(\d+)LL", r"\1", expr), {"N": n})  # trip expressions: + - * over N
+
+
+def _launches_of(launches, functions, kernel):
+    names = functions[kernel]
+    return [line for line in launches if any(f"({name}," in line for name in names)]
+
+
+def _trip(line, n):
+    """Threads (grid loops) or blocks (reductions) a launch line asks for at batch ``n``."""
+    m = re.search(r"const long long (?:trip|outs) = (.*?)(?:, trip = .*?)?; if", line)
+    return _c_value(m.group(1), n)
+
+
+def _program(builder):
+    fn, _state, _feeds = builder()
+    return lower_function(run_pipeline(fn).fn)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    program = _program(models.cnn_train_step)
+    launches, functions = _render(program)
+    return program, launches, functions
+
+
+# ----------------------------------------------------------------------------- geometry
+def test_cnn_image_loops_spread_over_the_image(cnn):
+    program, launches, functions = cnn
+    expected = {  # kernel name prefix -> per-image trip counts of its launches
+        "im2col_conv2d_Conv2D_1": [14 * 14 * 25 * 32], "im2col_conv2d_Conv2D": [28 * 28 * 25],
+        "max_pool_MaxPool_1": [7 * 7 * 64], "max_pool_MaxPool": [14 * 14 * 32],
+        "col2im_conv2d_backprop_input_gradients_Conv2D_1": [14 * 14 * 32],
+        # zero the input gradient, then each pooled element adds into its window's maximum:
+        # the windows do not overlap, so that scatter is parallel too (footprint.py)
+        "max_pool_grad_gradients_MaxPool_1_grad": [14 * 14 * 64, 7 * 7 * 64],
+        "max_pool_grad_gradients_MaxPool_grad": [28 * 28 * 32, 14 * 14 * 32],
+    }
+    seen = set()
+    for kernel in functions:
+        prefix = next((p for p in expected if kernel.startswith(p)), None)
+        if prefix is None or kernel in seen:
+            continue
+        seen.add(prefix)
+        lines = _launches_of(launches, functions, kernel)
+        assert all("kiln_blocks(trip), KILN_BLOCK" in line for line in lines), lines
+        assert [_trip(line, 1) for line in lines] == expected[prefix], kernel
+        assert [_trip(line, 3) for line in lines] == [3 * t for t in expected[prefix]], kernel
+    assert seen == set(expected)
+
+
+def test_cnn_reductions_are_block_reductions(cnn):
+    program, launches, functions = cnn
+    src = render_module({"train": program}, program_variables([program]))
+    channels = {"reduce_gradients_Add_grad_Sum": 32, "reduce_gradients_Add_1_grad_Sum": 64,
+                "reduce_gradients_Add_2_grad_Sum": 1024, "reduce_gradients_Add_3_grad_Sum": 10, "reduce_loss": 1}
+    for kernel, outs in channels.items():
+        lines = [line for line in _launches_of(launches, functions, kernel) if "kiln_red_blocks(outs)" in line]
+        assert len(lines) == 1, (kernel, _launches_of(launches, functions, kernel))
+        assert "KILN_LAUNCH_SYNC(" in lines[0] and "kiln_red_threads(outs, trip)" in lines[0]
+        assert _trip(lines[0], 5) == outs
+        fn = re.search(r"KILN_LAUNCH_SYNC\((\w+),", lines[0]).group(1)
+        body = src.split(f"{fn}(KilnBufs bufs, long long N) {{")[1].split("\n}\n")[0]
+        assert "kiln_block_reduce(" in body and "kiln_f += blockDim.x" in body
+    assert "__shfl_down_sync(0xffffffffu" in src
+
+
+def test_cnn_serial_and_batch_only_launches(cnn):
+    """One-thread launches only for scalar kernels; launches over N alone only where the
+    iteration space is N (rows of 10 classes)."""
+    program, launches, functions = cnn
+    serial = {k for k in functions if any(", 1, 1, stream" in line for line in _launches_of(launches, functions, k))}
+    assert serial == {"shape_gradients_loss_grad_Shape", "loop_gradients_loss_grad_Cast",
+                      "loop_gradients_loss_grad_truediv", "loop_train_update_Variable_Sub", "loop_x"}
+    batch_only = {k for k in functions for line in _launches_of(launches, functions, k)
+                  if "kiln_blocks(trip)" in line and _trip(line, 1) == 1 and _trip(line, 2) == 2}
+    assert batch_only <= {"reduce_softmax_cross_entropy_with_logits_Max", "reduce_softmax_cross_entropy_with_logits_Sum",
+                          "reduce_softmax_cross_entropy_with_logits_Sum_1", "loop_gradients_loss_grad_BroadcastTo",
+                          "reduce_gradients_softmax_cross_entropy_with_logi"}
+
+
+def test_cnn_gemm_tiles(cnn):
+    program, launches, functions = cnn
+    # static and large: only the register-blocked 64x64 kernel; static and tiny: only 16x16
+    assert functions["gemm_matmul_gradients_MatMul_grad_MatMul_1"] == ["k_train__gemm_matmul_gradients_MatMul_grad_MatMul_1_g0b"]
+    assert functions["gemm_conv2d_backprop_filter_gradients_Conv2D_gra"] == ["k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0"]
+    # m grows with N: both, chosen at run time
+    line = _launches_of(launches, functions, "gemm_conv2d_Conv2D_1")[0]
+    assert "if (kiln_gemm_big(m, n, nb)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0b, dim3(kiln_big_tiles(m)" in line
+    assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0, dim3(kiln_tiles(m)" in line
+
+
+# ----------------------------------------------------------------------------- the analysis
+def _v(name):
+    return K.Var(name, I64)
+
+
+def _c(v):
+    return K.Const(v, I64)
+
+
+def _op(kind, *args):
+    return K.Op(kind, args, I64)
+
+
+def _bufs(**shapes):
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        out[name] = K.BufferDecl(name, F32, shape, "arena", space="batch", offset=offset)
+        offset += 4096
+    return out
+
+
+def _add_into(buf, index, value):
+    return K.Store(buf, index, K.Op("add", (K.Load(buf, index, F32), value), F32))
+
+
+def _plans(body, buffers):
+    return launch_groups("t", body, buffers)
+
+
+def test_overlapping_scatter_stays_sequential():
+    """out[i, (j+1)//2] += x[i, j]: neighbouring j hit one element: j stays in the thread."""
+    i, j = _v("i"), _v("j")
+    idx = _op("add", _op("mul", i, _c(5)), _op("idiv", _op("add", j, _c(1)), _c(2)))
+    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(8), _add_into(
+        "out", idx, K.Load("x", _op("add", _op("mul", i, _c(8)), j), F32))), parallel=True)
+    (plan,) = _plans([loop], _bufs(out=(N, 5), x=(N, 8)))
+    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i"]
+
+
+def test_disjoint_clamped_scatter_is_parallel():
+    """out[i, clamp(2j + p, 0, 7)] += 1 with p in [0, 1] (a 2x1 pooling window's argmax)."""
+    i, j, p = _v("i"), _v("j"), _v("p")
+    inner = _op("imin", _op("imax", _op("add", _op("mul", j, _c(2)), p), _c(0)), _c(7))
+    idx = _op("add", _op("mul", i, _c(8)), inner)
+    body = K.Block([K.DeclareAcc(p, _c(2)), K.For(_v("k"), _c(0), _c(2), K.Accumulate(p, "min", _v("k"))),
+                    K.If(K.Op("less", (p, _c(2)), as_dtype("bool")), _add_into("out", idx, K.Const(1.0, F32)))])
+    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(4), body), parallel=True)
+    (plan,) = _plans([loop], _bufs(out=(N, 8)))
+    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i", "j"]
+
+
+def test_checks_and_aliases_block_inference():
+    i = _v("i")
+    store = K.Store("out", i, K.Load("x", i, F32))
+    check = K.Check(K.Op("less", (K.Load("x", i, F32), K.Const(0.0, F32)), as_dtype("bool")), "neg {value}",
+                    K.Load("x", i, F32))
+    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], _bufs(out=(N,), x=(N,)))[0], Serial)
+    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], _bufs(out=(N,), x=(N,)))[0], Grid)
+    aliased = _bufs(out=(N,), x=(N,))
+    aliased["x"] = K.BufferDecl("x", F32, (N,), "arena", space="batch", offset=0)  # same memory as out
+    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], aliased)[0], Serial)
+
+
+def test_flagged_loop_split_per_inner_loop():
+    i, j, k = _v("i"), _v("j"), _v("k")
+    zero = K.For(j, _c(0), _c(4), K.Store("out", _op("add", _op("mul", i, _c(4)), j), K.Const(0.0, F32)))
+    copy = K.For(k, _c(0), _c(2), K.Store("y", _op("add", _op("mul", i, _c(2)), k), K.Load("x", i, F32)))
+    plans = _plans([K.For(i, _c(0), K.Batch(I64), K.Block([zero, copy]), parallel=True)],
+                   _bufs(out=(N, 4), y=(N, 2), x=(N,)))
+    assert [[f.var.name for f in p.par] for p in plans] == [["i", "j"], ["i", "k"]]
+
+
+def test_column_sum_is_a_block_reduction():
+    r, c = _v("r"), _v("c")
+    loop = K.For(r, _c(0), K.Batch(I64), K.For(c, _c(0), _c(3), _add_into(
+        "acc", c, K.Load("x", _op("add", _op("mul", r, _c(3)), c), F32)), vectorize=True))
+    (plan,) = _plans([loop], _bufs(acc=(3,), x=(N, 3)))
+    assert isinstance(plan, Reduce)
+    assert [f.var.name for f in plan.par] == ["c"] and [f.var.name for f in plan.red] == ["r"]
+
+
+# ----------------------------------------------------------------------------- on the emulator
+@pytest.fixture
+def race_check(monkeypatch):
+    """Libraries loaded in the test check every launch for races (kiln_cuda_emulate.h)."""
+    monkeypatch.setenv("KILN_EMU_RACECHECK", "1")
+
+
+@needs_emulator
+def test_op_table_matches_interpreter(race_check):
+    """Batch 3 (blocks mostly idle) and 300 (reductions over N wrap around the block)."""
+    results = op_results({"backend": "cuda", "cuda_emulate": True}, (3, 300))
+    for batch in (3, 300):
+        for op in op_names():
+            assert_op_matches(results, op, batch, rtol=3e-5)
+
+
+@needs_emulator
+def test_integer_and_bool_reductions(race_check):
+    rng = np.random.default_rng(1)
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.int32, [None, 5], name="x")
+        big = tf.cast(x, tf.int64) * 3000000000
+        pos = x > 2
+        outs = {"max0": tf.reduce_max(x, 0), "min0": tf.reduce_min(big, 0), "sum_all": tf.reduce_sum(big),
+                "any0": tf.reduce_any(pos, 0), "all0": tf.reduce_all(pos, 0), "any_all": tf.reduce_any(pos),
+                "prod0": tf.reduce_prod(tf.cast(x, tf.float32) * 0.01 + 1.0, 0), "max_all": tf.reduce_max(x)}
+        feed = {x: rng.integers(-50, 50, (300, 5)).astype(np.int32)}
+        with tf.Session(config={"backend": "cuda", "cuda_emulate": True}) as sess:
+            got = sess.run(outs, feed)
+        with tf.Session(config={"backend": "interpreter"}) as sess:
+            want = sess.run(outs, feed)
+    for name in outs:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+        assert got[name].dtype == want[name].dtype, name
+
+
+def _model_step(tmp_path, model, batch, race):
+    graph = tf.Graph()
+    with graph.as_default():
+        t = getattr(models, f"{model}_tensors")(seed=0)
+        inputs = [t["x"], t["labels"]] if model == "mlp" else [t["x"], t["y"], t["keep_prob"]]
+        fn = lower_graph([t["loss"]], [t["train"]], inputs, name="train")
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, batch)
+    feeds = {"x:0": rng.random((batch, 784), dtype=np.float32)}
+    if model == "mlp":
+        feeds["labels:0"] = labels.astype(np.int64)
+    else:
+        feeds.update({"y_actual:0": np.eye(10, dtype=np.float32)[labels], "keep_prob:0": np.float32(0.5)})
+    path = compile_entries(graph, {"train": ([t["loss"]], [t["train"]], inputs)}, tmp_path, target="cuda",
+                           emulate=True, dump_ir=False)
+    artifact = runtime.load_artifact(path)
+    artifact.library.lib.kiln_emu_set_race_check.argtypes = [ctypes.c_int]
+    artifact.library.lib.kiln_emu_set_race_check(1 if race else 0)
+    with artifact.new_state() as state:
+        start = state.variables()
+        loss = state.run("train", feeds)["loss:0"]
+        after = state.variables()
+    ref_state, ref_fetches = run_function(fn, start, feeds)
+    np.testing.assert_allclose(loss, ref_fetches["loss:0"], rtol=1e-4)
+    for name, value in ref_state.items():
+        _assert_state_close(name, after[name], value)
+
+
+def _assert_state_close(name, got, want, rtol=1e-4, atol=1e-5):
+    """Adam moves a weight by about its learning rate whatever its gradient's size, in the
+    gradient's direction: where a gradient is ~0 (a GEMM over N rows cancelling) float
+    rounding can flip that step.  A handful of weights (1e-5 of them) may differ by up to
+    two steps (2e-3); everything else, moments included, agrees to ``rtol``/``atol``."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    bad = np.abs(got - want) > atol + rtol * np.abs(want)
+    if "Adam" in name or bad.sum() > max(1, 1e-5 * want.size):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
+    np.testing.assert_allclose(got, want, atol=2e-3, err_msg=name)
+
+
+@needs_emulator
+def test_mlp_step_matches_interpreter(tmp_path):
+    _model_step(tmp_path, "mlp", 300, race=True)
+
+
+@needs_emulator
+def test_cnn_step_matches_interpreter(tmp_path):
+    # race checking the CNN's 3.2M-element Adam updates would take ~10 s: the op table covers
+    # the same kernel shapes (conv, pooling and their gradients) with it
+    _model_step(tmp_path, "cnn", 3, race=False)
+
+
+# ----------------------------------------------------------------------------- nvcc
+@pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not on PATH: cannot compile the .cu")
+def test_nvcc_compiles_models(tmp_path):
+    def build(name):
+        program = _program(getattr(models, name))
+        cu = tmp_path / f"{name}.cu"
+        cu.write_text(render_module({"train": program}, program_variables([program])))
+        return subprocess.run([NVCC, "-arch=sm_90", "-c", str(cu), "-o", str(cu.with_suffix(".o"))],
+                              check=False, capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, result in zip(("cnn_train_step", "mlp_train_step"),
+                                pool.map(build, ("cnn_train_step", "mlp_train_step"))):
+            assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"
