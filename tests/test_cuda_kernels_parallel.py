@@ -158,10 +158,11 @@ def _op(kind, *args):
 
 
 def _bufs(**shapes):
+    """f32 arena buffers, each in its own memory (batch space, bytes per N)."""
     out, offset = {}, 0
     for name, shape in shapes.items():
         out[name] = K.BufferDecl(name, F32, shape, "arena", space="batch", offset=offset)
-        offset += 4096
+        offset += 4 * int(np.prod([getattr(d, "coef", d) for d in shape]))
     return out
 
 
@@ -195,6 +196,19 @@ def test_disjoint_clamped_scatter_is_parallel():
     assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i", "j"]
 
 
+def test_condition_does_not_narrow_a_changing_accumulator():
+    """As above, but p may change after the If tested it: the windows may overlap."""
+    i, j, p = _v("i"), _v("j"), _v("p")
+    inner = _op("imin", _op("imax", _op("add", _op("mul", j, _c(2)), p), _c(0)), _c(7))
+    idx = _op("add", _op("mul", i, _c(8)), inner)
+    body = K.Block([K.DeclareAcc(p, _c(2)), K.For(_v("k"), _c(0), _c(2), K.Accumulate(p, "min", _v("k"))),
+                    K.If(K.Op("less", (p, _c(2)), as_dtype("bool")), K.Block([
+                        K.Accumulate(p, "min", _c(3)), _add_into("out", idx, K.Const(1.0, F32))]))])
+    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(4), body), parallel=True)
+    (plan,) = _plans([loop], _bufs(out=(N, 8)))
+    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i"]
+
+
 def test_checks_and_aliases_block_inference():
     i = _v("i")
     store = K.Store("out", i, K.Load("x", i, F32))
@@ -223,6 +237,10 @@ def test_column_sum_is_a_block_reduction():
     (plan,) = _plans([loop], _bufs(acc=(3,), x=(N, 3)))
     assert isinstance(plan, Reduce)
     assert [f.var.name for f in plan.par] == ["c"] and [f.var.name for f in plan.red] == ["r"]
+    wide = K.For(r, _c(0), K.Batch(I64), K.For(c, _c(0), _c(50000), _add_into(
+        "acc", c, K.Load("x", _op("add", _op("mul", r, _c(50000)), c), F32)), vectorize=True))
+    (plan,) = _plans([wide], _bufs(acc=(50000,), x=(N, 50000)))  # enough columns: a thread each
+    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["c"]
 
 
 # ----------------------------------------------------------------------------- on the emulator
@@ -327,3 +345,31 @@ def test_nvcc_compiles_models(tmp_path):
         for name, result in zip(("cnn_train_step", "mlp_train_step"),
                                 pool.map(build, ("cnn_train_step", "mlp_train_step"))):
             assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"
+
+
+@needs_emulator
+def test_gemm_variants_match_interpreter(race_check):
+    """Both GEMM tiles, every transpose combination, partial tiles, a batched GEMM and an
+    epilogue; batch 400 picks the 64x64 tile for the N-sized GEMMs, batch 5 the 16x16 one."""
+    rng = np.random.default_rng(2)
+    with tf.Graph().as_default():
+        a = tf.placeholder(tf.float32, [None, 97], name="a")
+        p = tf.placeholder(tf.float32, [None, 333], name="p")
+        b3 = tf.placeholder(tf.float32, [None, 70, 50], name="b3")
+        w, v, pp, r, c3 = (tf.Variable(rng.standard_normal(s).astype(np.float32))
+                           for s in ((97, 333), (333, 97), (450, 333), (321, 450), (50, 90)))
+        outs = {"nn_relu": tf.nn.relu(tf.matmul(a, w) + 0.5), "nt": tf.matmul(a, v, transpose_b=True),
+                "tn": tf.matmul(p, p * 0.5, transpose_a=True), "tt": tf.matmul(pp, r, transpose_a=True, transpose_b=True),
+                "batched": tf.matmul(b3, tf.matmul(b3, c3), transpose_a=True)}
+        init = tf.global_variables_initializer()
+        sessions = [tf.Session(config={"backend": "cuda", "cuda_emulate": True}), tf.Session(config={"backend": "interpreter"})]
+        for batch in (400, 5):
+            feed = {a: rng.standard_normal((batch, 97)).astype(np.float32),
+                    p: rng.standard_normal((batch, 333)).astype(np.float32),
+                    b3: rng.standard_normal((batch, 70, 50)).astype(np.float32)}
+            got, want = [], []
+            for sess, out in zip(sessions, (got, want)):
+                sess.run(init)
+                out.append(sess.run(outs, feed))
+            for name in outs:
+                np.testing.assert_allclose(got[0][name], want[0][name], rtol=2e-4, atol=2e-4, err_msg=f"{name} at {batch}")

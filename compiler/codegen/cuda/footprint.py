@@ -119,7 +119,10 @@ class Ranges:
 
     def __init__(self, tree):
         self.env, self.lets, self.accs, self._busy = {}, {}, {}, set()
-        for s, _ in walk(tree):
+        counts, self.unstable = {}, set()  # unstable: names a condition must not narrow
+        for s, conds in walk(tree):
+            if isinstance(s, (K.Let, K.DeclareAcc, K.For)):
+                counts[s.var.name] = counts.get(s.var.name, 0) + 1
             if isinstance(s, K.Let):
                 self.lets.setdefault(s.var.name, []).append(s.value)
             elif isinstance(s, K.DeclareAcc):
@@ -128,6 +131,9 @@ class Ranges:
                 acc = self.accs[s.var.name]
                 acc[0] = s.combine if acc[0] in (None, s.combine) else "mixed"
                 acc[1].append(s.value)
+                if conds:
+                    self.unstable.add(s.var.name)  # may change after the If tested it
+        self.unstable |= {name for name, n in counts.items() if n > 1}  # shadowed names
         for s, _ in walk(tree):  # outer loops first: a loop's bounds may use outer variables
             if isinstance(s, K.For):
                 span = (self.of(s.start)[0], self.of(s.stop)[1] - 1)
@@ -205,7 +211,7 @@ class Ranges:
             (a, b), kind = c.args, c.kind
             if not isinstance(a, K.Var):
                 a, b, kind = b, a, flip[kind]
-            if not isinstance(a, K.Var):
+            if not isinstance(a, K.Var) or a.name in self.unstable:
                 continue
             lo, hi = self._var(a.name, env)
             blo, bhi = self.of(b, env)
@@ -271,10 +277,9 @@ def _digit(term, coef, par, ranges, env):
     return abs(coef) * (whole[1] - whole[0]), v
 
 
-def determined(index, conds, par, ranges) -> set:
-    """The P variables (names in ``par``) that ``index`` provably determines; the empty set
-    when its digits do not form a mixed radix."""
-    env = ranges.refined(conds)
+def determined(index, env, par, ranges) -> set:
+    """The P variables (names in ``par``) that ``index`` provably determines with the
+    variable intervals ``env``; the empty set when its digits do not form a mixed radix."""
     terms, _ = linear(index)
     digits, found = [], set()
     for term, coef in terms.items():
@@ -305,12 +310,15 @@ def separating(tree, written, par) -> set:
             by_buffer.setdefault(a.buffer, []).append(a)
     if any(len({a.index for a in acc}) != 1 for acc in by_buffer.values()):
         return set()
+    envs = {}  # per buffer: the hull of the intervals at each of its accesses (one digit system)
+    for name, acc in by_buffer.items():
+        refined = [ranges.refined(a.conds) for a in acc]
+        envs[name] = {v: _hull(*(r[v] for r in refined)) for v in set.intersection(*(set(r) for r in refined))}
     par = set(par)
     while par:
         kept = set(par)
-        for acc in by_buffer.values():
-            for a in acc:
-                kept &= determined(a.index, a.conds, par, ranges)
+        for name, acc in by_buffer.items():
+            kept &= determined(acc[0].index, envs[name], par, ranges)
         if kept == par:
             return par
         par = kept

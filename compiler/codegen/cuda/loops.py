@@ -18,7 +18,8 @@
   large (``RED_MIN_TRIP`` or growing with N): ``DeclareAcc; For(reduced) {Accumulate};
   tail`` under the parallel loops or at the top level (a full reduction), and a nest whose
   innermost body updates ``b[E] = combine(b[E], v)`` with ``E`` free of the reduced loops
-  (the bias-gradient shape: init loop, then rows outside, columns inside).  The sum is
+  (the bias-gradient shape: init loop, then rows outside, columns inside; with
+  ``GRID_FILL`` columns or more, a ``Grid`` over the columns instead).  The sum is
   reassociated: it differs from the sequential one by rounding only;
 * ``Serial``: everything else, one thread.
 
@@ -36,6 +37,7 @@ from .exprs import CudaRenderError
 from .footprint import accesses, separating, stmt_exprs, stmt_list, sub_exprs, var_names, walk
 
 RED_MIN_TRIP = 256  # reduced iterations from which a reduction gets a thread block
+GRID_FILL = 16384  # outputs from which a column reduction runs a thread per column instead
 
 RMW_COMBINE = {"add": "add", "mul": "mul", "maximum": "max", "minimum": "min",
                "logical_and": "and", "logical_or": "or"}
@@ -259,8 +261,9 @@ def _reduce_updates(loop, levels, body, par):
     the ``par`` loops only; the other loops of the nest are reduced by a block."""
     loops = [lv.loop for lv in levels]
     red = [f for f in loops if f.var.name not in par]
-    if not red or not all(rectangular(f) for f in red) or not large(red):
-        return None
+    outs = static_trip([f for f in loops if f.var.name in par])
+    if not red or not all(rectangular(f) for f in red) or not large(red) or (outs or 0) >= GRID_FILL:
+        return None  # (enough columns: a thread each, reading rows coalesced)
     updates = {}
     for s in body:
         hit = _rmw(s)
