@@ -135,12 +135,16 @@ def test_cnn_serial_and_batch_only_launches(cnn):
 
 def test_cnn_gemm_tiles(cnn):
     program, launches, functions = cnn
-    # static and large: only the register-blocked 64x64 kernel; static and tiny: only 16x16
+    # static and large: only the register-blocked 64x64 kernel (k = N: never split, too many tiles)
     assert functions["gemm_matmul_gradients_MatMul_grad_MatMul_1"] == ["k_train__gemm_matmul_gradients_MatMul_grad_MatMul_1_g0b"]
-    assert functions["gemm_conv2d_backprop_filter_gradients_Conv2D_gra"] == ["k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0"]
-    # m grows with N: both, chosen at run time
+    # a 25x32 filter gradient over k = N*784: split k when it is long, else the 16x16 tile
+    line = _launches_of(launches, functions, "gemm_conv2d_backprop_filter_gradients_Conv2D_gra")[0]
+    assert "if (kiln_gemm_ksplit(m, n, nb, kk)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0k, " \
+           "dim3(kiln_ks_tiles(m), kiln_ks_tiles(n), (unsigned int)nb), dim3(KILN_KS_TILE, KILN_KS_TILE, KILN_KS_SLICES)" in line
+    assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0, dim3(kiln_tiles(m)" in line
+    # m grows with N (k = 800 is short): 64x64 or 16x16, chosen at run time
     line = _launches_of(launches, functions, "gemm_conv2d_Conv2D_1")[0]
-    assert "if (kiln_gemm_big(m, n, nb)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0b, dim3(kiln_big_tiles(m)" in line
+    assert "{ if (kiln_gemm_big(m, n, nb)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0b, dim3(kiln_big_tiles(m)" in line
     assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0, dim3(kiln_tiles(m)" in line
 
 
@@ -345,6 +349,25 @@ def test_nvcc_compiles_models(tmp_path):
         for name, result in zip(("cnn_train_step", "mlp_train_step"),
                                 pool.map(build, ("cnn_train_step", "mlp_train_step"))):
             assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"
+
+
+@needs_emulator
+def test_gemm_ksplit_matches_interpreter(race_check):
+    """pᵀ.q over k = N rows with few outputs: the k-split kernel from N = 2048 on, with an
+    epilogue (bias, relu) and with a plain store."""
+    rng = np.random.default_rng(4)
+    with tf.Graph().as_default():
+        p = tf.placeholder(tf.float32, [None, 20], name="p")
+        q = tf.placeholder(tf.float32, [None, 30], name="q")
+        outs = {"relu": tf.nn.relu(tf.matmul(p, q, transpose_a=True) - 1.0), "plain": tf.matmul(q, p, transpose_a=True)}
+        for batch in (3000, 7):
+            feed = {p: rng.standard_normal((batch, 20)).astype(np.float32), q: rng.standard_normal((batch, 30)).astype(np.float32)}
+            with tf.Session(config={"backend": "cuda", "cuda_emulate": True}) as sess:
+                got = sess.run(outs, feed)
+            with tf.Session(config={"backend": "interpreter"}) as sess:
+                want = sess.run(outs, feed)
+            for name in outs:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-3, err_msg=f"{name} at {batch}")
 
 
 @needs_emulator

@@ -12,10 +12,11 @@ run in parallel is decided by ``loops.launch_groups``; launch geometry:
 * ``Reduce``: one block per output (32 to ``KILN_RED_BLOCK`` threads, by the number of
   outputs and the reduced trip count), threads striding over the reduced loops, combined by
   warp shuffles and shared memory (``reduce.cu.j2``, ``KILN_LAUNCH_SYNC``);
-* GEMM: ``gemm.cu.j2``: a 64x64 register-blocked tile (4x4 outputs per thread) when the
-  output has enough such tiles, else the 16x16 one-output-per-thread tile; both
-  ``KILN_LAUNCH_SYNC``.  When m and n are constants the choice is made here, else by the
-  launch line at run time;
+* GEMM: ``gemm.cu.j2``: a k-split kernel (8x8 outputs per block, k summed by 16 slices of
+  threads, then the slices in order) for few outputs over a long k; a 64x64 register-blocked
+  tile (4x4 outputs per thread) when the output has enough such tiles; else the 16x16
+  one-output-per-thread tile; all ``KILN_LAUNCH_SYNC``.  Rules over constant sizes are
+  decided here, the others by the launch line at run time;
 * ``Serial``: one thread.
 """
 from __future__ import annotations
@@ -30,6 +31,16 @@ from .loops import Grid, Reduce, Serial, launch_groups
 BIG_TILE = 64  # the register-blocked GEMM's tile (gemm.cu.j2: KILN_BIG_TILE)
 BIG_MIN_DIM = 48  # m and n from which the big tile is worth it ...
 BIG_MIN_TILES = 32  # ... with at least this many tiles (about a quarter of an H100's SMs)
+KS_MIN_K = 2048  # k from which a GEMM with fewer than KS_MAX_TILES 16x16 tiles splits k
+KS_MAX_TILES = 264  # (two blocks per SM of an H100)
+# variant -> (function suffix, grid, block, run-time rule)
+GEMM_VARIANTS = {
+    "ksplit": ("k", "dim3(kiln_ks_tiles(m), kiln_ks_tiles(n), (unsigned int)nb)",
+               "dim3(KILN_KS_TILE, KILN_KS_TILE, KILN_KS_SLICES)", "kiln_gemm_ksplit(m, n, nb, kk)"),
+    "big": ("b", "dim3(kiln_big_tiles(m), kiln_big_tiles(n), (unsigned int)nb)", "dim3(KILN_TILE, KILN_TILE)",
+            "kiln_gemm_big(m, n, nb)"),
+    "small": ("", "dim3(kiln_tiles(m), kiln_tiles(n), (unsigned int)nb)", "dim3(KILN_TILE, KILN_TILE)", None),
+}
 
 
 @dataclass
@@ -159,23 +170,19 @@ class KernelRenderer:
         return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
 
     def gemm(self, name, g: K.Gemm) -> list:
-        """The GEMM's functions (the 16x16 tile ``name``, the 64x64 one ``name + 'b'``, or
-        both with a run-time choice) and its launch line."""
+        """The GEMM's functions (one per variant that may run: ``_gemm_variants``) and its
+        launch line, which picks among them at run time when the sizes are not constants."""
         info = self.gemm_info(name, g)
-        choice = _gemm_choice(g)
-        small = f"KILN_LAUNCH_SYNC({name}, dim3(kiln_tiles(m), kiln_tiles(n), (unsigned int)nb), " \
-                f"dim3(KILN_TILE, KILN_TILE), stream, b, N);"
-        big = f"KILN_LAUNCH_SYNC({name}b, dim3(kiln_big_tiles(m), kiln_big_tiles(n), (unsigned int)nb), " \
-              f"dim3(KILN_TILE, KILN_TILE), stream, b, N);"
-        launch = {"small": small, "big": big}.get(choice, f"if (kiln_gemm_big(m, n, nb)) {big} else {small}")
-        self.launches.append(f"{{ const long long m = {info['m']}, n = {info['n']}, nb = {info['batch']}; "
-                             f"if (m > 0 && n > 0 && nb > 0) {{ {launch} }} }}")
-        out = []
-        if choice != "big":
-            out.append(KernelFunction(name, gemm={**info, "big": False}))
-        if choice != "small":
-            out.append(KernelFunction(name + "b", gemm={**info, "name": name + "b", "big": True}))
-        return out
+        variants = _gemm_variants(g)
+        launch = ""
+        for i, v in enumerate(variants):
+            suffix, grid, block, rule = GEMM_VARIANTS[v]
+            line = f"KILN_LAUNCH_SYNC({name}{suffix}, {grid}, {block}, stream, b, N);"
+            launch += line if i == len(variants) - 1 else f"if ({rule}) {line} else "
+        self.launches.append(f"{{ const long long m = {info['m']}, n = {info['n']}, nb = {info['batch']}, "
+                             f"kk = {info['k']}; if (m > 0 && n > 0 && nb > 0) {{ {launch} }} }}")
+        return [KernelFunction(name + GEMM_VARIANTS[v][0], gemm={**info, "name": name + GEMM_VARIANTS[v][0], "variant": v})
+                for v in variants]
 
     def gemm_info(self, name, g: K.Gemm) -> dict:
         """The pieces ``gemm.cu.j2`` splices in: operands, sizes, the epilogue."""
@@ -202,11 +209,25 @@ class KernelRenderer:
         return info
 
 
-def _gemm_choice(g: K.Gemm) -> str:
-    """"small", "big", or "runtime" (the launch line decides with ``kiln_gemm_big``)."""
-    dims = [g.m, g.n, g.batch if g.batch is not None else K.Const(1, None)]
-    if not all(isinstance(d, K.Const) for d in dims):
-        return "runtime"
-    m, n, nb = (int(d.value) for d in dims)
-    tiles = -(-m // BIG_TILE) * -(-n // BIG_TILE) * nb
-    return "big" if m >= BIG_MIN_DIM and n >= BIG_MIN_DIM and tiles >= BIG_MIN_TILES else "small"
+def _gemm_variants(g: K.Gemm) -> list:
+    """The GEMM variants that may run, in the launch line's order (each but the last with its
+    run-time rule); a rule whose sizes are constants is decided here (same rules as
+    gemm.cu.j2's ``kiln_gemm_ksplit`` / ``kiln_gemm_big``)."""
+    m, n, k = (int(d.value) if isinstance(d, K.Const) else None for d in (g.m, g.n, g.k))
+    nb = 1 if g.batch is None else (int(g.batch.value) if isinstance(g.batch, K.Const) else None)
+    tiles = (lambda size, t: -(-size // t))
+    out = []
+    few = None if None in (m, n, nb) else tiles(m, 16) * tiles(n, 16) * nb < KS_MAX_TILES
+    ksplit = False if (k is not None and k < KS_MIN_K) or few is False else (None if None in (k, few) else True)
+    if ksplit:
+        return ["ksplit"]
+    if ksplit is None:
+        out.append("ksplit")
+    big = None if None in (m, n, nb) else tiles(m, BIG_TILE) * tiles(n, BIG_TILE) * nb >= BIG_MIN_TILES
+    if any(d is not None and d < BIG_MIN_DIM for d in (m, n)):
+        big = False
+    if big:
+        return out + ["big"]
+    if big is None:
+        out.append("big")
+    return out + ["small"]
