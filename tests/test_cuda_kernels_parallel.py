@@ -8,8 +8,9 @@ differential checks of the parallel kernels on the host emulator.
   aliased buffers block inference, flagged loops are split per inner loop;
 * on the emulator (race checking on, so two threads touching one element fail the launch):
   every op and gradient of tests/op_table.py at batch sizes below and above a reduction
-  block, integer / bool reductions, and one training step of the MLP and the CNN against
-  the IR interpreter;
+  block, integer / bool reductions, a reduction whose tail fails a check, the three GEMM
+  variants with every transpose combination, and one training step of the MLP and the CNN
+  against the IR interpreter;
 * nvcc compiles the models' modules (skipped without nvcc).
 """
 from __future__ import annotations
@@ -283,6 +284,46 @@ def test_integer_and_bool_reductions(race_check):
         assert got[name].dtype == want[name].dtype, name
 
 
+def _sum_with_check_program() -> K.Program:
+    """out = sum(x) over N, failing when the sum is negative: a full reduction whose tail
+    (thread 0) holds a check."""
+    bufs = {"x": K.BufferDecl("x", F32, (N,), "feed", index=0, key="x:0"),
+            "out": K.BufferDecl("out", F32, (), "fetch", index=0, key="out:0")}
+    acc, i = K.Var("acc", F32), K.Var("i", I64)
+    body = K.Block([K.DeclareAcc(acc, K.Const(0.0, F32)),
+                    K.For(i, _c(0), K.Batch(I64), K.Accumulate(acc, "add", K.Load("x", i, F32)), vectorize=True),
+                    K.Check(K.Op("less", (acc, K.Const(0.0, F32)), as_dtype("bool")), "negative sum {value}", acc),
+                    K.Store("out", _c(0), acc)])
+    return K.Program("p", bufs, [K.Kernel("sum", ["x"], ["out"], body)], feeds=["x:0"], fetches=["out:0"])
+
+
+@needs_emulator
+def test_reduction_tail_check_on_emulator(tmp_path):
+    from compiler.codegen.cuda.build import compile_cuda
+
+    program = _sum_with_check_program()
+    (plan,) = launch_groups("sum", program.kernels[0].body.body, program.buffers)
+    assert isinstance(plan, Reduce) and not plan.par
+    compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "p.so", emulate=True)
+    lib = ctypes.CDLL(str(tmp_path / "p.so"))
+    vp = ctypes.c_void_p
+    lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
+    lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
+    lib.kiln_entry_p.restype = ctypes.c_int32
+    lib.kiln_entry_p.argtypes = [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
+    state = lib.kiln_create()
+    try:
+        for x in (np.linspace(-1, 2, 600, dtype=np.float32), np.linspace(-2, 1, 600, dtype=np.float32)):
+            out = np.zeros((), np.float32)
+            rc = lib.kiln_entry_p(state, len(x), (vp * 1)(x.ctypes.data), (vp * 1)(out.ctypes.data))
+            if x.sum() >= 0:
+                assert rc == 0 and out == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-5)
+            else:
+                assert rc == 3 and b"negative sum -300" in lib.kiln_last_error(state)
+    finally:
+        lib.kiln_destroy(state)
+
+
 def _model_step(tmp_path, model, batch, race):
     graph = tf.Graph()
     with graph.as_default():
@@ -335,22 +376,6 @@ def test_cnn_step_matches_interpreter(tmp_path):
     _model_step(tmp_path, "cnn", 3, race=False)
 
 
-# ----------------------------------------------------------------------------- nvcc
-@pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not on PATH: cannot compile the .cu")
-def test_nvcc_compiles_models(tmp_path):
-    def build(name):
-        program = _program(getattr(models, name))
-        cu = tmp_path / f"{name}.cu"
-        cu.write_text(render_module({"train": program}, program_variables([program])))
-        return subprocess.run([NVCC, "-arch=sm_90", "-c", str(cu), "-o", str(cu.with_suffix(".o"))],
-                              check=False, capture_output=True, text=True, timeout=300)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, result in zip(("cnn_train_step", "mlp_train_step"),
-                                pool.map(build, ("cnn_train_step", "mlp_train_step"))):
-            assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"
-
-
 @needs_emulator
 def test_gemm_ksplit_matches_interpreter(race_check):
     """pᵀ.q over k = N rows with few outputs: the k-split kernel from N = 2048 on, with an
@@ -396,3 +421,21 @@ def test_gemm_variants_match_interpreter(race_check):
                 out.append(sess.run(outs, feed))
             for name in outs:
                 np.testing.assert_allclose(got[0][name], want[0][name], rtol=2e-4, atol=2e-4, err_msg=f"{name} at {batch}")
+
+
+# ----------------------------------------------------------------------------- nvcc
+@pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not on PATH: cannot compile the .cu")
+def test_nvcc_compiles_models(tmp_path):
+    """The CNN and MLP steps (every launch shape: grids, reductions, the three GEMMs) and a
+    reduction whose tail checks."""
+    def build(name):
+        program = _sum_with_check_program() if name == "sum_check" else _program(getattr(models, name))
+        cu = tmp_path / f"{name}.cu"
+        cu.write_text(render_module({"train": program}, program_variables([program])))
+        return subprocess.run([NVCC, "-arch=sm_90", "-c", str(cu), "-o", str(cu.with_suffix(".o"))],
+                              check=False, capture_output=True, text=True, timeout=300)
+
+    names = ("cnn_train_step", "mlp_train_step", "sum_check")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, result in zip(names, pool.map(build, names)):
+            assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"

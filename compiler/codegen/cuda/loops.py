@@ -186,29 +186,33 @@ def plan_loop(loop, buffers):
     """A ``Grid`` or ``Reduce`` plan for one top-level loop, or None (it stays serial)."""
     levels, body = nest(loop)
     loops = [lv.loop for lv in levels]
+    infer = inferable(loop, buffers)
+    par = _parallel_loops(loop, loops, infer)
+    if not par:
+        return None
+    if infer:
+        plan = _reduce_updates(loop, levels, body, par)
+        if plan is None and par == {f.var.name for f in loops}:
+            plan = _reduce_accs(loop, loops, _lets(levels), body, buffers)
+        if plan is not None:
+            return plan
+    return Grid([f for f in loops if f.var.name in par], _thread_body(levels, body, par))
+
+
+def _parallel_loops(loop, loops, infer) -> set:
+    """Names of the nest's loops whose iterations may run on different threads: the leading
+    flagged loops, or (when ``infer``) the loops whose iterations provably touch disjoint
+    elements, if those include the flagged ones."""
     prefix = set()
     for f in loops:
         if not (flagged(f) and rectangular(f)):
             break
         prefix.add(f.var.name)
-    par = set()
-    infer = inferable(loop, buffers)
-    if infer:
-        written = {a.buffer for a in accesses(loop) if a.store}
-        par = separating(loop, written, {f.var.name for f in loops if rectangular(f)})
-        if not par >= prefix:
-            par = prefix if prefix else par
-    else:
-        par = prefix
-    if not par:
-        return None
-    if infer:
-        plan = _reduce_updates(loop, levels, body, par) or (
-            _reduce_accs(loop, [lv.loop for lv in levels], _lets(levels), body, buffers)
-            if par == {f.var.name for f in loops} else None)
-        if plan:
-            return plan
-    return Grid([f for f in loops if f.var.name in par], _thread_body(levels, body, par))
+    if not infer:
+        return prefix
+    written = {a.buffer for a in accesses(loop) if a.store}
+    proven = separating(loop, written, {f.var.name for f in loops if rectangular(f)})
+    return proven if proven >= prefix or not prefix else prefix
 
 
 def _lets(levels) -> list:
