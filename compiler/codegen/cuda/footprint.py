@@ -314,7 +314,7 @@ def separating(tree, written, par) -> set:
     for name, acc in by_buffer.items():
         refined = [ranges.refined(a.conds) for a in acc]
         envs[name] = {v: _hull(*(r[v] for r in refined)) for v in set.intersection(*(set(r) for r in refined))}
-    par = set(par)
+    par = set(par) - ranges.unstable  # a loop variable bound twice in the tree: not a digit
     while par:
         kept = set(par)
         for name, acc in by_buffer.items():
