@@ -145,6 +145,10 @@ def host_target_record() -> dict:
 
 
 
-def cuda_target_record(arch: str, emulated: bool) -> dict:
-    """The manifest's ``target`` for the CUDA backend (``emulated``: built for the host emulator)."""
-    return {"kind": "cuda", "arch": arch, "emulated": bool(emulated)}
+def cuda_target_record(arch: str, emulated: bool, tf32: bool = False) -> dict:
+    """The manifest's ``target`` for the CUDA backend (``emulated``: built for the host
+    emulator; ``tf32``: float32 GEMMs may use TF32 tensor cores)."""
+    record = {"kind": "cuda", "arch": arch, "emulated": bool(emulated)}
+    if tf32:
+        record["tf32"] = True
+    return record

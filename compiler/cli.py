@@ -238,7 +238,7 @@ def _compile_model(args):
     try:
         out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
                               args.output, target=args.target, dump_ir=args.dump_ir,
-                              cuda_arch=args.cuda_arch, emulate=args.cuda_emulate)
+                              cuda_arch=args.cuda_arch, emulate=args.cuda_emulate, tf32=args.cuda_tf32)
     except BuildError as err:  # nvcc / the linker missing or failing
         raise CliError(f"{args.model}: cannot build the {args.target} library: {err}")
     except (ValueError, NotImplementedError, TypeError, KeyError) as err:
@@ -298,6 +298,9 @@ def _add_compile(sub) -> None:
     comp.add_argument("--target", default="cpu", help=f"code generation target ({', '.join(TARGETS)}; default: cpu)")
     comp.add_argument("--cuda-arch", default=None, metavar="sm_XX",
                       help="GPU architecture for --target cuda (default: sm_90, H100/H200)")
+    comp.add_argument("--cuda-tf32", action="store_true",
+                      help="--target cuda: float32 matrix products may use TF32 tensor cores (faster, "
+                           "inputs rounded to 10 mantissa bits; default: exact fp32)")
     comp.add_argument("--cuda-emulate", action="store_true", default=None,
                       help="--target cuda: build for Kiln's host emulator (runs the CUDA code on the "
                            "CPU, slowly; for testing without a GPU; also KILN_CUDA_EMULATE=1)")

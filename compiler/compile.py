@@ -146,25 +146,31 @@ def check_entry_name(name: str) -> None:
 @dataclass(frozen=True)
 class Target:
     """Where compiled code runs: ``kind`` "cpu" (LLVM) or "cuda" (``arch`` e.g. "sm_90";
-    ``emulate``: built with g++ for the host emulator instead of nvcc)."""
+    ``emulate``: built with g++ for the host emulator instead of nvcc; ``tf32``: float32
+    GEMMs may use TF32 tensor cores, off by default so results stay fp32-exact)."""
 
     kind: str = "cpu"
     arch: str = ""
     emulate: bool = False
+    tf32: bool = False
 
     @staticmethod
-    def make(kind="cpu", cuda_arch=None, emulate=None) -> "Target":
+    def make(kind="cpu", cuda_arch=None, emulate=None, tf32=False) -> "Target":
         if kind == "cpu":
+            if tf32:
+                raise CompileError("tf32 is an option of the cuda target")
             return Target()
         if kind != "cuda":
             raise CompileError(f"unknown target {kind!r}; choose 'cpu' or 'cuda'")
         from .codegen.cuda.build import DEFAULT_ARCH, check_arch, emulate_default
 
         return Target("cuda", check_arch(cuda_arch or DEFAULT_ARCH),
-                      emulate_default() if emulate is None else bool(emulate))
+                      emulate_default() if emulate is None else bool(emulate), bool(tf32))
 
     def record(self) -> dict:
-        return host_target_record() if self.kind == "cpu" else cuda_target_record(self.arch, self.emulate)
+        if self.kind == "cpu":
+            return host_target_record()
+        return cuda_target_record(self.arch, self.emulate, self.tf32)
 
 
 def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None,
@@ -178,7 +184,8 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
         from .codegen.cuda import render_module
         from .codegen.cuda.build import compile_cuda
 
-        module = render_module(programs, var_list, f"CUDA {target.arch}" + (" (host emulator)" if target.emulate else ""))
+        module = render_module(programs, var_list, f"CUDA {target.arch}" + (" (host emulator)" if target.emulate else ""),
+                               tf32=target.tf32)
         extra = {"source_name": CUDA_SOURCE, "build_library": lambda src, lib: {
             k: round(v, 4) for k, v in compile_cuda(src, lib, target.arch, target.emulate).timings.items()}}
     else:
@@ -192,16 +199,16 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
 
 
 def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir: bool = True,
-                    cuda_arch: str | None = None, emulate: bool | None = None) -> Path:
+                    cuda_arch: str | None = None, emulate: bool | None = None, tf32: bool = False) -> Path:
     """Compile ``entries`` (``name -> (fetch tensors, target ops, feed tensors)``) of ``graph``
     into the artifact directory ``out_dir`` for ``target`` ("cpu" or "cuda"; ``cuda_arch``
-    defaults to sm_90); returns its path.
+    defaults to sm_90; ``tf32`` allows TF32 tensor cores in float32 GEMMs); returns its path.
 
     The manifest's ``"build"`` record holds the seconds spent per stage (``pipeline_s``,
     ``lowering_s``, ``render_s``, ``llvm_optimize_s``, ``llvm_codegen_s``, ``llvm_link_s``, ...).
     """
     start = time.perf_counter()
-    tgt = Target.make(target, cuda_arch, emulate)
+    tgt = Target.make(target, cuda_arch, emulate, tf32)
     out = Path(out_dir)
     lowered, totals = [], {}
     for name, (fetches, targets, feeds) in entries.items():

@@ -86,8 +86,9 @@ def _buffers_used(s, acc: set) -> set:
 class KernelRenderer:
     """Renders the kernels of one entry point; ``launches`` collects the host launch lines."""
 
-    def __init__(self, program: K.Program, entry: str, add_check):
+    def __init__(self, program: K.Program, entry: str, add_check, tf32: bool = False):
         self.program, self.entry = program, entry
+        self.tf32 = tf32  # float32 GEMMs may use TF32 tensor cores (inputs rounded to 10 mantissa bits)
         self.slot = {name: i for i, name in enumerate(program.buffers)}
         self.x = Exprs(program)
         self.origin = ""

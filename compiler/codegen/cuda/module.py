@@ -124,9 +124,9 @@ def pointer(decl: K.BufferDecl, program: K.Program, var_index: dict, consts: Con
 
 
 def _entry(index: int, name: str, program: K.Program, var_index: dict, consts: Constants,
-           checks: Checks) -> dict:
+           checks: Checks, tf32: bool) -> dict:
     """Everything the templates need for one entry point."""
-    renderer = KernelRenderer(program, name, checks.add)
+    renderer = KernelRenderer(program, name, checks.add, tf32=tf32)
     kernels = [renderer.kernel(k) for k in program.kernels]
     by_role = {"feed": {}, "fetch": {}}
     for d in program.buffers.values():
@@ -159,16 +159,17 @@ def entry_symbol(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
-def render_module(programs: dict, variables, target: str = "CUDA") -> str:
+def render_module(programs: dict, variables, target: str = "CUDA", tf32: bool = False) -> str:
     """The ``.cu`` text of a module: ``programs`` maps entry names to kernel-IR Programs,
-    ``variables`` lists ``(name, dtype, shape)`` in ABI index order."""
+    ``variables`` lists ``(name, dtype, shape)`` in ABI index order; ``tf32`` lets float32
+    GEMMs use TF32 tensor cores."""
     var_index, var_rows = {}, []
     for i, (vname, dtype, shape) in enumerate(variables):
         nbytes = int(np.prod([int(d) for d in shape], dtype=np.int64)) * np.dtype(getattr(dtype, "np_name", dtype)).itemsize
         var_index[vname] = i
         var_rows.append({"bytes": nbytes, "cname": c_string(vname)})
     consts, checks = Constants(), Checks()
-    entries = [_entry(i, entry_symbol(n), p, var_index, consts, checks) for i, (n, p) in enumerate(programs.items())]
+    entries = [_entry(i, entry_symbol(n), p, var_index, consts, checks, tf32) for i, (n, p) in enumerate(programs.items())]
     nbufs = max([len(p.buffers) for p in programs.values()] + [1])
     return environment().get_template("cuda/module.cu.j2").render(
         target=target, entries=entries, nbufs=nbufs, variables=var_rows, const_lines=consts.lines(),
