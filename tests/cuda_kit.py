@@ -43,7 +43,19 @@ def emu_configure(artifact, devices=1, fail_malloc_at=0) -> None:
     fn(devices, fail_malloc_at)
 
 
+def assert_weights_close(got, want, name, rtol=1e-4, atol=1e-5, outlier_atol=5e-3):
+    """``got`` equals ``want`` to float rounding, but for a few elements (at most 2 + one per
+    million) within ``outlier_atol``: Adam moves a weight by about its learning rate in the
+    direction of m/sqrt(v), so a gradient that is zero up to rounding may step either way on
+    two backends that sum in different orders."""
+    got, want = np.asarray(got), np.asarray(want)
+    off = ~np.isclose(got, want, rtol=rtol, atol=atol)
+    allowed = 2 + want.size // 1_000_000
+    assert off.sum() <= allowed, f"{name}: {off.sum()} of {want.size} elements differ (allowed {allowed})"
+    np.testing.assert_allclose(got, want, rtol=0, atol=outlier_atol, err_msg=name)
+
+
 def assert_states_close(a, b, rtol=1e-4, atol=1e-5):
-    """Every variable of two states agrees."""
+    """Every variable of two states agrees (see :func:`assert_weights_close`)."""
     for name in a.variable_names():
-        np.testing.assert_allclose(b.read_variable(name), a.read_variable(name), rtol=rtol, atol=atol, err_msg=name)
+        assert_weights_close(b.read_variable(name), a.read_variable(name), name, rtol, atol)

@@ -12,7 +12,7 @@ import pytest
 import runtime
 from compiler.compile import compile_entries
 from compiler.model_file import load_model
-from tests.cuda_kit import MODES
+from tests.cuda_kit import MODES, assert_weights_close
 from tests.test_samples import CASES, RNG_SEED, SAMPLES
 
 NVCC = shutil.which("nvcc")
@@ -69,5 +69,5 @@ def test_sample_matches_cpu(tmp_path, name, mode):
         for key in a:
             np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} call {step} {key}")
     for key in cpu_vars:
-        np.testing.assert_allclose(gpu_vars[key], cpu_vars[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} {key}")
+        assert_weights_close(gpu_vars[key], cpu_vars[key], f"{name} {key}")
     assert records["predict"]["fetches"][pred_key]
