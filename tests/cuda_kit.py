@@ -6,7 +6,9 @@ header) and ``"device"`` (a GPU, nvcc and the driver: ``runtime.cuda.device_coun
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import shutil
 
 import numpy as np
@@ -41,6 +43,21 @@ def emu_configure(artifact, devices=1, fail_malloc_at=0) -> None:
     fn = artifact.library.lib.kiln_emu_configure
     fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_longlong], None
     fn(devices, fail_malloc_at)
+
+
+@contextlib.contextmanager
+def race_checking():
+    """Emulated libraries first launched inside the block check every kernel-IR load and
+    store for data races ($KILN_EMU_RACECHECK, docs/cuda-emulator.md): a race fails the step."""
+    old = os.environ.get("KILN_EMU_RACECHECK")
+    os.environ["KILN_EMU_RACECHECK"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["KILN_EMU_RACECHECK"]
+        else:
+            os.environ["KILN_EMU_RACECHECK"] = old
 
 
 def assert_weights_close(got, want, name, rtol=1e-4, atol=1e-5, outlier_atol=5e-3):
