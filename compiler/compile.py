@@ -162,10 +162,12 @@ class Target:
             return Target()
         if kind != "cuda":
             raise CompileError(f"unknown target {kind!r}; choose 'cpu' or 'cuda'")
-        from .codegen.cuda.build import DEFAULT_ARCH, check_arch, emulate_default
+        from .codegen.cuda.build import DEFAULT_ARCH, check_arch, emulate_default, find_nvcc
 
-        return Target("cuda", check_arch(cuda_arch or DEFAULT_ARCH),
-                      emulate_default() if emulate is None else bool(emulate), bool(tf32))
+        emulate = emulate_default() if emulate is None else bool(emulate)
+        if not emulate:
+            find_nvcc()  # fail before any work when the toolkit is missing
+        return Target("cuda", check_arch(cuda_arch or DEFAULT_ARCH), emulate, bool(tf32))
 
     def record(self) -> dict:
         if self.kind == "cpu":

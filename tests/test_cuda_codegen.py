@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,3 +313,33 @@ def test_prelude_helpers_match_reference_on_host(tmp_path):
             d = np.float64(float(d))
             assert int(i64) == int(np.array(d).astype(np.int64)), d
             assert int(i32) == int(np.array(d).astype(np.int32)), d
+
+
+# ----------------------------------------------------------------------------- finding nvcc
+def test_find_nvcc_order_and_clear_error(tmp_path, monkeypatch, capsys):
+    """$KILN_NVCC, then PATH, then $CUDA_HOME/bin...; without any, `kiln compile --target
+    cuda` exits 2 with a message saying what to install or set."""
+    from compiler import cli
+    from compiler.codegen.cuda import build
+
+    fake = tmp_path / "cuda" / "bin" / "nvcc"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build, "STANDARD_ROOTS", ())
+    monkeypatch.delenv("KILN_NVCC", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    assert build.find_nvcc() == str(fake)
+    monkeypatch.setenv("KILN_NVCC", str(tmp_path / "missing-nvcc"))
+    with pytest.raises(build.CudaToolchainError, match="KILN_NVCC=.*missing-nvcc is not an executable"):
+        build.find_nvcc()
+    monkeypatch.delenv("KILN_NVCC")
+    monkeypatch.delenv("CUDA_HOME")
+    with pytest.raises(build.CudaToolchainError, match="nvcc not found: .* set CUDA_HOME"):
+        build.find_nvcc()
+    sample = Path(__file__).resolve().parents[1] / "samples" / "linear_regression.py"
+    code = cli.main(["compile", str(sample), "-o", str(tmp_path / "out"), "--target", "cuda", "--no-dump-ir"])
+    assert code == 2
+    assert "nvcc not found" in capsys.readouterr().err

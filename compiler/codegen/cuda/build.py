@@ -1,7 +1,8 @@
 """Build a rendered CUDA module into a shared library: ``nvcc`` for a GPU, or ``g++`` with
 the host emulator (``templates/cuda/kiln_cuda_emulate.h``) to run the same code on the CPU.
 
-``find_nvcc()`` looks on PATH, then under ``$CUDA_HOME``/``$CUDA_PATH``/``/usr/local/cuda``;
+``find_nvcc()`` takes ``$KILN_NVCC`` if set, else looks on PATH, then under ``$CUDA_HOME``,
+``$CUDA_PATH`` and ``/usr/local/cuda``;
 ``compile_cuda(source, out, arch=..., emulate=...)`` writes the library atomically.
 Device code is built for ``arch`` (``sm_90`` by default: H100/H200) and embedded as PTX too,
 so newer GPUs can JIT it.  ``KILN_CUDA_EMULATE=1`` makes ``emulate`` the default.
@@ -19,6 +20,7 @@ from pathlib import Path
 from ..llvm.build import BuildError, BuildResult
 
 DEFAULT_ARCH = "sm_90"
+STANDARD_ROOTS = ("/usr/local/cuda",)  # searched after $CUDA_HOME and $CUDA_PATH
 EMULATOR_HEADER = Path(__file__).resolve().parents[3] / "templates" / "cuda" / "kiln_cuda_emulate.h"
 
 
@@ -31,15 +33,25 @@ def emulate_default() -> bool:
     return os.environ.get("KILN_CUDA_EMULATE", "") not in ("", "0")
 
 
+def _executable(path) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK)
+
+
 def find_nvcc() -> str:
-    """The nvcc executable: PATH, then $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin."""
+    """The nvcc executable: $KILN_NVCC, else PATH, then $CUDA_HOME/bin, $CUDA_PATH/bin and
+    /usr/local/cuda/bin."""
+    forced = os.environ.get("KILN_NVCC")
+    if forced:
+        if not _executable(forced):
+            raise CudaToolchainError(f"KILN_NVCC={forced} is not an executable file")
+        return forced
     found = shutil.which("nvcc")
     if found:
         return found
-    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), *STANDARD_ROOTS]
     for root in filter(None, roots):
         candidate = Path(root) / "bin" / "nvcc"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        if _executable(candidate):
             return str(candidate)
     raise CudaToolchainError(
         "nvcc not found: the CUDA target needs the CUDA toolkit. Put nvcc on PATH or set CUDA_HOME "
