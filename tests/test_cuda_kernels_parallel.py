@@ -6,11 +6,14 @@ differential checks of the parallel kernels on the host emulator.
   block reductions, only scalar kernels run on one thread, and the GEMM tile choice;
 * the analysis on small hand-made nests: overlapping scatters stay sequential, checks and
   aliased buffers block inference, flagged loops are split per inner loop;
+* loops holding checks (label ranges, gather indices) are ordered block loops, not one
+  thread; a check inside a loop whose iterations depend on each other stays serial;
 * on the emulator (race checking on, so two threads touching one element fail the launch):
   every op and gradient of tests/op_table.py at batch sizes below and above a reduction
-  block, integer / bool reductions, a reduction whose tail fails a check, the three GEMM
-  variants with every transpose combination, and one training step of the MLP and the CNN
-  against the IR interpreter;
+  block, integer / bool reductions, a reduction whose tail fails a check, failing checks of
+  ordered loops (first failure in loop order, within and across chunks: the CPU backend's
+  message), the three GEMM variants with every transpose combination, and one training
+  step of the MLP and the CNN against the IR interpreter;
 * nvcc compiles the models' modules (skipped without nvcc).
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ import runtime
 from compiler import tf
 from compiler.codegen.cuda import program_variables, render_module
 from compiler.codegen.cuda.kernels import KernelRenderer
-from compiler.codegen.cuda.loops import Grid, Reduce, Serial, launch_groups
+from compiler.codegen.cuda.loops import Grid, Ordered, Reduce, Serial, launch_groups
 from compiler.compile import compile_entries
 from compiler.ir.from_graph import lower_graph
 from compiler.ir.interpreter import run_function
@@ -149,6 +152,19 @@ def test_cnn_gemm_tiles(cnn):
     assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0, dim3(kiln_tiles(m)" in line
 
 
+@pytest.mark.parametrize("model", ["mlp_train_step", "lenet_train_step"])
+def test_label_checks_are_ordered_block_loops(model):
+    """The sparse-softmax label range check: one block striding over N in loop order
+    (KILN_LAUNCH_SYNC, kiln_ord_threads), no longer a one-thread launch."""
+    program = _program(getattr(models, model))
+    launches, functions = _render(program)
+    (kernel,) = [k for k in functions if k.startswith("check_range")]
+    check, copy = _launches_of(launches, functions, kernel)
+    assert re.search(r"KILN_LAUNCH_SYNC\(k_train__check_range_\w+_c0, 1, kiln_ord_threads\(trip\), stream", check)
+    assert _trip(check, 7) == 7 and "kiln_blocks(trip), KILN_BLOCK" in copy
+    assert not any(", 1, 1, stream" in line for line in _launches_of(launches, functions, kernel))
+
+
 # ----------------------------------------------------------------------------- the analysis
 def _v(name):
     return K.Var(name, I64)
@@ -219,11 +235,49 @@ def test_checks_and_aliases_block_inference():
     store = K.Store("out", i, K.Load("x", i, F32))
     check = K.Check(K.Op("less", (K.Load("x", i, F32), K.Const(0.0, F32)), as_dtype("bool")), "neg {value}",
                     K.Load("x", i, F32))
-    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], _bufs(out=(N,), x=(N,)))[0], Serial)
+    # a check keeps the loop order of failures: not a grid, but an ordered block loop
+    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], _bufs(out=(N,), x=(N,)))[0], Ordered)
     assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], _bufs(out=(N,), x=(N,)))[0], Grid)
     aliased = _bufs(out=(N,), x=(N,))
     aliased["x"] = K.BufferDecl("x", F32, (N,), "arena", space="batch", offset=0)  # same memory as out
     assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], aliased)[0], Serial)
+    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], aliased)[0], Serial)
+
+
+def _check_negative(value, i):
+    return K.Check(K.Op("less", (value, K.Const(0.0, F32)), as_dtype("bool")), "neg {value}", i)
+
+
+def test_ordered_loop_shapes():
+    """Checks in a nest flatten its rectangular loops (row-major = loop order); a loop whose
+    iterations overlap (out[i//2] written by two i), a check under a non-rectangular loop
+    or state carried across iterations stay serial; a check inside an inner loop is fine
+    (its thread runs the inner loop in order)."""
+    i, j = _v("i"), _v("j")
+    at = _op("add", _op("mul", i, _c(3)), j)
+    x = K.Load("x", at, F32)
+    nested = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(3), K.Block([_check_negative(x, at), K.Store("out", at, x)])))
+    (plan,) = _plans([nested], _bufs(out=(N, 3), x=(N, 3)))
+    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i", "j"]
+    (plan,) = _plans([K.For(i, _c(0), K.Batch(I64), K.Block([K.For(j, _c(0), _c(3), _check_negative(x, at)),
+                                                             K.Store("y", i, K.Load("x", i, F32))]))],
+                     _bufs(y=(N,), x=(N, 3)))
+    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]
+    half = _op("idiv", i, _c(2))
+    overlap = K.For(i, _c(0), K.Batch(I64), K.Block([_check_negative(K.Load("x", i, F32), i),
+                                                     _add_into("out", half, K.Load("x", i, F32))]))
+    assert isinstance(_plans([overlap], _bufs(out=(N,), x=(N,)))[0], Serial)
+    triangle = K.For(i, _c(0), _c(8), K.For(j, _c(0), i, _check_negative(K.Load("x", j, F32), j)))
+    (plan,) = _plans([triangle], _bufs(x=(8,)))
+    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]  # j stays in the thread
+    dependent = K.For(i, _c(0), K.Batch(I64), K.Block([_check_negative(K.Load("x", i, F32), i),
+                                                       K.Store("out", _c(0), K.Load("x", i, F32))]))
+    assert isinstance(_plans([dependent], _bufs(out=(1,), x=(N,)))[0], Serial)  # every i writes out[0]
+    acc = K.Var("acc", F32)
+    carried = K.For(i, _c(0), K.Batch(I64), K.Block([K.DeclareAcc(acc, K.Const(0.0, F32)), K.For(
+        j, _c(0), _c(3), K.Block([K.Accumulate(acc, "add", x), _check_negative(acc, j)])), K.Store("y", i, acc)]))
+    (plan,) = _plans([carried], _bufs(y=(N,), x=(N, 3)))  # an accumulator of the iteration itself: fine
+    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]
 
 
 def test_flagged_loop_split_per_inner_loop():
@@ -423,19 +477,156 @@ def test_gemm_variants_match_interpreter(race_check):
                 np.testing.assert_allclose(got[0][name], want[0][name], rtol=2e-4, atol=2e-4, err_msg=f"{name} at {batch}")
 
 
+def _ordered_checks_program() -> K.Program:
+    """out[i] = 2 x[i] over an unflagged loop with three checks per iteration: x[i] NaN (a
+    float value), 2 x[i] > 1000 (float), |x[i]| > 1e6 (the index i: an integer value)."""
+    bufs = {"x": K.BufferDecl("x", F32, (N,), "feed", index=0, key="x:0"),
+            "out": K.BufferDecl("out", F32, (N,), "fetch", index=0, key="out:0")}
+    i, y, b = K.Var("i", I64), K.Var("y", F32), as_dtype("bool")
+    x = K.Load("x", i, F32)
+    body = K.Block([K.Check(K.Op("is_nan", (x,), b), "x is {value}", x),
+                    K.Let(y, K.Op("mul", (x, K.Const(2.0, F32)), F32)),
+                    K.Check(K.Op("greater", (y, K.Const(1000.0, F32)), b), "2x = {value} is too big", y),
+                    K.Check(K.Op("greater", (K.Op("abs", (x,), F32), K.Const(1e6, F32)), b), "x[{value}] is huge", i),
+                    K.Store("out", i, y)])
+    kernel = K.Kernel("checks", ["x"], ["out"], K.Block([K.For(i, _c(0), K.Batch(I64), body)]), origin="checks (hand-made)")
+    return K.Program("p", bufs, [kernel], feeds=["x:0"], fetches=["out:0"])
+
+
+class _RawLib:
+    """A library built from kernel-IR programs, called through the raw ABI (one feed, one fetch)."""
+
+    def __init__(self, path, race=False):
+        vp = ctypes.c_void_p
+        self.lib = lib = ctypes.CDLL(str(path))
+        lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
+        lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
+        lib.kiln_entry_p.restype = ctypes.c_int32
+        lib.kiln_entry_p.argtypes = [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
+        if race:
+            lib.kiln_emu_set_race_check.argtypes = [ctypes.c_int]
+            lib.kiln_emu_last_race.restype = ctypes.c_char_p
+            lib.kiln_emu_set_race_check(1)
+        self.state = lib.kiln_create()
+
+    def run(self, x):
+        vp = ctypes.c_void_p
+        out = np.zeros_like(x)
+        rc = self.lib.kiln_entry_p(self.state, len(x), (vp * 1)(x.ctypes.data), (vp * 1)(out.ctypes.data))
+        return rc, (self.lib.kiln_last_error(self.state) or b"").decode() if rc else "", out
+
+
+@needs_emulator
+def test_ordered_checks_report_the_first_failure_like_cpu(tmp_path):
+    """Batch 1500: two chunks of 1024 threads.  Failures in the first chunk, in the second
+    only, in one iteration (the first failing check of it), float and integer values: the
+    CUDA module's message is the CPU backend's, the valid batch gives its results, and the
+    race checker sees no race."""
+    from compiler.codegen.cuda.build import compile_cuda
+    from compiler.codegen.llvm.build import compile_module
+    from compiler.codegen.llvm.module import build_module
+
+    program = _ordered_checks_program()
+    (plan,) = launch_groups("checks", program.kernels[0].body.body, program.buffers)
+    assert isinstance(plan, Ordered)
+    compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "cuda.so", emulate=True)
+    compile_module(build_module({"p": program}, []), str(tmp_path / "cpu.so"))
+    cuda, cpu = _RawLib(tmp_path / "cuda.so", race=True), _RawLib(tmp_path / "cpu.so")
+    rng = np.random.default_rng(5)
+    cases = {"valid": {}, "first chunk": {5: 700.0, 900: np.nan, 1300: -2e6}, "second chunk": {1100: np.nan, 1300: 900.0},
+             "at 0": {0: -3e6, 1: np.nan}, "last": {1499: 501.5}, "one iteration": {1200: 2e6, 1400: np.nan},
+             "integer value": {1030: -5e6, 1031: 600.0}}
+    seen = set()
+    for name, bad in cases.items():
+        x = rng.uniform(-400, 400, 1500).astype(np.float32)
+        for pos, value in bad.items():
+            x[pos] = value
+        (rc_gpu, msg_gpu, out_gpu), (rc_cpu, msg_cpu, out_cpu) = cuda.run(x), cpu.run(x)
+        assert cuda.lib.kiln_emu_last_race() == b"", name
+        assert (rc_gpu, msg_gpu) == (rc_cpu, msg_cpu), name
+        if bad:
+            assert rc_gpu == 3 and msg_gpu.startswith("checks (hand-made): "), (name, msg_gpu)
+            seen.add(msg_gpu)
+        else:
+            assert rc_gpu == 0
+            np.testing.assert_array_equal(out_gpu, out_cpu)
+    assert seen == {"checks (hand-made): 2x = 1400 is too big", "checks (hand-made): x is nan",
+                    "checks (hand-made): x[0] is huge", "checks (hand-made): 2x = 1003 is too big",
+                    "checks (hand-made): 2x = 4e+06 is too big", "checks (hand-made): x[1030] is huge"}
+
+
+def _label_and_gather_entries():
+    """A sparse-softmax loss (the label range check over N) and a gather over [N, 3] indices
+    (its index check flattens both loops)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 10], name="x")
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        idx = tf.placeholder(tf.int32, [None, 3], name="idx")
+        table = tf.constant(np.arange(14, dtype=np.float32).reshape(7, 2))
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x * 2.0), name="loss")
+        picked = tf.identity(tf.gather(table, idx) * 1.5, name="picked")
+        entries = {"f": ([loss, picked], [], [x, labels, idx])}
+    return graph, entries
+
+
+@needs_emulator
+def test_label_and_index_checks_match_cpu(tmp_path, race_check):
+    """Bad labels at 3 and 200 of a batch of 300, at 0, and at 1100 / 1400 of 1500 (the
+    second chunk); a bad gather index at [250, 2] before one at [260, 0]: the CPU backend's
+    message; valid feeds: its results.  Race checking is on (a race fails the step)."""
+    from tests.cuda_kit import load_pair
+
+    graph, entries = _label_and_gather_entries()
+    cpu, gpu = load_pair(graph, entries, tmp_path)
+    rng = np.random.default_rng(6)
+
+    def feeds(n, bad_labels=(), bad_idx=()):
+        f = {"x:0": rng.standard_normal((n, 10)).astype(np.float32), "labels:0": rng.integers(0, 10, n).astype(np.int64),
+             "idx:0": rng.integers(0, 7, (n, 3)).astype(np.int32)}
+        for pos, value in bad_labels:
+            f["labels:0"][pos] = value
+        for pos, value in bad_idx:
+            f["idx:0"][pos] = value
+        return f
+
+    with cpu.new_state() as c, gpu.new_state() as g:
+        for n in (300, 1500):
+            f = feeds(n)
+            want, got = c.run("f", f), g.run("f", f)
+            np.testing.assert_allclose(got["loss:0"], want["loss:0"], rtol=1e-5)
+            np.testing.assert_array_equal(got["picked:0"], want["picked:0"])
+        cases = [(300, [(3, 12), (200, -1)], []), (300, [(0, 10)], []), (1500, [(1100, 11), (1400, -7)], []),
+                 (300, [], [((250, 2), 9), ((260, 0), -1)]), (1500, [], [((1499, 1), 7)])]
+        for n, bad_labels, bad_idx in cases:
+            f = feeds(n, bad_labels, bad_idx)
+            messages = []
+            for state in (c, g):
+                with pytest.raises(runtime.KilnRuntimeError) as info:
+                    state.run("f", f)
+                assert info.value.code == 3, info.value.message
+                messages.append(info.value.message)
+            assert messages[1] == messages[0], (n, bad_labels, bad_idx)
+            first = (bad_labels or bad_idx)[0][1]
+            assert f"value of {first} " in messages[1] or f"index {first} " in messages[1], messages[1]
+        assert np.isfinite(g.run("f", feeds(9))["loss:0"])  # the state still works
+
+
 # ----------------------------------------------------------------------------- nvcc
 @pytest.mark.skipif(NVCC is None, reason="nvcc (CUDA toolkit) is not on PATH: cannot compile the .cu")
 def test_nvcc_compiles_models(tmp_path):
-    """The CNN and MLP steps (every launch shape: grids, reductions, the three GEMMs) and a
-    reduction whose tail checks."""
+    """The CNN and MLP steps (every launch shape: grids, reductions, the three GEMMs, the
+    ordered label check), a reduction whose tail checks and an ordered loop with float and
+    integer checks."""
     def build(name):
-        program = _sum_with_check_program() if name == "sum_check" else _program(getattr(models, name))
+        hand_made = {"sum_check": _sum_with_check_program, "ordered_checks": _ordered_checks_program}
+        program = hand_made[name]() if name in hand_made else _program(getattr(models, name))
         cu = tmp_path / f"{name}.cu"
         cu.write_text(render_module({"train": program}, program_variables([program])))
         return subprocess.run([NVCC, "-arch=sm_90", "-c", str(cu), "-o", str(cu.with_suffix(".o"))],
                               check=False, capture_output=True, text=True, timeout=300)
 
-    names = ("cnn_train_step", "mlp_train_step", "sum_check")
+    names = ("cnn_train_step", "mlp_train_step", "sum_check", "ordered_checks")
     with ThreadPoolExecutor(max_workers=2) as pool:
         for name, result in zip(names, pool.map(build, names)):
             assert result.returncode == 0, f"{name}: nvcc failed\n{result.stderr[-4000:]}"

@@ -2,7 +2,8 @@
 
 ``KernelRenderer(program, entry, add_check)`` renders each ``Kernel`` of one entry point's
 program as one or more ``__global__`` functions named ``k_<entry>__<kernel>_s<j>`` (loop
-nests and serial statements), ``..._r<j>`` (block reductions) or ``..._g<j>`` (GEMMs), and
+nests and serial statements), ``..._r<j>`` (block reductions), ``..._c<j>`` (ordered loops
+holding checks) or ``..._g<j>`` (GEMMs), and
 collects the host lines that launch them in order on ``stream`` with the buffer table ``b``
 and the batch size ``N`` (``templates/cuda/host.cu.j2`` places those lines).  Which loops
 run in parallel is decided by ``loops.launch_groups``; launch geometry:
@@ -17,6 +18,9 @@ run in parallel is decided by ``loops.launch_groups``; launch geometry:
   tile (4x4 outputs per thread) when the output has enough such tiles; else the 16x16
   one-output-per-thread tile; all ``KILN_LAUNCH_SYNC``.  Rules over constant sizes are
   decided here, the others by the launch line at run time;
+* ``Ordered``: an unflagged loop holding checks, in loop order: one block of up to
+  ``KILN_ORD_BLOCK`` threads over chunks of ``blockDim`` iterations, stopping at the chunk's
+  first failing iteration (``checked.cu.j2``, ``KILN_LAUNCH_SYNC``);
 * ``Serial``: one thread.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from ...lower import kernel_ir as K
 from .exprs import CudaRenderError, Exprs, Stmts, ctype, ident
 from .footprint import walk
-from .loops import Grid, Reduce, Serial, launch_groups
+from .loops import Grid, Ordered, Reduce, Serial, launch_groups
 
 BIG_TILE = 64  # the register-blocked GEMM's tile (gemm.cu.j2: KILN_BIG_TILE)
 BIG_MIN_DIM = 48  # m and n from which the big tile is worth it ...
@@ -40,7 +44,12 @@ GEMM_VARIANTS = {
     "big": ("b", "dim3(kiln_big_tiles(m), kiln_big_tiles(n), (unsigned int)nb)", "dim3(KILN_TILE, KILN_TILE)",
             "kiln_gemm_big(m, n, nb)"),
     "small": ("", "dim3(kiln_tiles(m), kiln_tiles(n), (unsigned int)nb)", "dim3(KILN_TILE, KILN_TILE)", None),
+    # --cuda-tf32, float32: TF32 tensor cores (wmma) in place of "big" / "small", same rules
+    "wmma64": ("w", "dim3(kiln_big_tiles(m), kiln_big_tiles(n), (unsigned int)nb)", "dim3(KILN_WMMA_THREADS)",
+               "kiln_gemm_big(m, n, nb)"),
+    "wmma32": ("v", "dim3(kiln_wmma_tiles(m), kiln_wmma_tiles(n), (unsigned int)nb)", "dim3(KILN_WMMA_THREADS)", None),
 }
+TF32_VARIANTS = {"big": "wmma64", "small": "wmma32"}  # the k-split kernel stays fp32 (few outputs, long k)
 
 
 @dataclass
@@ -54,6 +63,7 @@ class KernelFunction:
     stop: str = ""
     gemm: dict = None
     reduce: dict = None
+    ordered: dict = None
 
 
 @dataclass
@@ -93,6 +103,7 @@ class KernelRenderer:
         self.x = Exprs(program)
         self.origin = ""
         self.stmts = Stmts(self.x, lambda message, dtype: add_check(self.origin, message, dtype))
+        self.recorded = RecordedChecks(self.x, self.stmts.add_check)
         self.launches: list = []
 
     def decls(self, tree, early_exit=True) -> str:
@@ -118,6 +129,8 @@ class KernelRenderer:
                 out.functions.append(self.grid_loop(f"{out.name}_s{j}", group))
             elif isinstance(group, Reduce):
                 out.functions.append(self.reduce(f"{out.name}_r{j}", group))
+            elif isinstance(group, Ordered):
+                out.functions.append(self.ordered(f"{out.name}_c{j}", group))
             else:
                 out.functions.append(self.sequential(f"{out.name}_s{j}", group))
         return out
@@ -170,11 +183,21 @@ class KernelRenderer:
         tree = plan.par + plan.head + plan.red + plan.body + plan.tail
         return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
 
+    def ordered(self, name, plan: Ordered) -> KernelFunction:
+        trip = self.trip(plan.loops)
+        body = self.decode(plan.loops, "kiln_f", "        ") + self.recorded.block(plan.body, 4)
+        self.launches.append(f"{{ const long long trip = {trip}; if (trip > 0) "
+                             f"KILN_LAUNCH_SYNC({name}, 1, kiln_ord_threads(trip), stream, b, N); }}")
+        return KernelFunction(name, self.decls(plan.loops + plan.body, early_exit=False),
+                              ordered={"trip": trip, "body": "\n".join(body)})
+
     def gemm(self, name, g: K.Gemm) -> list:
         """The GEMM's functions (one per variant that may run: ``_gemm_variants``) and its
         launch line, which picks among them at run time when the sizes are not constants."""
         info = self.gemm_info(name, g)
         variants = _gemm_variants(g)
+        if self.tf32 and info["ctype"] == "float":
+            variants = [TF32_VARIANTS.get(v, v) for v in variants]
         launch = ""
         for i, v in enumerate(variants):
             suffix, grid, block, rule = GEMM_VARIANTS[v]
@@ -208,6 +231,20 @@ class KernelRenderer:
             info.update({key: ident(o.buffer, "b_"), f"{key}_off": x(o.offset), f"ld{key}": x(o.ld),
                          f"{key}_t": o.transposed, f"{key}_bs": bs(o)})
         return info
+
+
+class RecordedChecks(Stmts):
+    """Statements of an ordered loop's iteration (``checked.cu.j2``): a failing ``Check``
+    records its id, kind and value in the thread's ``kiln_cid``/``kiln_isf``/``kiln_fv``/
+    ``kiln_iv`` and returns from the iteration's lambda; the block reports the first one."""
+
+    def lines(self, s, depth) -> list:
+        if not isinstance(s, K.Check):
+            return super().lines(s, depth)
+        cid = self.add_check(s.message, s.value.dtype)
+        isf = s.value.dtype.is_floating
+        value = f"kiln_fv = (double)({self.x(s.value)})" if isf else f"kiln_iv = (long long)({self.x(s.value)})"
+        return [f"{'  ' * depth}if ({self.x(s.cond)}) {{ kiln_cid = {cid}; kiln_isf = {int(isf)}; {value}; return; }}"]
 
 
 def _gemm_variants(g: K.Gemm) -> list:

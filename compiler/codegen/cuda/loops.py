@@ -21,10 +21,18 @@
   (the bias-gradient shape: init loop, then rows outside, columns inside; with
   ``GRID_FILL`` columns or more, a ``Grid`` over the columns instead).  The sum is
   reassociated: it differs from the sequential one by rounding only;
+* ``Ordered``: a loop holding a ``Check`` that is not flagged (the CPU semantics: the
+  first failing iteration in loop order reports its value, and nothing after it runs):
+  when its bounds are free of loop variables and its iterations are independent (nothing
+  written, or ``footprint.separating`` proves the stores disjoint), the leading rectangular
+  loops of its nest are flattened and run by one block in chunks of ``blockDim``
+  iterations; the block stops at the chunk holding the smallest failing flat index, which
+  is the first failing iteration in loop order (``checked.cu.j2``);
 * ``Serial``: everything else, one thread.
 
-Loops whose body holds a ``Check`` are parallel only through their flags (a failed check
-stops the sequential loop; in parallel, other iterations still run).
+Flagged loops whose body holds a ``Check`` are parallel through their flags (a ``Grid``;
+a failed check stops its thread, other iterations still run, as on the CPU backend's
+threads); unflagged ones are ``Ordered`` or ``Serial``.
 """
 from __future__ import annotations
 
@@ -58,6 +66,12 @@ class Reduce:
     body: list  # one reduced iteration
     reducers: list  # [(K.Var, combine)]: partials combined over the block
     tail: list  # thread 0, after the combination
+
+
+@dataclass
+class Ordered:
+    loops: list  # the For loops flattened into one ordered iteration space, outermost first
+    body: list  # one iteration (the other loops of the nest stay, run in order by its thread)
 
 
 @dataclass
@@ -131,10 +145,11 @@ def _decl_bytes(decl) -> tuple:
     return decl.offset, decl.offset + size
 
 
-def inferable(tree, buffers) -> bool:
-    """Whether loop independence may be inferred from the accesses: no ``Check`` and no two
-    buffers (one of them written) sharing workspace memory."""
-    if any(isinstance(s, (K.Check, K.Gemm)) for s, _ in walk(tree)):
+def inferable(tree, buffers, checks=False) -> bool:
+    """Whether loop independence may be inferred from the accesses: no ``Check`` (unless
+    ``checks``: the caller keeps the loop order of failures) and no two buffers (one of them
+    written) sharing workspace memory."""
+    if any(isinstance(s, K.Gemm) or (isinstance(s, K.Check) and not checks) for s, _ in walk(tree)):
         return False
     acc = accesses(tree)
     written = {a.buffer for a in acc if a.store}
@@ -189,7 +204,7 @@ def plan_loop(loop, buffers):
     infer = inferable(loop, buffers)
     par = _parallel_loops(loop, loops, infer)
     if not par:
-        return None
+        return ordered(loop, buffers)
     if infer:
         plan = _reduce_updates(loop, levels, body, par)
         if plan is None and par == {f.var.name for f in loops}:
@@ -197,6 +212,35 @@ def plan_loop(loop, buffers):
         if plan is not None:
             return plan
     return Grid([f for f in loops if f.var.name in par], _thread_body(levels, body, par))
+
+
+def ordered(loop, buffers):
+    """An ``Ordered`` plan for an unflagged loop holding a ``Check``, or None: its leading
+    rectangular loops (the longest prefix whose iterations provably touch disjoint
+    elements) become one flat, ordered iteration space; a thread runs the rest in order."""
+    if not rectangular(loop) or not any(isinstance(s, K.Check) for s, _ in walk(loop)):
+        return None
+    if not inferable(loop, buffers, checks=True):
+        return None
+    levels, body = nest(loop)
+    loops = []
+    for lv in levels:
+        if not rectangular(lv.loop):
+            break
+        loops.append(lv.loop)
+    written = {a.buffer for a in accesses(loop) if a.store}
+    while loops and written:
+        names = {f.var.name for f in loops}
+        if separating(loop, written, names) == names:
+            break
+        loops.pop()
+    if not loops:
+        return None
+    thread = _thread_body(levels, body, {f.var.name for f in loops})
+    declared = {s.var.name for s, _ in walk(thread) if isinstance(s, K.DeclareAcc)}
+    if any(isinstance(s, K.Accumulate) and s.var.name not in declared for s, _ in walk(thread)):
+        return None  # state carried from one iteration to the next
+    return Ordered(loops, thread)
 
 
 def _parallel_loops(loop, loops, infer) -> set:
@@ -348,7 +392,7 @@ def launch_groups(name, body, buffers) -> list:
             plans = [(piece, plan_loop(piece, buffers)) for piece in fission(s)]
             plans = [p if p is not None else piece for piece, p in plans]
         for p in plans or [s]:
-            if isinstance(p, (Grid, Reduce, K.Gemm)):
+            if isinstance(p, (Grid, Reduce, Ordered, K.Gemm)):
                 if run:
                     groups.append(Serial(run))
                     run = []
