@@ -291,3 +291,25 @@ def test_emulated_mlp_trains_with_tf32(tmp_path):
     assert got[-1] < 0.8 * got[0]
     np.testing.assert_allclose(got, want, rtol=1e-2)
     assert got != want
+
+
+@needs_emulator
+def test_session_option_selects_tf32():
+    """tf.ConfigProto(kiln_cuda_tf32=True) makes a GPU session's matmul TF32: within TF32's
+    rounding of the fp32 result, and not equal to it."""
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal((50, 40)).astype(np.float32)
+    w0 = rng.standard_normal((40, 70)).astype(np.float32)
+    out = {}
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 40])
+        y = tf.matmul(x, tf.Variable(w0))
+        for tf32 in (False, True):
+            config = tf.ConfigProto(kiln_backend="cuda", kiln_cuda_emulate=True, kiln_cuda_tf32=tf32)
+            with tf.Session(config=config) as sess:
+                sess.run(tf.global_variables_initializer())
+                out[tf32] = sess.run(y, {x: xs})
+    exact = xs.astype(np.float64) @ w0.astype(np.float64)
+    np.testing.assert_allclose(out[False], exact, rtol=1e-5, atol=1e-4)
+    scale = np.abs(xs).max() * np.abs(w0).max() * 40
+    assert 0 < np.abs(out[True] - exact).max() < 2e-3 * scale

@@ -2,7 +2,7 @@
 
 * ``ConfigProto`` — the TF1 session options Kiln honours: ``allow_soft_placement``,
   ``log_device_placement``, ``device_count`` (``{"GPU": 0}`` hides the GPU), plus Kiln's
-  own ``kiln_backend`` / ``kiln_cache_dir`` / ``kiln_cuda_emulate``.
+  own ``kiln_backend`` / ``kiln_cache_dir`` / ``kiln_cuda_emulate`` / ``kiln_cuda_tf32``.
 * ``choose_target`` — a signature runs on the GPU (the CUDA backend) when the session's
   backend is ``"cuda"`` or one of its ops was placed with ``tf.device('/gpu:0')``.  Without a
   usable GPU that is an ``InvalidArgumentError`` like TF's, unless soft placement is on (then
@@ -38,7 +38,7 @@ class ConfigProto:
 
     def __init__(self, allow_soft_placement=False, log_device_placement=False, device_count=None,
                  gpu_options=None, intra_op_parallelism_threads=0, inter_op_parallelism_threads=0,
-                 kiln_backend=None, kiln_cache_dir=None, kiln_cuda_emulate=None):
+                 kiln_backend=None, kiln_cache_dir=None, kiln_cuda_emulate=None, kiln_cuda_tf32=False):
         self.allow_soft_placement = bool(allow_soft_placement)
         self.log_device_placement = bool(log_device_placement)
         self.device_count = dict(device_count or {})
@@ -48,6 +48,7 @@ class ConfigProto:
         self.kiln_backend = kiln_backend
         self.kiln_cache_dir = kiln_cache_dir
         self.kiln_cuda_emulate = kiln_cuda_emulate
+        self.kiln_cuda_tf32 = kiln_cuda_tf32
 
 
 def config_get(config, key):

@@ -201,7 +201,8 @@ class Session:
         from ..compile import Target, finish_entry
 
         kind = choose_target(self.backend, self.config, tensors, targets)
-        target = Target.make(kind, emulate=emulate_cuda(self.config) if kind == "cuda" else None)
+        target = Target.make(kind, emulate=emulate_cuda(self.config), tf32=bool(config_get(self.config, "cuda_tf32"))) \
+            if kind == "cuda" else Target()
         try:
             lowered = finish_entry(ENTRY, fn, skip_empty=True)
             if lowered.program is None:
