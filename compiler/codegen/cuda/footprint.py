@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 
 from ...lower import kernel_ir as K
+from ...lower.kernel_walk import iter_exprs as sub_exprs
+from ...lower.kernel_walk import stmt_exprs
 
 INF = math.inf
 UNKNOWN = (-INF, INF)
@@ -44,40 +46,6 @@ def walk(stmts, conds=()):
             yield from walk(s.body, conds)
         elif isinstance(s, K.If):
             yield from walk(s.then, conds + (s.cond,))
-
-
-def stmt_exprs(s) -> list:
-    """The expressions a statement evaluates itself (not those of nested statements)."""
-    if isinstance(s, K.For):
-        return [s.start, s.stop]
-    if isinstance(s, K.Let):
-        return [s.value]
-    if isinstance(s, K.DeclareAcc):
-        return [s.init]
-    if isinstance(s, K.Accumulate):
-        return [s.value]
-    if isinstance(s, K.Store):
-        return [s.index, s.value]
-    if isinstance(s, K.If):
-        return [s.cond]
-    if isinstance(s, K.Check):
-        return [s.cond, s.value]
-    return []
-
-
-def sub_exprs(e):
-    """``e`` and every expression inside it."""
-    yield e
-    if isinstance(e, K.Load):
-        yield from sub_exprs(e.index)
-    elif isinstance(e, K.Op):
-        for a in e.args:
-            yield from sub_exprs(a)
-    elif isinstance(e, K.Cast):
-        yield from sub_exprs(e.value)
-    elif isinstance(e, K.Random):
-        yield from sub_exprs(e.index)
-        yield from sub_exprs(e.step)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ import numpy as np
 
 from ...lower import kernel_ir as K
 from .exprs import CudaRenderError
-from .footprint import accesses, separating, stmt_exprs, stmt_list, sub_exprs, var_names, walk
+from ...lower.kernel_walk import iter_exprs as sub_exprs
+from ...lower.kernel_walk import stmt_exprs
+from .footprint import accesses, separating, stmt_list, var_names, walk
 
 RED_MIN_TRIP = 256  # reduced iterations from which a reduction gets a thread block
 GRID_FILL = 16384  # outputs from which a column reduction runs a thread per column instead

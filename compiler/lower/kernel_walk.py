@@ -1,0 +1,62 @@
+"""Backend-neutral walks over kernel-IR trees: the statements inside a statement, and the
+expressions a statement evaluates (both backends' analyses start from these)."""
+from __future__ import annotations
+
+from . import kernel_ir as K
+
+
+def sub_stmts(s):
+    """The statements directly inside ``s``."""
+    if isinstance(s, K.Block):
+        return list(s.body)
+    if isinstance(s, K.For):
+        return [s.body]
+    if isinstance(s, K.If):
+        return [s.then]
+    if isinstance(s, K.Gemm) and s.epilogue is not None:
+        return [s.epilogue]
+    return []
+
+
+def iter_stmts(s):
+    """``s`` and every statement inside it, depth first."""
+    yield s
+    for sub in sub_stmts(s):
+        yield from iter_stmts(sub)
+
+
+def stmt_exprs(s):
+    """The expressions a statement evaluates itself (not those of nested statements)."""
+    if isinstance(s, K.For):
+        return [s.start, s.stop]
+    if isinstance(s, (K.Let, K.Accumulate)):
+        return [s.value]
+    if isinstance(s, K.DeclareAcc):
+        return [s.init]
+    if isinstance(s, K.Store):
+        return [s.index, s.value]
+    if isinstance(s, K.If):
+        return [s.cond]
+    if isinstance(s, K.Check):
+        return [s.cond, s.value]
+    if isinstance(s, K.Gemm):
+        out = [s.m, s.n, s.k] + ([s.batch] if s.batch is not None else [])
+        for op in (s.a, s.b, s.c):
+            out += [op.offset, op.ld] + ([op.batch_stride] if op.batch_stride is not None else [])
+        return out
+    return []
+
+
+def iter_exprs(e):
+    """``e`` and all its sub-expressions."""
+    yield e
+    if isinstance(e, K.Load):
+        yield from iter_exprs(e.index)
+    elif isinstance(e, K.Op):
+        for a in e.args:
+            yield from iter_exprs(a)
+    elif isinstance(e, K.Cast):
+        yield from iter_exprs(e.value)
+    elif isinstance(e, K.Random):
+        yield from iter_exprs(e.index)
+        yield from iter_exprs(e.step)
