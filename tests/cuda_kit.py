@@ -76,3 +76,35 @@ def assert_states_close(a, b, rtol=1e-4, atol=1e-5):
     """Every variable of two states agrees (see :func:`assert_weights_close`)."""
     for name in a.variable_names():
         assert_weights_close(b.read_variable(name), a.read_variable(name), name, rtol, atol)
+
+
+class RawAbiLib:
+    """A library built straight from kernel-IR programs (no manifest), called through the
+    raw ABI: one state, ``run(entry, inputs, outputs, batch) -> (code, error message)``.
+    ``race``: turn on the emulator's race checker (emulated libraries only)."""
+
+    def __init__(self, path, race=False):
+        vp = ctypes.c_void_p
+        self.lib = lib = ctypes.CDLL(str(path))
+        lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
+        lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
+        if race:
+            lib.kiln_emu_set_race_check.argtypes = [ctypes.c_int]
+            lib.kiln_emu_last_race.restype = ctypes.c_char_p
+            lib.kiln_emu_set_race_check(1)
+        self.state = lib.kiln_create()
+        assert self.state, f"kiln_create failed for {path}"
+
+    def run(self, entry, inputs, outputs, batch):
+        vp = ctypes.c_void_p
+        fn = getattr(self.lib, f"kiln_entry_{entry}")
+        fn.restype, fn.argtypes = ctypes.c_int32, [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
+        code = fn(self.state, batch, (vp * max(len(inputs), 1))(*[a.ctypes.data for a in inputs]),
+                  (vp * max(len(outputs), 1))(*[a.ctypes.data for a in outputs]))
+        return code, (self.lib.kiln_last_error(self.state) or b"").decode() if code else ""
+
+    def last_race(self) -> bytes:
+        return self.lib.kiln_emu_last_race()
+
+    def close(self):
+        self.lib.kiln_destroy(self.state)

@@ -6,7 +6,6 @@ graph.  Their launch shapes: test_cuda_kernels_parallel.py.
 """
 from __future__ import annotations
 
-import ctypes
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import runtime
 from compiler import tf
 from compiler.codegen.cuda import program_variables, render_module
 from compiler.codegen.cuda.loops import Ordered, Reduce, launch_groups
-from tests.cuda_kit import needs_emulator
+from tests.cuda_kit import RawAbiLib, needs_emulator
 from tests.kernel_ir_kit import ordered_checks_program, sum_with_check_program
 
 
@@ -33,46 +32,24 @@ def test_reduction_tail_check_on_emulator(tmp_path):
     (plan,) = launch_groups("sum", program.kernels[0].body.body, program.buffers)
     assert isinstance(plan, Reduce) and not plan.par
     compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "p.so", emulate=True)
-    lib = ctypes.CDLL(str(tmp_path / "p.so"))
-    vp = ctypes.c_void_p
-    lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
-    lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
-    lib.kiln_entry_p.restype = ctypes.c_int32
-    lib.kiln_entry_p.argtypes = [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
-    state = lib.kiln_create()
+    lib = RawAbiLib(tmp_path / "p.so")
     try:
         for x in (np.linspace(-1, 2, 600, dtype=np.float32), np.linspace(-2, 1, 600, dtype=np.float32)):
             out = np.zeros((), np.float32)
-            rc = lib.kiln_entry_p(state, len(x), (vp * 1)(x.ctypes.data), (vp * 1)(out.ctypes.data))
+            code, message = lib.run("p", [x], [out], len(x))
             if x.sum() >= 0:
-                assert rc == 0 and out == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-5)
+                assert code == 0 and out == pytest.approx(float(x.astype(np.float64).sum()), rel=1e-5)
             else:
-                assert rc == 3 and b"negative sum -300" in lib.kiln_last_error(state)
+                assert code == 3 and "negative sum -300" in message
     finally:
-        lib.kiln_destroy(state)
+        lib.close()
 
 
-class _RawLib:
-    """A library built from kernel-IR programs, called through the raw ABI (one feed, one fetch)."""
-
-    def __init__(self, path, race=False):
-        vp = ctypes.c_void_p
-        self.lib = lib = ctypes.CDLL(str(path))
-        lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
-        lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
-        lib.kiln_entry_p.restype = ctypes.c_int32
-        lib.kiln_entry_p.argtypes = [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
-        if race:
-            lib.kiln_emu_set_race_check.argtypes = [ctypes.c_int]
-            lib.kiln_emu_last_race.restype = ctypes.c_char_p
-            lib.kiln_emu_set_race_check(1)
-        self.state = lib.kiln_create()
-
-    def run(self, x):
-        vp = ctypes.c_void_p
-        out = np.zeros_like(x)
-        rc = self.lib.kiln_entry_p(self.state, len(x), (vp * 1)(x.ctypes.data), (vp * 1)(out.ctypes.data))
-        return rc, (self.lib.kiln_last_error(self.state) or b"").decode() if rc else "", out
+def _run(lib, x):
+    """The one-feed, one-fetch program ``p`` on ``x``: (code, message, output)."""
+    out = np.zeros_like(x)
+    code, message = lib.run("p", [x], [out], len(x))
+    return code, message, out
 
 
 @needs_emulator
@@ -90,7 +67,7 @@ def test_ordered_checks_report_the_first_failure_like_cpu(tmp_path):
     assert isinstance(plan, Ordered)
     compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "cuda.so", emulate=True)
     compile_module(build_module({"p": program}, []), str(tmp_path / "cpu.so"))
-    cuda, cpu = _RawLib(tmp_path / "cuda.so", race=True), _RawLib(tmp_path / "cpu.so")
+    cuda, cpu = RawAbiLib(tmp_path / "cuda.so", race=True), RawAbiLib(tmp_path / "cpu.so")
     rng = np.random.default_rng(5)
     cases = {"valid": {}, "first chunk": {5: 700.0, 900: np.nan, 1300: -2e6}, "second chunk": {1100: np.nan, 1300: 900.0},
              "at 0": {0: -3e6, 1: np.nan}, "last": {1499: 501.5}, "one iteration": {1200: 2e6, 1400: np.nan},
@@ -100,8 +77,8 @@ def test_ordered_checks_report_the_first_failure_like_cpu(tmp_path):
         x = rng.uniform(-400, 400, 1500).astype(np.float32)
         for pos, value in bad.items():
             x[pos] = value
-        (rc_gpu, msg_gpu, out_gpu), (rc_cpu, msg_cpu, out_cpu) = cuda.run(x), cpu.run(x)
-        assert cuda.lib.kiln_emu_last_race() == b"", name
+        (rc_gpu, msg_gpu, out_gpu), (rc_cpu, msg_cpu, out_cpu) = _run(cuda, x), _run(cpu, x)
+        assert cuda.last_race() == b"", name
         assert (rc_gpu, msg_gpu) == (rc_cpu, msg_cpu), name
         if bad:
             assert rc_gpu == 3 and msg_gpu.startswith("checks (hand-made): "), (name, msg_gpu)

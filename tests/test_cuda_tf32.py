@@ -9,7 +9,6 @@ and against exact fp32 products (loose: TF32's ~1e-3 relative error must show).
 """
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from compiler.ir.interpreter import run_function
 from compiler.ir.types import N, as_dtype
 from compiler.lower import kernel_ir as K
 from tests import models
-from tests.cuda_kit import needs_emulator
+from tests.cuda_kit import RawAbiLib, needs_emulator
 
 NVCC = shutil.which("nvcc")
 I64, F32, F64 = as_dtype("int64"), as_dtype("float32"), as_dtype("float64")
@@ -142,32 +141,13 @@ def _reference(name, feeds, rounding):
     return c, scale
 
 
-class _GemmLib:
-    """The GEMM program built for the emulator, called through the raw ABI."""
-
-    def __init__(self, path):
-        vp = ctypes.c_void_p
-        self.lib = lib = ctypes.CDLL(str(path))
-        lib.kiln_create.restype, lib.kiln_destroy.argtypes = vp, [vp]
-        lib.kiln_last_error.restype, lib.kiln_last_error.argtypes = ctypes.c_char_p, [vp]
-        lib.kiln_entry_gemms.restype = ctypes.c_int32
-        lib.kiln_entry_gemms.argtypes = [vp, ctypes.c_int64, ctypes.POINTER(vp), ctypes.POINTER(vp)]
-        lib.kiln_emu_set_race_check.argtypes = [ctypes.c_int]
-        lib.kiln_emu_set_race_check(1)  # the epilogues' KILN_LD / KILN_ST
-        self.state = lib.kiln_create()
-        assert self.state
-
-    def run(self, program, feeds, batch_n):
-        vp = ctypes.c_void_p
-        ins = [np.ascontiguousarray(feeds[key[:-2]], np.float32) for key in program.feeds]
-        outs = {key[:-2]: np.zeros(_operand_shapes(key[:-4], batch_n)[2], np.float32) for key in program.fetches}
-        rc = self.lib.kiln_entry_gemms(self.state, batch_n, (vp * len(ins))(*[a.ctypes.data for a in ins]),
-                                       (vp * len(outs))(*[a.ctypes.data for a in outs.values()]))
-        assert rc == 0, self.lib.kiln_last_error(self.state)
-        return outs  # "<case>_c" -> C
-
-    def close(self):
-        self.lib.kiln_destroy(self.state)
+def _run_gemms(lib, program, feeds, batch_n) -> dict:
+    """The GEMM program on ``feeds``: ``"<case>_c" -> C``."""
+    ins = [np.ascontiguousarray(feeds[key[:-2]], np.float32) for key in program.feeds]
+    outs = {key[:-2]: np.zeros(_operand_shapes(key[:-4], batch_n)[2], np.float32) for key in program.fetches}
+    code, message = lib.run("gemms", ins, list(outs.values()), batch_n)
+    assert code == 0, message
+    return outs
 
 
 def _render(program, tf32_on):
@@ -240,7 +220,7 @@ def gemm_lib(tmp_path_factory):
     tiles = {name: "".join(sorted(set(re.findall(rf"k_gemms__gemm_{name}_g0([a-z]*)\(", text)))) for name in CASES}
     assert tiles == {"nn_relu": "vw", "nt_big": "w", "tn_acc": "v", "tt_bcast": "v", "tt_big_relu": "w"}
     compile_cuda(text, path, emulate=True)
-    lib = _GemmLib(path)
+    lib = RawAbiLib(path, race=True)  # the epilogues' KILN_LD / KILN_ST
     yield program, lib
     lib.close()
 
@@ -252,7 +232,7 @@ def test_emulated_gemms_are_tf32(gemm_lib, batch_n):
     the exact products by TF32's error (~1e-4 to 1e-3 relative)."""
     program, lib = gemm_lib
     feeds = _gemm_inputs(batch_n, seed=batch_n)
-    got = lib.run(program, feeds, batch_n)
+    got = _run_gemms(lib, program, feeds, batch_n)
     for name in CASES:
         c = got[f"{name}_c"].astype(np.float64)
         want, scale = _reference(name, feeds, tf32)
