@@ -37,9 +37,10 @@ NVCC = shutil.which("nvcc")
 
 # ----------------------------------------------------------------------------- helpers
 def _render(program):
-    """(launch lines, {kernel name: [function names]}) of a program."""
+    """(launch lines, {kernel name: [names of the functions that run it]}) of a program."""
     r = KernelRenderer(program, "train", lambda *a: 0)
-    functions = {k.name: [f.name for f in r.kernel(k).functions] for k in program.kernels}
+    texts = {k.name: r.kernel(k) for k in program.kernels}
+    functions = {name: [f.name for f in t.functions] + t.merged_into for name, t in texts.items()}
     return r.launches, functions
 
 
@@ -118,6 +119,10 @@ def test_cnn_serial_and_batch_only_launches(cnn):
     serial = {k for k in functions if any(", 1, 1, stream" in line for line in _launches_of(launches, functions, k))}
     assert serial == {"shape_gradients_loss_grad_Shape", "loop_gradients_loss_grad_Cast",
                       "loop_gradients_loss_grad_truediv", "loop_train_update_Variable_Sub", "loop_x"}
+    # consecutive one-thread kernels share one launch (shape, cast and 1/x of the loss gradient)
+    serial_lines = [line for line in launches if ", 1, 1, stream" in line]
+    assert len(serial_lines) == 3, serial_lines
+    assert functions["loop_gradients_loss_grad_truediv"] == functions["shape_gradients_loss_grad_Shape"]
     batch_only = {k for k in functions for line in _launches_of(launches, functions, k)
                   if "kiln_blocks(trip)" in line and _trip(line, 1) == 1 and _trip(line, 2) == 2}
     assert batch_only <= {"reduce_softmax_cross_entropy_with_logits_Max", "reduce_softmax_cross_entropy_with_logits_Sum",

@@ -73,6 +73,7 @@ class KernelText:
     name: str
     origin: str
     functions: list = field(default_factory=list)
+    merged_into: list = field(default_factory=list)  # one-thread functions of earlier kernels that run it
 
 
 def _buffers_used(s, acc: set) -> set:
@@ -105,6 +106,7 @@ class KernelRenderer:
         self.stmts = Stmts(self.x, lambda message, dtype: add_check(self.origin, message, dtype))
         self.recorded = RecordedChecks(self.x, self.stmts.add_check)
         self.launches: list = []
+        self.open_serial = None  # the last launch, when it is a one-thread function (merged into)
 
     def decls(self, tree, early_exit=True) -> str:
         """Typed pointers for the buffers ``tree`` uses, then the early exit after a failed
@@ -123,6 +125,11 @@ class KernelRenderer:
         self.origin = k.origin or k.name
         body = k.body.body if isinstance(k.body, K.Block) else [k.body]
         for j, group in enumerate(launch_groups(k.name, body, self.program.buffers)):
+            if isinstance(group, Serial) and self.open_serial is not None:
+                self.append_serial(k, group)
+                out.merged_into.append(self.open_serial.name)
+                continue
+            self.open_serial = None
             if isinstance(group, K.Gemm):
                 out.functions += self.gemm(f"{out.name}_g{j}", group)
             elif isinstance(group, Grid):
@@ -133,11 +140,23 @@ class KernelRenderer:
                 out.functions.append(self.ordered(f"{out.name}_c{j}", group))
             else:
                 out.functions.append(self.sequential(f"{out.name}_s{j}", group))
+                self.open_serial = out.functions[-1]
         return out
 
     def sequential(self, name, group: Serial) -> KernelFunction:
         self.launches.append(f"KILN_LAUNCH({name}, 1, 1, stream, b, N);")
         return KernelFunction(name, self.decls(group.stmts), "\n".join(self.stmts.block(group.stmts, 1)))
+
+    def append_serial(self, k: K.Kernel, group: Serial) -> None:
+        """Consecutive one-thread launches become one: the same thread runs them in program
+        order (a failed check returns, skipping the rest, as separate launches would)."""
+        fn = self.open_serial
+        if not fn.body.startswith("  {"):  # first merge: scope the first body's pointers too,
+            *pointers, exit_line = fn.decls.split("\n")  # so no two __restrict__ names overlap
+            fn.body = "\n".join(["  {", *pointers, fn.body, "  }"])
+            fn.decls = exit_line
+        fn.body += "\n".join(["", f"  {{  // + kernel {k.name}", self.decls(group.stmts, early_exit=False)]
+                             + self.stmts.block(group.stmts, 2) + ["  }"])
 
     def trip(self, loops) -> str:
         """C expression of the product of the loops' trip counts."""

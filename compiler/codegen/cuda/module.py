@@ -188,6 +188,8 @@ def program_variables(programs) -> list:
 
 
 def global_functions(program: K.Program, entry: str = "run") -> dict:
-    """Kernel name -> the names of the ``__global__`` functions rendered for it."""
+    """Kernel name -> the names of the ``__global__`` functions that run it (a one-thread
+    kernel may run inside the function of the one-thread kernel before it)."""
     r = KernelRenderer(program, entry_symbol(entry), lambda *a: 0)
-    return {k.name: [f.name for f in r.kernel(k).functions] for k in program.kernels}
+    texts = [r.kernel(k) for k in program.kernels]
+    return {k.name: [f.name for f in t.functions] + t.merged_into for k, t in zip(program.kernels, texts)}
