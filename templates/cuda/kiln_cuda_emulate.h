@@ -14,6 +14,10 @@
 // KILN_LAUNCH runs every CUDA thread as a plain call; KILN_LAUNCH_SYNC runs the threads
 // of a block as fibers that switch only at barriers (__syncthreads, __syncwarp, shuffles,
 // votes), in a deterministic order.  All state is internal to the including library.
+// Schedules ($KILN_EMU_SCHEDULE=forward|reverse|shuffle[:SEED] or kiln_emu_set_schedule):
+// blocks, and a block's threads between barriers, run in linear order (the default), in
+// reverse or in a seeded pseudo-random order -- results that change with the schedule come
+// from code correct only for one order (a missing __syncthreads, blocks depending on each other).
 // Race checking (off by default; $KILN_EMU_RACECHECK=1 or kiln_emu_set_race_check(1)):
 // KILN_LD / KILN_ST record which thread wrote and read each element in a launch, and a
 // conflict between two threads not ordered by a __syncthreads() barrier fails the launch
@@ -24,7 +28,7 @@
 //   kiln_emu_device.h   qualifiers, dim3, threadIdx & co., atomics, bit casts, intrinsics
 //   kiln_emu_state.h    runtime types, memory blocks, capture rules, the running thread
 //   kiln_emu_race.h     race checking: KILN_LD / KILN_ST
-//   kiln_emu_fibers.h   fibers, the block scheduler, KILN_LAUNCH / KILN_LAUNCH_SYNC
+//   kiln_emu_fibers.h   fibers, the block scheduler and schedules, KILN_LAUNCH / KILN_LAUNCH_SYNC
 //   kiln_emu_warp.h     __syncthreads, __syncwarp, shuffles, votes
 //   kiln_emu_wmma.h     nvcuda::wmma (TF32 m16n16k8)
 //   kiln_emu_runtime.h  runtime API: errors, devices, memory, symbols, fault injection

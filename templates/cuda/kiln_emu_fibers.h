@@ -6,6 +6,10 @@
 // a few lines of x86-64 assembly, or with makecontext/swapcontext elsewhere or under
 // -DKILN_EMU_USE_UCONTEXT.  A launch checks its configuration and runs now or goes into the
 // stream's capture graph (kiln_emu_state.h); arguments are captured by value at launch time.
+// The schedule ($KILN_EMU_SCHEDULE, kiln_emu_set_schedule, exported) picks the order of the
+// blocks and, in each phase between barriers, of a block's threads: forward (linear order, the
+// default and the fast path), reverse, or a seeded pseudo-random permutation -- so that code
+// correct only for one order (a missing barrier, blocks that depend on each other) shows it.
 #ifndef KILN_EMU_FIBERS_H_
 #define KILN_EMU_FIBERS_H_
 #ifndef KILN_CUDA_EMULATE_H_
@@ -204,6 +208,102 @@ inline bool release_barriers() {
   return true;
 }
 
+// ---- the schedule: in which order blocks run, and a block's threads in each phase
+// forward: linear order (x fastest); reverse: the opposite; shuffle: a pseudo-random
+// permutation of the blocks (per launch) and of a block's threads (per block and phase), from
+// the seed, the launch's number since the schedule was set and the block / phase numbers, so
+// that a run is reproducible.  Warp exchanges and barriers do not depend on the order (a warp
+// or block is released only after a whole round).
+enum ScheduleMode { SCHED_FORWARD = 0, SCHED_REVERSE = 1, SCHED_SHUFFLE = 2 };
+struct Schedule {
+  bool loaded;          // $KILN_EMU_SCHEDULE read (at the first launch) or kiln_emu_set_schedule called
+  int mode;             // ScheduleMode
+  uint64_t seed;        // shuffle
+  uint64_t launches;    // launches run since the schedule was set
+  uint64_t key;         // the running launch's permutation key (shuffle)
+  unsigned order[1024]; // the running phase's thread order (shuffle)
+};
+Schedule schedule_;
+
+inline uint64_t mix64(uint64_t x) {  // splitmix64's finalizer
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+inline Schedule& schedule() {
+  if (!schedule_.loaded) {
+    schedule_.loaded = true;
+    const char* v = getenv("KILN_EMU_SCHEDULE");
+    if (!v || !*v || !strcmp(v, "forward")) {
+      schedule_.mode = SCHED_FORWARD;
+    } else if (!strcmp(v, "reverse")) {
+      schedule_.mode = SCHED_REVERSE;
+    } else if (!strcmp(v, "shuffle")) {
+      schedule_.mode = SCHED_SHUFFLE;  // seed 0
+    } else {
+      char* end = nullptr;
+      if (strncmp(v, "shuffle:", 8) || v[8] < '0' || v[8] > '9' || (schedule_.seed = strtoull(v + 8, &end, 0), *end))
+        die("KILN_EMU_SCHEDULE=%s: expected forward, reverse, shuffle or shuffle:SEED (SEED an unsigned integer)", v);
+      schedule_.mode = SCHED_SHUFFLE;
+    }
+  }
+  return schedule_;
+}
+
+// The k-th block (linear id) of a launch of n blocks under a reverse or shuffle schedule.
+// Shuffle: a 4-round Feistel permutation of [0, 2^2h) >= n, keyed by the launch, walked
+// until it lands in [0, n) -- a permutation of [0, n) without a table (grids may be huge).
+struct BlockOrder {
+  uint64_t n, key, mask;
+  unsigned half;
+  bool reverse;
+  BlockOrder(uint64_t count, const Schedule& s) : n(count), key(s.key), mask(0), half(1), reverse(s.mode == SCHED_REVERSE) {
+    while (half < 32 && (n - 1) >> (2 * half)) ++half;
+    mask = ((uint64_t)1 << half) - 1;
+  }
+  uint64_t feistel(uint64_t x) const {
+    uint64_t l = x >> half, r = x & mask;
+    for (uint64_t round = 0; round < 4; ++round) {
+      const uint64_t f = mix64(key ^ (round << 56) ^ r) & mask;
+      const uint64_t t = r;
+      r = l ^ f;
+      l = t;
+    }
+    return (l << half) | r;
+  }
+  uint64_t at(uint64_t k) const {
+    if (reverse) return n - 1 - k;
+    uint64_t x = k;
+    do x = feistel(x); while (x >= n);
+    return x;
+  }
+};
+inline uint3 unlinear(uint64_t i, dim3 d) {
+  return uint3{(unsigned)(i % d.x), (unsigned)((i / d.x) % d.y), (unsigned)(i / ((uint64_t)d.x * d.y))};
+}
+// The order of a block's n threads in one phase: null for reverse (n-1 down to 0), else a
+// Fisher-Yates shuffle keyed by the launch, the block and the phase.
+inline const unsigned* thread_order(unsigned n, uint64_t block, uint64_t phase) {
+  Schedule& s = schedule_;
+  if (s.mode == SCHED_REVERSE) return nullptr;
+  unsigned* o = s.order;
+  for (unsigned i = 0; i < n; ++i) o[i] = i;
+  uint64_t r = mix64(s.key ^ mix64(block) ^ (phase * 0xD6E8FEB86659FD93ull));
+  for (unsigned i = n - 1; i > 0; --i) {
+    r = mix64(r);
+    const unsigned j = (unsigned)((r >> 32) * (i + 1) >> 32);  // uniform enough in 0..i
+    const unsigned t = o[i];
+    o[i] = o[j];
+    o[j] = t;
+  }
+  return o;
+}
+inline uint64_t block_linear() {
+  const dim3 g = cur.grid_dim;
+  return ((uint64_t)cur.block_idx.z * g.y + cur.block_idx.y) * g.x + cur.block_idx.x;
+}
+
 inline void run_block_fibers() {
   const unsigned n = sched.n, bx = cur.block_dim.x, by = cur.block_dim.y;
   ++sched.block_serial;
@@ -216,9 +316,21 @@ inline void run_block_fibers() {
     f.exchanges = 0;
     prepare(f, stacks.low(i), stacks.usable());
   }
-  do {
-    for (unsigned i = 0; i < n; ++i)
-      if (sched.fibers[i].state == READY) enter(sched.fibers[i]);
+  if (schedule_.mode == SCHED_FORWARD) {
+    do {
+      for (unsigned i = 0; i < n; ++i)
+        if (sched.fibers[i].state == READY) enter(sched.fibers[i]);
+    } while (release_barriers());
+    return;
+  }
+  const uint64_t block = block_linear();
+  uint64_t phase = 0;
+  do {  // reverse or shuffle: each phase (round) in its own order
+    const unsigned* order = thread_order(n, block, phase++);
+    for (unsigned k = 0; k < n; ++k) {
+      Fiber& f = sched.fibers[order ? order[k] : n - 1 - k];
+      if (f.state == READY) enter(f);
+    }
   } while (release_barriers());
 }
 
@@ -248,6 +360,22 @@ void run_plain(F& thread) {  // KILN_LAUNCH: every thread is one call, in order
 }
 
 template <class F>
+void run_plain_ordered(F& thread) {  // KILN_LAUNCH under a reverse or shuffle schedule
+  const dim3 g = cur.grid_dim, b = cur.block_dim;
+  const unsigned n = b.x * b.y * b.z;
+  const BlockOrder blocks((uint64_t)g.x * g.y * g.z, schedule_);
+  for (uint64_t k = 0; k < blocks.n; ++k) {
+    const uint64_t block = blocks.at(k);
+    cur.block_idx = unlinear(block, g);
+    const unsigned* order = thread_order(n, block, 0);
+    for (unsigned j = 0; j < n; ++j) {
+      cur.thread_idx = unlinear(order ? order[j] : n - 1 - j, b);
+      thread();
+    }
+  }
+}
+
+template <class F>
 void call_thread(void* f) { (*static_cast<F*>(f))(); }
 
 template <class F>
@@ -258,6 +386,14 @@ void run_fibers(F& thread) {  // KILN_LAUNCH_SYNC: each block's threads as fiber
   if (sched.fibers.size() < sched.n) sched.fibers.resize(sched.n);
   sched.body = &call_thread<F>;
   sched.ctx = &thread;
+  if (schedule_.mode != SCHED_FORWARD) {
+    const BlockOrder blocks((uint64_t)g.x * g.y * g.z, schedule_);
+    for (uint64_t k = 0; k < blocks.n; ++k) {
+      cur.block_idx = unlinear(blocks.at(k), g);
+      run_block_fibers();
+    }
+    return;
+  }
   for (unsigned bz = 0; bz < g.z; ++bz)
     for (unsigned by = 0; by < g.y; ++by)
       for (unsigned bx = 0; bx < g.x; ++bx) {
@@ -280,8 +416,13 @@ void execute(const char* name, dim3 g, dim3 b, bool coop, F& thread, const void*
     race.describe_args = describe;
     race.active = true;
   }
+  Schedule& sch = schedule();
+  if (sch.mode == SCHED_SHUFFLE) sch.key = mix64(sch.seed ^ mix64(sch.launches));
+  ++sch.launches;
   in_kernel() = true;
-  if (coop) run_fibers(thread); else run_plain(thread);
+  if (coop) run_fibers(thread);
+  else if (sch.mode == SCHED_FORWARD) run_plain(thread);
+  else run_plain_ordered(thread);
   in_kernel() = false;
   race.active = false;
   cur.mode = IN_HOST;
@@ -328,6 +469,22 @@ Launcher<P...> launcher(const char* name, void (*fn)(P...), dim3 grid, dim3 bloc
 }
 }  // namespace kiln_emu
 }  // namespace
+
+// ------------------------------------------------------------------ the exported switch
+// The order in which launches run blocks and, between barriers, a block's threads: mode 0
+// forward (linear order, the default), 1 reverse, 2 shuffle (a pseudo-random permutation from
+// `seed`; the same seed and launches give the same orders).  Default: $KILN_EMU_SCHEDULE
+// (forward | reverse | shuffle | shuffle:SEED), read at the first launch.  Results that
+// change with the schedule come from code that is correct only in one order (docs/cuda-emulator.md).
+extern "C" __attribute__((visibility("default"))) void kiln_emu_set_schedule(int mode, unsigned long long seed) {
+  kiln_emu::Lock lock(kiln_emu::mu);
+  if (mode < kiln_emu::SCHED_FORWARD || mode > kiln_emu::SCHED_SHUFFLE)
+    kiln_emu::die("kiln_emu_set_schedule: mode %d is not 0 (forward), 1 (reverse) or 2 (shuffle)", mode);
+  kiln_emu::schedule_.loaded = true;
+  kiln_emu::schedule_.mode = mode;
+  kiln_emu::schedule_.seed = seed;
+  kiln_emu::schedule_.launches = 0;
+}
 
 // ------------------------------------------------------------------ kernel launches
 // KILN_LAUNCH: no block-level cooperation (threads run as plain calls; __syncthreads aborts).
