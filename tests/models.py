@@ -84,6 +84,19 @@ def cnn_tensors(seed=0):
     return {"x": x, "y": y, "keep_prob": keep_prob, "loss": loss, "train": train}
 
 
+def train_feeds(model, batch, seed):
+    """Feeds (by tensor name) for a step of ``mlp_tensors`` ("mlp") or ``cnn_tensors`` ("cnn"):
+    random images and labels (one-hot for the CNN, with keep_prob 0.5)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, batch)
+    feeds = {"x:0": rng.random((batch, 784), dtype=np.float32)}
+    if model == "mlp":
+        feeds["labels:0"] = labels.astype(np.int64)
+    else:
+        feeds.update({"y_actual:0": np.eye(10, dtype=np.float32)[labels], "keep_prob:0": np.float32(0.5)})
+    return feeds
+
+
 def cnn_train_step(batch=8, seed=0, keep_prob_value=0.5):
     """The seed-002 CNN of ``cnn_tensors`` as one training step."""
     rng = np.random.default_rng(seed)

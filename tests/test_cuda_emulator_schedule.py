@@ -291,14 +291,7 @@ def _set_schedule(lib, mode, seed):
 
 
 def _model_feeds(model, batch, step):
-    rng = np.random.default_rng(10 + step)
-    labels = rng.integers(0, 10, batch)
-    feeds = {"x:0": rng.random((batch, 784), dtype=np.float32)}
-    if model == "mlp":
-        feeds["labels:0"] = labels.astype(np.int64)
-    else:
-        feeds.update({"y_actual:0": np.eye(10, dtype=np.float32)[labels], "keep_prob:0": np.float32(0.5)})
-    return feeds
+    return models.train_feeds(model, batch, 10 + step)
 
 
 @needs_emulator

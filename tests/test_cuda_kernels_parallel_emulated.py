@@ -64,13 +64,7 @@ def _model_step(tmp_path, model, batch, race):
         t = getattr(models, f"{model}_tensors")(seed=0)
         inputs = [t["x"], t["labels"]] if model == "mlp" else [t["x"], t["y"], t["keep_prob"]]
         fn = lower_graph([t["loss"]], [t["train"]], inputs, name="train")
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 10, batch)
-    feeds = {"x:0": rng.random((batch, 784), dtype=np.float32)}
-    if model == "mlp":
-        feeds["labels:0"] = labels.astype(np.int64)
-    else:
-        feeds.update({"y_actual:0": np.eye(10, dtype=np.float32)[labels], "keep_prob:0": np.float32(0.5)})
+    feeds = models.train_feeds(model, batch, 3)
     path = compile_entries(graph, {"train": ([t["loss"]], [t["train"]], inputs)}, tmp_path, target="cuda",
                            emulate=True, dump_ir=False)
     artifact = runtime.load_artifact(path)
