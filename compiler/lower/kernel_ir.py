@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.types import DType
+from ..ir.types import DType, Sym
 
 
 # ----------------------------------------------------------------------------- buffers
@@ -59,6 +59,14 @@ class BufferDecl:
     key: str = ""
     index: int = -1
     data: object = None  # numpy array for "const"
+
+    def byte_size(self) -> tuple:
+        """``(size, k)``: the buffer holds ``size * N**k`` bytes for batch size N."""
+        size, syms = self.dtype.np.itemsize, 0
+        for d in self.shape:
+            syms += isinstance(d, Sym)
+            size *= int(getattr(d, "coef", d))
+        return size, syms
 
 
 # ----------------------------------------------------------------------------- expressions
@@ -265,3 +273,8 @@ class Program:
     copies: list = field(default_factory=list)  # [(dst buffer name, src buffer name)] after the last kernel
     feeds: list = field(default_factory=list)  # feed keys in ABI order
     fetches: list = field(default_factory=list)  # fetch keys in ABI order
+
+    def uses_batch(self) -> bool:
+        """Whether the program depends on the batch size N (a batch dim or batch arena bytes)."""
+        return bool(self.batch_bytes or self.scratch_batch_bytes
+                    or any(d.byte_size()[1] for d in self.buffers.values()))

@@ -16,7 +16,6 @@ import re
 import jinja2
 import numpy as np
 
-from ...ir.types import Sym
 from ...lower import kernel_ir as K
 from .kernels import KernelRenderer
 
@@ -48,20 +47,8 @@ def _round_up(n: int, m: int = ALIGN) -> int:
 
 def bytes_expr(decl: K.BufferDecl) -> str:
     """C expression for a buffer's byte size with the batch size ``N``."""
-    size, syms = decl.dtype.np.itemsize, 0
-    for d in decl.shape:
-        if isinstance(d, Sym):
-            syms += 1
-            size *= d.coef
-        else:
-            size *= int(d)
+    size, syms = decl.byte_size()
     return " * ".join([f"{size}LL"] + ["N"] * syms)
-
-
-def uses_batch(program: K.Program) -> bool:
-    """Whether the program depends on the batch size N (a batch dim or batch arena bytes)."""
-    return bool(program.batch_bytes or program.scratch_batch_bytes
-                or any(isinstance(d, Sym) for b in program.buffers.values() for d in b.shape))
 
 
 class Checks:
@@ -135,14 +122,15 @@ def _entry(index: int, name: str, program: K.Program, var_index: dict, consts: C
     for role, found in by_role.items():
         if sorted(found) != list(range(len(found))):
             raise ValueError(f"program {program.name!r}: {role} indices {sorted(found)} are not 0..{len(found) - 1}")
-    feeds = [bytes_expr(by_role["feed"][i]) for i in sorted(by_role["feed"])]
-    fetches = [bytes_expr(by_role["fetch"][i]) for i in sorted(by_role["fetch"])]
-    io_slot = {("feed", i): j for j, i in enumerate(sorted(by_role["feed"]))}
-    io_slot.update({("fetch", i): len(feeds) + j for j, i in enumerate(sorted(by_role["fetch"]))})
+    n_feeds = len(by_role["feed"])
+    io_decls = [by_role["feed"][i] for i in range(n_feeds)] + [by_role["fetch"][i] for i in range(len(by_role["fetch"]))]
+    io_bytes = [bytes_expr(d) for d in io_decls]
+    feeds, fetches = io_bytes[:n_feeds], io_bytes[n_feeds:]
+    io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}  # feeds, then fetches
     slot = {n: i for i, n in enumerate(program.buffers)}
     fixed = program.static_bytes + program.scratch_static_bytes
     per = program.batch_bytes + program.scratch_batch_bytes
-    io_per = sum(int(re.match(r"(\d+)LL", t).group(1)) for t in feeds + fetches if "N" in t)
+    io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
         "index": index, "name": name, "kernels": kernels, "launches": renderer.launches,
         "buffers": [f"{d.name}: {d.dtype.short}{list(d.shape)} {d.role}" for d in program.buffers.values()],
@@ -150,7 +138,7 @@ def _entry(index: int, name: str, program: K.Program, var_index: dict, consts: C
         "feeds": feeds, "fetches": fetches, "io": feeds + fetches, "io_slots": len(feeds) + len(fetches) + 1,
         "copies": [{"dst": slot[dst], "src": slot[src], "bytes": bytes_expr(program.buffers[dst])}
                    for dst, src in program.copies],
-        "uses_batch": uses_batch(program), "arena_bytes": f"{fixed}LL + {per}LL * N",
+        "uses_batch": program.uses_batch(), "arena_bytes": f"{fixed}LL + {per}LL * N",
         "per_bytes": per + io_per, "max_batch": (MAX_WORKSPACE - fixed) // max(per + io_per + ALIGN, 1),
     }
 

@@ -265,22 +265,9 @@ def _emit_bind(abi: _Abi) -> None:
 
 
 # ----------------------------------------------------------------------------- entry points
-def _has_sym(shape) -> bool:
-    return any(not isinstance(d, (int, np.integer)) for d in shape)
-
-
-def uses_batch(program) -> bool:
-    """Whether the program depends on the batch size N (a batch dim or batch arena bytes)."""
-    return bool(program.batch_bytes or program.scratch_batch_bytes
-                or any(_has_sym(d.shape) for d in program.buffers.values()))
-
-
 def _nbytes(b, decl, n):
     """Byte size of a buffer for batch ``n`` (an i64 value)."""
-    size, syms = _np_dtype(decl.dtype).itemsize, 0
-    for d in decl.shape:
-        syms += not isinstance(d, (int, np.integer))
-        size *= int(getattr(d, "coef", d))
+    size, syms = decl.byte_size()
     out = c64(size)
     for _ in range(syms):
         out = b.mul(out, n)
@@ -349,7 +336,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     err = _opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
     abi.clear_error(b, state)
     n = c64(1)
-    if uses_batch(program):
+    if program.uses_batch():
         with b.if_then(b.icmp_signed("<", batch, c64(1)), likely=False):
             abi.fail(b, state, KILN_EINVAL, "batch size must be >= 1, got %lld", batch)
         n = batch
