@@ -99,26 +99,12 @@ def _torch_cuda():
 
 
 def _torch_step(model, batch, capturable):
-    """(torch, one step) on the GPU, built as bench/peers.py builds them for the CPU; the step
+    """(torch, one step) on the GPU, built by bench/peers.py like the CPU bench's; the step
     returns the loss tensor (left on the GPU) and does not synchronize."""
-    torch = _torch_cuda()
-    from bench.peers import _torch_models, data
+    _torch_cuda()
+    from bench.peers import torch_train_step
 
-    _, mlp, CNN = _torch_models()
-    dev = torch.device("cuda")
-    net = (mlp() if model == "mlp" else CNN()).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3 if model == "mlp" else 1e-4, capturable=capturable)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = (torch.from_numpy(a).to(dev) for a in data(batch))
-
-    def one():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return torch, one
+    return torch_train_step(model, batch, "cuda", capturable)
 
 
 def _torch_info(torch):

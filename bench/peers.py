@@ -85,13 +85,13 @@ def _torch_models():
     return torch, mlp, CNN
 
 
-def make_torch(model, batch, threads=2):
+def torch_train_step(model, batch, device="cpu", capturable=False):
+    """(torch, step): one forward/backward/Adam step of the model on fixed data on ``device``;
+    the step returns the loss tensor (``capturable``: Adam that a CUDA graph can capture)."""
     torch, mlp, CNN = _torch_models()
-    torch.set_num_threads(threads)
-    net = mlp() if model == "mlp" else CNN()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3 if model == "mlp" else 1e-4)
-    x, y = data(batch)
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    net = (mlp() if model == "mlp" else CNN()).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3 if model == "mlp" else 1e-4, capturable=capturable)
+    x, y = (torch.from_numpy(a).to(device) for a in data(batch))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -101,7 +101,14 @@ def make_torch(model, batch, threads=2):
         opt.step()
         return loss
 
-    return step
+    return torch, step
+
+
+def make_torch(model, batch, threads=2):
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch_train_step(model, batch)[1]
 
 
 # ----------------------------------------------------------------------------- TensorFlow
