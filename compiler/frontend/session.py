@@ -266,9 +266,8 @@ class Session:
                 self._arrays[v.name][...] = 0
                 fresh.append(v.name)
         shares = state.can_bind
-        for v in state.artifact.variables:
+        for v in state.artifact.variables:  # (to_host below fills the arrays in place)
             if shares and state.bound_array(v.name) is not self._arrays[v.name]:
-                self._homes.to_host(v.name)
                 state.bind_variable(v.name, self._arrays[v.name])
         spec = state.artifact.entry(ENTRY)
         try:
