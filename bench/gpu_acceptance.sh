@@ -21,7 +21,7 @@ step() { echo; echo "=== $1"; }
 
   step "digits sample, 10 epochs on the GPU"
   python -m compiler.cli compile samples/mnist_mlp.py -o "$out/mlp_gpu" --target cuda --no-dump-ir &&
-    python -m compiler.cli train "$out/mlp_gpu" --data digits --epochs 10 --run-dir "$out/mlp_gpu/run" 2>/dev/null |
+    python -m compiler.cli train "$out/mlp_gpu" --data digits --resize-images --epochs 10 --run-dir "$out/mlp_gpu/run" 2>/dev/null |
     grep -E "^epoch|^kiln"
 
   step "TF32 kernels compile to tensor-core instructions"

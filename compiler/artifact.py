@@ -8,25 +8,39 @@ lib/model.so      the shared library built from it
 init.safetensors  the initial value of every variable
 ```
 
-Every file is written atomically (temp file + fsync + rename; the library by
-``build.compile_module``), and the manifest last, so an interrupted rebuild leaves either
-the old artifact or one whose hashes do not match (refused by ``runtime.load_artifact``),
-never a silently mixed one.
+A whole artifact is written into a hidden sibling directory (:func:`new_staging_dir`) and
+swapped into place when complete (:func:`replace_artifact_dir`), so an interrupted
+(re)compile leaves the old artifact as it was; entries of the old directory that are not
+part of an artifact (e.g. a ``ckpt/`` folder of checkpoints) move into the new one.
+Inside, every file is written atomically and the manifest last.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from runtime import manifest as mf
+from runtime.files import apply_umask, atomic_write, fsync_dir
 
 KILN_VERSION = "0.1.0"
 SOURCE = "src/model.ll"
 CUDA_SOURCE = "src/model.cu"
 LIBRARY = "lib/model.so"
+# Top-level entries an artifact directory consists of; anything else in it is the user's.
+ARTIFACT_ENTRIES = (mf.MANIFEST_NAME, mf.INIT_NAME, "ir", "src", "lib")
+
+
+class ArtifactDirError(ValueError):
+    """The output path cannot take an artifact (a file, or a folder that is not an artifact)."""
 
 
 @dataclass
@@ -97,7 +111,7 @@ def write_init_values(path: Path, variables, values: dict) -> None:
             raise ValueError(f"initial value of {v.name!r} has shape {list(arr.shape)}, "
                              f"variable is {list(v.shape)}")
         tensors[v.name] = arr
-    mf.atomic_write(path, save(tensors))
+    atomic_write(path, save(tensors))
 
 
 def llvm_library(source: str, lib_path: str) -> dict:
@@ -123,7 +137,7 @@ def write_artifact(out_dir, module, variables, init_values: dict, entries: dict,
     build = dict(build or {})
     t0 = time.perf_counter()
     source = str(module)
-    mf.atomic_write(out / source_name, source)
+    atomic_write(out / source_name, source)
     timings = build_library(source, str(out / LIBRARY))
     build.update(timings)
     files = [source_name, LIBRARY]
@@ -152,3 +166,86 @@ def cuda_target_record(arch: str, emulated: bool, tf32: bool = False) -> dict:
     if tf32:
         record["tf32"] = True
     return record
+
+
+# ----------------------------------------------------------------------------- staging
+def check_output_dir(out_dir) -> None:
+    """Refuse an output path that is a file, or a non-empty folder that holds no artifact
+    (replacing it would throw away the user's files)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ArtifactDirError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / mf.MANIFEST_NAME).is_file():
+        raise ArtifactDirError(f"{out} is a non-empty folder without a Kiln artifact "
+                               "(no manifest.json); choose another output folder or empty it")
+
+
+def foreign_entries(out_dir) -> list:
+    """Names in an artifact folder that are not the artifact's own (e.g. ``ckpt``): a
+    recompile keeps them."""
+    out = Path(out_dir)
+    return sorted(e.name for e in out.iterdir() if e.name not in ARTIFACT_ENTRIES) if out.is_dir() else []
+
+
+def new_staging_dir(final) -> Path:
+    """A new hidden folder beside ``final`` (same file system, so it can be renamed into
+    place), with the mode a plain ``mkdir`` would give."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    apply_umask(staged, is_dir=True)
+    return staged
+
+
+@contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM during a few renames and deliver them afterwards (main thread
+    only: elsewhere Python cannot install handlers, and signals go to the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught, saved = [], {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        saved[sig] = signal.signal(sig, lambda num, _frame: caught.append(num))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for num in caught:
+            signal.raise_signal(num)
+
+
+def replace_artifact_dir(staged, final) -> list:
+    """Put the complete artifact ``staged`` at ``final``; returns the names of the old
+    folder's own entries carried over (e.g. ``ckpt``).
+
+    The old artifact stays whole until the swap: its foreign entries are moved into
+    ``staged``, then two renames (old aside, new in) run with signals held, then the old
+    artifact is deleted."""
+    staged, final = Path(staged), Path(final)
+    if not final.exists():
+        os.rename(staged, final)
+        fsync_dir(final.parent)
+        return []
+    check_output_dir(final)
+    kept = foreign_entries(final)
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    moved = []
+    with _signals_deferred():
+        try:
+            for name in kept:
+                os.rename(final / name, staged / name)
+                moved.append(name)
+            os.rename(final, old / final.name)
+            os.rename(staged, final)
+        except OSError:  # put back what moved, so the old artifact is as it was
+            if not final.exists() and (old / final.name).exists():
+                os.rename(old / final.name, final)
+            for name in moved:
+                os.rename(staged / name, final / name)
+            os.rmdir(old)
+            raise
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return kept

@@ -145,7 +145,7 @@ def _pick(result, key):
 
 def _write_dot(path, stage, to_dot) -> None:
     """Write the stage's DOT text atomically; a bad path is a user error."""
-    from compiler.passes.manager import atomic_write
+    from runtime.files import atomic_write
 
     try:
         fn = stage.function()
@@ -215,100 +215,6 @@ def _add_inspect(sub) -> None:
     ins.set_defaults(func=cmd_inspect)
 
 
-# ----------------------------------------------------------------------------- compile
-TARGETS = ("cpu", "cuda")
-
-
-def _compile_model(args):
-    """Load and validate the model file and compile its entries; returns (artifact path,
-    LoadedModel, entries, seconds)."""
-    import time
-
-    from compiler.codegen.llvm.build import BuildError
-    from compiler.compile import compile_entries
-    from compiler.model_file import ModelFileError, load_model
-
-    if args.target not in TARGETS:
-        raise CliError(f"unknown target {args.target!r} (supported: {', '.join(TARGETS)})")
-    try:
-        model, entries = load_model(args.model)
-    except ModelFileError as err:
-        raise CliError(str(err))
-    start = time.perf_counter()
-    try:
-        out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
-                              args.output, target=args.target, dump_ir=args.dump_ir,
-                              cuda_arch=args.cuda_arch, emulate=args.cuda_emulate, tf32=args.cuda_tf32)
-    except BuildError as err:  # nvcc / the linker missing or failing
-        raise CliError(f"{args.model}: cannot build the {args.target} library: {err}")
-    except (ValueError, NotImplementedError, TypeError, KeyError) as err:
-        raise CliError(f"{args.model}: cannot compile: {type(err).__name__}: {err}")
-    except OSError as err:
-        raise CliError(f"cannot write the artifact to {args.output}: {err.strerror or err}")
-    return out, model, entries, time.perf_counter() - start
-
-
-def _record_model(out, path, entries) -> None:
-    """Add the ``"model"`` record (fetch keys -> tensor names) to the artifact's manifest."""
-    from compiler.model_file import entries_record
-    from runtime import manifest as mf
-
-    m = mf.read_manifest(out)
-    m["model"] = entries_record(path, entries)
-    mf.write_manifest(out, m)
-
-
-def cmd_compile(args) -> int:
-    """``kiln compile MODEL.py -o DIR``: compile every entry point and print a summary."""
-    out, _model, entries, seconds = _compile_model(args)
-    _record_model(out, args.model, entries)
-    from runtime import manifest as mf
-
-    m = mf.read_manifest(out)
-    print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
-    for name, e in entries.items():
-        spec = m["entry_points"][name]
-        feeds = ", ".join(f"{f['name']}{mf.format_shape(f['shape'])}" for f in spec["feeds"])
-        print(f"  {name:<10} feeds: {feeds or '-'}; fetches: {', '.join(e.fetches)}"
-              + (f"; targets: {len(e.targets)}" if e.targets else ""))
-    n_trainable = sum(1 for v in m["variables"] if v.get("trainable"))
-    print(f"  variables: {len(m['variables'])} ({n_trainable} trainable)")
-    return 0
-
-
-COMPILE_EPILOG = """\
-examples:
-  kiln compile samples/mnist_mlp.py -o build/mnist_mlp
-  kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
-  kiln compile samples/mnist_mlp.py -o build/mnist_mlp_gpu --target cuda --cuda-arch sm_90
-
-The model file defines build() returning its entry points (see docs/model-files.md).
-The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
-(e.g. "loss") to the tensor names used by the runtime (e.g. "loss:0").
-"""
-
-
-def _add_compile(sub) -> None:
-    comp = sub.add_parser("compile", help="compile a model file's entry points into an artifact",
-                          description="Run a model file, validate the entry points build() returns, "
-                                      "and compile them into an artifact directory.",
-                          epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    comp.add_argument("model", help="model file (a Python script defining build())")
-    comp.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
-    comp.add_argument("--target", default="cpu", help=f"code generation target ({', '.join(TARGETS)}; default: cpu)")
-    comp.add_argument("--cuda-arch", default=None, metavar="sm_XX",
-                      help="GPU architecture for --target cuda (default: sm_90, H100/H200)")
-    comp.add_argument("--cuda-tf32", action="store_true",
-                      help="--target cuda: float32 matrix products may use TF32 tensor cores (faster, "
-                           "inputs rounded to 10 mantissa bits; default: exact fp32)")
-    comp.add_argument("--cuda-emulate", action="store_true", default=None,
-                      help="--target cuda: build for Kiln's host emulator (runs the CUDA code on the "
-                           "CPU, slowly; for testing without a GPU; also KILN_CUDA_EMULATE=1)")
-    comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
-                      help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
-    comp.set_defaults(func=cmd_compile)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ir.add_argument("--name", default="step", help="entry point name in the printed IR")
     ir.set_defaults(func=cmd_ir)
-    _add_compile(sub)
+    from .cli_compile import add_compile_command
+
+    add_compile_command(sub)
     _add_inspect(sub)
     from .cli_run import add_run_commands
 
@@ -334,6 +242,9 @@ def main(argv=None) -> int:
     except CliError as err:
         print(f"kiln: {err}", file=sys.stderr)
         return err.code
+    except KeyboardInterrupt:  # kiln train reports its own; an artifact or file is never half-written
+        print(f"kiln: {args.command} interrupted; nothing was left half-written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .cli_errors import CliError
 
@@ -21,6 +22,11 @@ def _run_trainer(fn, *args, **kwargs):
             OSError, KilnRuntimeError) as err:  # KilnRuntimeError: e.g. a CUDA artifact without a GPU
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(str(msg))
+
+
+def _info(line: str) -> None:
+    """Which weights and examples eval/predict use: on stderr, so stdout holds the result."""
+    print(line, file=sys.stderr)
 
 
 def _check_artifact(path) -> None:
@@ -41,7 +47,8 @@ def _positive(kind):
 
 
 def cmd_train(args) -> int:
-    """``kiln train ARTIFACT --data SPEC``: train with checkpoints and metrics."""
+    """``kiln train ARTIFACT --data SPEC``: train with checkpoints and metrics; Ctrl-C ends
+    with one line naming the checkpoint to resume from (exit status 130)."""
     import time
 
     from runtime import trainer
@@ -51,14 +58,19 @@ def cmd_train(args) -> int:
         raise CliError(f"--val-split must be in [0, 1), got {args.val_split}")
     run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(args.artifact)))
     start = time.perf_counter()
-    history = _run_trainer(
-        trainer.train, args.artifact, args.data, epochs=args.epochs, batch_size=args.batch_size,
-        val_split=0.1 if args.val_split is None else args.val_split, val_data=args.val_data,
-        ckpt_dir=args.ckpt_dir, resume=args.resume, seed=args.seed, run_dir=run_dir,
-        progress=not args.no_progress)
+    try:
+        history = _run_trainer(
+            trainer.train, args.artifact, args.data, epochs=args.epochs, batch_size=args.batch_size,
+            val_split=0.1 if args.val_split is None else args.val_split, val_data=args.val_data,
+            ckpt_dir=args.ckpt_dir, resume=args.resume, overwrite=args.overwrite, seed=args.seed,
+            run_dir=run_dir, progress=not args.no_progress, resize_images=args.resize_images,
+            plot_every=args.plot_every)
+    except trainer.TrainingInterrupted as stop:
+        print(f"kiln: {stop.message()}", file=sys.stderr)
+        return 130
     where = f"; checkpoints in {args.ckpt_dir}" if args.ckpt_dir else ""
-    print(f"kiln: trained to epoch {len(history)}/{args.epochs} in {time.perf_counter() - start:.2f} s; "
-          f"metrics in {run_dir}{where}")
+    print(f"kiln: trained to epoch {history[-1]['epoch'] if history else 0}/{args.epochs} in "
+          f"{time.perf_counter() - start:.2f} s; metrics in {run_dir}{where}")
     return 0
 
 
@@ -68,7 +80,9 @@ def cmd_eval(args) -> int:
 
     _check_artifact(args.artifact)
     metrics = _run_trainer(trainer.evaluate, args.artifact, args.data,
-                           ckpt=args.ckpt or args.ckpt_dir, batch_size=args.batch_size)
+                           ckpt=args.ckpt or args.ckpt_dir, batch_size=args.batch_size,
+                           split=args.split, val_split=args.val_split, seed=args.seed,
+                           resize_images=args.resize_images, log=_info)
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
@@ -81,7 +95,8 @@ def cmd_predict(args) -> int:
     if not args.out.lower().endswith((".npy", ".csv")):
         raise CliError(f"--out must end in .npy or .csv, got {args.out}")
     result = _run_trainer(trainer.predict, args.artifact, args.data, ckpt=args.ckpt or args.ckpt_dir,
-                          out=args.out, batch_size=args.batch_size)
+                          out=args.out, batch_size=args.batch_size, resize_images=args.resize_images,
+                          log=_info)
     n = len(next(iter(result.values()))) if result else 0
     print(f"kiln: wrote predictions for {n} example(s) to {args.out}")
     return 0
@@ -90,13 +105,20 @@ def cmd_predict(args) -> int:
 TRAIN_EPILOG = """\
 examples:
   kiln compile samples/mnist_mlp.py -o build/mlp
-  kiln train build/mlp --data digits --epochs 10 --ckpt-dir build/mlp-ckpt
-  kiln train build/mlp --data digits --epochs 20 --ckpt-dir build/mlp-ckpt --resume
-  kiln eval build/mlp --data digits --ckpt-dir build/mlp-ckpt
-  kiln predict build/mlp --data digits --out pred.csv --ckpt-dir build/mlp-ckpt
+  kiln train build/mlp --data digits --resize-images --epochs 10 --ckpt-dir build/mlp/ckpt
+  kiln train build/mlp --data digits --resize-images --epochs 20 --ckpt-dir build/mlp/ckpt --resume
+  kiln eval build/mlp --data digits --ckpt-dir build/mlp/ckpt
+  kiln predict build/mlp --data digits --out build/mlp/predictions.csv --ckpt-dir build/mlp/ckpt
 
 Data specs: digits, FILE.csv, FILE.npz, mnist:DIR, images:DIR, a directory (docs/data.md).
 """
+
+
+def _resize_flag(p, default) -> None:
+    p.add_argument("--resize-images", action="store_true", default=default,
+                   help="resize square images to the model's input size when the value counts "
+                        "differ (e.g. 8x8 digits for a 784-input model); without it that is an error"
+                        + ("" if default is False else "; default: as the checkpoint's training run"))
 
 
 def add_run_commands(sub) -> None:
@@ -114,15 +136,25 @@ def add_run_commands(sub) -> None:
                      help="fraction of --data held out for validation (default: 0.1; 0: none)")
     val.add_argument("--val-data", metavar="SPEC", help="separate validation data spec")
     tr.add_argument("--ckpt-dir", metavar="DIR", help="save a checkpoint here after every epoch")
-    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of --ckpt-dir")
+    again = tr.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint of --ckpt-dir")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in a --ckpt-dir that holds checkpoints, replacing them")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and data order (default: 0)")
-    tr.add_argument("--run-dir", metavar="DIR", help="metrics.jsonl/metrics.csv go here "
-                    "(default: runs/<artifact name>)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--run-dir", metavar="DIR", help="metrics.jsonl/metrics.csv/curves.png go here "
+                    "(default: runs/<artifact name>); each run appends its rows")
+    tr.add_argument("--plot-every", type=_positive(int), default=0, metavar="N",
+                    help="also redraw curves.png every N epochs (default: at the end only)")
+    _resize_flag(tr, False)
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar (none is shown "
+                    "when stderr is not a terminal)")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a (trained) artifact on a data set",
-                        description="Mean of the artifact's eval entry fetches (loss, metrics) over the data.",
+                        description="Mean of the artifact's eval entry fetches (loss, metrics) over the "
+                                    "data: by default over the held-out split when the data is the "
+                                    "checkpoint's training data.",
                         epilog=TRAIN_EPILOG, formatter_class=fmt)
     pr = sub.add_parser("predict", help="run a (trained) artifact's predict entry",
                         description="Run the predict entry over the data (in order) and write the outputs.",
@@ -135,6 +167,13 @@ def add_run_commands(sub) -> None:
         ck.add_argument("--ckpt-dir", metavar="DIR", help="load the latest checkpoint of DIR")
         ck.add_argument("--ckpt", metavar="FILE", help="load this checkpoint file")
         p.add_argument("--batch-size", type=_positive(int), default=256, help="batch size (default: 256)")
+        _resize_flag(p, None)
+    ev.add_argument("--split", choices=("auto", "val", "all"), default="auto",
+                    help="examples to score: val = the held-out validation split, all = every "
+                         "example; auto (default) = val when --data is the checkpoint's training data")
+    ev.add_argument("--val-split", type=float, metavar="F", help="validation fraction for --split val "
+                    "(default: the training run's, else 0.1)")
+    ev.add_argument("--seed", type=int, help="split seed (default: the training run's, else 0)")
     pr.add_argument("--out", required=True, metavar="FILE", help="output file, .npy or .csv")
     ev.set_defaults(func=cmd_eval)
     pr.set_defaults(func=cmd_predict)

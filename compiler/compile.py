@@ -15,14 +15,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import manifest as mf
+from runtime.files import atomic_write
 
-from .artifact import (CUDA_SOURCE, EntryInfo, VariableInfo, cuda_target_record, host_target_record,
-                       write_artifact)
+from .artifact import (CUDA_SOURCE, EntryInfo, VariableInfo, check_output_dir, cuda_target_record,
+                       host_target_record, new_staging_dir, replace_artifact_dir, write_artifact)
 from .ir.from_graph import RNG_STATE, lower_graph
 from .passes.manager import run_pipeline
 
@@ -201,17 +203,35 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
 
 
 def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir: bool = True,
-                    cuda_arch: str | None = None, emulate: bool | None = None, tf32: bool = False) -> Path:
+                    cuda_arch: str | None = None, emulate: bool | None = None, tf32: bool = False,
+                    manifest_extra: dict | None = None) -> Path:
     """Compile ``entries`` (``name -> (fetch tensors, target ops, feed tensors)``) of ``graph``
     into the artifact directory ``out_dir`` for ``target`` ("cpu" or "cuda"; ``cuda_arch``
     defaults to sm_90; ``tf32`` allows TF32 tensor cores in float32 GEMMs); returns its path.
 
-    The manifest's ``"build"`` record holds the seconds spent per stage (``pipeline_s``,
-    ``lowering_s``, ``render_s``, ``llvm_optimize_s``, ``llvm_codegen_s``, ``llvm_link_s``, ...).
+    The artifact is built in a hidden sibling folder and swapped into place when complete
+    (``artifact.replace_artifact_dir``): an interrupted or failed compile leaves an older
+    artifact at ``out_dir`` untouched.  ``manifest_extra`` adds top-level manifest records
+    (e.g. the model file's ``"model"``).  The manifest's ``"build"`` record holds the seconds
+    spent per stage (``pipeline_s``, ``lowering_s``, ``render_s``, ``llvm_optimize_s``, ...).
     """
     start = time.perf_counter()
     tgt = Target.make(target, cuda_arch, emulate, tf32)
     out = Path(out_dir)
+    check_output_dir(out)
+    staged = new_staging_dir(out)
+    try:
+        _compile_into(graph, entries, staged, tgt, dump_ir)
+        _finish_manifest(staged, time.perf_counter() - start, manifest_extra or {})
+        replace_artifact_dir(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out
+
+
+def _compile_into(graph, entries: dict, out: Path, tgt: Target, dump_ir: bool) -> None:
+    """Lower, optimize, render and build every entry into the (staging) folder ``out``."""
     lowered, totals = [], {}
     for name, (fetches, targets, feeds) in entries.items():
         check_entry_name(name)
@@ -223,20 +243,20 @@ def compile_entries(graph, entries: dict, out_dir, target: str = "cpu", dump_ir:
         text = _print_kernels(e.program) if dump_ir else None
         if text is not None:
             dump.mkdir(parents=True, exist_ok=True)
-            mf.atomic_write(dump / "kernels.txt", text)
+            atomic_write(dump / "kernels.txt", text, durable=False)
     t0 = time.perf_counter()
     variables = variable_infos(graph, state_keys(e.fn for e in lowered))
     init = initial_values(graph, variables)
     totals["initial_values_s"] = time.perf_counter() - t0
-    out = build_artifact(lowered, variables, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt)
-    _record_total(out, time.perf_counter() - start)
-    return out
+    build_artifact(lowered, variables, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt)
 
 
-def _record_total(out: Path, seconds: float) -> None:
-    """Add the whole compile's wall time (``build.total_s``) to the written manifest."""
+def _finish_manifest(out: Path, seconds: float, extra: dict) -> None:
+    """Add the whole compile's wall time (``build.total_s``) and ``extra`` records to the
+    written manifest."""
     m = mf.read_manifest(out)
     m["build"]["total_s"] = round(seconds, 4)
+    m.update(extra)
     mf.write_manifest(out, m)
 
 
@@ -329,8 +349,6 @@ def session_artifact(graph, lowered: LoweredEntry, root, target: Target = Target
     half-written one.  Initial values are zeros: the session binds its own arrays.
     """
     import os
-    import shutil
-    import tempfile
 
     import numpy as np
 
@@ -338,8 +356,7 @@ def session_artifact(graph, lowered: LoweredEntry, root, target: Target = Target
     final = root / _cache_key(lowered.fn, target.record())
     if (final / mf.MANIFEST_NAME).is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    tmp = new_staging_dir(final)
     try:
         variables = variable_infos(graph, state_keys([lowered.fn]))
         zeros = {v.name: np.zeros(v.shape, v.dtype) for v in variables}

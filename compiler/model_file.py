@@ -214,7 +214,30 @@ def collect_entries(model: LoadedModel) -> dict:
         raise ModelFileError(f"{where}: {model.build_name}() returned a dict of tensors/ops, not of "
                              "entry points; define build() returning {name: {'feeds', 'fetches', "
                              "'targets'}} (see docs/model-files.md)")
-    return {name: parse_entry(name, spec, model.graph, where) for name, spec in result.items()}
+    entries = {name: parse_entry(name, spec, model.graph, where) for name, spec in result.items()}
+    for entry in entries.values():
+        check_trainer_feeds(entry, where)
+    return entries
+
+
+# The most feeds the trainer gives each conventional entry: features (and labels).
+TRAINER_FEEDS = {"train": ("features", "labels"), "eval": ("features", "labels"), "predict": ("features",)}
+
+
+def check_trainer_feeds(entry: EntryPoint, where: str) -> None:
+    """Refuse, at compile time, a conventional entry with more feeds than ``kiln train`` /
+    ``eval`` / ``predict`` give it (e.g. a ``training`` flag or ``keep_prob`` placeholder),
+    which would compile and then fail at the first step."""
+    allowed = TRAINER_FEEDS.get(entry.name)
+    if allowed is None or len(entry.feeds) <= len(allowed):
+        return
+    extra = ", ".join(t.name for t in entry.feeds[len(allowed):])
+    raise ModelFileError(
+        f"{where}: entry {entry.name!r} feeds {len(entry.feeds)} tensors, but the trainer feeds it "
+        f"{' and '.join(allowed)} only (extra: {extra}). For a training flag or keep_prob, build the "
+        "network twice with shared layers instead: once with dropout for 'train', once without for "
+        "'eval'/'predict' (the pattern of samples/mnist_cnn.py); or give the entry another name "
+        "if it is not for the trainer")
 
 
 def load_model(path: str):

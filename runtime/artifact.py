@@ -28,6 +28,10 @@ class IntegrityError(ArtifactError):
     """A file of the artifact is missing or its SHA-256 differs from the manifest's."""
 
 
+class NoDeviceError(ArtifactError):
+    """The artifact was built for a device this machine does not have (a CUDA GPU)."""
+
+
 def verify_files(directory: Path, files: dict) -> None:
     """Check every ``files`` entry's SHA-256; the message names the file and both digests."""
     for rel, want in files.items():
@@ -79,6 +83,20 @@ class Artifact:
             raise KeyError(f"artifact {self.path} has no variable {name!r}; "
                            f"variables: {[v.name for v in self.variables]}") from None
 
+    def check_device(self) -> None:
+        """Raise :class:`NoDeviceError`, with what to do instead, when this is a CUDA
+        artifact built for a GPU and the machine has none the driver can use."""
+        if self.target.get("kind") != "cuda" or self.target.get("emulated"):
+            return
+        from . import cuda
+
+        if cuda.device_count() == 0:
+            raise NoDeviceError(
+                f"{self.path} is a CUDA artifact ({self.target.get('arch', 'GPU')}) and this machine "
+                f"has no usable CUDA GPU: {cuda.why_no_device()}. Run it on a machine with an NVIDIA "
+                "GPU, or recompile it for this one with kiln compile --target cpu (or --target cuda "
+                "--cuda-emulate to run the CUDA code here, slowly)")
+
     def init_values(self) -> dict:
         """``name -> array`` from ``init.safetensors`` for every variable, checked against
         the manifest (read once, then cached; callers get the cached arrays)."""
@@ -88,7 +106,9 @@ class Artifact:
 
     def new_state(self, initialize: bool = True) -> State:
         """A fresh native state, its variables written from ``init.safetensors`` (or left
-        zero-filled with ``initialize=False``)."""
+        zero-filled with ``initialize=False``).  A CUDA artifact needs a usable GPU
+        (:class:`NoDeviceError` otherwise, before any native code runs)."""
+        self.check_device()
         state = State(self)
         try:
             if initialize and self.variables:

@@ -18,17 +18,16 @@ import logging
 import os
 import re
 import struct
-import tempfile
-import time
 
 import numpy as np
 import safetensors.numpy as st
+
+from .files import atomic_write
 
 FORMAT = "kiln-checkpoint-1"
 SUFFIX = ".safetensors"
 INDEX = "checkpoint"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-_PAUSE_ENV = "KILN_CHECKPOINT_TEST_PAUSE"  # seconds; test hook only (see tests)
 _log = logging.getLogger(__name__)
 
 
@@ -47,48 +46,6 @@ def prefix_of(path) -> str:
     """The prefix of a checkpoint given by its prefix or by its ``.safetensors`` file."""
     path = os.fspath(path)
     return path.removesuffix(SUFFIX)
-
-
-def _test_pause(where):
-    """Sleep when the test hook env var is set (lets a test SIGKILL mid-write)."""
-    delay = os.environ.get(_PAUSE_ENV)
-    if delay:
-        time.sleep(float(delay))
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            _test_pause("mid-write")
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        _test_pause("before-rename")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory):
-    """Make a rename in ``directory`` durable (best effort where directories cannot be opened)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------- file format
@@ -321,6 +278,24 @@ def _delete(directory, prefix, kept, dropped):
             os.remove(path)
         except FileNotFoundError:
             pass
+
+
+def has_checkpoints(directory) -> bool:
+    """Whether ``directory`` holds an index or any checkpoint file (complete or not)."""
+    directory = os.fspath(directory)
+    return os.path.isdir(directory) and (os.path.isfile(os.path.join(directory, INDEX))
+                                         or bool(_disk_checkpoints(directory)))
+
+
+def remove_checkpoints(directory, prefix="ckpt") -> None:
+    """Delete the index, every ``<prefix>-<N>`` checkpoint and stale temp files of
+    ``directory`` (other files stay): the start of a run that replaces an earlier one."""
+    directory = os.fspath(directory)
+    try:
+        os.remove(os.path.join(directory, INDEX))
+    except FileNotFoundError:
+        pass
+    _delete(directory, prefix, [], [])
 
 
 def latest_checkpoint(directory, verify=True):

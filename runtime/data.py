@@ -28,6 +28,7 @@ from .data_sources import (
     ImageFolderSource,
     Source,
     find_mnist_files,
+    load_array_file,
     load_digits_source,
     load_npy_pair,
     load_npz_source,
@@ -36,7 +37,7 @@ from .data_sources import (
 __all__ = [
     "ArraySource", "BatchIterator", "CsvSource", "DataError", "IdxSource",
     "ImageFolderSource", "Source", "SubsetSource", "batches", "epoch_batches",
-    "fit_features", "from_arrays", "open_source", "split",
+    "fit_features", "from_arrays", "load_array_file", "open_source", "resize_plan", "split",
 ]
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -170,18 +171,12 @@ def _resize_bilinear(x, out_h, out_w):
     return top * (1 - fy) + bot * fy
 
 
-def fit_features(x, source_feature_shape, want_count: int):
-    """Features ``x`` (``[n, *source_feature_shape]``) as ``[n, want_count]`` float32.
-
-    Same count: a reshape.  Otherwise the examples are taken as square images (a flat
-    ``[64]`` is 8x8x1, ``[H, W]`` or ``[H, W, C]`` as given) and resized bilinearly to the
-    square size holding ``want_count`` values with the same channels (e.g. digits' 8x8 ->
-    28x28 for a model wanting 784).  Raises :class:`DataError` when that is impossible."""
-    x = np.asarray(x, dtype=np.float32)
-    n, have = len(x), int(np.prod(source_feature_shape, dtype=np.int64))
+def resize_plan(source_feature_shape, want_count: int):
+    """``((h, w, c), (side, side, c))``: the image size of the data and the square size with
+    ``want_count`` values it is resized to.  Raises :class:`DataError` when the data are not
+    square images or ``want_count`` is not ``side*side*c``."""
+    have = int(np.prod(source_feature_shape, dtype=np.int64))
     want_count = int(want_count)
-    if have == want_count:
-        return x.reshape(n, want_count)
     what = f"features {list(source_feature_shape)} ({have} values) for a model wanting {want_count}"
     dims = _image_dims(source_feature_shape, what)
     if dims is None:
@@ -191,7 +186,22 @@ def fit_features(x, source_feature_shape, want_count: int):
     if h != w or side * side * c != want_count:
         raise DataError(f"cannot fit {what}: need square images and a wanted count of "
                         f"side*side*{c} (the data is {h}x{w}x{c})")
-    return _resize_bilinear(x.reshape(n, h, w, c), side, side).reshape(n, want_count)
+    return (h, w, c), (side, side, c)
+
+
+def fit_features(x, source_feature_shape, want_count: int):
+    """Features ``x`` (``[n, *source_feature_shape]``) as ``[n, want_count]`` float32.
+
+    Same count: a reshape.  Otherwise the examples are taken as square images (a flat
+    ``[64]`` is 8x8x1, ``[H, W]`` or ``[H, W, C]`` as given) and resized bilinearly to the
+    square size holding ``want_count`` values with the same channels (e.g. digits' 8x8 ->
+    28x28 for a model wanting 784).  Raises :class:`DataError` when that is impossible."""
+    x = np.asarray(x, dtype=np.float32)
+    n, have = len(x), int(np.prod(source_feature_shape, dtype=np.int64))
+    if have == int(want_count):
+        return x.reshape(n, have)
+    (h, w, c), (side, _, _) = resize_plan(source_feature_shape, want_count)
+    return _resize_bilinear(x.reshape(n, h, w, c), side, side).reshape(n, int(want_count))
 
 
 def _shuffled_pieces(source: Source, buffer_size, rng):

@@ -92,21 +92,60 @@ class ArraySource(Source):
             yield self.x[start:stop], self.y[start:stop]
 
 
+def _digits_file():
+    """scikit-learn's bundled ``digits.csv.gz`` (64 pixel columns + the label), found without
+    importing scikit-learn (an import costs ~0.7 s; reading the file ~10 ms); None if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def load_digits_source(**options) -> ArraySource:
     """scikit-learn's bundled 8x8 digits: x float32 [1797, 64] in [0, 1], y int64 in 0..9."""
+    path = _digits_file()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        pixels, target = table[:, :-1], table[:, -1]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise ImportError("the 'digits' data set needs scikit-learn: "
+                              "pip install scikit-learn  (or pip install 'kiln[data]')") from e
+        d = load_digits()
+        pixels, target = d.data, d.target
+    x = (pixels / 16.0).astype(np.float32)
+    return ArraySource(x, target.astype(np.int64), num_classes=10, name="digits", **options)
+
+
+def load_array_file(path, what="arrays"):
+    """``np.load`` of a ``.npy``/``.npz`` file without pickle; a file that is not one (or
+    holds pickled objects) is a :class:`DataError` naming it."""
+    path = os.fspath(path)
+    kind = ".npz archive (a zip of .npy arrays)" if path.lower().endswith(".npz") else ".npy array file"
     try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError("the 'digits' data set needs scikit-learn: "
-                          "pip install scikit-learn  (or pip install 'kiln[data]')") from e
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    return ArraySource(x, d.target.astype(np.int64), num_classes=10, name="digits", **options)
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file ({what})") from None
+    except (ValueError, OSError, EOFError) as err:
+        if "pickle" in str(err):
+            reason = "it is not a numpy file (or holds pickled Python objects, which Kiln never loads)"
+        else:
+            reason = str(err)
+        raise DataError(f"{path}: cannot read {what}: not a valid {kind}: {reason}") from None
 
 
 def load_npz_source(path, x_key=None, y_key=None, **options) -> ArraySource:
     """A .npz file with keys ``x``/``y`` or ``features``/``labels`` (or given keys)."""
-    with np.load(path, allow_pickle=False) as f:
+    f = load_array_file(path, "a data set")
+    if not hasattr(f, "files"):
+        raise DataError(f"{path}: a single .npy array, not a .npz archive with features and labels")
+    with f:
         keys = set(f.files)
         xk = x_key or next((k for k in ("x", "features") if k in keys), None)
         yk = y_key or next((k for k in ("y", "labels") if k in keys), None)
@@ -114,13 +153,18 @@ def load_npz_source(path, x_key=None, y_key=None, **options) -> ArraySource:
             if k is None or k not in keys:
                 raise DataError(f"{path}: no {what} array (looked for {k or default}); "
                                 f"file has {sorted(keys)}")
-        return ArraySource(f[xk], f[yk], name=str(path), **options)
+        try:
+            x, y = f[xk], f[yk]
+        except ValueError:  # object arrays need pickle
+            raise DataError(f"{path}: arrays {xk!r}/{yk!r} hold Python objects (pickled), which "
+                            "Kiln never loads: save numeric arrays") from None
+        return ArraySource(x, y, name=str(path), **options)
 
 
 def load_npy_pair(x_path, y_path, **options) -> ArraySource:
     """Two .npy files: features and labels."""
-    x = np.load(x_path, allow_pickle=False)
-    y = np.load(y_path, allow_pickle=False)
+    x = load_array_file(x_path, "features")
+    y = load_array_file(y_path, "labels")
     return ArraySource(x, y, name=f"{x_path},{y_path}", **options)
 
 

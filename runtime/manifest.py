@@ -2,8 +2,8 @@
 
 The contract is ``docs/ABI.md``.  This module is shared by both sides: the runtime reads and
 validates manifests with it, and the compiler's artifact writer writes them with
-:func:`write_manifest`, :func:`file_hashes` and :func:`atomic_write`, so both agree on one
-schema.  It depends on the standard library only.
+:func:`write_manifest` and :func:`file_hashes` (files written with ``runtime.files``), so
+both agree on one schema.  It depends on the standard library only.
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from .files import atomic_write
 
 FORMAT = "kiln-artifact"
 FORMAT_VERSION = 1
@@ -237,33 +238,6 @@ def file_digest(path) -> str:
 def file_hashes(directory, relpaths) -> dict:
     """``{relpath: file_digest(directory/relpath)}`` for the manifest's ``files``."""
     return {str(PurePosixPath(r)): file_digest(Path(directory) / r) for r in relpaths}
-
-
-def atomic_write(path, data) -> None:
-    """Write ``data`` (bytes or str) to ``path`` atomically: a temp file in the same
-    directory, flush + fsync, ``os.replace``, then fsync of the directory."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_manifest(directory) -> dict:

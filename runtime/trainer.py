@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -24,13 +23,34 @@ import numpy as np
 from . import checkpoint as ck
 from . import data as kdata
 from .artifact import load_artifact
+from .files import atomic_write
 from .manifest import resolve_shape
+from .train_log import RunLog, progress_bar
 
-__all__ = ["EntryInfo", "TrainerError", "entry_info", "evaluate", "predict", "train"]
+__all__ = ["EntryInfo", "TrainerError", "TrainingInterrupted", "entry_info", "evaluate", "predict",
+           "train"]
 
 
 class TrainerError(ValueError):
     """A user-facing trainer error (missing entry point, unusable data, bad output path)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: which epoch was running and the newest checkpoint this
+    run can be resumed from (``checkpoint`` None when there is none)."""
+
+    def __init__(self, epoch, epochs, checkpoint=None, checkpoint_epoch=None):
+        super().__init__(epoch, epochs)
+        self.epoch, self.epochs = epoch, epochs
+        self.checkpoint, self.checkpoint_epoch = checkpoint, checkpoint_epoch
+
+    def message(self) -> str:
+        """One line for the user: where it stopped and how to continue."""
+        where = f"interrupted in epoch {self.epoch}/{self.epochs}"
+        if self.checkpoint is None:
+            return f"{where}; no checkpoint of this run was saved yet (nothing to resume)"
+        return (f"{where}; newest checkpoint {self.checkpoint} (epoch {self.checkpoint_epoch}); "
+                "rerun with --resume to continue from it")
 
 
 # ----------------------------------------------------------------------------- entries
@@ -61,6 +81,27 @@ def entry_info(art, name) -> EntryInfo:
         feeds = [s.name for s in spec.feeds]
         fetches = {f.name.removesuffix(":0"): f.name for f in spec.fetches}
     return EntryInfo(name, feeds, fetches, [by_name[f] for f in feeds])
+
+
+def check_features(info: EntryInfo, feature_shape, resize_images=False):
+    """Check the data's features fit the entry's feature feed before any step runs.
+
+    Equal value counts feed as is (reshaped); otherwise only with ``resize_images`` (square
+    images resized bilinearly, ``data.fit_features``).  Returns a note to show when images
+    will be resized, else None; raises :class:`TrainerError` when they do not fit."""
+    shape = tuple(info.example_shape(0)) if info.feeds else ()
+    want = int(np.prod(shape, dtype=np.int64))
+    have = int(np.prod(feature_shape, dtype=np.int64))
+    if not info.feeds or have == want:
+        return None
+    if not resize_images:
+        raise TrainerError(f"the data has {have} features per example (shape {list(feature_shape)}), "
+                           f"the model's input {info.feeds[0]} takes {want} (shape {list(shape)}); use "
+                           f"data with {want} features, or pass --resize-images to resize square "
+                           "images to fit (e.g. 8x8 digits to 28x28)")
+    size = lambda dims: "x".join(map(str, dims if dims[2] > 1 else dims[:2]))
+    src, dst = kdata.resize_plan(feature_shape, want)
+    return f"resizing {size(src)} images to {size(dst)} for input {info.feeds[0]} (--resize-images)"
 
 
 def _feeds(info: EntryInfo, x, y, feature_shape):
@@ -107,15 +148,40 @@ def _open(spec, what="data"):
         raise TrainerError(f"cannot open {what} {spec!r}: {err}") from None
 
 
-def _load(artifact_dir, ckpt=None):
-    """``(artifact, state)``; the state restored from ``ckpt`` (file or directory) if given."""
+def data_key(spec):
+    """A data spec as recorded in checkpoints, comparable across working folders: paths made
+    absolute (``digits`` as is); None for in-memory sources."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    spec = os.fspath(spec)
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("mnist", "images", "csv", "npz"):
+        return f"{kind}:{os.path.abspath(rest)}"
+    return spec if spec == "digits" else os.path.abspath(spec)
+
+
+def _load(artifact_dir, ckpt=None, log=None):
+    """``(artifact, state, checkpoint metadata or None)``; the state restored from ``ckpt``
+    (file, or directory: its newest) if given.  ``log`` gets one line saying which weights."""
     art = load_artifact(artifact_dir)
     state = art.new_state()
-    if ckpt is not None:
-        if os.path.isdir(ckpt) and ck.latest_checkpoint(ckpt) is None:
-            raise TrainerError(f"no complete checkpoint in {ckpt}")
-        ck.restore_state(state, ckpt)
-    return art, state
+    meta = None
+    try:
+        if ckpt is not None:
+            if os.path.isdir(ckpt) and ck.latest_checkpoint(ckpt) is None:
+                raise TrainerError(f"no complete checkpoint in {ckpt}")
+            file = ck.latest_checkpoint(ckpt) if os.path.isdir(ckpt) else ck.checkpoint_file(ckpt)
+            step, meta = ck.restore_state(state, file)
+            epoch = f", epoch {meta['epoch']}" if meta and "epoch" in meta else ""
+            what = f"checkpoint {file} (step {step}{epoch})"
+        else:
+            what = "the initial (untrained) weights: no --ckpt-dir or --ckpt given"
+    except BaseException:
+        state.close()
+        raise
+    if log:
+        log(f"kiln: using {what}")
+    return art, state, meta
 
 
 def _run_epoch(state, info, source, batch_size, mean, train_fn=None, **batch_args):
@@ -133,180 +199,236 @@ def _format(row) -> str:
     return "  ".join(parts)
 
 
-def _write_metrics(run_dir, history, plot_note):
-    """Atomically rewrite ``metrics.jsonl`` and ``metrics.csv`` (and the curve PNG)."""
-    os.makedirs(run_dir, exist_ok=True)
-    lines = "".join(json.dumps(r) + "\n" for r in history)
-    ck.atomic_write(os.path.join(run_dir, "metrics.jsonl"), lines.encode())
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    keys = ["epoch"] + sorted(k for k in keys if k not in ("epoch", "time_s") and not k.startswith("val_")) \
-        + sorted(k for k in keys if k.startswith("val_")) + ["time_s"]
-    history = [{k: r.get(k) for k in keys} for r in history]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(history)
-    ck.atomic_write(os.path.join(run_dir, "metrics.csv"), buf.getvalue().encode())
-    _plot(run_dir, history, keys, plot_note)
+def _check_ckpt_dir(ckpt_dir, resume, overwrite):
+    """Refuse to start a run that would replace or ignore earlier checkpoints by accident."""
+    if resume and overwrite:
+        raise TrainerError("--resume and --overwrite exclude each other")
+    if (resume or overwrite) and not ckpt_dir:
+        flag = "--resume" if resume else "--overwrite"
+        raise TrainerError(f"{flag} needs --ckpt-dir DIR (the checkpoint folder of the run)")
+    if ckpt_dir and not (resume or overwrite) and ck.has_checkpoints(ckpt_dir):
+        latest = ck.latest_checkpoint(ckpt_dir, verify=False)
+        newest = f" (newest: {os.path.basename(latest)})" if latest else ""
+        raise TrainerError(f"{ckpt_dir} already holds checkpoints{newest}; pass --resume to continue "
+                           "that run, --overwrite to start over and replace them, or choose another "
+                           "--ckpt-dir")
 
 
-def _plot(run_dir, history, keys, note):
-    """Training curves to ``curves.png`` with matplotlib, or a one-time note without it."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        if not note.get("shown"):
-            note["shown"] = True
-            print("kiln: matplotlib not installed: no training-curve plot", file=sys.stderr)
-        return
-    metrics = [k for k in keys if k not in ("epoch", "time_s") and not k.startswith("val_")]
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(5 * max(len(metrics), 1), 3.5))
-    epochs = [r["epoch"] for r in history]
-    for ax, key in zip(np.atleast_1d(axes), metrics):
-        for k in (key, "val_" + key):
-            if k in keys:
-                ax.plot(epochs, [r.get(k, np.nan) for r in history], marker="o", label=k)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    ck.atomic_write(os.path.join(run_dir, "curves.png"), buf.getvalue())
-
-
-def _progress(total, desc, enabled):
-    """A tqdm bar when tqdm is installed and ``enabled``; else None."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="ex", leave=False, file=sys.stderr)
-
-
-def _resume(state, ckpt_dir, seed):
-    """Restore the latest checkpoint of ``ckpt_dir``: ``(start epoch, steps, history)``."""
-    if not ckpt_dir or ck.latest_checkpoint(ckpt_dir) is None:
-        return 0, 0, []
-    step, meta = ck.restore_state(state, ckpt_dir)
+def _resume(state, ckpt_dir, seed, data, log):
+    """Restore the latest checkpoint of ``ckpt_dir``: ``(start epoch, steps, history, file,
+    run id of each history row)``."""
+    latest = ck.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        log(f"kiln: no checkpoint in {ckpt_dir} yet: starting from the initial weights")
+        return 0, 0, [], None, []
+    step, meta = ck.restore_state(state, latest)
     meta = meta or {}
     if meta.get("seed", seed) != seed:
         print(f"kiln: warning: checkpoint was trained with seed {meta['seed']}, resuming with "
               f"seed {seed}: the data order differs from the original run", file=sys.stderr)
-    return int(meta.get("epoch", 0)), int(meta.get("steps", step or 0)), list(meta.get("history", []))
+    if meta.get("data") and data_key(data) and meta["data"] != data_key(data):
+        print(f"kiln: warning: checkpoint was trained on {meta['data']}, resuming on "
+              f"{data_key(data)}", file=sys.stderr)
+    start, steps = int(meta.get("epoch", 0)), int(meta.get("steps", step or 0))
+    log(f"kiln: resumed from {latest} (epoch {start}, step {steps})")
+    history = list(meta.get("history", []))
+    return start, steps, history, latest, list(meta.get("history_runs", []))[:len(history)]
+
+
+def _split_for_training(source, val_data, val_split, seed):
+    """``(train source, validation source or None)``."""
+    if val_data is not None:
+        return source, _open(val_data, "validation data")
+    if val_split:
+        return kdata.split(source, float(val_split), seed=seed)
+    return source, None
 
 
 # ----------------------------------------------------------------------------- train
 def train(artifact_dir, data, epochs=1, batch_size=32, val_split=0.1, val_data=None,
           ckpt_dir=None, resume=False, seed=0, run_dir=None, keep=5, progress=True,
-          shuffle_buffer=10000, log=print):
+          shuffle_buffer=10000, log=print, overwrite=False, resize_images=False, plot_every=0):
     """Train the artifact's ``train`` entry for ``epochs`` epochs; returns the history.
 
     ``data``/``val_data``: data specs or Sources (docs/data.md).  Without ``val_data`` a
     seeded ``val_split`` fraction is held out (0 or None: no validation); validation runs
     the ``eval`` entry when the artifact has one.  A checkpoint is saved into ``ckpt_dir``
-    after every epoch (metadata ``epoch``, ``seed``, ``steps``, ``history``); ``resume``
-    restores its latest and continues at the next epoch with the same data order.  The
-    history is a list of per-epoch dicts (``epoch``, train metrics, ``val_*``, ``time_s``),
-    also written to ``run_dir``/metrics.jsonl and metrics.csv.
+    after every epoch (metadata ``epoch``, ``seed``, ``steps``, ``history`` and the data
+    record ``data``/``val_split``/``val_data``/``resize_images``); ``resume`` restores its
+    latest and continues at the next epoch with the same data order.  A ``ckpt_dir`` that
+    already holds checkpoints needs ``resume`` or ``overwrite`` (:class:`TrainerError`).
+    Features whose value count differs from the model's input are an error unless
+    ``resize_images``.  The history is a list of per-epoch dicts (``epoch``, train metrics,
+    ``val_*``, ``time_s``), appended to ``run_dir``/metrics.jsonl under a new run id;
+    ``curves.png`` is drawn at the end (and every ``plot_every`` epochs).  Ctrl-C raises
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the checkpoint to resume.
     """
-    art, state = _load(artifact_dir)
+    _check_ckpt_dir(ckpt_dir, resume, overwrite)
+    art, state, _ = _load(artifact_dir)
+    try:
+        return _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_dir,
+                           resume, seed, RunLog(run_dir, plot_every=plot_every), keep, progress,
+                           shuffle_buffer, log, overwrite, resize_images)
+    finally:
+        state.close()
+
+
+def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_dir, resume, seed,
+                run_log, keep, progress, shuffle_buffer, log, overwrite, resize_images):
     tinfo = entry_info(art, "train")
     einfo = entry_info(art, "eval") if "eval" in art.entry_points else None
-    source = _open(data)
-    if val_data is not None:
-        val = _open(val_data, "validation data")
-    elif val_split:
-        source, val = kdata.split(source, float(val_split), seed=seed)
-    else:
-        val = None
-    start, steps, history = _resume(state, ckpt_dir, seed) if resume else (0, 0, [])
-    if resume and start:
-        log(f"kiln: resumed from {ck.latest_checkpoint(ckpt_dir)} (epoch {start}, step {steps})")
-    note = {}
-    n_train = source.num_examples
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        bar = _progress(n_train, f"epoch {epoch + 1}/{epochs}", progress)
-        mean = _Mean()
-
-        def tick(n, m, bar=bar):
-            if bar is not None:
-                bar.update(n)
-                bar.set_postfix_str(_format(m.result()), refresh=False)
-
-        _run_epoch(state, tinfo, source, batch_size, mean, tick, epochs=1, seed=seed,
-                   start_epoch=epoch, shuffle_buffer=shuffle_buffer)
-        steps += -(-mean.count // batch_size)
-        if bar is not None:
-            bar.close()
-        row = {"epoch": epoch + 1, **mean.result()}
-        if val is not None and einfo is not None:
-            vmean = _Mean()
-            _run_epoch(state, einfo, val, batch_size, vmean, shuffle_buffer=0)
-            row.update(vmean.result("val_"))
-        row["time_s"] = round(time.perf_counter() - t0, 4)
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}  {_format(row)}  ({row['time_s']:.2f} s)")
-        if run_dir:
-            _write_metrics(run_dir, history, note)
-        if ckpt_dir:
-            ck.save_state(state, ckpt_dir, step=steps, keep=keep,
-                          metadata={"epoch": epoch + 1, "seed": seed, "steps": steps,
-                                    "batch_size": batch_size, "history": history})
-    state.close()
+    source, val = _split_for_training(_open(data), val_data, val_split, seed)
+    note = check_features(tinfo, source.feature_shape, resize_images)
+    if note:
+        log(f"kiln: {note}")
+    start, steps, history, saved, run_ids = _resume(state, ckpt_dir, seed, data, log) if resume \
+        else (0, 0, [], None, [])
+    run_log.backfill(history, run_ids)
+    saved_epoch = start
+    record = {"seed": seed, "batch_size": batch_size, "data": data_key(data),
+              "val_split": 0.0 if val_data is not None else float(val_split or 0.0),
+              "val_data": data_key(val_data), "resize_images": bool(resize_images)}
+    if start >= epochs:
+        log(f"kiln: the checkpoint already reached epoch {start}; nothing to train "
+            f"(pass --epochs above {start} to train more)")
+    epoch = start
+    try:
+        for epoch in range(start, epochs):
+            row = _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, seed,
+                               shuffle_buffer, progress)
+            steps += row.pop("_steps")
+            history.append(row)
+            run_ids.append(run_log.run_id)
+            log(f"epoch {epoch + 1}/{epochs}  {_format(row)}  ({row['time_s']:.2f} s)")
+            run_log.add(row, history)
+            if ckpt_dir:
+                if overwrite and saved is None:
+                    ck.remove_checkpoints(ckpt_dir)  # only now: an interrupted first epoch keeps them
+                saved = ck.save_state(state, ckpt_dir, step=steps, keep=keep,
+                                      metadata={"epoch": epoch + 1, "steps": steps, "history": history,
+                                                "history_runs": run_ids, **record})
+                saved_epoch = epoch + 1
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(epoch + 1, epochs, saved, saved_epoch) from None
+    if start < epochs:
+        run_log.plot(history)
     return history
 
 
-# ----------------------------------------------------------------------------- eval / predict
-def evaluate(artifact_dir, data, ckpt=None, batch_size=256):
-    """Example-weighted mean of the ``eval`` entry's fetches over ``data`` (file order),
-    with the variables of checkpoint ``ckpt`` (file, or directory: its latest) if given."""
-    art, state = _load(artifact_dir, ckpt)
-    info = entry_info(art, "eval")
+def _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, seed, shuffle_buffer,
+                 progress) -> dict:
+    """Train one epoch (and validate); the epoch's row, with ``_steps`` the batches run."""
+    t0 = time.perf_counter()
+    bar = progress_bar(source.num_examples, f"epoch {epoch + 1}/{epochs}", progress)
     mean = _Mean()
-    _run_epoch(state, info, _open(data), batch_size, mean, shuffle_buffer=0)
-    state.close()
+
+    def tick(n, m):
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix_str(_format(m.result()), refresh=False)
+
+    try:
+        _run_epoch(state, tinfo, source, batch_size, mean, tick, epochs=1, seed=seed,
+                   start_epoch=epoch, shuffle_buffer=shuffle_buffer)
+    finally:
+        if bar is not None:
+            bar.close()
+    row = {"epoch": epoch + 1, **mean.result()}
+    if val is not None and einfo is not None:
+        vmean = _Mean()
+        _run_epoch(state, einfo, val, batch_size, vmean, shuffle_buffer=0)
+        row.update(vmean.result("val_"))
+    row["time_s"] = round(time.perf_counter() - t0, 4)
+    row["_steps"] = -(-mean.count // batch_size)
+    return row
+
+
+# ----------------------------------------------------------------------------- eval / predict
+EVAL_SPLITS = ("auto", "val", "all")
+
+
+def _eval_examples(source, data, meta, split, val_split, seed):
+    """The examples ``evaluate`` scores and a phrase saying which.
+
+    ``split="all"``: every example.  ``"val"``: the held-out validation split (fraction and
+    seed from the arguments, else from the checkpoint's training record, else 0.1 and 0).
+    ``"auto"``: the held-out split when the checkpoint was trained on this same data with
+    one, else every example (noting when those were all training examples)."""
+    meta = meta or {}
+    same_data = bool(meta.get("data")) and meta.get("data") == data_key(data)
+    fraction = val_split if val_split is not None else (meta.get("val_split") if same_data else None)
+    seed = seed if seed is not None else (meta.get("seed", 0) if same_data else 0)
+    if split == "auto":
+        split = "val" if (val_split is not None or (same_data and meta.get("val_split"))) else "all"
+    n = source.count()
+    if split == "all":
+        used = " (all of them were training examples)" if same_data and not meta.get("val_split") else ""
+        return source, f"all {n} examples of {source.name}{used}"
+    fraction = 0.1 if fraction in (None, 0, 0.0) else float(fraction)
+    _, held_out = kdata.split(source, fraction, seed=seed)
+    return held_out, (f"the {held_out.count()} held-out examples of {source.name} (validation split "
+                      f"{fraction:g}, seed {seed}; --split all scores all {n})")
+
+
+def evaluate(artifact_dir, data, ckpt=None, batch_size=256, split="auto", val_split=None, seed=None,
+             resize_images=None, log=print):
+    """Example-weighted mean of the ``eval`` entry's fetches, with the variables of checkpoint
+    ``ckpt`` (file, or directory: its latest) if given.  Which examples: see
+    :func:`_eval_examples` (by default the held-out split of the checkpoint's training run
+    when ``data`` is its training data).  ``resize_images`` None: as in the checkpoint's
+    training run.  ``log`` gets a line naming the weights and the examples used."""
+    if split not in EVAL_SPLITS:
+        raise TrainerError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    art, state, meta = _load(artifact_dir, ckpt, log)
+    try:
+        info = entry_info(art, "eval")
+        source, which = _eval_examples(_open(data), data, meta, split, val_split, seed)
+        resize = (meta or {}).get("resize_images", False) if resize_images is None else resize_images
+        note = check_features(info, source.feature_shape, resize)
+        log(f"kiln: scoring {which}" + (f"; {note}" if note else ""))
+        mean = _Mean()
+        _run_epoch(state, info, source, batch_size, mean, shuffle_buffer=0)
+    finally:
+        state.close()
     return mean.result()
 
 
 def _predict_batches(data, batch_size):
-    """``(feature_shape, iterator of feature batches)`` of a spec, Source, array or ``.npy``."""
+    """``(feature_shape, count, iterator of feature batches)`` of a spec, Source, array or
+    ``.npy`` file."""
     if isinstance(data, np.ndarray) or (isinstance(data, (str, os.PathLike))
                                         and os.fspath(data).lower().endswith(".npy")):
-        try:
-            x = np.load(data, allow_pickle=False) if not isinstance(data, np.ndarray) else data
-        except (OSError, ValueError) as err:
-            raise TrainerError(f"cannot read features {data}: {err}") from None
+        x = data if isinstance(data, np.ndarray) else kdata.load_array_file(data, "features")
         x = np.asarray(x, dtype=np.float32)
         if x.ndim < 2:
             x = x.reshape(len(x), 1) if x.ndim == 1 else x.reshape(1, 1)
-        return x.shape[1:], (x[s:s + batch_size] for s in range(0, len(x), batch_size))
+        return x.shape[1:], len(x), (x[s:s + batch_size] for s in range(0, len(x), batch_size))
     source = _open(data)
     gen = kdata.epoch_batches(source, batch_size, shuffle_buffer=0)
-    return source.feature_shape, (bx for bx, _ in gen)
+    return source.feature_shape, source.count(), (bx for bx, _ in gen)
 
 
-def predict(artifact_dir, data, ckpt=None, out=None, batch_size=256):
+def predict(artifact_dir, data, ckpt=None, out=None, batch_size=256, resize_images=None, log=print):
     """Run the ``predict`` entry over ``data`` (spec, Source, array or ``X.npy``) in order;
     returns ``{fetch key: array}``.  ``out``: ``.npy`` (the first fetch) or ``.csv`` (one row
-    per example: every fetch flattened, plus ``class`` for a 2-D first fetch)."""
+    per example: every fetch flattened, plus ``class`` for a 2-D first fetch).
+    ``resize_images`` None: as in the checkpoint's training run."""
     if out is not None and not os.fspath(out).lower().endswith((".npy", ".csv")):
         raise TrainerError(f"--out must end in .npy or .csv, got {out}")
-    art, state = _load(artifact_dir, ckpt)
-    info = entry_info(art, "predict")
-    shape, gen = _predict_batches(data, batch_size)
-    parts = {k: [] for k in info.fetches}
-    for x in gen:
-        res = state.run(info.name, _feeds(info, x, None, shape))
-        for key, tensor in info.fetches.items():
-            parts[key].append(res[tensor])
-    state.close()
+    art, state, meta = _load(artifact_dir, ckpt, log)
+    try:
+        info = entry_info(art, "predict")
+        shape, count, gen = _predict_batches(data, batch_size)
+        resize = (meta or {}).get("resize_images", False) if resize_images is None else resize_images
+        note = check_features(info, shape, resize)
+        log(f"kiln: predicting {count} examples" + (f"; {note}" if note else ""))
+        parts = {k: [] for k in info.fetches}
+        for x in gen:
+            res = state.run(info.name, _feeds(info, x, None, shape))
+            for key, tensor in info.fetches.items():
+                parts[key].append(res[tensor])
+    finally:
+        state.close()
     result = {k: np.concatenate(v) if v else np.empty((0,)) for k, v in parts.items()}
     if out is not None:
         _write_predictions(os.fspath(out), result)
@@ -320,7 +442,7 @@ def _write_predictions(path, result):
     if path.lower().endswith(".npy"):
         buf = io.BytesIO()
         np.save(buf, result[first])
-        ck.atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return
     cols, header = [], []
     for key, arr in result.items():
@@ -335,4 +457,4 @@ def _write_predictions(path, result):
     w.writerow(header)
     for row in np.concatenate([c.astype(np.float64) for c in cols], axis=1):
         w.writerow([f"{v:.6g}" for v in row])
-    ck.atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())

@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli_train")
     r = kiln("compile", os.path.join(ROOT, "samples/mnist_mlp.py"), "-o", d / "mlp", "--no-dump-ir")
     assert r.returncode == 0, r.stderr
-    r = kiln("train", d / "mlp", "--data", "digits", "--epochs", "1", "--ckpt-dir", d / "ck",
+    r = kiln("train", d / "mlp", "--data", "digits", "--resize-images", "--epochs", "1", "--ckpt-dir", d / "ck",
              "--run-dir", d / "run", "--no-progress")
     assert r.returncode == 0, r.stderr
     return d, r
@@ -35,7 +35,7 @@ def test_train_prints_epoch_line_and_writes_files(trained):
     assert "val_accuracy" in r.stdout
     row = json.loads((d / "run/metrics.jsonl").read_text())
     assert row["epoch"] == 1 and row["val_accuracy"] > 0.5
-    assert (d / "run/metrics.csv").read_text().startswith("epoch,")
+    assert (d / "run/metrics.csv").read_text().startswith("run,epoch,")
     assert list((d / "ck").glob("ckpt-*.safetensors"))
 
 
@@ -49,7 +49,7 @@ def test_eval_and_predict(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     probs = np.load(tmp_path / "p.npy")
     assert probs.shape == (1797, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
-    np.save(tmp_path / "x.npy", np.zeros((3, 64), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((3, 64), np.float32))   # resized as in training (checkpoint)
     r = kiln("predict", d / "mlp", "--data", tmp_path / "x.npy", "--ckpt-dir", d / "ck",
              "--out", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr

@@ -62,7 +62,7 @@ def test_digits_sample_trains_to_cpu_accuracy(tmp_path, mode):
         emulate = ["--cuda-emulate"] if target == "cuda" and mode == "emulated" else []
         subprocess.run(kiln + ["compile", os.path.join(ROOT, "samples", "mnist_mlp.py"), "-o", str(out),
                                "--target", target, "--no-dump-ir"] + emulate, check=True, capture_output=True)
-        subprocess.run(kiln + ["train", str(out), "--data", "digits", "--epochs", str(epochs),
+        subprocess.run(kiln + ["train", str(out), "--data", "digits", "--resize-images", "--epochs", str(epochs),
                                "--run-dir", str(out / "run")], check=True, capture_output=True)
         rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
         accuracy[target] = rows[-1]["val_accuracy"]

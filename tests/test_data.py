@@ -306,8 +306,27 @@ def test_split_deterministic_and_disjoint(tmp_path):
         data.split(src, 1.5)
 
 
+def test_digits_read_without_importing_sklearn_equal_load_digits():
+    """The bundled CSV read directly (10 ms instead of ~0.7 s of imports) gives
+    scikit-learn's load_digits() exactly."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+    src = data.open_source("digits")
+    ref = load_digits()
+    np.testing.assert_array_equal(src.x, (ref.data / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(src.y, ref.target)
+    probe = "import sys; from runtime import data; data.open_source('digits'); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_missing_optional_dependencies_say_how_to_install(monkeypatch, tmp_path):
     import sys
+
+    from runtime import data_sources
+    monkeypatch.setattr(data_sources, "_digits_file", lambda: None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match="pip install scikit-learn"):
         data.open_source("digits")

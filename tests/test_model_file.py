@@ -140,8 +140,10 @@ def test_load_model_accepts_a_fetch_list_and_build_graph(tmp_path):
 
 def test_unknown_target(tmp_path, capsys):
     path = write(tmp_path, HEADER + '    return {"predict": {"feeds": [x], "fetches": {"y": y}}}\n')
-    code, err = compile_err(capsys, path, "--target", "tpu")
-    assert code == 2 and "unknown target 'tpu' (supported: cpu, cuda)" in err
+    with pytest.raises(SystemExit) as stop:   # argparse: usage + the choices
+        compile_err(capsys, path, "--target", "tpu")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "invalid choice: 'tpu' (choose from 'cpu', 'cuda')" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -63,7 +63,8 @@ def digits():
 
 
 def _train(artifact, digits, tmp_path, **kw):
-    args = {"epochs": 2, "batch_size": 32, "val_split": 0.2, "seed": 3, "progress": False, "log": lambda s: None}
+    args = {"epochs": 2, "batch_size": 32, "val_split": 0.2, "seed": 3, "progress": False, "log": lambda s: None,
+            "resize_images": True}
     args.update(kw)
     return trainer.train(artifact, digits, **args)
 
@@ -101,7 +102,7 @@ def test_resume_gives_the_uninterrupted_losses(artifact, digits, tmp_path):
 
 def test_evaluate_and_predict_use_the_checkpoint(artifact, digits, tmp_path):
     _train(artifact, digits, tmp_path, epochs=2, ckpt_dir=tmp_path / "ck")
-    untrained = trainer.evaluate(artifact, digits)
+    untrained = trainer.evaluate(artifact, digits, resize_images=True)
     trained = trainer.evaluate(artifact, digits, ckpt=str(tmp_path / "ck"))
     assert set(trained) == {"loss"} and trained["loss"] < untrained["loss"]
     x = digits.x[:50]
@@ -130,8 +131,10 @@ def test_missing_entries_and_bad_inputs(artifact, digits, tmp_path):
     assert out["y"].shape == (3, 2)
     with pytest.raises(trainer.TrainerError, match=r"\.npy or \.csv"):
         trainer.predict(artifact, digits, out=tmp_path / "p.txt")
-    with pytest.raises(data.DataError, match="cannot fit"):
+    with pytest.raises(trainer.TrainerError, match="5 features per example.*--resize-images"):
         trainer.predict(artifact, np.ones((2, 5), np.float32))
+    with pytest.raises(data.DataError, match="cannot fit"):
+        trainer.predict(artifact, np.ones((2, 5), np.float32), resize_images=True)
 
 
 def test_fit_features_resizes_square_images():
@@ -150,14 +153,17 @@ def test_fit_features_resizes_square_images():
 
 
 def _cli_train(artifact, ckpt, run, *extra, env=None):
-    cmd = [sys.executable, "-m", "compiler.cli", "train", artifact, "--data", "digits", "--epochs", "3",
+    cmd = [sys.executable, "-m", "compiler.cli", "train", artifact, "--data", "digits", "--resize-images", "--epochs", "3",
            "--batch-size", "64", "--seed", "3", "--ckpt-dir", str(ckpt), "--run-dir", str(run), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _losses(run):
-    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """Loss per epoch, the newest row of each epoch (runs append; a killed run's last epoch
+    is trained again when resumed)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["epoch"]: r["loss"] for r in rows}
 
 
 def test_sigkill_during_a_checkpoint_write_then_resume_reproduces_the_run(artifact, tmp_path):

@@ -18,9 +18,10 @@ import importlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
+
+from runtime.files import atomic_write
 
 from ..ir.function import Function, Instr, Param, Region, Value
 from ..ir.printer import print_function
@@ -249,23 +250,6 @@ def _json_default(obj):
     return str(obj)
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    A reader never sees a half-written dump; dumps can be regenerated, so no fsync.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _function_name(stage: Stage) -> str:
     """The entry point's name, without parsing a loaded stage's text."""
     if stage.fn is not None:
@@ -282,10 +266,11 @@ def write_dump(result: PipelineResult, dump_dir: str) -> None:
         if _DUMP_NAME.match(old) and old not in keep:
             os.unlink(os.path.join(dump_dir, old))
     for s in result.stages:
-        atomic_write(os.path.join(dump_dir, s.file), s.text)
+        atomic_write(os.path.join(dump_dir, s.file), s.text, durable=False)
     index = dict(DUMP_FORMAT, function=_function_name(result.stages[0]),
                  stages=[s.record() for s in result.stages])
-    atomic_write(os.path.join(dump_dir, STAGES_FILE), json.dumps(index, indent=2, default=_json_default) + "\n")
+    atomic_write(os.path.join(dump_dir, STAGES_FILE), json.dumps(index, indent=2, default=_json_default) + "\n",
+                 durable=False)
 
 
 def _records_from_files(dump_dir: str) -> list:
