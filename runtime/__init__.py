@@ -5,14 +5,15 @@ llvmlite or jinja2, so an artifact runs anywhere the runtime is installed.  See
 docs/runtime.md for the API and docs/ABI.md for the artifact contract.
 
 Submodules: ``runtime.data`` (data pipeline, docs/data.md), ``runtime.checkpoint``
-(checkpoints, docs/checkpoints.md) and ``runtime.trainer`` (train/evaluate/predict,
-docs/trainer.md); ``train``, ``evaluate`` and ``predict`` are re-exported here.
+(checkpoints, docs/checkpoints.md), ``runtime.trainer`` (train) and ``runtime.scoring``
+(evaluate/predict; docs/trainer.md), ``runtime.files`` (atomic writes); ``train``,
+``evaluate`` and ``predict`` are re-exported here.
 
 Loading an artifact runs native code from its shared library: only load artifacts you trust.
 """
 from . import checkpoint, data, trainer
 from .abi import ABI_VERSION, AbiVersionError, KilnRuntimeError
-from .artifact import Artifact, IntegrityError, load_artifact
+from .artifact import Artifact, IntegrityError, NoDeviceError, load_artifact
 from .checkpoint import latest_checkpoint, restore_state, save_state
 from .executor import State
 from .manifest import (
@@ -26,7 +27,7 @@ from .manifest import (
     validate_manifest,
     write_manifest,
 )
-from .trainer import TrainerError, evaluate, predict, train
+from .trainer import TrainerError, TrainingInterrupted, evaluate, predict, train
 
 __all__ = [
     "ABI_VERSION",
@@ -38,8 +39,10 @@ __all__ = [
     "IntegrityError",
     "KilnRuntimeError",
     "ManifestError",
+    "NoDeviceError",
     "State",
     "TrainerError",
+    "TrainingInterrupted",
     "checkpoint",
     "data",
     "evaluate",
