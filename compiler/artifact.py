@@ -187,12 +187,33 @@ def foreign_entries(out_dir) -> list:
     return sorted(e.name for e in out.iterdir() if e.name not in ARTIFACT_ENTRIES) if out.is_dir() else []
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_siblings(final: Path) -> None:
+    """Delete the staging folders beside ``final`` that a killed compile left
+    (``.NAME.new-<pid>-*`` / ``.NAME.old-<pid>-*`` of a process that no longer runs)."""
+    for kind in ("new", "old"):
+        for path in final.parent.glob(f".{final.name}.{kind}-*-*"):
+            pid = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def new_staging_dir(final) -> Path:
     """A new hidden folder beside ``final`` (same file system, so it can be renamed into
-    place), with the mode a plain ``mkdir`` would give."""
+    place), with the mode a plain ``mkdir`` would give; stale ones of killed compiles go."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    _remove_stale_siblings(final)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-{os.getpid()}-", dir=final.parent))
     apply_umask(staged, is_dir=True)
     return staged
 
@@ -230,7 +251,7 @@ def replace_artifact_dir(staged, final) -> list:
         return []
     check_output_dir(final)
     kept = foreign_entries(final)
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{os.getpid()}-", dir=final.parent))
     moved = []
     with _signals_deferred():
         try:

@@ -9,42 +9,103 @@
 * ``kiln inspect TARGET ...`` runs the pass pipeline on a model (or reads an IR dump
   folder) and lists the stages, prints or diffs their IR, or writes Graphviz DOT.
 
-A model file is a Python script that builds a graph with ``from compiler import tf``; it is
-executed with ``__name__ == "kiln_model"`` so its ``if __name__ == "__main__":`` training
-code does not run; if it defines ``build_graph()``, that is called to build the graph.
-Errors in the user's input (missing file, broken model, unknown stage) exit with status 2
-and a one-line message on stderr.
+Every command loads a model file the same way, through ``compiler.model_file``: the script
+runs with ``__name__ == "kiln_model"`` (its ``if __name__ == "__main__":`` training code does
+not run) in a fresh graph, with its own folder on the import path, and its ``build()`` (or
+``build_graph()``) is called.  ``kiln ir``/``inspect`` also take a script that builds its graph
+at top level, and resolve ``--fetch`` names in the graph (``loss:0``, ``train``) or, failing
+that, among the fetch keys of the entry points ``build()`` returned.  ``kiln --version``
+prints the version.  Errors in the user's input (missing file, broken model, unknown stage)
+exit with status 2 and a one-line message on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
-import runpy
 import sys
-import traceback
 
 from .cli_errors import CliError
 
+HINT_NAMES = 8  # how many graph names an unknown-name error suggests for a script without build()
 
-def _load_model_graph(path):
-    """Run a model file in a fresh default graph and return that graph."""
-    from compiler import tf
 
-    if not os.path.isfile(path):
-        raise CliError(f"model file not found: {path}")
-    graph = tf.Graph()
-    with graph.as_default():
+def kiln_version() -> str:
+    """Kiln's version: the installed package's metadata, else ``compiler.artifact.KILN_VERSION``
+    (a source tree used without ``pip install``)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("kiln")
+    except importlib.metadata.PackageNotFoundError:
+        from compiler.artifact import KILN_VERSION
+
+        return KILN_VERSION
+
+
+# ----------------------------------------------------------------------------- ir
+def _load_model(path):
+    """Run a model file as ``kiln compile`` does (``compiler.model_file``), but accept a script
+    that builds its graph at top level (no ``build()``); returns the ``LoadedModel``."""
+    from compiler.model_file import ModelFileError, run_model_file
+
+    try:
+        return run_model_file(path, require_build=False)
+    except ModelFileError as err:
+        raise CliError(str(err))
+
+
+def _entry_points(model) -> dict:
+    """The well-formed entry points ``build()`` returned, ``name -> EntryPoint`` (``{}`` for a
+    script without one).  Bad ones are skipped: ``kiln compile`` reports them, and here entry
+    points only resolve fetch keys and suggest names."""
+    from compiler.model_file import ModelFileError, parse_entry
+
+    if not isinstance(model.result, dict):
+        return {}
+    entries = {}
+    for name, spec in model.result.items():
         try:
-            namespace = runpy.run_path(path, run_name="kiln_model")
-            if callable(namespace.get("build_graph")):
-                namespace["build_graph"]()
-        except SyntaxError as err:
-            raise CliError(f"syntax error in {err.filename}, line {err.lineno}: {err.msg}")
-        except Exception as err:  # report the model file's own frame
-            frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.endswith(path.split("/")[-1])]
-            where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-            raise CliError(f"{path}: error while building the model{where}: {type(err).__name__}: {err}")
-    return graph
+            entries[name] = parse_entry(name, spec, model.graph, model.where())
+        except ModelFileError:
+            continue
+    return entries
+
+
+def _names_hint(graph, entries) -> str:
+    """Names the user could pass: each entry point's targets and fetch tensors, or (a script
+    without ``build()``) the last few top-level names of the graph."""
+    if entries:
+        return "the entry points use: " + "; ".join(
+            f"{name}: " + ", ".join([op.name for op in e.targets] + [t.name for t in e.fetches.values()])
+            for name, e in entries.items())
+    ops = [op for op in graph.get_operations() if "/" not in op.name]
+    names = [op.outputs[0].name if op.outputs else op.name for op in ops[-HINT_NAMES:]]
+    return f"names in the graph include: {', '.join(names) or '(none: the graph is empty)'}"
+
+
+def _fetch_keys(entries) -> dict:
+    """Fetch key -> the tensors the entry points fetch under it (several when entries disagree)."""
+    keys: dict = {}
+    for e in entries.values():
+        for key, t in e.fetches.items():
+            keys.setdefault(key, {})[t.name] = t
+    return keys
+
+
+def _graph_element(model, entries, name, keys):
+    """The tensor or op ``name`` names in the graph (``loss:0``, ``train``), else the one tensor
+    the fetch key ``name`` names in ``keys``; an unknown name is a CliError suggesting names."""
+    try:
+        return model.graph.as_graph_element(name)
+    except (KeyError, ValueError, TypeError) as err:
+        detail = err.args[0] if err.args else err
+    tensors = keys.get(name, {})
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    clash = f"; fetch key {name!r} names several tensors: {', '.join(tensors)}" if tensors else ""
+    raise CliError(f"{model.path}: no tensor or op named {name!r} ({detail}){clash}; "
+                   f"{_names_hint(model.graph, entries)}")
 
 
 def _needed_placeholders(tensors, targets):
@@ -59,33 +120,54 @@ def _lower_model(path, fetch_names, feed_names, name):
     """Build the model file's graph and lower the ops the fetches need to one IR function."""
     from compiler.ir.from_graph import LoweringError, lower_graph
 
-    graph = _load_model_graph(path)
-
-    def element(name):
-        try:
-            return graph.as_graph_element(name)
-        except (KeyError, ValueError, TypeError) as err:
-            raise CliError(f"{path}: no tensor or op named {name!r} ({err})")
-
+    model = _load_model(path)
+    entries = _entry_points(model)
+    keys = _fetch_keys(entries)
     tensors, targets = [], []
     for fetch in fetch_names:
-        item = element(fetch)
+        item = _graph_element(model, entries, fetch, keys)
         (tensors if hasattr(item, "op") else targets).append(item)
-    feeds = [element(n) for n in feed_names] or _needed_placeholders(tensors, targets)
+    feeds = [_graph_element(model, entries, n, {}) for n in feed_names] \
+        or _needed_placeholders(tensors, targets)
     try:
         return lower_graph(tensors, targets, feeds, name=name)
     except LoweringError as err:
         raise CliError(f"{path}: {err}")
 
 
+def _elide_above(args):
+    """The element count above which printed constants are elided (``None``: --full-constants)."""
+    from compiler.ir.printer import ELIDE_ABOVE
+
+    return None if args.full_constants else ELIDE_ABOVE
+
+
 def cmd_ir(args) -> int:
+    """``kiln ir MODEL.py --fetch NAME``: print the lowered IR (large constants elided)."""
     from compiler.ir.printer import print_function
     from compiler.ir.verifier import verify
 
     fn = _lower_model(args.model, args.fetch, args.feed, args.name)
     verify(fn)
-    sys.stdout.write(print_function(fn))
+    sys.stdout.write(print_function(fn, _elide_above(args)))
     return 0
+
+
+FULL_CONSTANTS_HELP = "print every value of every constant (default: a constant of more than 16 " \
+                      "elements prints as dense<f32[2,100]>(__elided__))"
+
+
+def _add_ir(sub) -> None:
+    ir = sub.add_parser("ir", help="print the IR of the ops a set of fetches needs",
+                        description="Lower the ops the fetches need to one IR function and print it.")
+    ir.add_argument("model", help="model file (a Python script building a graph)")
+    ir.add_argument("--fetch", action="append", required=True,
+                    help="tensor or op name to fetch, or a fetch key of build()'s entry points (repeatable)")
+    ir.add_argument("--feed", action="append", default=[],
+                    help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
+    ir.add_argument("--name", default="step", help="entry point name in the printed IR")
+    ir.add_argument("--full-constants", action="store_true", help=FULL_CONSTANTS_HELP)
+    ir.set_defaults(func=cmd_ir)
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -158,10 +240,35 @@ def _write_dot(path, stage, to_dot) -> None:
     print(f"kiln: wrote DOT of stage {stage.index} {stage.name} to {path}", file=sys.stderr)
 
 
+def _shown(stage, args):
+    """The stage as printed: a copy whose text has its large constants elided (the stage
+    itself, with its full text, under --full-constants)."""
+    from compiler.ir.printer import elide_constants
+
+    if args.full_constants:
+        return stage
+    shown = copy.copy(stage)
+    shown.text = elide_constants(stage.text, _elide_above(args))
+    return shown
+
+
+def _diff_text(a, b, args) -> str:
+    """The unified diff of two stages as printed, or a line saying why there is none."""
+    from compiler.passes.manager import diff_stages
+
+    diff = diff_stages(_shown(a, args), _shown(b, args))
+    if diff:
+        return diff
+    if a.text != b.text:
+        return (f"(stages {a.name} and {b.name} differ only in elided constant values; "
+                "--full-constants shows them)\n")
+    return f"(stages {a.name} and {b.name} print the same IR)\n"
+
+
 def cmd_inspect(args) -> int:
     """List, print, diff or draw the IR stages of a model or a dump folder."""
     from compiler.passes.dot import to_dot
-    from compiler.passes.manager import diff_stages, format_table
+    from compiler.passes.manager import format_table
 
     result = _inspect_result(args)
     chosen = _pick(result, args.stage if args.stage is not None else "last")
@@ -169,12 +276,12 @@ def cmd_inspect(args) -> int:
     if args.list:
         sys.stdout.write(format_table(result.stages))
     if diff:
-        sys.stdout.write(diff_stages(*diff) or f"(stages {diff[0].name} and {diff[1].name} print the same IR)\n")
+        sys.stdout.write(_diff_text(*diff, args))
     if args.dot:
         _write_dot(args.dot, chosen, to_dot)
     explicit_stage = args.stage is not None and not args.dot
     if explicit_stage or not (args.list or diff or args.dot):
-        sys.stdout.write(chosen.text)
+        sys.stdout.write(_shown(chosen, args).text)
     return 0
 
 
@@ -189,6 +296,8 @@ examples:
 
 Stages are named by index (0 is the lowered graph, -1 the last) or by pass name.
 With no --list/--diff/--dot, the chosen stage's IR is printed (default: the last).
+Printed IR and diffs elide constants of more than 16 elements (--full-constants: all values);
+the dump files always hold every value.
 """
 
 
@@ -200,7 +309,8 @@ def _add_inspect(sub) -> None:
     ins.add_argument("target", help="model file (a Python script building a graph), artifact directory, "
                                     "or IR dump folder")
     ins.add_argument("--fetch", action="append", default=[], metavar="NAME",
-                     help="tensor or op name to fetch (repeatable; needed for a model file)")
+                     help="tensor or op name to fetch, or a fetch key of build()'s entry points "
+                          "(repeatable; needed for a model file)")
     ins.add_argument("--feed", action="append", default=[], metavar="NAME",
                      help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
     ins.add_argument("--name", default="step", help="entry point name (model file only; default: step)")
@@ -212,19 +322,15 @@ def _add_inspect(sub) -> None:
     ins.add_argument("--diff", nargs=2, metavar=("A", "B"), help="unified diff of the IR of stages A and B")
     ins.add_argument("--dot", metavar="FILE", help="write the chosen stage as Graphviz DOT to FILE")
     ins.add_argument("--dump-dir", metavar="DIR", help="also write NN-stage.kir files and stages.json to DIR")
+    ins.add_argument("--full-constants", action="store_true", help=FULL_CONSTANTS_HELP)
     ins.set_defaults(func=cmd_inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
+    parser.add_argument("--version", action="version", version=f"kiln {kiln_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    ir = sub.add_parser("ir", help="print the IR of the ops a set of fetches needs",
-                        description="Lower the ops the fetches need to one IR function and print it.")
-    ir.add_argument("model", help="model file (a Python script building a graph)")
-    ir.add_argument("--fetch", action="append", required=True, help="tensor or op name to fetch (repeatable)")
-    ir.add_argument("--feed", action="append", default=[], help="tensor name that is fed (repeatable; default: every placeholder the fetches need)")
-    ir.add_argument("--name", default="step", help="entry point name in the printed IR")
-    ir.set_defaults(func=cmd_ir)
+    _add_ir(sub)
     from .cli_compile import add_compile_command
 
     add_compile_command(sub)

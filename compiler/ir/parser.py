@@ -4,7 +4,8 @@ This module holds the statement grammar — functions, params, instructions, fus
 buffers, the ``memory`` line and outputs — on top of ``parse_attrs.LiteralParser`` (tokens,
 types, attr values).  Types in the text are taken as declared; ``verifier.verify``
 re-checks them against the op rules.  Every error is an ``IRParseError`` naming the line,
-the column and the offending line.
+the column and the offending line.  IR printed with its large constants elided
+(``dense<f32[300]>(__elided__)``, see printer.py) is refused with an error saying so.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .parse_attrs import (
     tokenize,
     unquote,
 )
+from .printer import ELIDED
 
 __all__ = ["DTYPES", "IRParseError", "parse_function", "parse_module", "tokenize", "unquote"]
 
@@ -73,6 +75,15 @@ def _swap_operands(body: list, swap: dict):
 
 class _Parser(LiteralParser):
     """Recursive descent over the token list; one instance per text."""
+
+    def attr_value(self):
+        """One attr literal (``LiteralParser.attr_value``); the values of an elided dense
+        literal (``dense<f32[300]>(__elided__)``) are not in the text, so it is refused."""
+        if self.tok.kind == "ident" and self.tok.text == ELIDED:
+            self.error(f"the values of this constant were elided ({ELIDED}): elided IR is for reading "
+                       "and does not parse back; print it in full (kiln ir/inspect --full-constants, "
+                       "or print_function(fn) without elide_above)")
+        return super().attr_value()
 
     # --- functions ------------------------------------------------------------------------
     def module(self) -> list:

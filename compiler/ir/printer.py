@@ -17,6 +17,11 @@ summary as a ``memory {...}`` line.  Values are renumbered ``%0, %1, ...`` in te
 (parameters, then the body, regions included), attrs are printed in sorted key order, so
 printing a parsed function gives the same text again.  ``compiler/ir/parser.py`` reads this
 form back; docs/IR.md has the grammar.
+
+For reading, ``print_function(fn, elide_above=16)`` shows a dense literal of more than 16
+elements as ``dense<f32[2,100]>(__elided__)`` (dtype and shape kept, values left out), like
+MLIR's ``--mlir-elide-elementsattrs-if-larger``; ``elide_constants(text)`` does the same to
+text already printed (an IR dump file).  Elided text does not parse back, on purpose.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from .types import DType, Sym, TensorType, as_dtype, shape_str
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+ELIDED = "__elided__"  # stands for the values of an elided dense literal
+ELIDE_ABOVE = 16  # the command line's default: dense literals of more elements are elided
 
 
 # ----------------------------------------------------------------------------- scalars
@@ -100,17 +107,52 @@ def _nest(items: list, shape: tuple) -> str:
     return "[" + ", ".join(_nest(items[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
 
 
-def format_dense(arr: np.ndarray) -> str:
-    """``dense<f32[2,2]>([[1.0, 2.0], [3.0, 4.0]])`` — all values, exact for every Kiln dtype."""
+def format_dense(arr: np.ndarray, elide_above: int | None = None) -> str:
+    """``dense<f32[2,2]>([[1.0, 2.0], [3.0, 4.0]])`` — all values, exact for every Kiln dtype.
+
+    With ``elide_above``, an array of more elements prints as ``dense<f32[300]>(__elided__)``.
+    """
     dtype = as_dtype(arr.dtype)
+    head = f"dense<{dtype.short}{shape_str(arr.shape)}>"
+    if elide_above is not None and arr.size > elide_above:
+        return f"{head}({ELIDED})"
     fmt = _element_formatter(dtype)
     items = [fmt(x) for x in arr.ravel().tolist()]
-    return f"dense<{dtype.short}{shape_str(arr.shape)}>({_nest(items, tuple(arr.shape))})"
+    return f"{head}({_nest(items, tuple(arr.shape))})"
+
+
+_STRING_OR_DENSE = re.compile(r'"(?:[^"\\\n]|\\.)*"|\bdense<(?P<type>[^<>()]*)>\([^()]*\)')
+_STATIC_TYPE = re.compile(r"[a-z0-9]+\[(?P<dims>[0-9,]*)\]\Z")
+
+
+def _elide_match(m: re.Match, elide_above: int) -> str:
+    """The replacement for one ``_STRING_OR_DENSE`` match: an elided literal, or the match as is."""
+    static = _STATIC_TYPE.match(m.group("type") or "")
+    if static is None:  # a string literal (or a type that is not static)
+        return m.group()
+    size = math.prod(int(d) for d in static.group("dims").split(",") if d)
+    return f"dense<{m.group('type')}>({ELIDED})" if size > elide_above else m.group()
+
+
+def elide_constants(text: str, elide_above: int | None = ELIDE_ABOVE) -> str:
+    """Printed IR ``text`` with every dense literal of more than ``elide_above`` elements elided.
+
+    The same as ``print_function(fn, elide_above)`` for text that is already printed (an IR
+    dump file).  It rewrites ``dense<T>(...)`` literals in the text: string literals are
+    skipped whole (a loc or string attr may hold anything), and a literal's body holds no
+    parentheses — its elements are integers, ``true``/``false`` and ``format_float`` /
+    ``_format_narrow_float`` texts (digits, ``.``, ``e``, signs, ``inf``, ``nan``) nested in
+    ``[...]`` — so its closing ``)`` is the first one.  ``None`` elides nothing.
+    """
+    if elide_above is None:
+        return text
+    return _STRING_OR_DENSE.sub(lambda m: _elide_match(m, elide_above), text)
 
 
 # ----------------------------------------------------------------------------- attr values
-def format_attr(value) -> str:
-    """The literal text of one attr value (see docs/IR.md for the syntax)."""
+def format_attr(value, elide_above: int | None = None) -> str:
+    """The literal text of one attr value (see docs/IR.md for the syntax); ``elide_above`` as
+    for ``format_dense``."""
     if value is None:
         return "none"
     if isinstance(value, (bool, np.bool_)):
@@ -130,34 +172,34 @@ def format_attr(value) -> str:
     if isinstance(value, TensorType):
         return str(value)
     if isinstance(value, np.ndarray):
-        return format_dense(value)
+        return format_dense(value, elide_above)
     if isinstance(value, list):
-        return "[" + ", ".join(format_attr(v) for v in value) + "]"
+        return "[" + ", ".join(format_attr(v, elide_above) for v in value) + "]"
     if isinstance(value, tuple):
         if len(value) == 1:
-            return "(" + format_attr(value[0]) + ",)"
-        return "(" + ", ".join(format_attr(v) for v in value) + ")"
+            return "(" + format_attr(value[0], elide_above) + ",)"
+        return "(" + ", ".join(format_attr(v, elide_above) for v in value) + ")"
     if isinstance(value, dict):
-        return _format_dict(value)
+        return _format_dict(value, elide_above)
     raise TypeError(f"cannot print attr value {value!r} of type {type(value).__name__}")
 
 
-def _format_dict(value: dict) -> str:
+def _format_dict(value: dict, elide_above: int | None) -> str:
     """A dict attr with string keys, keys sorted: ``{"a": 1, "b": 2}``."""
     for k in value:
         if not isinstance(k, str):
             raise TypeError(f"dict attr keys must be strings, got {k!r}")
-    return "{" + ", ".join(f"{quote(k)}: {format_attr(value[k])}" for k in sorted(value)) + "}"
+    return "{" + ", ".join(f"{quote(k)}: {format_attr(value[k], elide_above)}" for k in sorted(value)) + "}"
 
 
-def format_attrs(attrs: dict) -> str:
+def format_attrs(attrs: dict, elide_above: int | None = None) -> str:
     """`` {a=1, b=[2, 3]}`` in sorted key order, or '' when there are none."""
     if not attrs:
         return ""
     parts = []
     for key in sorted(attrs):
         try:
-            parts.append(f"{format_name(key)}={format_attr(attrs[key])}")
+            parts.append(f"{format_name(key)}={format_attr(attrs[key], elide_above)}")
         except TypeError as err:
             raise TypeError(f"attr {key!r}: {err}") from None
     return " {" + ", ".join(parts) + "}"
@@ -212,18 +254,18 @@ def _suffix(ins) -> str:
     return f"{loc}  -> " + ", ".join(format_buffer(b) for b in ins.buffers)
 
 
-def instr_lines(ins, names: dict, indent: str = "") -> list:
+def instr_lines(ins, names: dict, indent: str = "", elide_above: int | None = None) -> list:
     """The text lines of one instr: one line, or several for a fused instr and its region."""
     types = ", ".join(str(v.type) for v in ins.results)
     head = f"{indent}{_refs(ins.results, names)} : {types} = {ins.kind}({_refs(ins.operands, names)})"
-    head += format_attrs(ins.attrs)
+    head += format_attrs(ins.attrs, elide_above)
     if ins.region is None:
         return [head + _suffix(ins)]
     inner = indent + "  "
     block = ", ".join(f"{_ref(v, names)} : {v.type}" for v in ins.region.params)
     lines = [head + " {", f"{inner}^({block}):"]
     for sub in ins.region.body:
-        lines += instr_lines(sub, names, inner)
+        lines += instr_lines(sub, names, inner, elide_above)
     lines.append(f"{inner}yield {_refs(ins.region.yields, names)}".rstrip())
     lines.append(indent + "}" + _suffix(ins))
     return lines
@@ -234,8 +276,12 @@ def format_instr(ins, names: dict) -> str:
     return "\n".join(instr_lines(ins, names))
 
 
-def print_function(fn: Function) -> str:
-    """The text form of ``fn`` (ends with a newline)."""
+def print_function(fn: Function, elide_above: int | None = None) -> str:
+    """The text form of ``fn`` (ends with a newline).
+
+    With ``elide_above``, dense literals of more elements are elided (for reading; such text
+    does not parse back); the default prints every value.
+    """
     names = value_names(fn)
     lines = [f"func @{format_name(fn.name)} {{"]
     if fn.memory:
@@ -243,7 +289,7 @@ def print_function(fn: Function) -> str:
     for p in fn.params:
         lines.append(f"  {_ref(p.value, names)} : {p.value.type} = {p.kind} {quote(p.key)}")
     for ins in fn.body:
-        lines += instr_lines(ins, names, "  ")
+        lines += instr_lines(ins, names, "  ", elide_above)
     for key, v in fn.state_out:
         lines.append(f"  state {quote(key)} = {_ref(v, names)}")
     for key, v in fn.fetches:
@@ -252,6 +298,6 @@ def print_function(fn: Function) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_module(fns) -> str:
+def print_module(fns, elide_above: int | None = None) -> str:
     """Several functions, separated by a blank line."""
-    return "\n".join(print_function(fn) for fn in fns)
+    return "\n".join(print_function(fn, elide_above) for fn in fns)
