@@ -83,7 +83,15 @@ class RunLog:
             return
         append_line(os.path.join(self.run_dir, METRICS_JSONL), json.dumps({"run": self.run_id, **row}))
         self._write_csv()
-        if self.plot_every and row.get("epoch", 0) % self.plot_every == 0:
+        if self._plot_due(row):
+            self.plot(history)
+
+    def _plot_due(self, row) -> bool:
+        return bool(self.plot_every) and row.get("epoch", 0) % self.plot_every == 0
+
+    def finish(self, history: list) -> None:
+        """The end of the run: draw the curves unless the last epoch just did."""
+        if history and not self._plot_due(history[-1]):
             self.plot(history)
 
     def _write_csv(self) -> None:

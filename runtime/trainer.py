@@ -164,7 +164,7 @@ def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_
     except KeyboardInterrupt:
         raise TrainingInterrupted(epoch + 1, epochs, saved, saved_epoch) from None
     if start < epochs:
-        run_log.plot(history)
+        run_log.finish(history)
     return history
 
 
