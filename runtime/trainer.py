@@ -162,10 +162,22 @@ def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_
                                                 "history_runs": run_ids, **record})
                 saved_epoch = epoch + 1
     except KeyboardInterrupt:
+        saved, saved_epoch = _newest_of_run(ckpt_dir, run_log.run_id, saved, saved_epoch)
         raise TrainingInterrupted(epoch + 1, epochs, saved, saved_epoch) from None
     if start < epochs:
         run_log.finish(history)
     return history
+
+
+def _newest_of_run(ckpt_dir, run_id, saved, saved_epoch):
+    """``(file, epoch)`` of the newest complete checkpoint this run saved (one whose save was
+    interrupted after its file was complete counts), else the one it resumed from."""
+    latest = ck.latest_checkpoint(ckpt_dir) if ckpt_dir else None
+    if latest is not None and latest != saved:
+        _, _, meta = ck.load_checkpoint(latest)
+        if (meta or {}).get("history_runs", [None])[-1:] == [run_id]:
+            return latest, meta.get("epoch")
+    return saved, saved_epoch
 
 
 def _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, seed, shuffle_buffer,
