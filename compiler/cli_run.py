@@ -168,7 +168,9 @@ def add_run_commands(sub) -> None:
         ck.add_argument("--ckpt", metavar="FILE", help="load this checkpoint file")
         p.add_argument("--batch-size", type=_positive(int), default=256, help="batch size (default: 256)")
         _resize_flag(p, None)
-    ev.add_argument("--split", choices=("auto", "val", "all"), default="auto",
+    from runtime.scoring import EVAL_SPLITS
+
+    ev.add_argument("--split", choices=EVAL_SPLITS, default="auto",
                     help="examples to score: val = the held-out validation split, all = every "
                          "example; auto (default) = val when --data is the checkpoint's training data")
     ev.add_argument("--val-split", type=float, metavar="F", help="validation fraction for --split val "

@@ -112,6 +112,7 @@ class Mean:
 
 
 def open_data(spec, what="data"):
+    """``data.open_source(spec)``; unreadable input is a :class:`TrainerError` naming it."""
     try:
         return kdata.open_source(spec)
     except kdata.DataError:
@@ -140,9 +141,9 @@ def load_weights(artifact_dir, ckpt=None, log=None):
     meta = None
     try:
         if ckpt is not None:
-            if os.path.isdir(ckpt) and ck.latest_checkpoint(ckpt) is None:
-                raise TrainerError(f"no complete checkpoint in {ckpt}")
             file = ck.latest_checkpoint(ckpt) if os.path.isdir(ckpt) else ck.checkpoint_file(ckpt)
+            if file is None:
+                raise TrainerError(f"no complete checkpoint in {ckpt}")
             step, meta = ck.restore_state(state, file)
             epoch = f", epoch {meta['epoch']}" if meta and "epoch" in meta else ""
             what = f"checkpoint {file} (step {step}{epoch})"
