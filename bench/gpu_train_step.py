@@ -320,9 +320,11 @@ def main(argv=None):
         gpu = gpu or next((r["gpu"] for r in res.values() if "gpu" in r), "")
         results.append({"model": model, "batch": batch, **res})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"gpu": gpu, "arch": args.arch, "emulate": args.emulate, "repeats": args.repeats,
-                       "warmup": args.warmup, "units": "us", "results": results}, f, indent=1)
+        from runtime.files import atomic_write
+
+        atomic_write(args.json, json.dumps({"gpu": gpu, "arch": args.arch, "emulate": args.emulate,
+                                            "repeats": args.repeats, "warmup": args.warmup, "units": "us",
+                                            "results": results}, indent=1))
     return 0
 
 

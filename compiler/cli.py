@@ -291,7 +291,7 @@ examples:
   kiln inspect samples/plane_fit.py --fetch train --fetch loss:0 --dump-dir build/plane_ir
   kiln inspect build/plane_ir --stage cse
   kiln inspect build/plane_ir --diff graph constant-folding
-  kiln inspect build/plane_ir --stage fusion --dot step.dot   (then: dot -Tsvg step.dot -o step.svg)
+  kiln inspect build/plane_ir --stage fusion --dot build/step.dot   (then: dot -Tsvg build/step.dot -o build/step.svg)
   kiln inspect build/mlp --entry train --list                  (an artifact made by kiln compile)
 
 Stages are named by index (0 is the lowered graph, -1 the last) or by pass name.

@@ -115,7 +115,10 @@ Data specs: digits, FILE.csv, FILE.npz, mnist:DIR, images:DIR, a directory (docs
 
 
 def _resize_flag(p, default) -> None:
-    p.add_argument("--resize-images", action="store_true", default=default,
+    """``--resize-images`` (train: off by default; eval/predict: ``--[no-]resize-images``,
+    default as the checkpoint's training run)."""
+    p.add_argument("--resize-images", action="store_true" if default is False else argparse.BooleanOptionalAction,
+                   default=default,
                    help="resize square images to the model's input size when the value counts "
                         "differ (e.g. 8x8 digits for a 784-input model); without it that is an error"
                         + ("" if default is False else "; default: as the checkpoint's training run"))

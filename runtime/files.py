@@ -57,12 +57,13 @@ def _test_pause() -> None:
 
 def atomic_write(path, data, durable: bool = True) -> None:
     """Write ``data`` (bytes, or str as UTF-8) to ``path`` so that readers see the old file
-    or the whole new one.  ``durable=False`` skips the fsyncs (for files that can be
-    regenerated, such as IR dumps)."""
+    or the whole new one; missing parent folders are made.  ``durable=False`` skips the
+    fsyncs (for files that can be regenerated, such as IR dumps)."""
     path = os.fspath(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -116,7 +116,6 @@ def predict(artifact_dir, data, ckpt=None, out=None, batch_size=256, resize_imag
 
 def _write_predictions(path, result):
     """Write predictions atomically as ``.npy`` (first fetch) or ``.csv``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     first = next(iter(result))
     if path.lower().endswith(".npy"):
         buf = io.BytesIO()
