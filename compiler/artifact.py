@@ -197,14 +197,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_siblings(final: Path) -> None:
-    """Delete the staging folders beside ``final`` that a killed compile left
-    (``.NAME.new-<pid>-*`` / ``.NAME.old-<pid>-*`` of a process that no longer runs)."""
-    for kind in ("new", "old"):
-        for path in final.parent.glob(f".{final.name}.{kind}-*-*"):
-            pid = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                shutil.rmtree(path, ignore_errors=True)
+def _stale_siblings(final: Path, kind: str) -> list:
+    """The ``.NAME.<kind>-<pid>-*`` folders beside ``final`` of processes no longer running."""
+    stale = []
+    for path in final.parent.glob(f".{final.name}.{kind}-*-*"):
+        pid = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def _recover_stale_siblings(final: Path) -> None:
+    """Clean up after a compile killed (SIGKILL, power loss) during its swap, losing nothing:
+    an old artifact moved aside while ``final`` is missing goes back, and the user's
+    entries already moved into the new artifact's folder go back into ``final``; then the
+    stale folders are deleted (one still holding user entries is left as it is)."""
+    for path in _stale_siblings(final, "old"):
+        if (path / final.name).is_dir() and not final.exists():
+            os.rename(path / final.name, final)
+        shutil.rmtree(path, ignore_errors=True)
+    for path in _stale_siblings(final, "new"):
+        for name in foreign_entries(path):
+            if final.is_dir() and not (final / name).exists():
+                os.rename(path / name, final / name)
+        if not foreign_entries(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def new_staging_dir(final) -> Path:
@@ -212,7 +229,7 @@ def new_staging_dir(final) -> Path:
     place), with the mode a plain ``mkdir`` would give; stale ones of killed compiles go."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(final)
+    _recover_stale_siblings(final)
     staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-{os.getpid()}-", dir=final.parent))
     apply_umask(staged, is_dir=True)
     return staged

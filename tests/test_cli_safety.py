@@ -331,3 +331,26 @@ def test_compiling_for_cuda_without_a_gpu_prints_a_note(monkeypatch, capsys):
         cli_compile._gpu_note(argparse.Namespace(target=target, cuda_emulate=emulate))
         err = capsys.readouterr().err
         assert ("no usable CUDA GPU (no driver here)" in err and "--cuda-emulate" in err) == expect, err
+
+
+def test_a_swap_cut_by_sigkill_is_recovered_by_the_next_compile(compiled, tmp_path):
+    """A compile killed between the swap's renames (old artifact moved aside, user's ckpt/
+    already in the new folder, nothing at the output path): the next compile puts both back
+    before it starts, so nothing is lost."""
+    from compiler.artifact import new_staging_dir
+
+    final = tmp_path / "art"
+    shutil.copytree(compiled, final)
+    (final / "ckpt").mkdir()
+    (final / "ckpt" / "ckpt-7.safetensors").write_bytes(b"weights")
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                                # a pid that no longer runs
+    staged, aside = tmp_path / f".art.new-{dead.pid}-x", tmp_path / f".art.old-{dead.pid}-y"
+    staged.mkdir()
+    aside.mkdir()
+    os.rename(final / "ckpt", staged / "ckpt")
+    os.rename(final, aside / "art")
+    fresh = new_staging_dir(final)
+    assert (final / "ckpt" / "ckpt-7.safetensors").read_bytes() == b"weights"
+    load_artifact(final)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".art.")) == [fresh.name]
