@@ -162,5 +162,8 @@ def test_unreadable_stage_and_unwritable_dot_are_clear(dump, tmp_path):
     (bad / "00-graph.kir").write_text("garbage\n")
     proc = kiln("inspect", bad, "--stage", "0", "--dot", tmp_path / "g.dot")
     assert proc.returncode == 2 and "cannot read stage 0 graph (00-graph.kir): line 1, col 1" in proc.stderr
-    proc = kiln("inspect", folder, "--dot", tmp_path / "no" / "such" / "dir.dot")
+    proc = kiln("inspect", folder, "--dot", tmp_path / "new" / "dir.dot")   # missing folders are made
+    assert proc.returncode == 0 and (tmp_path / "new" / "dir.dot").read_text().startswith("digraph")
+    (tmp_path / "a_file").write_text("")
+    proc = kiln("inspect", folder, "--dot", tmp_path / "a_file" / "dir.dot")
     assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
