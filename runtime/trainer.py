@@ -194,7 +194,7 @@ def _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, se
 
     try:
         run_epoch(state, tinfo, source, batch_size, mean, tick, epochs=1, seed=seed,
-                   start_epoch=epoch, shuffle_buffer=shuffle_buffer)
+                  start_epoch=epoch, shuffle_buffer=shuffle_buffer)
     finally:
         if bar is not None:
             bar.close()

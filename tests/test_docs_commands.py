@@ -104,7 +104,7 @@ def test_extraction_follows_the_convention():
     assert commands[1].needs == {"gpu", "slow"} and commands[4].needs == {"nvcc"}
     assert commands[3].pytest and skip_reason(commands[3]).startswith("pytest")
     assert [(n, line) for n, line, _ in others] == [(14, "kiln train ARTIFACT --data SPEC [--epochs N]"),
-                                                     (15, "kiln eval build/a --data digits")]
+                                                    (15, "kiln eval build/a --data digits")]
     assert [is_synopsis(line) for _, line, _ in others] == [True, False]
     assert "kiln train build/x --data digits" in INLINE.findall(prose)
     with pytest.raises(ValueError, match="unknown requirement"):
