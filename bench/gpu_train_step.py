@@ -58,7 +58,7 @@ def make_kiln(model, batch, arch, emulate):
     from bench.kiln_models import build
     from bench.peers import data
     from compiler import tf
-    from compiler.compile import compile_entries
+    from compiler.frontend.compile_graph import compile_entries
     from runtime import load_artifact
 
     graph = tf.Graph()
@@ -67,7 +67,7 @@ def make_kiln(model, batch, arch, emulate):
     out = tempfile.mkdtemp(prefix=f"kiln-gpu-bench-{model}{batch}-")
     atexit.register(shutil.rmtree, out, True)
     path = compile_entries(graph, {"train": ([loss], [train], list(feeds))}, out,
-                           target="cuda", cuda_arch=arch, emulate=emulate)
+                           target="cuda", arch=arch, emulate=emulate)
     artifact = load_artifact(path)
     record = artifact.manifest["build"]
     info = {"compile_s": record.get("total_s"),

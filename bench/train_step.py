@@ -30,7 +30,7 @@ def make_kiln(model, batch, threads):
     """Compile the model's training step to an artifact and return a step callable."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from bench.kiln_models import build
-    from compiler.compile import compile_entries
+    from compiler.frontend.compile_graph import compile_entries
     from runtime import load_artifact
 
     from compiler import tf

@@ -3,7 +3,7 @@
 ```
 manifest.json     written last, validated by runtime.manifest (hashes of every file below)
 ir/               the pipeline dumps of each entry point (ir/<entry>/NN-<stage>.kir, kernels.txt)
-src/model.ll      the generated LLVM IR (CPU), or src/model.cu the CUDA C (target "cuda")
+src/model.*       the generated source (its name is the backend's: model.ll for the CPU, model.cu for CUDA)
 lib/model.so      the shared library built from it
 init.safetensors  the initial value of every variable
 ```
@@ -32,8 +32,6 @@ from runtime import manifest as mf
 from runtime.files import apply_umask, atomic_write, fsync_dir
 
 KILN_VERSION = "0.1.0"
-SOURCE = "src/model.ll"
-CUDA_SOURCE = "src/model.cu"
 LIBRARY = "lib/model.so"
 # Top-level entries an artifact directory consists of; anything else in it is the user's.
 ARTIFACT_ENTRIES = (mf.MANIFEST_NAME, mf.INIT_NAME, "ir", "src", "lib")
@@ -114,58 +112,36 @@ def write_init_values(path: Path, variables, values: dict) -> None:
     atomic_write(path, save(tensors))
 
 
-def llvm_library(source: str, lib_path: str) -> dict:
-    """Build LLVM IR text into ``lib_path``; returns the per-stage seconds (``llvm_*_s``)."""
-    from .codegen.llvm.build import compile_module
-
-    result = compile_module(source, lib_path)
-    return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
-
-
-def write_artifact(out_dir, module, variables, init_values: dict, entries: dict,
-                   target: dict, build: dict | None = None, source_name: str = SOURCE,
-                   build_library=llvm_library) -> Path:
-    """Write a complete artifact at ``out_dir`` from generated code (an ``llvmlite.ir.Module``
-    or source text); returns the directory.  ``build_library(source, lib_path) -> timings``
-    makes the library (LLVM by default); ``build`` (timings etc.) goes into the manifest.
+def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
+                   target, build: dict | None = None) -> Path:
+    """Write a complete artifact at ``out_dir`` from generated code (source text, or an
+    object whose ``str`` is) for ``target`` (a ``codegen.registry.Target``: its backend
+    names the source file, builds the library and writes the manifest's ``target``);
+    returns the directory.  ``build`` (timings etc.) goes into the manifest.
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
+    from .codegen.registry import get_backend
+
+    backend = get_backend(target.backend)
+    source_name = backend.source_name
     out = Path(out_dir)
     for sub in ("src", "lib", "ir"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     build = dict(build or {})
     t0 = time.perf_counter()
-    source = str(module)
+    source = str(source)
     atomic_write(out / source_name, source)
-    timings = build_library(source, str(out / LIBRARY))
+    timings = backend.build(source, str(out / LIBRARY), target)
     build.update(timings)
     files = [source_name, LIBRARY]
     if variables:
         write_init_values(out / mf.INIT_NAME, variables, init_values)
         files.append(mf.INIT_NAME)
     build["write_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 4)
-    manifest = build_manifest(variables, entries, target, mf.file_hashes(out, files), build)
+    manifest = build_manifest(variables, entries, target.record(), mf.file_hashes(out, files), build)
     mf.write_manifest(out, manifest)
     return out
-
-
-def host_target_record() -> dict:
-    """The manifest's ``target`` for the LLVM CPU backend on this host."""
-    from .codegen.llvm.target import host_target
-
-    t = host_target()
-    return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
-
-
-
-def cuda_target_record(arch: str, emulated: bool, tf32: bool = False) -> dict:
-    """The manifest's ``target`` for the CUDA backend (``emulated``: built for the host
-    emulator; ``tf32``: float32 GEMMs may use TF32 tensor cores)."""
-    record = {"kind": "cuda", "arch": arch, "emulated": bool(emulated)}
-    if tf32:
-        record["tf32"] = True
-    return record
 
 
 # ----------------------------------------------------------------------------- staging

@@ -12,17 +12,33 @@ import sys
 
 from .cli_errors import CliError
 
-TARGETS = ("cpu", "cuda")
+def _target(args):
+    """The validated ``Target`` of ``--target`` and its ``--<target>-<option>`` options
+    (another backend's options are a mistake)."""
+    from compiler.codegen.registry import BuildError, backends, get_backend
+
+    backend = get_backend(args.target)
+    for other in backends():
+        for opt in other.options:
+            value = getattr(args, _dest(other, opt), None)
+            if other.name != backend.name and value not in (None, False):
+                raise CliError(f"--{other.name}-{opt.name} applies to --target {other.name}, "
+                               f"not {backend.name}")
+    options = {opt.name: getattr(args, _dest(backend, opt)) for opt in backend.options}
+    try:
+        return backend.make_target(**options)
+    except (BuildError, ValueError) as err:  # e.g. nvcc missing, an unknown GPU arch
+        raise CliError(f"--target {backend.name}: {err}")
 
 
-def _compile_model(args):
-    """Load and validate the model file and compile its entries; returns (artifact path,
-    entries, seconds)."""
+def _compile_model(args, target):
+    """Load and validate the model file and compile its entries for ``target``; returns
+    (artifact path, entries, seconds)."""
     import time
 
     from compiler.artifact import ArtifactDirError
-    from compiler.codegen.llvm.build import BuildError
-    from compiler.compile import compile_entries
+    from compiler.codegen.registry import BuildError
+    from compiler.frontend.compile_graph import compile_entries
     from compiler.model_file import ModelFileError, entries_record, load_model
 
     try:
@@ -32,12 +48,11 @@ def _compile_model(args):
     start = time.perf_counter()
     try:
         out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
-                              args.output, target=args.target, dump_ir=args.dump_ir,
-                              cuda_arch=args.cuda_arch, emulate=args.cuda_emulate, tf32=args.cuda_tf32,
+                              args.output, target=target, dump_ir=args.dump_ir,
                               manifest_extra={"model": entries_record(args.model, entries)})
     except ArtifactDirError as err:
         raise CliError(f"cannot write the artifact: {err}")
-    except BuildError as err:  # nvcc / the linker missing or failing
+    except BuildError as err:  # the backend's toolchain missing or failing
         raise CliError(f"{args.model}: cannot build the {args.target} library: {err}")
     except (ValueError, NotImplementedError, TypeError, KeyError) as err:
         raise CliError(f"{args.model}: cannot compile: {type(err).__name__}: {err}")
@@ -46,16 +61,18 @@ def _compile_model(args):
     return out, entries, time.perf_counter() - start
 
 
-def _gpu_note(args) -> None:
-    """Say so when a CUDA artifact is built on a machine that cannot run it."""
-    from compiler.codegen.cuda.build import emulate_default
-    from runtime import cuda
+def device_note(target) -> str:
+    """A note when the artifact cannot run on this machine ("" when it can)."""
+    from compiler.codegen.registry import get_backend
 
-    emulated = emulate_default() if args.cuda_emulate is None else args.cuda_emulate
-    if args.target == "cuda" and not emulated and cuda.device_count() == 0:
-        print(f"kiln: note: this machine has no usable CUDA GPU ({cuda.why_no_device()}); the "
-              "artifact runs only where there is one (--target cpu runs here; --cuda-emulate "
-              "runs the CUDA code here, slowly)", file=sys.stderr)
+    backend = get_backend(target.backend)
+    reason = backend.unavailable(target)
+    if not reason:
+        return ""
+    emulator = any(o.name == "emulate" for o in backend.options)
+    return (f"kiln: note: {reason} on this machine; the artifact runs only where there is one "
+            f"(--target cpu runs here" + (f"; --{backend.name}-emulate runs the {backend.name} code "
+                                          "here, slowly" if emulator else "") + ")")
 
 
 def cmd_compile(args) -> int:
@@ -63,8 +80,9 @@ def cmd_compile(args) -> int:
     from compiler.artifact import foreign_entries
     from runtime import manifest as mf
 
+    target = _target(args)
     kept = foreign_entries(args.output)
-    out, entries, seconds = _compile_model(args)
+    out, entries, seconds = _compile_model(args, target)
     m = mf.read_manifest(out)
     print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
     for name, e in entries.items():
@@ -76,7 +94,9 @@ def cmd_compile(args) -> int:
     print(f"  variables: {len(m['variables'])} ({n_trainable} trainable)")
     if kept:
         print(f"  kept from the earlier artifact folder: {', '.join(kept)}")
-    _gpu_note(args)
+    note = device_note(target)
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -94,23 +114,37 @@ is complete, and keeps the folder's other contents (e.g. a ckpt/ folder).
 """
 
 
+def _dest(backend, opt) -> str:
+    return f"{backend.name}_{opt.name}"
+
+
+def _add_backend_options(comp) -> None:
+    """``--<backend>-<option>`` for every option every registered backend declares."""
+    from compiler.codegen.registry import backends
+
+    for backend in backends():
+        for opt in backend.options:
+            flag, help_text = f"--{backend.name}-{opt.name}", f"--target {backend.name}: {opt.help}"
+            if opt.kind == "flag":
+                comp.add_argument(flag, dest=_dest(backend, opt), action="store_true", default=opt.default,
+                                  help=help_text)
+            else:
+                comp.add_argument(flag, dest=_dest(backend, opt), default=opt.default,
+                                  metavar=opt.metavar or opt.name.upper(), help=help_text)
+
+
 def add_compile_command(sub) -> None:
+    from compiler.codegen.registry import backend_names
+
     comp = sub.add_parser("compile", help="compile a model file's entry points into an artifact",
                           description="Run a model file, validate the entry points build() returns, "
                                       "and compile them into an artifact directory.",
                           epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     comp.add_argument("model", help="model file (a Python script defining build())")
     comp.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
-    comp.add_argument("--target", default="cpu", choices=TARGETS,
-                      help=f"code generation target: {', '.join(TARGETS)} (default: cpu)")
-    comp.add_argument("--cuda-arch", default=None, metavar="sm_XX",
-                      help="GPU architecture for --target cuda (default: sm_90, H100/H200)")
-    comp.add_argument("--cuda-tf32", action="store_true",
-                      help="--target cuda: float32 matrix products may use TF32 tensor cores (faster, "
-                           "inputs rounded to 10 mantissa bits; default: exact fp32)")
-    comp.add_argument("--cuda-emulate", action="store_true", default=None,
-                      help="--target cuda: build for Kiln's host emulator (runs the CUDA code on the "
-                           "CPU, slowly; for testing without a GPU; also KILN_CUDA_EMULATE=1)")
+    comp.add_argument("--target", default="cpu", choices=backend_names(),
+                      help=f"code generation target: {', '.join(backend_names())} (default: cpu)")
+    _add_backend_options(comp)
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
     comp.set_defaults(func=cmd_compile)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .abi import AbiVersionError, NativeLibrary
+from .devices import missing_device
 from .executor import State
 from .manifest import (
     ABI_VERSION,
@@ -84,18 +85,15 @@ class Artifact:
                            f"variables: {[v.name for v in self.variables]}") from None
 
     def check_device(self) -> None:
-        """Raise :class:`NoDeviceError`, with what to do instead, when this is a CUDA
-        artifact built for a GPU and the machine has none the driver can use."""
-        if self.target.get("kind") != "cuda" or self.target.get("emulated"):
-            return
-        from . import cuda
-
-        if cuda.device_count() == 0:
+        """Raise :class:`NoDeviceError`, with what to do instead, when the library needs a
+        device this machine lacks (``runtime.devices``)."""
+        reason = missing_device(self.target)
+        if reason:
+            kind, arch = self.target.get("kind", "?"), self.target.get("arch")
             raise NoDeviceError(
-                f"{self.path} is a CUDA artifact ({self.target.get('arch', 'GPU')}) and this machine "
-                f"has no usable CUDA GPU: {cuda.why_no_device()}. Run it on a machine with an NVIDIA "
-                "GPU, or recompile it for this one with kiln compile --target cpu (or --target cuda "
-                "--cuda-emulate to run the CUDA code here, slowly)")
+                f"{self.path} is a {kind.upper()} artifact{f' ({arch})' if arch else ''} and {reason}. "
+                f"Run it on a machine that has one, or recompile it for this one with kiln compile "
+                f"--target cpu (or --target {kind} --{kind}-emulate where the backend has an emulator)")
 
     def init_values(self) -> dict:
         """``name -> array`` from ``init.safetensors`` for every variable, checked against

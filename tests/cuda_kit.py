@@ -16,7 +16,7 @@ import pytest
 
 import runtime
 from compiler.codegen.cuda.build import EMULATOR_HEADER
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from runtime import cuda
 
 HAVE_EMULATOR = shutil.which("g++") is not None and EMULATOR_HEADER.is_file()

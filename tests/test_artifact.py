@@ -26,9 +26,9 @@ from tests.models import mlp_tensors
 from compiler.artifact import (
     EntryInfo,
     VariableInfo,
-    host_target_record,
     write_artifact,
 )
+from compiler.codegen.registry import make_target
 from compiler.codegen.llvm.gemm_kernel import (
     F32,
     I32,
@@ -141,7 +141,7 @@ def standin_dir(tmp_path_factory):
     module = build_module(standin_programs(), STANDIN_VARIABLES, render=render_standin)
     variables = [VariableInfo(n, d, s, True) for n, d, s in STANDIN_VARIABLES]
     return write_artifact(tmp_path_factory.mktemp("standin"), module, variables,
-                          {"v": V0, "w": W0}, STANDIN_ENTRIES, host_target_record(), {"note": 1})
+                          {"v": V0, "w": W0}, STANDIN_ENTRIES, make_target("cpu"), {"note": 1})
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def mlp_batches(steps=STEPS, batch=BATCH, seed=1):
 
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
-    from compiler.compile import compile_entries
+    from compiler.frontend.compile_graph import compile_entries
 
     g, t = mlp_graph()
     entries = {"train": ([t["loss"]], [t["train"]], [t["x"], t["labels"]]),

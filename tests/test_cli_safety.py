@@ -322,15 +322,15 @@ def test_a_cuda_artifact_without_a_gpu_says_what_to_do(art, tmp_path):
 def test_compiling_for_cuda_without_a_gpu_prints_a_note(monkeypatch, capsys):
     """The note `kiln compile --target cuda` prints on a machine without a GPU (not for the
     emulator or the CPU target)."""
-    import argparse
-
     from compiler import cli_compile
+    from compiler.codegen.registry import Target
     monkeypatch.setattr(cuda, "device_count", lambda: 0)
     monkeypatch.setattr(cuda, "why_no_device", lambda: "no driver here")
-    for target, emulate, expect in (("cuda", False, True), ("cuda", True, False), ("cpu", False, False)):
-        cli_compile._gpu_note(argparse.Namespace(target=target, cuda_emulate=emulate))
-        err = capsys.readouterr().err
-        assert ("no usable CUDA GPU (no driver here)" in err and "--cuda-emulate" in err) == expect, err
+    gpu = Target("cuda", (("arch", "sm_90"), ("emulate", False), ("tf32", False)))
+    emulated = Target("cuda", (("arch", "sm_90"), ("emulate", True), ("tf32", False)))
+    for target, expect in ((gpu, True), (emulated, False), (Target("cpu"), False)):
+        note = cli_compile.device_note(target)
+        assert ("no usable CUDA GPU (no driver here)" in note and "--cuda-emulate" in note) == expect, note
 
 
 def test_a_swap_cut_by_sigkill_is_recovered_by_the_next_compile(compiled, tmp_path):

@@ -283,7 +283,7 @@ def test_race_checking_generated_mlp_training_step(tmp_path):
     """The generated MLP training step (compiler.compile, emulated) has no race, and checking
     it keeps the step fast."""
     import runtime
-    from compiler.compile import compile_entries
+    from compiler.frontend.compile_graph import compile_entries
     from tests.test_cuda_runtime import _batch, _mlp_entries
 
     graph, entries = _mlp_entries()

@@ -17,7 +17,7 @@ import pytest
 import runtime
 from compiler import tf
 from compiler.codegen.cuda.build import compile_cuda
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from runtime import KilnRuntimeError
 from runtime.abi import KILN_ECHECK
 from tests import models

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import runtime
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from compiler.model_file import load_model
 from tests.cuda_kit import MODES, assert_weights_close
 from tests.test_samples import CASES, RNG_SEED, SAMPLES
@@ -35,7 +35,7 @@ def test_every_sample_compiles_with_nvcc(tmp_path):
         outs = dict(zip(sorted(CASES), pool.map(build, sorted(CASES))))
     for name, out in outs.items():
         m = runtime.manifest.read_manifest(out)
-        assert m["target"] == {"kind": "cuda", "arch": "sm_90", "emulated": False}, name
+        assert m["target"] == {"kind": "cuda", "arch": "sm_90", "emulated": False, "runtime": "cuda"}, name
         assert (out / "src" / "model.cu").is_file() and m["build"]["nvcc_s"] > 0
         nm = shutil.which("nm")
         if nm:
@@ -64,8 +64,9 @@ def test_sample_matches_cpu(tmp_path, name, mode):
     feeds = {"x": x, "labels": y} if make else {}
     outs = []
     for target in ("cpu", "cuda"):
+        options = {"emulate": mode == "emulated"} if target == "cuda" else {}
         art = runtime.load_artifact(compile_entries(model.graph, entries, tmp_path / target, target=target,
-                                                    emulate=(mode == "emulated"), dump_ir=False))
+                                                    dump_ir=False, **options))
         with art.new_state() as state:
             got = [state.run("train", feeds) for _ in range(2)]
             got += [state.run("eval", feeds), state.run("predict", {"x": x} if make else {})]

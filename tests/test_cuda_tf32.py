@@ -19,7 +19,7 @@ import pytest
 import runtime
 from compiler import tf
 from compiler.codegen.cuda import program_variables, render_module
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from compiler.ir.from_graph import lower_graph
 from compiler.ir.interpreter import run_function
 from compiler.ir.types import N, as_dtype

@@ -11,7 +11,7 @@ import pytest
 
 import runtime
 from compiler import tf
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from tests import models
 from tests.cuda_kit import MODES
 
@@ -42,8 +42,8 @@ def test_training_losses_match_cpu(tmp_path, model, mode):
     graph, entries = _graph(model)
     losses = {}
     for target in ("cpu", "cuda"):
-        path = compile_entries(graph, entries, tmp_path / target, target=target, emulate=(mode == "emulated"),
-                               dump_ir=False)
+        options = {"emulate": mode == "emulated"} if target == "cuda" else {}
+        path = compile_entries(graph, entries, tmp_path / target, target=target, dump_ir=False, **options)
         with runtime.load_artifact(path).new_state() as state:  # two batches in turn: the loss must fall
             losses[target] = [float(state.run("train", _feeds(model, batch, s % 2))["loss:0"]) for s in range(steps)]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=2e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import runtime
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from compiler.model_file import load_model
 from runtime import data
 

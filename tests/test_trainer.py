@@ -14,7 +14,7 @@ import pytest
 
 from compiler import tf
 from compiler.cli import main as kiln
-from compiler.compile import compile_entries
+from compiler.frontend.compile_graph import compile_entries
 from runtime import checkpoint as ck
 from runtime import data, trainer
 

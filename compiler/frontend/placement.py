@@ -3,24 +3,24 @@
 * ``ConfigProto`` — the TF1 session options Kiln honours: ``allow_soft_placement``,
   ``log_device_placement``, ``device_count`` (``{"GPU": 0}`` hides the GPU), plus Kiln's
   own ``kiln_backend`` / ``kiln_cache_dir`` / ``kiln_cuda_emulate`` / ``kiln_cuda_tf32``.
-* ``choose_target`` — a signature runs on the GPU (the CUDA backend) when the session's
-  backend is ``"cuda"`` or one of its ops was placed with ``tf.device('/gpu:0')``.  Without a
-  usable GPU that is an ``InvalidArgumentError`` like TF's, unless soft placement is on (then
-  it runs on the CPU).
+* ``choose_target`` — a signature runs on a device backend (``codegen.registry``: the
+  backend serving the device type, e.g. CUDA for ``GPU``) when the session's backend names
+  it (``"cuda"``) or one of its ops was placed with ``tf.device('/gpu:0')``; the backend's
+  options come from the config (``kiln_<backend>_<option>``, e.g. ``kiln_cuda_tf32``).
+  Without a usable device that is an ``InvalidArgumentError`` like TF's, unless soft
+  placement is on (then it runs on the CPU).
 * ``VariableHomes`` — which copies of each variable are current: the session's numpy array
   ("host") and/or native states that cannot share it (device states copy variables in and
   out only when another holder needs them, so a training loop never leaves the GPU).
 """
 from __future__ import annotations
 
-import os
-import re
 import sys
 
 from . import errors
 
 HOST = "host"
-_GPU = re.compile(r"(?:^|[/:])gpu(?::\d+)?(?:/|$)", re.IGNORECASE)
+_NOT_DEVICES = ("JOB", "REPLICA", "TASK")  # parts of a TF device string that name no device
 
 
 class GPUOptions:
@@ -38,7 +38,7 @@ class ConfigProto:
 
     def __init__(self, allow_soft_placement=False, log_device_placement=False, device_count=None,
                  gpu_options=None, intra_op_parallelism_threads=0, inter_op_parallelism_threads=0,
-                 kiln_backend=None, kiln_cache_dir=None, kiln_cuda_emulate=None, kiln_cuda_tf32=False):
+                 kiln_backend=None, kiln_cache_dir=None, **kiln_options):
         self.allow_soft_placement = bool(allow_soft_placement)
         self.log_device_placement = bool(log_device_placement)
         self.device_count = dict(device_count or {})
@@ -47,8 +47,10 @@ class ConfigProto:
         self.inter_op_parallelism_threads = inter_op_parallelism_threads
         self.kiln_backend = kiln_backend
         self.kiln_cache_dir = kiln_cache_dir
-        self.kiln_cuda_emulate = kiln_cuda_emulate
-        self.kiln_cuda_tf32 = kiln_cuda_tf32
+        for key, value in kiln_options.items():  # kiln_<backend>_<option>, e.g. kiln_cuda_tf32
+            if not key.startswith("kiln_"):
+                raise TypeError(f"ConfigProto got an unexpected keyword argument {key!r}")
+            setattr(self, key, value)
 
 
 def config_get(config, key):
@@ -61,9 +63,15 @@ def config_get(config, key):
     return value if value is not None else getattr(config, f"kiln_{key}", None)
 
 
-def is_gpu_device(spec: str) -> bool:
-    """Whether a ``tf.device`` string names a GPU (``/gpu:0``, ``/device:GPU:0``, ``GPU``...)."""
-    return bool(spec and _GPU.search(spec))
+def device_type(spec: str) -> str:
+    """The device type a ``tf.device`` string names, upper case (``/gpu:0``,
+    ``/device:GPU:0``, ``/job:w/replica:0/task:0/device:CPU:0`` -> ``GPU``/``CPU``), or ""."""
+    for part in reversed((spec or "").split("/")):
+        part = part.strip()
+        name = part.split(":")[1] if part.lower().startswith("device:") else part.split(":")[0]
+        if name and name.upper() not in _NOT_DEVICES:
+            return name.upper()
+    return ""
 
 
 def _reachable_ops(tensors, targets) -> list:
@@ -80,53 +88,58 @@ def _reachable_ops(tensors, targets) -> list:
     return out
 
 
-def cuda_unavailable_reason(config) -> str:
-    """Why the CUDA backend cannot run here ("" when it can: a GPU and nvcc, or emulation)."""
-    count = (config_get(config, "device_count") or {}).get("GPU")
-    if count is not None and int(count) == 0:
-        return "the session config hides the GPU (device_count={'GPU': 0})"
-    if emulate_cuda(config):
-        return ""
-    from runtime import cuda
+def _backend_target(backend, config):
+    """``(Target, reason it cannot run here or "")`` of ``backend`` with the config's options."""
+    from ..codegen.registry import BuildError
 
-    if cuda.device_count() == 0:
-        return cuda.why_no_device()
-    from ..codegen.cuda.build import CudaToolchainError, find_nvcc
-
+    options = {o.name: config_get(config, f"{backend.name}_{o.name}") for o in backend.options}
+    for device in backend.devices:
+        count = (config_get(config, "device_count") or {}).get(device)
+        if count is not None and int(count) == 0:
+            return None, f"the session config hides the {device} (device_count={{'{device}': 0}})"
     try:
-        find_nvcc()
-    except CudaToolchainError as err:
-        return str(err)
-    return ""
+        target = backend.make_target(**options)
+    except (BuildError, ValueError) as err:  # e.g. the toolkit is missing
+        return None, str(err)
+    return target, backend.unavailable(target)
 
 
-def emulate_cuda(config) -> bool:
-    """Whether CUDA code runs on the host emulator (config ``cuda_emulate`` or $KILN_CUDA_EMULATE)."""
-    value = config_get(config, "cuda_emulate")
-    if value is not None:
-        return bool(value)
-    return os.environ.get("KILN_CUDA_EMULATE", "") not in ("", "0")
+def _wanted_backend(session_backend: str, ops):
+    """The device backend a signature asks for (by the session's backend or an op's
+    ``tf.device``), with the op that asked; ``(None, None)`` for the CPU."""
+    from ..codegen.registry import backend_for_device, backend_names, get_backend
+
+    if session_backend in backend_names() and session_backend != "cpu":
+        return get_backend(session_backend), None
+    for op in ops:
+        backend = backend_for_device(device_type(op.device)) if op.device else None
+        if backend is not None and backend.name != "cpu":
+            return backend, op
+    return None, None
 
 
-def choose_target(backend: str, config, tensors, targets):
-    """``"cuda"`` or ``"cpu"`` for one run signature (see the module doc)."""
+def choose_target(session_backend: str, config, tensors, targets):
+    """The ``codegen.registry.Target`` one run signature compiles for (see the module doc)."""
+    from ..codegen.registry import make_target
+
     ops = _reachable_ops(tensors, targets)
-    gpu_ops = [op for op in ops if is_gpu_device(op.device)]
-    if backend != "cuda" and not gpu_ops:
-        return "cpu"
-    reason = cuda_unavailable_reason(config)
+    backend, placed = _wanted_backend(session_backend, ops)
+    if backend is None:
+        return make_target("cpu")
+    target, reason = _backend_target(backend, config)
+    device = backend.devices[0] if backend.devices else backend.name.upper()
     if not reason:
-        _log(config, ops, "/device:GPU:0")
-        return "cuda"
+        _log(config, ops, f"/device:{device}:0")
+        return target
     if config_get(config, "allow_soft_placement"):
         _log(config, ops, "/device:CPU:0")
-        return "cpu"
-    what = f"operation {gpu_ops[0].name}" if gpu_ops else "this session (backend 'cuda')"
-    spec = gpu_ops[0].device if gpu_ops else "/device:GPU:0"
+        return make_target("cpu")
+    what = f"operation {placed.name}" if placed else f"this session (backend '{backend.name}')"
+    spec = placed.device if placed else f"/device:{device}:0"
     raise errors.InvalidArgumentError(
-        None, gpu_ops[0] if gpu_ops else None,
+        None, placed,
         f"Cannot assign a device for {what}: Could not satisfy explicit device specification "
-        f"'{spec}' because no GPU is usable: {reason}. Set allow_soft_placement=True in the "
+        f"'{spec}' because no {device} is usable: {reason}. Set allow_soft_placement=True in the "
         "session config to run it on the CPU instead.")
 
 

@@ -46,10 +46,10 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
-from .placement import VariableHomes, choose_target, config_get, emulate_cuda
+from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
-BACKENDS = ("compiled", "interpreter", "cuda")
+BACKENDS = ("compiled", "interpreter")  # and every device backend's name (codegen.registry), e.g. "cuda"
 ENTRY = "run"
 
 
@@ -60,9 +60,12 @@ def get_default_session():
 
 def select_backend(config) -> str:
     """The backend a session with ``config`` uses: config, then $KILN_BACKEND, then compiled."""
+    from ..codegen.registry import backend_names
+
     backend = config_get(config, "backend") or os.environ.get("KILN_BACKEND") or "compiled"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown Kiln backend {backend!r}; choose one of {BACKENDS}")
+    choices = BACKENDS + tuple(n for n in backend_names() if n != "cpu")
+    if backend not in choices:
+        raise ValueError(f"unknown Kiln backend {backend!r}; choose one of {choices}")
     return backend
 
 
@@ -198,11 +201,9 @@ class Session:
         fn = lower_graph(tensors, targets, fed, name="session_run")
         if self.backend == "interpreter" or is_initializer(fn):
             return _Plan(fn)
-        from ..compile import Target, finish_entry
+        from ..compile import finish_entry
 
-        kind = choose_target(self.backend, self.config, tensors, targets)
-        target = Target.make(kind, emulate=emulate_cuda(self.config), tf32=bool(config_get(self.config, "cuda_tf32"))) \
-            if kind == "cuda" else Target()
+        target = choose_target(self.backend, self.config, tensors, targets)
         try:
             lowered = finish_entry(ENTRY, fn, skip_empty=True)
             if lowered.program is None:
@@ -219,7 +220,7 @@ class Session:
         """Build (or find in the cache) and load the artifact of one signature."""
         import runtime
 
-        from ..compile import session_artifact
+        from .session_cache import session_artifact
 
         root = config_get(self.config, "cache_dir") or os.environ.get("KILN_CACHE_DIR")
         if not root:

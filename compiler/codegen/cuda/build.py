@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..llvm.build import BuildError, BuildResult
+from ..llvm.build import BuildResult
+from ..registry import BuildError
 
 DEFAULT_ARCH = "sm_90"
 STANDARD_ROOTS = ("/usr/local/cuda",)  # searched after $CUDA_HOME and $CUDA_PATH

@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from ..registry import BuildError
 from .target import HostTarget, host_target, optimize
 
 DEFAULT_LINK_FLAGS = ("-lgomp", "-lm")
-
-
-class BuildError(RuntimeError):
-    """Compiling or linking generated code failed; the message carries the tool's output."""
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""The CPU backend's registration (``compiler/codegen/registry.py``): kernel IR -> LLVM IR
+for this host (``module.build_module``) -> a shared library (``build.compile_module``)."""
+from __future__ import annotations
+
+from ..registry import Backend
+
+
+def _render(programs, variables, target) -> str:
+    from .module import build_module
+
+    return str(build_module(programs, variables))
+
+
+def _build(source, lib_path, target) -> dict:
+    from .build import compile_module
+
+    result = compile_module(source, lib_path)
+    return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
+
+
+def _record(target) -> dict:
+    from .target import host_target
+
+    t = host_target()
+    return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features, "runtime": "host"}
+
+
+BACKEND = Backend(
+    name="cpu",
+    description="LLVM IR for this CPU (AVX-512/AVX2 kernels, packed GEMM, libgomp threads)",
+    devices=("CPU",),
+    source_name="src/model.ll",
+    runtime_library="host",
+    render=_render,
+    build=_build,
+    target_record=_record,
+)

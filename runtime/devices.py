@@ -1,0 +1,52 @@
+"""Which kinds of native library this machine can run, by the ``runtime`` field of an
+artifact's ``target`` record (written by the backend that built it, docs/backends.md):
+
+* ``"host"`` — a plain shared library for this CPU (the CPU backend, and CUDA code built
+  for the host emulator): always runnable;
+* ``"cuda"`` — CUDA device code: needs an NVIDIA GPU the driver can use (``runtime.cuda``).
+
+A new backend whose library needs a device adds one entry to :data:`LIBRARY_KINDS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class LibraryKind:
+    """How to tell whether this machine runs a library kind: ``missing()`` says why not
+    ("" when it can); ``device`` names what it needs, for messages."""
+
+    device: str
+    missing: Callable[[], str]
+
+
+def _cuda_missing() -> str:
+    from . import cuda
+
+    return "" if cuda.device_count() > 0 else cuda.why_no_device()
+
+
+LIBRARY_KINDS = {
+    "host": LibraryKind("this CPU", lambda: ""),
+    "cuda": LibraryKind("a usable CUDA GPU", _cuda_missing),
+}
+
+
+def library_kind(target: dict) -> str:
+    """The library kind of a manifest ``target`` record (records written before the field
+    existed: CUDA device code unless built for the emulator)."""
+    if "runtime" in target:
+        return target["runtime"]
+    return "cuda" if target.get("kind") == "cuda" and not target.get("emulated") else "host"
+
+
+def missing_device(target: dict) -> str:
+    """Why this machine cannot run an artifact built for ``target`` ("" when it can)."""
+    kind = library_kind(target)
+    info = LIBRARY_KINDS.get(kind)
+    if info is None:
+        return f"this runtime does not know how to run {kind!r} libraries"
+    reason = info.missing()
+    return f"this machine has no {info.device.removeprefix('a ')}: {reason}" if reason else ""
