@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 
 from ...lower import kernel_ir as K
+from ...lower.combine import identity_value
 from .affine import same_index
 from .exprs import AccSlot, Emitter, Lanes
 from .gemm import GemmConfig, config_for
 from .gemm_kernel import c64, counted_loop, imax, new_function
-from .ops import combine_identity, emit_combine
+from .ops import emit_combine
 from .parallel import emit_parallel_for
 from .render_gemm import render_gemm
 from .target import HostTarget, host_target
@@ -262,7 +263,7 @@ class Renderer(Emitter):
             slot = self.env[name]
             vty = ir.VectorType(slot.type, w)
             vslots[name] = AccSlot(self.alloca(vty), vty, slot.dtype)
-            b.store(const(vty, combine_identity(combine, slot.dtype)), vslots[name].ptr)
+            b.store(const(vty, identity_value(combine, slot.dtype)), vslots[name].ptr)
 
         def lanes_step(i, mask=None, active=None):
             saved = self.lanes, self.lets
