@@ -13,26 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-import jinja2
 import numpy as np
 
 from ...lower import kernel_ir as K
+from ..c_family import environment
 from .kernels import KernelRenderer
 
 ALIGN = 256  # device allocations and io slots (cudaMalloc's alignment)
 MAX_WORKSPACE = 1 << 62
-
-_env = None
-
-
-def environment() -> jinja2.Environment:
-    """The jinja2 environment over the ``templates`` package (templates/cuda/*.cu.j2)."""
-    global _env
-    if _env is None:
-        _env = jinja2.Environment(loader=jinja2.PackageLoader("templates", "."), trim_blocks=True,
-                                  lstrip_blocks=True, keep_trailing_newline=True,
-                                  undefined=jinja2.StrictUndefined)
-    return _env
 
 
 def c_string(text: str) -> str:

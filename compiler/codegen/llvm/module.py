@@ -5,7 +5,7 @@ module and adds the exported functions of the Kiln C ABI:
 
 * ``kiln_abi_version``, ``kiln_num_variables``, ``kiln_last_error``;
 * ``kiln_create`` / ``kiln_destroy``: the state, a heap struct
-  ``{ptr vars[V]; ptr owned[V]; ptr workspace; i64 workspace_bytes; char error[256]}``:
+  ``{ptr vars[V]; ptr owned[V]; ptr workspace; i64 workspace_bytes; char error[ERROR_BYTES]}``:
   ``vars[i]`` is where variable i lives now, ``owned[i]`` the 64-byte aligned, zero-filled
   storage the state allocated for it (NULL once the caller bound its own memory);
 * ``kiln_read_variable`` / ``kiln_write_variable`` / ``kiln_bind_variable``: byte counts
@@ -26,15 +26,16 @@ import hashlib
 import numpy as np
 from llvmlite import ir
 
+from runtime import abi_spec as spec
+from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
+
 from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
 
-ABI_VERSION = 1
-KILN_EINVAL, KILN_ENOMEM = 1, 2
-ALIGN = 64
-ERROR_BYTES = 256
+ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
 MAX_WORKSPACE = 1 << 62
 I8 = ir.IntType(8)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
+_LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
 
 
 def i32(v: int) -> ir.Constant:
@@ -45,6 +46,18 @@ def _opaque(v):
     """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
     v.type = PTR
     return v
+
+
+def _llvm_type(ctype: str) -> ir.Type:
+    """The LLVM type of a C type of runtime/abi_spec.py (every pointer is ``ptr``)."""
+    return PTR if ctype.endswith("*") else _LLVM_TYPES[ctype]
+
+
+def _define(module: ir.Module, fn: spec.Function, name: str = ""):
+    """Define the exported ABI function ``fn`` (named ``name``, default ``fn.name``) with
+    its C signature from runtime/abi_spec.py; returns (function, builder)."""
+    return new_function(module, name or fn.name, _llvm_type(fn.restype), [_llvm_type(t) for t, _ in fn.params],
+                        [n for _, n in fn.params], internal=False)
 
 
 def _np_dtype(dtype) -> np.dtype:
@@ -163,10 +176,10 @@ class _Abi:
 # ----------------------------------------------------------------------------- fixed ABI
 def _emit_constants(abi: _Abi) -> None:
     """``kiln_abi_version``, ``kiln_num_variables`` and ``kiln_last_error``."""
-    for name, value in (("kiln_abi_version", ABI_VERSION), ("kiln_num_variables", len(abi.variables))):
-        _, b = new_function(abi.module, name, I32, [], [], internal=False)
+    for name, value in (("kiln_abi_version", spec.ABI_VERSION), ("kiln_num_variables", len(abi.variables))):
+        _, b = _define(abi.module, spec.function(name))
         b.ret(i32(value))
-    fn, b = new_function(abi.module, "kiln_last_error", PTR, [PTR], ["state"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_last_error"))
     state = fn.args[0]
     with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
         b.ret(abi.cstring(""))
@@ -175,7 +188,7 @@ def _emit_constants(abi: _Abi) -> None:
 
 def _emit_destroy(abi: _Abi) -> ir.Function:
     """``kiln_destroy``: free the owned variables, the workspace and the state (NULL allowed)."""
-    fn, b = new_function(abi.module, "kiln_destroy", ir.VoidType(), [PTR], ["state"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_destroy"))
     state = fn.args[0]
     with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
         b.ret_void()
@@ -193,7 +206,7 @@ def _emit_destroy(abi: _Abi) -> ir.Function:
 def _emit_create(abi: _Abi, destroy: ir.Function) -> None:
     """``kiln_create``: calloc the struct, then each variable (64-byte aligned, zeroed).
     Any failed allocation frees what was made and returns NULL."""
-    _, b = new_function(abi.module, "kiln_create", PTR, [], [], internal=False)
+    _, b = _define(abi.module, spec.function("kiln_create"))
     null = ir.Constant(PTR, None)
     state = b.call(abi.calloc, [c64(1), c64(abi.state_type.get_abi_size(_target_data()))])
     with b.if_then(b.icmp_unsigned("==", state, null), likely=False):
@@ -221,8 +234,7 @@ def _target_data():
 def _emit_read_write(abi: _Abi) -> None:
     """``kiln_read_variable`` / ``kiln_write_variable``: checked memcpy out of / into vars[i]."""
     for name, what in (("kiln_read_variable", "read"), ("kiln_write_variable", "write")):
-        fn, b = new_function(abi.module, name, I32, [PTR, I32, PTR, I64],
-                             ["state", "index", "data", "nbytes"], internal=False)
+        fn, b = _define(abi.module, spec.function(name))
         state, index, data, nbytes = fn.args
         abi.clear_error(b, state)
         size = abi.check_bytes(b, state, index, nbytes, what)
@@ -236,8 +248,7 @@ def _emit_bind(abi: _Abi) -> None:
     """``kiln_bind_variable(state, index, ptr, nbytes)``: make ``ptr`` (64-byte aligned, caller
     owned) the variable's storage, freeing the state's own; ``ptr == NULL`` goes back to
     state-owned storage holding a copy of the current value."""
-    fn, b = new_function(abi.module, "kiln_bind_variable", I32, [PTR, I32, PTR, I64],
-                         ["state", "index", "ptr", "nbytes"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_bind_variable"))
     state, index, ptr, nbytes = fn.args
     null = ir.Constant(PTR, None)
     abi.clear_error(b, state)
@@ -256,7 +267,7 @@ def _emit_bind(abi: _Abi) -> None:
         b.ret(i32(0))
     misaligned = b.and_(b.ptrtoint(ptr, I64), c64(ALIGN - 1))
     with b.if_then(b.icmp_unsigned("!=", misaligned, c64(0)), likely=False):
-        abi.fail(b, state, KILN_EINVAL, "bind variable %d: memory at %p is not 64-byte aligned",
+        abi.fail(b, state, KILN_EINVAL, f"bind variable %d: memory at %p is not {ALIGN}-byte aligned",
                  index, ptr)
     b.call(abi.free, [owned])
     b.store(null, owned_slot)
@@ -328,8 +339,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     if len(kernel_names) != len(program.kernels):
         raise ValueError(f"entry {entry!r}: {len(kernel_names)} rendered kernels for "
                          f"{len(program.kernels)} in the program")
-    fn, b = new_function(abi.module, f"kiln_entry_{entry}", I32, [PTR, I64, PTR, PTR],
-                         ["state", "batch", "feeds", "fetches"], internal=False)
+    fn, b = _define(abi.module, spec.ENTRY, spec.entry_symbol(entry))
     state, batch, feeds, fetches = fn.args
     decls = list(program.buffers.values())
     bufs = _opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
