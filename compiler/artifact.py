@@ -5,6 +5,7 @@ manifest.json     written last, validated by runtime.manifest (hashes of every f
 ir/               the pipeline dumps of each entry point (ir/<entry>/NN-<stage>.kir, kernels.txt)
 src/model.*       the generated source (its name is the backend's: model.ll for the CPU, model.cu for CUDA)
 lib/model.so      the shared library built from it
+include/kiln_abi.h the C header of the ABI the library exports (runtime/abi_spec.py)
 init.safetensors  the initial value of every variable
 ```
 
@@ -29,12 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from runtime import manifest as mf
+from runtime.abi_spec import entry_symbol
 from runtime.files import apply_umask, atomic_write, fsync_dir
 
 KILN_VERSION = "0.1.0"
 LIBRARY = "lib/model.so"
+ABI_HEADER = "include/kiln_abi.h"
 # Top-level entries an artifact directory consists of; anything else in it is the user's.
-ARTIFACT_ENTRIES = (mf.MANIFEST_NAME, mf.INIT_NAME, "ir", "src", "lib")
+ARTIFACT_ENTRIES = (mf.MANIFEST_NAME, mf.INIT_NAME, "ir", "src", "lib", "include")
 
 
 class ArtifactDirError(ValueError):
@@ -84,7 +87,7 @@ def build_manifest(variables, entries: dict, target: dict, files: dict, build=No
         "variables": [dict(_tensor(v.name, v.dtype, v.shape), trainable=bool(v.trainable))
                       for v in variables],
         "entry_points": {
-            name: {"symbol": f"kiln_entry_{name}",
+            name: {"symbol": entry_symbol(name),
                    "feeds": [_tensor(*t) for t in e.feeds],
                    "fetches": [_tensor(*t) for t in e.fetches],
                    "state_in": list(e.state_in), "state_out": list(e.state_out)}
@@ -121,12 +124,13 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
+    from .codegen.c_family import abi_header
     from .codegen.registry import get_backend
 
     backend = get_backend(target.backend)
     source_name = backend.source_name
     out = Path(out_dir)
-    for sub in ("src", "lib", "ir"):
+    for sub in ("src", "lib", "ir", "include"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     build = dict(build or {})
     t0 = time.perf_counter()
@@ -134,7 +138,8 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     atomic_write(out / source_name, source)
     timings = backend.build(source, str(out / LIBRARY), target)
     build.update(timings)
-    files = [source_name, LIBRARY]
+    atomic_write(out / ABI_HEADER, abi_header())
+    files = [source_name, LIBRARY, ABI_HEADER]
     if variables:
         write_init_values(out / mf.INIT_NAME, variables, init_values)
         files.append(mf.INIT_NAME)

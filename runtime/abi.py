@@ -13,13 +13,37 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .manifest import ABI_VERSION, ArtifactError
+from . import abi_spec as spec
+from .abi_spec import (  # noqa: F401  (the ABI's facts, re-exported for the runtime's users)
+    ABI_VERSION,
+    BIND_ALIGNMENT,
+    ERROR_NAMES,
+    KILN_EBACKEND,
+    KILN_ECHECK,
+    KILN_EINVAL,
+    KILN_ENOMEM,
+    KILN_OK,
+)
+from .manifest import ArtifactError
 
-KILN_OK, KILN_EINVAL, KILN_ENOMEM, KILN_ECHECK, KILN_EBACKEND = 0, 1, 2, 3, 4
-ERROR_NAMES = {KILN_OK: "KILN_OK", KILN_EINVAL: "KILN_EINVAL", KILN_ENOMEM: "KILN_ENOMEM",
-               KILN_ECHECK: "KILN_ECHECK", KILN_EBACKEND: "KILN_EBACKEND"}
+_CTYPES = {"void": None, "int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64, "const char *": ctypes.c_char_p}
 
-_VOIDP_ARRAY = ctypes.POINTER(ctypes.c_void_p)
+
+def _ctype(ctype: str):
+    """The ctypes type of a C type of abi_spec (pointer arrays as ``void**``, other pointers
+    as ``void*``)."""
+    if ctype in _CTYPES:
+        return _CTYPES[ctype]
+    if ctype.endswith("*const *"):
+        return ctypes.POINTER(ctypes.c_void_p)
+    if ctype.endswith("*"):
+        return ctypes.c_void_p
+    raise ValueError(f"no ctypes type for C type {ctype!r}")
+
+
+def _signature(fn: spec.Function) -> tuple:
+    """``(restype, argtypes)`` of an ABI function for ctypes."""
+    return _ctype(fn.restype), [_ctype(t) for t, _ in fn.params]
 
 
 class KilnRuntimeError(RuntimeError):
@@ -86,23 +110,24 @@ def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(copy))
 
 
-def _bind_optional(lib, name, restype, argtypes):
-    """Like :func:`_bind`, but ``None`` when the library does not export ``name``."""
-    fn = getattr(lib, name, None)
-    if fn is not None:
-        fn.restype, fn.argtypes = restype, argtypes
-    return fn
+def _bind_optional(lib, fn: spec.Function):
+    """Like :func:`_bind`, but ``None`` when the library does not export ``fn``."""
+    bound = getattr(lib, fn.name, None)
+    if bound is not None:
+        bound.restype, bound.argtypes = _signature(fn)
+    return bound
 
 
-def _bind(lib, name, restype, argtypes, path):
-    """Look up ``name`` in ``lib`` and set its signature; a missing symbol is an ArtifactError."""
+def _bind(lib, fn: spec.Function, path, symbol=None):
+    """Look up ``symbol`` (default: ``fn``'s name) in ``lib`` and give it ``fn``'s signature;
+    a missing symbol is an ArtifactError."""
+    symbol = symbol or fn.name
     try:
-        fn = getattr(lib, name)
+        bound = getattr(lib, symbol)
     except AttributeError:
-        raise ArtifactError(f"{path}: does not export {name!r} (not a Kiln ABI library?)") from None
-    fn.restype = restype
-    fn.argtypes = argtypes
-    return fn
+        raise ArtifactError(f"{path}: does not export {symbol!r} (not a Kiln ABI library?)") from None
+    bound.restype, bound.argtypes = _signature(fn)
+    return bound
 
 
 class NativeLibrary:
@@ -116,25 +141,29 @@ class NativeLibrary:
     def __init__(self, path, digest: str, entry_names=()):
         self.path = Path(path)
         self.lib = _load_cdll(self.path, digest)
-        b = lambda *a: _bind(self.lib, *a, self.path)
-        self.abi_version = b("kiln_abi_version", ctypes.c_int32, [])
+        self.abi_version = self._bind("kiln_abi_version")
         got = int(self.abi_version())
         if got != ABI_VERSION:
             raise AbiVersionError(f"{self.path}: artifact ABI version {got}, "
                                   f"runtime supports {ABI_VERSION}")
-        vp, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
-        self.num_variables = b("kiln_num_variables", i32, [])
-        self.create = b("kiln_create", vp, [])
-        self.destroy = b("kiln_destroy", None, [vp])
-        self.read_variable = b("kiln_read_variable", i32, [vp, i32, vp, i64])
-        self.write_variable = b("kiln_write_variable", i32, [vp, i32, vp, i64])
-        self.last_error = b("kiln_last_error", ctypes.c_char_p, [vp])
-        # Optional in ABI version 1 (hand-written libraries may lack it): None when absent.
-        self.bind_variable = _bind_optional(self.lib, "kiln_bind_variable", i32, [vp, i32, vp, i64])
+        self.num_variables = self._bind("kiln_num_variables")
+        self.create = self._bind("kiln_create")
+        self.destroy = self._bind("kiln_destroy")
+        self.read_variable = self._bind("kiln_read_variable")
+        self.write_variable = self._bind("kiln_write_variable")
+        self.last_error = self._bind("kiln_last_error")
+        # Optional (hand-written libraries may lack it): None when absent.
+        self.bind_variable = self._bind("kiln_bind_variable")
         # Optional: why the last kiln_create returned NULL (device libraries: no GPU, ...).
-        self.create_error = _bind_optional(self.lib, "kiln_create_error", ctypes.c_char_p, [])
-        self.entries = {name: b(f"kiln_entry_{name}", i32, [vp, i64, _VOIDP_ARRAY, _VOIDP_ARRAY])
+        self.create_error = self._bind("kiln_create_error")
+        self.entries = {name: _bind(self.lib, spec.ENTRY, self.path, spec.entry_symbol(name))
                         for name in entry_names}
+
+    def _bind(self, name: str):
+        """ABI function ``name`` with its signature from abi_spec (``None`` when an optional
+        one is missing)."""
+        fn = spec.function(name)
+        return _bind_optional(self.lib, fn) if fn.optional else _bind(self.lib, fn, self.path)
 
     def create_error_message(self) -> str:
         """Why the last ``kiln_create`` on this thread failed ("" when the library cannot say)."""
@@ -158,10 +187,6 @@ def pointer_array(arrays):
     if not arrays:
         return None
     return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
-
-
-#: Alignment ``kiln_bind_variable`` requires of caller memory (the kernels may assume it).
-BIND_ALIGNMENT = 64
 
 
 def aligned_empty(shape, dtype, alignment: int = BIND_ALIGNMENT):

@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .abi_spec import ABI_VERSION, entry_symbol
 from .files import atomic_write
 
 FORMAT = "kiln-artifact"
 FORMAT_VERSION = 1
-ABI_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INIT_NAME = "init.safetensors"
 RNG_STEP = "kiln/rng_step"
@@ -139,8 +139,8 @@ def _check_entry(name, e, variables, source):
     for key in ("symbol", "feeds", "fetches", "state_in", "state_out"):
         if key not in e:
             _fail(source, f"{where}: missing key {key!r}")
-    if not _SYMBOL.match(name) or e["symbol"] != f"kiln_entry_{name}":
-        _fail(source, f"{where}: symbol must be 'kiln_entry_{name}' with {name!r} a C "
+    if not _SYMBOL.match(name) or e["symbol"] != entry_symbol(name):
+        _fail(source, f"{where}: symbol must be '{entry_symbol(name)}' with {name!r} a C "
                       f"identifier, got {e['symbol']!r}")
     for kind in ("feeds", "fetches"):
         if not isinstance(e[kind], list):

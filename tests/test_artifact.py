@@ -152,7 +152,7 @@ def standin(standin_dir):
 
 def test_artifact_layout_and_manifest(standin_dir):
     m = runtime.read_manifest(standin_dir)
-    assert sorted(m["files"]) == ["init.safetensors", "lib/model.so", "src/model.ll"]
+    assert sorted(m["files"]) == ["include/kiln_abi.h", "init.safetensors", "lib/model.so", "src/model.ll"]
     assert (standin_dir / "ir").is_dir()
     assert m["entry_points"]["step"]["feeds"] == [{"name": "x:0", "dtype": "float32", "shape": ["N", 3]}]
     assert m["build"]["note"] == 1 and m["build"]["llvm_optimize_s"] >= 0

@@ -63,23 +63,32 @@ INIT = {"w": np.arange(6, dtype=np.float32).reshape(3, 2) / 10 - 0.2,
         "b": np.array([0.5, -0.5], np.float32), mf.RNG_STEP: np.array(0, np.int64)}
 
 
-def build_artifact(dest, abi_override=None):
-    """Compile the fixture and write a complete artifact directory at ``dest``."""
+FILES = ["lib/model.so", mf.INIT_NAME, "src/model.c", "include/kiln_abi.h"]
+
+
+def build_library(dest, *flags):
+    """Compile ``dest/src/model.c`` against ``dest/include/kiln_abi.h`` into ``dest/lib/model.so``."""
     cc = find_cc()
     if cc is None:
         pytest.skip("no C compiler (cc/gcc/clang) found to build the ABI fixture")
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-Wall", "-Werror", *flags, f"-I{dest / 'include'}",
+                    "-o", str(dest / "lib" / "model.so"), str(dest / "src" / "model.c")],
+                   check=True, capture_output=True)
+
+
+def build_artifact(dest, abi_override=None):
+    """Compile the fixture (against the generated ABI header) and write a complete artifact
+    directory at ``dest``."""
+    from compiler.codegen.c_family import abi_header
+
     dest = Path(dest)
-    (dest / "lib").mkdir(parents=True)
-    (dest / "src").mkdir()
+    for sub in ("lib", "src", "include"):
+        (dest / sub).mkdir(parents=True)
     shutil.copy(FIXTURE, dest / "src" / "model.c")
-    cmd = [cc, "-O2", "-shared", "-fPIC", "-o", str(dest / "lib" / "model.so"),
-           str(dest / "src" / "model.c")]
-    if abi_override is not None:
-        cmd.insert(1, f"-DKILN_ABI_OVERRIDE={abi_override}")
-    subprocess.run(cmd, check=True, capture_output=True)
+    (dest / "include" / "kiln_abi.h").write_text(abi_header())
+    build_library(dest, *([f"-DKILN_ABI_OVERRIDE={abi_override}"] if abi_override is not None else []))
     save_file(dict(INIT), str(dest / mf.INIT_NAME))
-    files = mf.file_hashes(dest, ["lib/model.so", mf.INIT_NAME, "src/model.c"])
-    mf.write_manifest(dest, tiny_manifest(files))
+    mf.write_manifest(dest, tiny_manifest(mf.file_hashes(dest, FILES)))
     return dest
 
 
@@ -365,10 +374,8 @@ def test_rebuilt_library_at_same_path_runs_new_code(copy_dir, art):
     first = runtime.load_artifact(copy_dir)
     src = copy_dir / "src" / "model.c"
     src.write_text(src.read_text().replace("#define LR 0.1f", "#define LR 0.0f"))
-    subprocess.run([find_cc(), "-O2", "-shared", "-fPIC", "-o", str(copy_dir / "lib" / "model.so"),
-                    str(src)], check=True)
-    _rewrite_manifest(copy_dir, lambda m: m.update(
-        files=mf.file_hashes(copy_dir, ["lib/model.so", mf.INIT_NAME, "src/model.c"])))
+    build_library(copy_dir)
+    _rewrite_manifest(copy_dir, lambda m: m.update(files=mf.file_hashes(copy_dir, FILES)))
     second = runtime.load_artifact(copy_dir)
     x, y = batch(4)
     with first.new_state() as a, second.new_state() as b:

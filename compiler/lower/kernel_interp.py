@@ -17,9 +17,7 @@ from ..ir.opdef import EvalContext, get_opdef
 from ..ir.ops.random import _ERF_SQRT2, bits_to_unit, erfinv, philox4x32
 from ..ir.types import resolve_shape
 from . import kernel_ir as K
-
-COMBINE_KIND = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum",
-                "and": "logical_and", "or": "logical_or"}
+from .combine import COMBINES, identity_value
 
 
 class KernelError(RuntimeError):
@@ -164,11 +162,13 @@ class _Kernel:
         self.env[s.var.name] = self.typed(self.eval(s.init), s.var.dtype, "acc " + s.var.name)
 
     def s_Accumulate(self, s):
-        kind = COMBINE_KIND[s.combine]
+        combine = COMBINES[s.combine]
         value = self.eval(s.value)
         if self.lanes and s.var.name not in self.lane_accs:  # an accumulator outside the lanes
-            value = REDUCE[s.combine].reduce(np.broadcast_to(value, (self.lanes,)), dtype=np.asarray(value).dtype)
-        value = self.op(kind, (self.env[s.var.name], value))
+            lanes = np.broadcast_to(value, (self.lanes,))  # folded from the identity, as SIMD lanes are
+            value = combine.ufunc.reduce(lanes, dtype=np.asarray(value).dtype,
+                                         initial=identity_value(s.combine, s.var.dtype))
+        value = self.op(combine.op, (self.env[s.var.name], value))
         self.env[s.var.name] = self.typed(value, s.var.dtype, "acc " + s.var.name)
 
     def s_Store(self, s):
@@ -252,8 +252,6 @@ class _Kernel:
 
 
 INDEX_OPS = {"idiv": np.floor_divide, "imod": np.mod, "imin": np.minimum, "imax": np.maximum}
-REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum,
-          "and": np.logical_and, "or": np.logical_or}
 
 
 def _lane_safe(stmt) -> bool:

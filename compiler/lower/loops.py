@@ -26,6 +26,7 @@ import numpy as np
 from ..ir.ops.math import reduction_axes
 from ..ir.types import Sym, dim_mul, int64, num_elements
 from ..passes.fusion_rules import region_parts
+from .combine import REDUCTION_COMBINE, combine_op, reduction_init
 from .context import sanitize
 from .indexing import (
     RANDOM_DIST,
@@ -53,10 +54,6 @@ from .kernel_ir import (
 
 PARALLEL_MIN_ELEMENTS = 4096  # mark the outer loop parallel from this many elements (or with N)
 
-COMBINE = {"reduce_sum": "add", "reduce_mean": "add", "reduce_max": "max", "reduce_min": "min",
-           "reduce_prod": "mul", "reduce_all": "and", "reduce_any": "or"}
-COMBINE_OP = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum",
-              "and": "logical_and", "or": "logical_or"}
 
 
 # ----------------------------------------------------------------------------- shared
@@ -216,15 +213,7 @@ class _Reduce:
         return int64 if red.kind == "reduce_mean" and dtype.is_integer else dtype
 
     def init(self, red):
-        dtype, kind = self.acc_dtype(red), red.kind
-        if kind in ("reduce_max", "reduce_min"):
-            lowest = kind == "reduce_max"
-            if dtype.is_floating:
-                return const_expr(-np.inf if lowest else np.inf, dtype)
-            info = np.iinfo(dtype.np)
-            return const_expr(info.min if lowest else info.max, dtype)
-        value = {"reduce_prod": 1, "reduce_all": True, "reduce_any": False}.get(kind, 0)
-        return const_expr(value, dtype)
+        return reduction_init(red.kind, self.acc_dtype(red))
 
     def operand(self, red, expr):
         dtype = self.acc_dtype(red)
@@ -291,7 +280,7 @@ def _lower_inner(red, ctx):
     for r in red.reds:
         accs[r] = ctx.scalar("acc", red.acc_dtype(r))
         value = env[r.operands[0]] if r.operands[0] in env else group.read(r.operands[0], red.s_in, idx)
-        inner.append(Accumulate(accs[r], COMBINE[r.kind], red.operand(r, value)))
+        inner.append(Accumulate(accs[r], REDUCTION_COMBINE[r.kind], red.operand(r, value)))
     body = [DeclareAcc(accs[r], red.init(r)) for r in red.reds]
     body.append(loop_nest(inner_vars, inner_shape, inner, parallel_outer=False, work=len(inner)))
     epi_env = dict(group.env0)
@@ -336,7 +325,7 @@ def _lower_leading(red, ctx):
     for r in red.reds:
         value = env[r.operands[0]] if r.operands[0] in env else group.read(r.operands[0], red.s_in, idx)
         dtype = red.acc_dtype(r)
-        combined = Op(COMBINE_OP[COMBINE[r.kind]], (Load(bufs[r], flat, dtype), red.operand(r, value)), dtype)
+        combined = Op(combine_op(REDUCTION_COMBINE[r.kind]), (Load(bufs[r], flat, dtype), red.operand(r, value)), dtype)
         inner.append(Store(bufs[r], flat, combined))
     main = loop_nest(red_vars + kept_vars, red_shape + kept_shape, inner, parallel_outer=False,
                      work=len(inner))

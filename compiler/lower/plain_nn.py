@@ -14,7 +14,8 @@ import numpy as np
 
 from ..ir.ops.conv import spatial_out
 from ..ir.types import bool_, int64
-from .indexing import (add, const_expr, dim_expr, flat_index, i64, idiv, imin, imax, imod, loop_nest, mul,
+from .combine import identity
+from .indexing import (add, dim_expr, flat_index, i64, idiv, imin, imax, imod, loop_nest, mul,
                        size_expr, sub)
 from .kernel_ir import Accumulate, Block, Cast, Check, DeclareAcc, For, If, Let, Load, Op, Random, Store
 from .plain_ops import (all_of, any_of, as_i64, check_message, clamp, cmp, emit_kernel, fill, kernel_hint, nest,
@@ -72,11 +73,6 @@ def pool_window(ins, in_shape) -> Window:
     return Window(in_shape, a["ksize"], a["strides"], a["pads"])
 
 
-def lowest(dtype):
-    """The value that never wins a max (as pools pad)."""
-    return const_expr(-np.inf if dtype.is_floating else np.iinfo(dtype.np).min, dtype)
-
-
 def taps(ctx, win, make_body):
     """An inner serial loop nest over the window taps (kh, kw)."""
     kh, kw = ctx.var("k"), ctx.var("k")
@@ -93,7 +89,7 @@ def _pool(ins, ctx):
     def body(v):
         n, oh, ow, c = v
         acc = ctx.scalar("acc", dtype)
-        init = lowest(dtype) if is_max else zero(dtype)
+        init = identity("max", dtype) if is_max else zero(dtype)
 
         def tap(kh, kw):
             load, valid = win.tap(ctx.buffer(x), dtype, n, oh, ow, kh, kw, c)
@@ -142,7 +138,7 @@ def _max_pool_grad(ins, ctx):
 
         def find_max(kh, kw):
             load, valid = win.tap(xb, dtype, n, oh, ow, kh, kw, c)
-            return [Accumulate(best, "max", select(valid, load, lowest(dtype)))]
+            return [Accumulate(best, "max", select(valid, load, identity("max", dtype)))]
 
         def find_first(kh, kw):
             load, valid = win.tap(xb, dtype, n, oh, ow, kh, kw, c)
@@ -155,7 +151,7 @@ def _max_pool_grad(ins, ctx):
         at = win.input_index(n, ih, iw, c)
         grad = Load(ctx.buffer(dy), flat_index([n, oh, ow, c], dy.type.shape), dtype)
         add_grad = Store(dx, at, Op("add", (Load(dx, at, dtype), grad), dtype))
-        return [DeclareAcc(best, lowest(dtype)), taps(ctx, win, find_max),
+        return [DeclareAcc(best, identity("max", dtype)), taps(ctx, win, find_max),
                 DeclareAcc(first, none), taps(ctx, win, find_first), If(cmp("less", first, none), add_grad)]
 
     per_item = Block([

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...ir.types import Sym, as_dtype
 from ...lower import kernel_ir as K
+from ...lower.combine import combine_op
 
 CTYPE = {"f32": "float", "f64": "double", "i8": "signed char", "i32": "int", "i64": "long long",
          "u8": "unsigned char", "bool": "unsigned char"}
@@ -32,8 +33,6 @@ _FLOAT_FN = {  # kind -> (float32 name, float64 name)
 }
 _HELPER_FN = {"sigmoid": "kiln_sigmoid", "softplus": "kiln_softplus", "elu": "kiln_elu",
               "maximum": "kiln_max", "minimum": "kiln_min", "relu": "kiln_relu"}
-_COMBINE = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum", "and": "logical_and",
-            "or": "logical_or"}
 
 
 _F64 = as_dtype("float64")
@@ -201,7 +200,7 @@ class Exprs:
         raise CudaRenderError(f"op {kind} on {short} is not supported by the CUDA renderer")
 
     def combine(self, combine, acc, value, dtype) -> str:
-        return self.op(K.Op(_COMBINE[combine], (_Raw(acc, dtype), _Raw(value, dtype)), dtype))
+        return self.op(K.Op(combine_op(combine), (_Raw(acc, dtype), _Raw(value, dtype)), dtype))
 
 
 # ----------------------------------------------------------------------------- statements

@@ -38,9 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from ...lower import kernel_ir as K
+from ...lower.combine import combine_of_op, combine_op, identity
 from .exprs import CudaRenderError
 from ...lower.kernel_walk import iter_exprs as sub_exprs
 from ...lower.kernel_walk import stmt_exprs
@@ -48,10 +47,6 @@ from .footprint import accesses, separating, stmt_list, var_names, walk
 
 RED_MIN_TRIP = 256  # reduced iterations from which a reduction gets a thread block
 GRID_FILL = 16384  # outputs from which a column reduction runs a thread per column instead
-
-RMW_COMBINE = {"add": "add", "mul": "mul", "maximum": "max", "minimum": "min",
-               "logical_and": "and", "logical_or": "or"}
-COMBINE_OP = {v: k for k, v in RMW_COMBINE.items()}
 
 
 @dataclass
@@ -276,34 +271,16 @@ def _thread_body(levels, body, par) -> list:
     return out
 
 
-def identity(combine, dtype) -> K.Const:
-    """The neutral element of an accumulator combine for ``dtype``."""
-    if combine in ("add", "or"):
-        value = 0
-    elif combine in ("mul", "and"):
-        value = 1
-    elif dtype.is_floating:
-        value = float("-inf") if combine == "max" else float("inf")
-    elif dtype.is_bool:
-        value = 0 if combine == "max" else 1
-    else:
-        info = np.iinfo(dtype.np)
-        value = int(info.min if combine == "max" else info.max)
-    if dtype.is_bool:
-        return K.Const(bool(value), dtype)
-    return K.Const(float(value) if dtype.is_floating else int(value), dtype)
-
-
 def _rmw(s):
     """``(combine, value)`` when ``s`` is ``b[E] = op(b[E], value)`` (either operand order)."""
-    if not (isinstance(s, K.Store) and isinstance(s.value, K.Op) and s.value.kind in RMW_COMBINE):
+    if not (isinstance(s, K.Store) and isinstance(s.value, K.Op) and combine_of_op(s.value.kind)):
         return None
     old = K.Load(s.buffer, s.index, s.value.dtype)
     a, b = s.value.args
     other = b if a == old else (a if b == old else None)
     if other is None or any(isinstance(x, K.Load) and x.buffer == s.buffer for x in sub_exprs(other)):
         return None
-    return RMW_COMBINE[s.value.kind], other
+    return combine_of_op(s.value.kind), other
 
 
 def _reduce_updates(loop, levels, body, par):
@@ -336,7 +313,7 @@ def _reduce_updates(loop, levels, body, par):
             var = K.Var(f"kiln_red{len(reducers)}", s.value.dtype)
             reducers.append((var, combine))
             new_body.append(K.Accumulate(var, combine, value))
-            tail.append(K.Store(s.buffer, s.index, K.Op(COMBINE_OP[combine], (K.Load(s.buffer, s.index, var.dtype), var),
+            tail.append(K.Store(s.buffer, s.index, K.Op(combine_op(combine), (K.Load(s.buffer, s.index, var.dtype), var),
                                                          var.dtype)))
         else:
             new_body.append(s)

@@ -27,14 +27,14 @@ from typing import Callable, Sequence
 
 import llvmlite.ir as ir
 
+from runtime.abi_spec import KILN_ENOMEM
+
 from .gemm_kernel import (F32, I32, I64, PTR, TileContext, c64, ceil_div, counted_loop,
                           emit_pack, emit_tile, fptr, imax, imin, intrinsic, new_function)
 from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
 PARALLEL_MIN_WORK = 64 ** 3
-#: returned when a packing buffer cannot be allocated (KILN_ENOMEM in docs/ABI.md).
-STATUS_ENOMEM = 2
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     free = intrinsic(module, "free", ir.VoidType(), [PTR])
     b.call(free, [a_buf])
     b.call(free, [b_buf])
-    b.ret(b.select(ok, ir.Constant(I32, 0), ir.Constant(I32, STATUS_ENOMEM)))
+    b.ret(b.select(ok, ir.Constant(I32, 0), ir.Constant(I32, KILN_ENOMEM)))
     return fn
 
 

@@ -5,7 +5,7 @@ module and adds the exported functions of the Kiln C ABI:
 
 * ``kiln_abi_version``, ``kiln_num_variables``, ``kiln_last_error``;
 * ``kiln_create`` / ``kiln_destroy``: the state, a heap struct
-  ``{ptr vars[V]; ptr owned[V]; ptr workspace; i64 workspace_bytes; char error[256]}``:
+  ``{ptr vars[V]; ptr owned[V]; ptr workspace; i64 workspace_bytes; char error[ERROR_BYTES]}``:
   ``vars[i]`` is where variable i lives now, ``owned[i]`` the 64-byte aligned, zero-filled
   storage the state allocated for it (NULL once the caller bound its own memory);
 * ``kiln_read_variable`` / ``kiln_write_variable`` / ``kiln_bind_variable``: byte counts
@@ -16,25 +16,24 @@ module and adds the exported functions of the Kiln C ABI:
   the step; its message is copied into the state's error, prefixed with the kernel's
   origin), then runs the program's copies.
 
-Constants (buffers with role "const") become private, 64-byte aligned module globals,
-shared between entry points when their bytes are equal.
+Where each buffer lives (``compiler/codegen/layout.py``, shared with the CUDA backend):
+constants become private, 64-byte aligned module globals, one per distinct constant of the
+module's ``ConstantPool`` (shared between entry points when their bytes are equal).
 """
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 from llvmlite import ir
 
+from runtime import abi_spec as spec
+from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
+
+from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
 from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
 
-ABI_VERSION = 1
-KILN_EINVAL, KILN_ENOMEM = 1, 2
-ALIGN = 64
-ERROR_BYTES = 256
-MAX_WORKSPACE = 1 << 62
+ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
 I8 = ir.IntType(8)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
+_LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
 
 
 def i32(v: int) -> ir.Constant:
@@ -47,13 +46,16 @@ def _opaque(v):
     return v
 
 
-def _np_dtype(dtype) -> np.dtype:
-    """A numpy dtype from a DType, numpy dtype or name."""
-    return np.dtype(getattr(dtype, "np_name", dtype))
+def _llvm_type(ctype: str) -> ir.Type:
+    """The LLVM type of a C type of runtime/abi_spec.py (every pointer is ``ptr``)."""
+    return PTR if ctype.endswith("*") else _LLVM_TYPES[ctype]
 
 
-def _round_up(n: int, m: int = ALIGN) -> int:
-    return -(-n // m) * m
+def _define(module: ir.Module, fn: spec.Function, name: str = ""):
+    """Define the exported ABI function ``fn`` (named ``name``, default ``fn.name``) with
+    its C signature from runtime/abi_spec.py; returns (function, builder)."""
+    return new_function(module, name or fn.name, _llvm_type(fn.restype), [_llvm_type(t) for t, _ in fn.params],
+                        [n for _, n in fn.params], internal=False)
 
 
 class _Abi:
@@ -61,16 +63,13 @@ class _Abi:
 
     def __init__(self, module: ir.Module, variables):
         self.module = module
-        self.variables = [(name, _np_dtype(dt), tuple(int(d) for d in shape))
-                          for name, dt, shape in variables]
-        self.index = {name: i for i, (name, _, _) in enumerate(self.variables)}
-        if len(self.index) != len(self.variables):
-            raise ValueError("duplicate variable names in build_module")
-        nv = len(self.variables)
+        self.variables = Variables.of(variables)
+        nv = self.nv
         self.state_type = ir.LiteralStructType([
             ir.ArrayType(PTR, nv), ir.ArrayType(PTR, nv), PTR, I64, ir.ArrayType(I8, ERROR_BYTES)])
         self.strings: dict = {}
-        self.consts: dict = {}
+        self.consts = ConstantPool(ALIGN)
+        self.const_globals: list = []  # per constant id
         m = module
         self.aligned_alloc = intrinsic(m, "aligned_alloc", PTR, [I64, I64])
         self.calloc = intrinsic(m, "calloc", PTR, [I64, I64])
@@ -80,9 +79,8 @@ class _Abi:
         self.memmove = intrinsic(m, "memmove", PTR, [PTR, PTR, I64])
         self.snprintf = m.globals.get("snprintf") or ir.Function(
             m, ir.FunctionType(I32, [PTR, I64, PTR], var_arg=True), "snprintf")
-        nbytes = [int(np.prod(s, dtype=np.int64)) * dt.itemsize for _, dt, s in self.variables]
-        self.var_bytes = self._table("kiln.abi.var_bytes", I64, nbytes)
-        self.var_names = self._table("kiln.abi.var_names", PTR, [self.cstring(n) for n, _, _ in self.variables])
+        self.var_bytes = self._table("kiln.abi.var_bytes", I64, self.variables.nbytes)
+        self.var_names = self._table("kiln.abi.var_names", PTR, [self.cstring(n) for n in self.variables.names])
 
     # -- module data
     def cstring(self, text: str):
@@ -102,16 +100,20 @@ class _Abi:
         g.global_constant, g.linkage = True, "private"
         return _opaque(g)
 
-    def const_global(self, data, dtype) -> ir.GlobalVariable:
-        """A private, 64-byte aligned constant holding ``data``'s bytes (C order, ``dtype``)."""
-        raw = np.asarray(data, dtype=_np_dtype(dtype), order="C").tobytes() or b"\0"
-        key = hashlib.sha256(raw).hexdigest()
-        if key not in self.consts:
+    def const_global(self, const_id: int) -> ir.GlobalVariable:
+        """The private, 64-byte aligned global holding constant ``const_id`` of the pool."""
+        while len(self.const_globals) <= const_id:
+            raw = self.consts.raw[len(self.const_globals)] or b"\0"  # LLVM has no empty arrays
             g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(raw)), self.module.get_unique_name("kiln.abi.const"))
             g.initializer = ir.Constant(g.value_type, bytearray(raw))
             g.global_constant, g.linkage, g.align = True, "private", ALIGN
-            self.consts[key] = _opaque(g)
-        return self.consts[key]
+            self.const_globals.append(_opaque(g))
+        return self.const_globals[const_id]
+
+    @property
+    def nv(self) -> int:
+        """The number of variables."""
+        return len(self.variables.names)
 
     # -- state access
     def field(self, b, state, index, *more):
@@ -129,7 +131,7 @@ class _Abi:
 
     def check_index(self, b, state, index):
         """Return KILN_EINVAL unless ``0 <= index < V``; gives the variable's byte count."""
-        nv = len(self.variables)
+        nv = self.nv
         bad = b.or_(b.icmp_signed("<", index, i32(0)), b.icmp_signed(">=", index, i32(nv)))
         with b.if_then(bad, likely=False):
             self.fail(b, state, KILN_EINVAL, f"no variable with index %d (have {nv})", index)
@@ -137,14 +139,14 @@ class _Abi:
 
     @property
     def var_bytes_type(self):
-        return ir.ArrayType(I64, len(self.variables))
+        return ir.ArrayType(I64, self.nv)
 
     def check_bytes(self, b, state, index, nbytes, what):
         """KILN_EINVAL unless ``nbytes`` is variable ``index``'s size exactly."""
         size = self.check_index(b, state, index)
         with b.if_then(b.icmp_signed("!=", nbytes, size), likely=False):
             name = b.load(b.gep(self.var_names, [i32(0), index],
-                                source_etype=ir.ArrayType(PTR, len(self.variables))), typ=PTR)
+                                source_etype=ir.ArrayType(PTR, self.nv)), typ=PTR)
             self.fail(b, state, KILN_EINVAL,
                       f"{what} variable %d ('%s'): byte count %lld, expected %lld",
                       index, name, nbytes, size)
@@ -163,10 +165,10 @@ class _Abi:
 # ----------------------------------------------------------------------------- fixed ABI
 def _emit_constants(abi: _Abi) -> None:
     """``kiln_abi_version``, ``kiln_num_variables`` and ``kiln_last_error``."""
-    for name, value in (("kiln_abi_version", ABI_VERSION), ("kiln_num_variables", len(abi.variables))):
-        _, b = new_function(abi.module, name, I32, [], [], internal=False)
+    for name, value in (("kiln_abi_version", spec.ABI_VERSION), ("kiln_num_variables", abi.nv)):
+        _, b = _define(abi.module, spec.function(name))
         b.ret(i32(value))
-    fn, b = new_function(abi.module, "kiln_last_error", PTR, [PTR], ["state"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_last_error"))
     state = fn.args[0]
     with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
         b.ret(abi.cstring(""))
@@ -175,7 +177,7 @@ def _emit_constants(abi: _Abi) -> None:
 
 def _emit_destroy(abi: _Abi) -> ir.Function:
     """``kiln_destroy``: free the owned variables, the workspace and the state (NULL allowed)."""
-    fn, b = new_function(abi.module, "kiln_destroy", ir.VoidType(), [PTR], ["state"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_destroy"))
     state = fn.args[0]
     with b.if_then(b.icmp_unsigned("==", state, ir.Constant(PTR, None))):
         b.ret_void()
@@ -183,7 +185,7 @@ def _emit_destroy(abi: _Abi) -> ir.Function:
     def body(b, i, _):
         b.call(abi.free, [b.load(abi.field(b, state, OWNED, i), typ=PTR)])
         return []
-    counted_loop(b, c64(0), c64(len(abi.variables)), c64(1), body, name="v")
+    counted_loop(b, c64(0), c64(abi.nv), c64(1), body, name="v")
     b.call(abi.free, [b.load(abi.field(b, state, WORKSPACE), typ=PTR)])
     b.call(abi.free, [state])
     b.ret_void()
@@ -193,7 +195,7 @@ def _emit_destroy(abi: _Abi) -> ir.Function:
 def _emit_create(abi: _Abi, destroy: ir.Function) -> None:
     """``kiln_create``: calloc the struct, then each variable (64-byte aligned, zeroed).
     Any failed allocation frees what was made and returns NULL."""
-    _, b = new_function(abi.module, "kiln_create", PTR, [], [], internal=False)
+    _, b = _define(abi.module, spec.function("kiln_create"))
     null = ir.Constant(PTR, None)
     state = b.call(abi.calloc, [c64(1), c64(abi.state_type.get_abi_size(_target_data()))])
     with b.if_then(b.icmp_unsigned("==", state, null), likely=False):
@@ -208,7 +210,7 @@ def _emit_create(abi: _Abi, destroy: ir.Function) -> None:
         b.store(p, abi.field(b, state, OWNED, i))
         b.store(p, abi.field(b, state, VARS, i))
         return []
-    counted_loop(b, c64(0), c64(len(abi.variables)), c64(1), body, name="v")
+    counted_loop(b, c64(0), c64(abi.nv), c64(1), body, name="v")
     b.ret(state)
 
 
@@ -221,8 +223,7 @@ def _target_data():
 def _emit_read_write(abi: _Abi) -> None:
     """``kiln_read_variable`` / ``kiln_write_variable``: checked memcpy out of / into vars[i]."""
     for name, what in (("kiln_read_variable", "read"), ("kiln_write_variable", "write")):
-        fn, b = new_function(abi.module, name, I32, [PTR, I32, PTR, I64],
-                             ["state", "index", "data", "nbytes"], internal=False)
+        fn, b = _define(abi.module, spec.function(name))
         state, index, data, nbytes = fn.args
         abi.clear_error(b, state)
         size = abi.check_bytes(b, state, index, nbytes, what)
@@ -236,8 +237,7 @@ def _emit_bind(abi: _Abi) -> None:
     """``kiln_bind_variable(state, index, ptr, nbytes)``: make ``ptr`` (64-byte aligned, caller
     owned) the variable's storage, freeing the state's own; ``ptr == NULL`` goes back to
     state-owned storage holding a copy of the current value."""
-    fn, b = new_function(abi.module, "kiln_bind_variable", I32, [PTR, I32, PTR, I64],
-                         ["state", "index", "ptr", "nbytes"], internal=False)
+    fn, b = _define(abi.module, spec.function("kiln_bind_variable"))
     state, index, ptr, nbytes = fn.args
     null = ir.Constant(PTR, None)
     abi.clear_error(b, state)
@@ -256,7 +256,7 @@ def _emit_bind(abi: _Abi) -> None:
         b.ret(i32(0))
     misaligned = b.and_(b.ptrtoint(ptr, I64), c64(ALIGN - 1))
     with b.if_then(b.icmp_unsigned("!=", misaligned, c64(0)), likely=False):
-        abi.fail(b, state, KILN_EINVAL, "bind variable %d: memory at %p is not 64-byte aligned",
+        abi.fail(b, state, KILN_EINVAL, f"bind variable %d: memory at %p is not {ALIGN}-byte aligned",
                  index, ptr)
     b.call(abi.free, [owned])
     b.store(null, owned_slot)
@@ -276,10 +276,9 @@ def _nbytes(b, decl, n):
 
 def _grow_workspace(abi: _Abi, b, state, program, n):
     """Make the workspace at least ``need`` bytes; returns its base pointer."""
-    fixed = program.static_bytes + program.scratch_static_bytes
-    per = program.batch_bytes + program.scratch_batch_bytes
+    fixed, per = workspace_bytes(program)
     if per:
-        limit = c64((MAX_WORKSPACE - fixed) // per)
+        limit = c64(max_batch(fixed, per))
         with b.if_then(b.icmp_signed(">", n, limit), likely=False):
             abi.fail(b, state, KILN_ENOMEM, "batch size %lld needs more than 2^62 bytes of workspace", n)
     need = b.add(c64(fixed), b.mul(n, c64(per)))
@@ -297,30 +296,17 @@ def _grow_workspace(abi: _Abi, b, state, program, n):
     return b.load(ws_slot, typ=PTR)
 
 
-def _buffer_pointer(abi: _Abi, b, decl, env):
-    """The pointer the kernels get for one buffer (see Program's workspace layout)."""
-    p, n, ws = env["program"], env["n"], env["ws"]
-    at = lambda base, off: b.gep(ws, [b.add(c64(base), off)], source_etype=I8)
-    if decl.role in ("feed", "fetch"):
-        arr = env["feeds"] if decl.role == "feed" else env["fetches"]
-        return b.load(b.gep(arr, [c64(decl.index)], source_etype=PTR), typ=PTR)
-    if decl.role == "state":
-        if decl.key not in abi.index:
-            raise ValueError(f"program {p.name!r} uses state {decl.key!r}, not in the variables")
-        return b.load(abi.field(b, env["state"], VARS, i32(abi.index[decl.key])), typ=PTR)
-    if decl.role == "const":
-        return abi.const_global(decl.data, decl.dtype)
-    if decl.role not in ("arena", "scratch"):
-        raise ValueError(f"buffer {decl.name!r}: unknown role {decl.role!r}")
-    if decl.space not in ("static", "batch"):
-        raise ValueError(f"buffer {decl.name!r}: unknown space {decl.space!r}")
-    scaled = c64(decl.offset) if decl.space == "static" else b.mul(n, c64(decl.offset))
-    if decl.role == "arena":
-        return at(0 if decl.space == "static" else p.static_bytes, scaled)
-    scratch = b.add(c64(p.static_bytes), b.mul(n, c64(p.batch_bytes)))
-    if decl.space == "batch":
-        scratch = b.add(scratch, c64(p.scratch_static_bytes))
-    return b.gep(ws, [b.add(scratch, scaled)], source_etype=I8)
+def _buffer_pointer(abi: _Abi, b, place: Place, env):
+    """The pointer the kernels get for a buffer at ``place`` (compiler/codegen/layout.py)."""
+    if place.kind in ("feed", "fetch"):
+        arr = env["feeds"] if place.kind == "feed" else env["fetches"]
+        return b.load(b.gep(arr, [c64(place.index)], source_etype=PTR), typ=PTR)
+    if place.kind == "state":
+        return b.load(abi.field(b, env["state"], VARS, i32(place.index)), typ=PTR)
+    if place.kind == "const":
+        return abi.const_global(place.index)
+    offset = b.add(c64(place.base), b.mul(env["n"], c64(place.per_n))) if place.per_n else c64(place.base)
+    return b.gep(env["ws"], [offset], source_etype=I8)
 
 
 def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
@@ -328,8 +314,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     if len(kernel_names) != len(program.kernels):
         raise ValueError(f"entry {entry!r}: {len(kernel_names)} rendered kernels for "
                          f"{len(program.kernels)} in the program")
-    fn, b = new_function(abi.module, f"kiln_entry_{entry}", I32, [PTR, I64, PTR, PTR],
-                         ["state", "batch", "feeds", "fetches"], internal=False)
+    fn, b = _define(abi.module, spec.ENTRY, spec.entry_symbol(entry))
     state, batch, feeds, fetches = fn.args
     decls = list(program.buffers.values())
     bufs = _opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
@@ -340,12 +325,12 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         with b.if_then(b.icmp_signed("<", batch, c64(1)), likely=False):
             abi.fail(b, state, KILN_EINVAL, "batch size must be >= 1, got %lld", batch)
         n = batch
-    env = {"program": program, "n": n, "state": state, "feeds": feeds, "fetches": fetches,
+    env = {"n": n, "state": state, "feeds": feeds, "fetches": fetches,
            "ws": _grow_workspace(abi, b, state, program, n)}
     slot = {}
-    for i, d in enumerate(decls):
+    for i, (d, place) in enumerate(zip(decls, places(program, abi.variables, abi.consts))):
         slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
-        b.store(_buffer_pointer(abi, b, d, env), slot[d.name])
+        b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     kty = ir.FunctionType(I32, [PTR, I64, PTR])
     for kname, kernel in zip(kernel_names, program.kernels):
         kfn = abi.module.globals.get(kname)

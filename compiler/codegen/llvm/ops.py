@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from ...lower.combine import combine_op
 from .gemm_kernel import counted_loop
 from .mathfuncs import KINDS as MATH_KINDS
 from .mathfuncs import emit_math, fmax_nan, fmin_nan
@@ -255,31 +256,10 @@ def _fbits(t) -> int:
 
 
 # ----------------------------------------------------------------------------- accumulators
-COMBINE_OP = {"add": "add", "mul": "mul", "max": "maximum", "min": "minimum",
-              "and": "logical_and", "or": "logical_or"}
-
-
 def emit_combine(b: ir.IRBuilder, combine: str, acc, value, dtype, fast=False):
     """``acc = combine(acc, value)``; ``fast`` (vectorized reductions) allows reassociation
     and contraction of float adds/muls, never no-NaN/no-inf assumptions."""
     if fast and dtype.is_floating and dtype.short != "f16" and combine in ("add", "mul"):
         op = b.fadd if combine == "add" else b.fmul
         return op(acc, value, flags=("reassoc", "contract"))
-    return emit_op(b, COMBINE_OP[combine], [acc, value], [dtype, dtype], dtype)
-
-
-def combine_identity(combine: str, dtype):
-    """The neutral element of a combine (vector accumulators start with it)."""
-    if combine in ("and", "or"):
-        return 1 if combine == "and" else 0
-    if combine == "add":
-        return -0.0 if dtype.is_floating else 0
-    if combine == "mul":
-        return 1.0 if dtype.is_floating else 1
-    if dtype.is_floating:
-        return float("-inf") if combine == "max" else float("inf")
-    bits = scalar_type(dtype).width
-    if dtype.short == "u8":
-        return 0 if combine == "max" else 255
-    return -(2 ** (bits - 1)) if combine == "max" else 2 ** (bits - 1) - 1
-
+    return emit_op(b, combine_op(combine), [acc, value], [dtype, dtype], dtype)

@@ -5,7 +5,7 @@ Each ``Kernel`` becomes ::
     i32 @<name>(ptr %bufs, i64 %N, ptr %err)
 
 ``bufs[i]`` points at buffer ``i`` of ``program.buffers`` (in that order), ``N`` is the batch
-size, ``err`` a 256-byte buffer for the message of a failed ``Check``.  It returns 0, 3
+size, ``err`` an ``ERROR_BYTES``-byte buffer (runtime/abi_spec.py) for the message of a failed ``Check``.  It returns 0, 3
 (KILN_ECHECK, message written with ``snprintf``) or 2 (KILN_ENOMEM: a GEMM could not
 allocate its packing or temporary buffers).
 
@@ -28,20 +28,22 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
+from runtime.abi_spec import ERROR_BYTES, KILN_ECHECK
+
 from ...lower import kernel_ir as K
+from ...lower.combine import identity_value
 from .affine import same_index
 from .exprs import AccSlot, Emitter, Lanes
 from .gemm import GemmConfig, config_for
 from .gemm_kernel import c64, counted_loop, imax, new_function
-from .ops import combine_identity, emit_combine
+from .ops import emit_combine
 from .parallel import emit_parallel_for
 from .render_gemm import render_gemm
 from .target import HostTarget, host_target
-from .vals import (I8, I32, I64, KILN_ECHECK, PTR, broadcast, const, declare, lane_iota,
+from .vals import (I8, I32, I64, PTR, broadcast, const, declare, lane_iota,
                    scalar_type, shaped, splat, unify)
 from .walk import accumulated, declared_accs, dtypes_used, iter_stmts, read_vars
 
-ERR_BYTES = 256
 _VECTOR_STMTS = (K.Block, K.Let, K.Store, K.Accumulate, K.DeclareAcc)
 
 
@@ -262,7 +264,7 @@ class Renderer(Emitter):
             slot = self.env[name]
             vty = ir.VectorType(slot.type, w)
             vslots[name] = AccSlot(self.alloca(vty), vty, slot.dtype)
-            b.store(const(vty, combine_identity(combine, slot.dtype)), vslots[name].ptr)
+            b.store(const(vty, identity_value(combine, slot.dtype)), vslots[name].ptr)
 
         def lanes_step(i, mask=None, active=None):
             saved = self.lanes, self.lets
@@ -295,7 +297,7 @@ class Renderer(Emitter):
 
     # ------------------------------------------------------------------ messages
     def write_message(self, message, value=None, dtype=None):
-        """``snprintf(err, 256, message with {value} formatted, value)``."""
+        """``snprintf(err, ERROR_BYTES, message with {value} formatted, value)``."""
         b = self.b
         parts = [p.replace("%", "%%").replace("{{", "{").replace("}}", "}")
                  for p in message.split("{value}")]
@@ -307,7 +309,7 @@ class Renderer(Emitter):
         else:
             fmt = "".join(parts)
         snprintf = declare(self.module, "snprintf", I32, [PTR, I64, PTR], var_arg=True)
-        b.call(snprintf, [self.err, c64(ERR_BYTES), cstring(self.module, fmt), *args])
+        b.call(snprintf, [self.err, c64(ERROR_BYTES), cstring(self.module, fmt), *args])
 
     def _format_arg(self, value, dtype):
         b = self.b

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from runtime.abi_spec import KILN_ENOMEM
+
 from ...ir.types import float32, int64
 from ...lower import kernel_ir as K
 from .affine import lane_stride, same_index
 from .exprs import AccSlot, Lanes
 from .gemm import Epilogue, emit_sgemm
 from .gemm_kernel import c64, counted_loop, if_then_values
-from .vals import F32, I32, I64, KILN_ENOMEM, PTR, broadcast, declare
+from .vals import F32, I32, I64, PTR, broadcast, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
 TEMP = "__gemm_acc"

@@ -14,7 +14,6 @@ from .gemm_kernel import intrinsic, splat
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()
-KILN_ENOMEM, KILN_ECHECK = 2, 3  # kernel status codes (docs/ABI.md)
 
 _SCALAR = {"f16": F16, "f32": F32, "f64": F64, "i8": I8, "u8": I8, "i32": I32, "i64": I64,
            "bool": I1}
