@@ -2,7 +2,8 @@
 
 ``compile_entries(graph, entries, out_dir, target=...)`` lowers each entry point
 (``lower_graph``), runs the pass pipeline (dumping every stage to ``out_dir/ir/<entry>/``),
-lowers the result to a kernel-IR ``Program``, renders all programs into one module with the
+lowers the result to a kernel-IR ``Program``, plans it for the target's capabilities (the
+scheduling pass, ``compiler/lower/schedule.py``), renders all programs into one module with the
 C ABI — LLVM for ``target="cpu"`` (``codegen/llvm/module.py``), CUDA C for ``"cuda"``
 (``codegen/cuda/module.py``, built by nvcc, or by g++ against the host emulator with
 ``emulate=True``/``KILN_CUDA_EMULATE=1``) — and writes the artifact
@@ -176,12 +177,34 @@ class Target:
             return host_target_record()
         return cuda_target_record(self.arch, self.emulate, self.tf32)
 
+    def capabilities(self):
+        """What the target offers the scheduling pass (``compiler/lower/schedule.py``)."""
+        if self.kind == "cuda":
+            from .codegen.cuda.capabilities import CAPABILITIES
+
+            return CAPABILITIES
+        from .codegen.llvm.capabilities import host_capabilities
+
+        return host_capabilities()
+
+
+def plan_entry(entry: LoweredEntry, target: Target) -> LoweredEntry:
+    """Run the scheduling pass on the entry's program for ``target`` (once), timed."""
+    from .lower.schedule import plan_program
+
+    t0 = time.perf_counter()
+    planned = plan_program(entry.program, target.capabilities())
+    if planned is not entry.program:
+        entry.program = planned
+        entry.timings["schedule_s"] = time.perf_counter() - t0
+    return entry
+
 
 def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None,
                    target: Target = Target()) -> Path:
     """Render ``lowered`` entries into one module with the ABI and write the artifact."""
     t0 = time.perf_counter()
-    programs = {e.name: e.program for e in lowered}
+    programs = {e.name: plan_entry(e, target).program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
     extra = {}
     if target.kind == "cuda":
@@ -236,7 +259,7 @@ def _compile_into(graph, entries: dict, out: Path, tgt: Target, dump_ir: bool) -
     for name, (fetches, targets, feeds) in entries.items():
         check_entry_name(name)
         dump = out / "ir" / name if dump_ir else None
-        e = lower_entry(name, list(fetches), list(targets), list(feeds), dump)
+        e = plan_entry(lower_entry(name, list(fetches), list(targets), list(feeds), dump), tgt)
         lowered.append(e)
         for k, v in e.timings.items():
             totals[k] = totals.get(k, 0.0) + v
