@@ -12,6 +12,7 @@ hand-made kernel programs and lowered graphs.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -298,29 +299,41 @@ def test_plans_mean_the_program():
     check_against_interpreter(fn, plan_program(program, THREADS), state, feeds, rtol=1e-4, atol=1e-5)
 
 
-def test_llvm_backend_threads_a_proven_loop(tmp_path):
-    """The CPU backend renders the pass's plan: the proven clamped scatter runs on libgomp's
-    threads (GOMP_parallel in the module) with the evaluator's results."""
+def test_llvm_backend_threads_proven_loops(tmp_path):
+    """The CPU backend renders the pass's plan: the proven clamped scatter (an outer loop) and
+    the columns of a wide column sum (an inner loop, once per row) run on libgomp's threads
+    (GOMP_parallel in the module) with the evaluator's results."""
     from compiler.codegen.llvm.build import compile_module
     from compiler.codegen.llvm.capabilities import host_capabilities
     from compiler.codegen.llvm.module import build_module
     from compiler.lower.kernel_interp import run_program
     from tests.cuda_kit import RawAbiLib
 
+    r, c, cols = _v("r"), _v("c"), 40000
+    column_sum = K.For(r, _c(0), K.Batch(I64), K.For(c, _c(0), _c(cols), _add_into(
+        "sums", c, K.Load("y", _op("add", _op("mul", r, _c(cols)), c), F32)), vectorize=True))
     bufs = {"x": K.BufferDecl("x", F32, (N, 4), "feed", index=0, key="x:0"),
-            "out": K.BufferDecl("out", F32, (N, 8), "fetch", index=0, key="out:0")}
-    program = replace(_program([_clamped_scatter()], bufs), feeds=["x:0"], fetches=["out:0"])
+            "y": K.BufferDecl("y", F32, (N, cols), "feed", index=1, key="y:0"),
+            "out": K.BufferDecl("out", F32, (N, 8), "fetch", index=0, key="out:0"),
+            "sums": K.BufferDecl("sums", F32, (cols,), "fetch", index=1, key="sums:0")}
+    program = _program([_clamped_scatter()], bufs)
+    program = replace(program, kernels=program.kernels + _program([column_sum], bufs).kernels,
+                      feeds=["x:0", "y:0"], fetches=["out:0", "sums:0"])
     serial = str(build_module({"p": plan_program(program, replace(host_capabilities(), threads=1))}, []))
     planned = plan_program(program, replace(host_capabilities(), threads=2))
+    assert [[f.var.name for f, _ in walk(k.body) if isinstance(f, K.For) and f.parallel]
+            for k in planned.kernels] == [["i"], ["c"]]
     module = build_module({"p": planned}, [])
-    assert "GOMP_parallel" in str(module) and "GOMP_parallel" not in serial
+    assert len(re.findall(r"call void @\"?GOMP_parallel", str(module))) == 2 and "GOMP_parallel" not in serial
     lib = RawAbiLib(compile_module(module, str(tmp_path / "p.so")).path)
     try:
-        x = np.random.default_rng(0).standard_normal((5000, 4)).astype(np.float32)
-        out = np.zeros((5000, 8), np.float32)
-        assert lib.run("p", [x], [out], len(x)) == (0, "")
-        _, want = run_program(program, {}, {"x:0": x}, len(x))
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((5000, 4)).astype(np.float32), rng.standard_normal((5000, cols)).astype(np.float32)
+        out, sums = np.zeros((5000, 8), np.float32), np.zeros(cols, np.float32)
+        assert lib.run("p", [x, y], [out, sums], len(x)) == (0, "")
+        _, want = run_program(replace(program, kernels=program.kernels[:1]), {}, {"x:0": x, "y:0": y}, len(x))
         np.testing.assert_array_equal(out, want["out:0"])
         np.testing.assert_array_equal(out[:, ::2], x)
+        np.testing.assert_allclose(sums, y.sum(0, dtype=np.float64), rtol=1e-4, atol=1e-3)
     finally:
         lib.close()

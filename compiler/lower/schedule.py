@@ -26,7 +26,6 @@ from .capabilities import Capabilities
 from .footprint import stmt_list, walk
 from .launches import fission, independent_loops, launch_groups, nest, static_trip
 
-
 KINDS = {K.Grid: "grid", K.BlockReduce: "block reduce", K.Ordered: "ordered", K.Serial: "serial", K.Gemm: "gemm"}
 
 
@@ -67,7 +66,7 @@ def plan_program(program: K.Program, caps: Capabilities) -> K.Program:
 def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Stats | None = None) -> K.Kernel:
     """One kernel planned for ``caps``: with its launches, or with threaded loops."""
     stats = stats if stats is not None else _Stats()
-    body = stmt_list(kernel.body)
+    body = kernel.body.body if isinstance(kernel.body, K.Block) else [kernel.body]
     if caps.grid_launches:
         return replace(kernel, launches=_launches(body, buffers, caps, stats))
     if caps.threads <= 1 or any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):

@@ -112,7 +112,8 @@ class KernelRenderer(LoopLaunches):
         """The functions of one kernel; its launch lines are appended to ``launches``."""
         out = KernelText(ident(f"{self.entry}__{k.name}", "k_"), k.origin.replace("\n", " "))
         self.origin = k.origin or k.name
-        launches = k.launches if k.launches is not None else plan_kernel(k, self.program.buffers, CAPABILITIES).launches
+        launches = k.launches if k.launches is not None else \
+            plan_kernel(k, self.program.buffers, CAPABILITIES).launches
         for j, group in enumerate(launches):
             if isinstance(group, K.Serial) and any(isinstance(s, K.Gemm) for s in group.stmts):
                 raise CudaRenderError(f"kernel {k.name}: a Gemm next to top-level lets is not supported yet")
