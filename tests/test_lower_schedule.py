@@ -337,3 +337,17 @@ def test_llvm_backend_threads_proven_loops(tmp_path):
         np.testing.assert_allclose(sums, y.sum(0, dtype=np.float64), rtol=1e-4, atol=1e-3)
     finally:
         lib.close()
+
+
+def test_compile_dumps_the_plan(tmp_path):
+    """``kiln compile`` plans each entry for its target before dumping ``kernels.txt``."""
+    import json
+
+    from compiler.compile import compile_entries
+
+    with tf.Graph().as_default() as graph:
+        x = tf.placeholder(tf.float32, [None, 3], name="x")
+        y = tf.nn.relu(x * 2.0)
+        out = compile_entries(graph, {"run": ([y], [], [x])}, tmp_path / "art")
+    assert "\n  plan: cpu: 1 parallel loops, 0 of them proven parallel here\n" in (out / "ir/run/kernels.txt").read_text()
+    assert "schedule_s" in json.loads((out / "manifest.json").read_text())["build"]

@@ -31,8 +31,8 @@ import llvmlite.ir as ir
 from ...lower import kernel_ir as K
 from ...lower.schedule import plan_program
 from .affine import same_index
-from .exprs import AccSlot, Emitter, Lanes
 from .capabilities import PARALLEL_MIN_WORK, host_capabilities
+from .exprs import AccSlot, Emitter, Lanes
 from .gemm import GemmConfig, config_for
 from .gemm_kernel import c64, counted_loop, imax, new_function
 from .ops import combine_identity, emit_combine
