@@ -4,7 +4,8 @@ graph's entry points and calls it) and nothing of any one backend (``codegen/reg
 
 ``compile_functions(functions, variables, out_dir, target=...)`` runs the pass pipeline on
 each entry function (dumping every stage to ``out_dir/ir/<entry>/``), lowers the result to
-a kernel-IR ``Program``, has the target's backend render all programs into one module with
+a kernel-IR ``Program``, plans it for the backend's capabilities (the scheduling pass,
+``compiler/lower/schedule.py``), has the target's backend render all programs into one module with
 the C ABI and build it, and writes the artifact (``compiler/artifact.py``): the manifest,
 the source, ``lib/model.so`` and ``init.safetensors``.  Timings of each stage go into the
 manifest's ``"build"`` record.  ``finish_entry`` and ``build_artifact`` are the steps
@@ -98,12 +99,29 @@ def check_entry_name(name: str) -> None:
         raise CompileError(f"entry point name {name!r} must be a C identifier")
 
 
+def plan_entry(entry: LoweredEntry, target: Target) -> LoweredEntry:
+    """Run the scheduling pass on the entry's program for ``target``'s backend capabilities
+    (once: a planned program is returned as is), timed.  A backend that declares none gets
+    the program unplanned (its renderer plans, or renders the sequential bodies)."""
+    from .lower.schedule import plan_program
+
+    caps = get_backend(target.backend).capabilities(target)
+    if caps is None:
+        return entry
+    t0 = time.perf_counter()
+    planned = plan_program(entry.program, caps)
+    if planned is not entry.program:
+        entry.program = planned
+        entry.timings["schedule_s"] = time.perf_counter() - t0
+    return entry
+
+
 def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None,
                    target: Target = Target()) -> Path:
     """Render ``lowered`` entries into one module with the ABI (the target's backend renders
     and builds it) and write the artifact."""
     t0 = time.perf_counter()
-    programs = {e.name: e.program for e in lowered}
+    programs = {e.name: plan_entry(e, target).program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
     source = get_backend(target.backend).render(programs, var_list, target)
     build = dict(timings or {})
@@ -150,7 +168,7 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
     for name, fn in functions.items():
         check_entry_name(name)
         dump = out / "ir" / name if dump_ir else None
-        e = finish_entry(name, fn, dump)
+        e = plan_entry(finish_entry(name, fn, dump), tgt)
         lowered.append(e)
         for k, v in e.timings.items():
             totals[k] = totals.get(k, 0.0) + v

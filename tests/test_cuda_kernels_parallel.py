@@ -1,12 +1,11 @@
-"""Launch geometry and loop analysis of the CUDA backend (compiler/codegen/cuda/loops.py,
-kernels.py), without running a kernel; the emulator runs are in
-test_cuda_kernels_parallel_emulated.py and test_cuda_kernels_parallel_checks.py.
+"""Launch geometry of the CUDA backend (the scheduling pass's plan for CUDA, rendered by
+compiler/codegen/cuda/kernels.py and loops.py), without running a kernel; the emulator runs are
+in test_cuda_kernels_parallel_emulated.py and test_cuda_kernels_parallel_checks.py, the
+pass's analysis on small hand-made nests in test_lower_schedule.py.
 
 * geometry: the CNN's im2col / col2im / max-pool / max-pool-gradient launches spread the
   whole image (trip counts grow with N*H*W, not N), bias gradients and full reductions are
   block reductions, only scalar kernels run on one thread, and the GEMM tile choice;
-* the analysis on small hand-made nests: overlapping scatters stay sequential, checks and
-  aliased buffers block inference, flagged loops are split per inner loop;
 * loops holding checks (label ranges, gather indices) are ordered block loops, not one
   thread; a check inside a loop whose iterations depend on each other stays serial;
 * nvcc compiles the models' modules (skipped without nvcc).
@@ -18,19 +17,14 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 from compiler.codegen.cuda import program_variables, render_module
 from compiler.codegen.cuda.kernels import KernelRenderer
-from compiler.codegen.cuda.loops import Grid, Ordered, Reduce, Serial, launch_groups
-from compiler.ir.types import N, as_dtype
-from compiler.lower import kernel_ir as K
 from compiler.lower.program import lower_function
 from compiler.passes.manager import run_pipeline
 from tests import models
-from tests.kernel_ir_kit import F32, I64, ordered_checks_program, sum_with_check_program
-from tests.kernel_ir_kit import const as _c
+from tests.kernel_ir_kit import ordered_checks_program, sum_with_check_program
 
 NVCC = shutil.which("nvcc")
 
@@ -156,139 +150,6 @@ def test_label_checks_are_ordered_block_loops(model):
     assert re.search(r"KILN_LAUNCH_SYNC\(k_train__check_range_\w+_c0, 1, kiln_ord_threads\(trip\), stream", check)
     assert _trip(check, 7) == 7 and "kiln_blocks(trip), KILN_BLOCK" in copy
     assert not any(", 1, 1, stream" in line for line in _launches_of(launches, functions, kernel))
-
-
-# ----------------------------------------------------------------------------- the analysis
-def _v(name):
-    return K.Var(name, I64)
-
-
-def _op(kind, *args):
-    return K.Op(kind, args, I64)
-
-
-def _bufs(**shapes):
-    """f32 arena buffers, each in its own memory (batch space, bytes per N)."""
-    out, offset = {}, 0
-    for name, shape in shapes.items():
-        out[name] = K.BufferDecl(name, F32, shape, "arena", space="batch", offset=offset)
-        offset += 4 * int(np.prod([getattr(d, "coef", d) for d in shape]))
-    return out
-
-
-def _add_into(buf, index, value):
-    return K.Store(buf, index, K.Op("add", (K.Load(buf, index, F32), value), F32))
-
-
-def _plans(body, buffers):
-    return launch_groups("t", body, buffers)
-
-
-def test_overlapping_scatter_stays_sequential():
-    """out[i, (j+1)//2] += x[i, j]: neighbouring j hit one element: j stays in the thread."""
-    i, j = _v("i"), _v("j")
-    idx = _op("add", _op("mul", i, _c(5)), _op("idiv", _op("add", j, _c(1)), _c(2)))
-    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(8), _add_into(
-        "out", idx, K.Load("x", _op("add", _op("mul", i, _c(8)), j), F32))), parallel=True)
-    (plan,) = _plans([loop], _bufs(out=(N, 5), x=(N, 8)))
-    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i"]
-
-
-def test_disjoint_clamped_scatter_is_parallel():
-    """out[i, clamp(2j + p, 0, 7)] += 1 with p in [0, 1] (a 2x1 pooling window's argmax)."""
-    i, j, p = _v("i"), _v("j"), _v("p")
-    inner = _op("imin", _op("imax", _op("add", _op("mul", j, _c(2)), p), _c(0)), _c(7))
-    idx = _op("add", _op("mul", i, _c(8)), inner)
-    body = K.Block([K.DeclareAcc(p, _c(2)), K.For(_v("k"), _c(0), _c(2), K.Accumulate(p, "min", _v("k"))),
-                    K.If(K.Op("less", (p, _c(2)), as_dtype("bool")), _add_into("out", idx, K.Const(1.0, F32)))])
-    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(4), body), parallel=True)
-    (plan,) = _plans([loop], _bufs(out=(N, 8)))
-    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i", "j"]
-
-
-def test_condition_does_not_narrow_a_changing_accumulator():
-    """As above, but p may change after the If tested it: the windows may overlap."""
-    i, j, p = _v("i"), _v("j"), _v("p")
-    inner = _op("imin", _op("imax", _op("add", _op("mul", j, _c(2)), p), _c(0)), _c(7))
-    idx = _op("add", _op("mul", i, _c(8)), inner)
-    body = K.Block([K.DeclareAcc(p, _c(2)), K.For(_v("k"), _c(0), _c(2), K.Accumulate(p, "min", _v("k"))),
-                    K.If(K.Op("less", (p, _c(2)), as_dtype("bool")), K.Block([
-                        K.Accumulate(p, "min", _c(3)), _add_into("out", idx, K.Const(1.0, F32))]))])
-    loop = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(4), body), parallel=True)
-    (plan,) = _plans([loop], _bufs(out=(N, 8)))
-    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["i"]
-
-
-def test_checks_and_aliases_block_inference():
-    i = _v("i")
-    store = K.Store("out", i, K.Load("x", i, F32))
-    check = K.Check(K.Op("less", (K.Load("x", i, F32), K.Const(0.0, F32)), as_dtype("bool")), "neg {value}",
-                    K.Load("x", i, F32))
-    # a check keeps the loop order of failures: not a grid, but an ordered block loop
-    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], _bufs(out=(N,), x=(N,)))[0], Ordered)
-    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], _bufs(out=(N,), x=(N,)))[0], Grid)
-    aliased = _bufs(out=(N,), x=(N,))
-    aliased["x"] = K.BufferDecl("x", F32, (N,), "arena", space="batch", offset=0)  # same memory as out
-    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), store)], aliased)[0], Serial)
-    assert isinstance(_plans([K.For(i, _c(0), K.Batch(I64), K.Block([check, store]))], aliased)[0], Serial)
-
-
-def _check_negative(value, i):
-    return K.Check(K.Op("less", (value, K.Const(0.0, F32)), as_dtype("bool")), "neg {value}", i)
-
-
-def test_ordered_loop_shapes():
-    """Checks in a nest flatten its rectangular loops (row-major = loop order); a loop whose
-    iterations overlap (out[i//2] written by two i), a check under a non-rectangular loop
-    or state carried across iterations stay serial; a check inside an inner loop is fine
-    (its thread runs the inner loop in order)."""
-    i, j = _v("i"), _v("j")
-    at = _op("add", _op("mul", i, _c(3)), j)
-    x = K.Load("x", at, F32)
-    nested = K.For(i, _c(0), K.Batch(I64), K.For(j, _c(0), _c(3), K.Block([_check_negative(x, at), K.Store("out", at, x)])))
-    (plan,) = _plans([nested], _bufs(out=(N, 3), x=(N, 3)))
-    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i", "j"]
-    (plan,) = _plans([K.For(i, _c(0), K.Batch(I64), K.Block([K.For(j, _c(0), _c(3), _check_negative(x, at)),
-                                                             K.Store("y", i, K.Load("x", i, F32))]))],
-                     _bufs(y=(N,), x=(N, 3)))
-    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]
-    half = _op("idiv", i, _c(2))
-    overlap = K.For(i, _c(0), K.Batch(I64), K.Block([_check_negative(K.Load("x", i, F32), i),
-                                                     _add_into("out", half, K.Load("x", i, F32))]))
-    assert isinstance(_plans([overlap], _bufs(out=(N,), x=(N,)))[0], Serial)
-    triangle = K.For(i, _c(0), _c(8), K.For(j, _c(0), i, _check_negative(K.Load("x", j, F32), j)))
-    (plan,) = _plans([triangle], _bufs(x=(8,)))
-    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]  # j stays in the thread
-    dependent = K.For(i, _c(0), K.Batch(I64), K.Block([_check_negative(K.Load("x", i, F32), i),
-                                                       K.Store("out", _c(0), K.Load("x", i, F32))]))
-    assert isinstance(_plans([dependent], _bufs(out=(1,), x=(N,)))[0], Serial)  # every i writes out[0]
-    acc = K.Var("acc", F32)
-    carried = K.For(i, _c(0), K.Batch(I64), K.Block([K.DeclareAcc(acc, K.Const(0.0, F32)), K.For(
-        j, _c(0), _c(3), K.Block([K.Accumulate(acc, "add", x), _check_negative(acc, j)])), K.Store("y", i, acc)]))
-    (plan,) = _plans([carried], _bufs(y=(N,), x=(N, 3)))  # an accumulator of the iteration itself: fine
-    assert isinstance(plan, Ordered) and [f.var.name for f in plan.loops] == ["i"]
-
-
-def test_flagged_loop_split_per_inner_loop():
-    i, j, k = _v("i"), _v("j"), _v("k")
-    zero = K.For(j, _c(0), _c(4), K.Store("out", _op("add", _op("mul", i, _c(4)), j), K.Const(0.0, F32)))
-    copy = K.For(k, _c(0), _c(2), K.Store("y", _op("add", _op("mul", i, _c(2)), k), K.Load("x", i, F32)))
-    plans = _plans([K.For(i, _c(0), K.Batch(I64), K.Block([zero, copy]), parallel=True)],
-                   _bufs(out=(N, 4), y=(N, 2), x=(N,)))
-    assert [[f.var.name for f in p.par] for p in plans] == [["i", "j"], ["i", "k"]]
-
-
-def test_column_sum_is_a_block_reduction():
-    r, c = _v("r"), _v("c")
-    loop = K.For(r, _c(0), K.Batch(I64), K.For(c, _c(0), _c(3), _add_into(
-        "acc", c, K.Load("x", _op("add", _op("mul", r, _c(3)), c), F32)), vectorize=True))
-    (plan,) = _plans([loop], _bufs(acc=(3,), x=(N, 3)))
-    assert isinstance(plan, Reduce)
-    assert [f.var.name for f in plan.par] == ["c"] and [f.var.name for f in plan.red] == ["r"]
-    wide = K.For(r, _c(0), K.Batch(I64), K.For(c, _c(0), _c(50000), _add_into(
-        "acc", c, K.Load("x", _op("add", _op("mul", r, _c(50000)), c), F32)), vectorize=True))
-    (plan,) = _plans([wide], _bufs(acc=(50000,), x=(N, 50000)))  # enough columns: a thread each
-    assert isinstance(plan, Grid) and [f.var.name for f in plan.par] == ["c"]
 
 
 # ----------------------------------------------------------------------------- nvcc

@@ -13,7 +13,8 @@ import pytest
 import runtime
 from compiler import tf
 from compiler.codegen.cuda import program_variables, render_module
-from compiler.codegen.cuda.loops import Ordered, Reduce, launch_groups
+from compiler.lower import kernel_ir as K
+from compiler.lower.launches import launch_groups
 from tests.cuda_kit import RawAbiLib, needs_emulator
 from tests.kernel_ir_kit import ordered_checks_program, sum_with_check_program
 
@@ -29,8 +30,8 @@ def test_reduction_tail_check_on_emulator(tmp_path):
     from compiler.codegen.cuda.build import compile_cuda
 
     program = sum_with_check_program()
-    (plan,) = launch_groups("sum", program.kernels[0].body.body, program.buffers)
-    assert isinstance(plan, Reduce) and not plan.par
+    (plan,) = launch_groups(program.kernels[0].body.body, program.buffers)
+    assert isinstance(plan, K.BlockReduce) and not plan.par
     compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "p.so", emulate=True)
     lib = RawAbiLib(tmp_path / "p.so")
     try:
@@ -63,8 +64,8 @@ def test_ordered_checks_report_the_first_failure_like_cpu(tmp_path):
     from compiler.codegen.llvm.module import build_module
 
     program = ordered_checks_program()
-    (plan,) = launch_groups("checks", program.kernels[0].body.body, program.buffers)
-    assert isinstance(plan, Ordered)
+    (plan,) = launch_groups(program.kernels[0].body.body, program.buffers)
+    assert isinstance(plan, K.Ordered)
     compile_cuda(render_module({"p": program}, program_variables([program])), tmp_path / "cuda.so", emulate=True)
     compile_module(build_module({"p": program}, []), str(tmp_path / "cpu.so"))
     cuda, cpu = RawAbiLib(tmp_path / "cuda.so", race=True), RawAbiLib(tmp_path / "cpu.so")

@@ -31,6 +31,10 @@ Semantics (every renderer implements exactly this; ``kernel_interp.py`` is the r
 * A kernel reads the buffers in ``reads`` and writes those in ``writes``; a buffer may be
   in both only when each element is read before it is written by the same iteration
   (in-place updates planned by memory planning).
+* The scheduling pass (``schedule.plan_program``) marks further loops ``parallel`` where it
+  proves their iterations independent, and gives each kernel its ``launches`` when the
+  target runs grids of thread blocks (``Launch`` nodes: grid, block reduction, ordered check
+  loop, serial); ``Program.planned_for`` names the capabilities it planned for.
 """
 from __future__ import annotations
 
@@ -240,14 +244,68 @@ class Operand:
     batch_stride: Expr = None
 
 
+# ----------------------------------------------------------------------------- launch plans
+class Launch(Stmt):
+    """One launch of a kernel planned for a device that runs grids of thread blocks
+    (``Kernel.launches``, written by the scheduling pass ``schedule.py``).  Its meaning is
+    always the sequential one (``schedule.sequential``); the kind says how threads share it.
+    Loops listed as spread over threads are used for their ``var``/``start``/``stop`` only."""
+
+
+@dataclass
+class Grid(Launch):
+    """Threads over the flattened iteration space of ``par`` (row-major, outermost first):
+    each runs ``body`` once (the other loops of the nest stay in it, in order)."""
+
+    par: list
+    body: list
+
+
+@dataclass
+class BlockReduce(Launch):
+    """One block per iteration of ``par`` (the outputs): every thread runs ``head``, the
+    threads share the iterations of ``red`` (each runs ``body``), the partial values of the
+    ``reducers`` (``[(Var, combine)]``, declared in ``head`` at the combine's identity) are
+    combined over the block, then one thread runs ``tail``.  The combination is reassociated."""
+
+    par: list
+    head: list
+    red: list
+    body: list
+    reducers: list
+    tail: list
+
+
+@dataclass
+class Ordered(Launch):
+    """The iterations of ``loops`` (flattened, outermost first) in loop order by one block:
+    ``body`` holds ``Check``s, and the first failing iteration in loop order reports."""
+
+    loops: list
+    body: list
+
+
+@dataclass
+class Serial(Launch):
+    """``stmts`` on one thread."""
+
+    stmts: list
+
+
 # ----------------------------------------------------------------------------- kernels
 @dataclass
 class Kernel:
+    """A kernel: ``body`` is its meaning (what the reference evaluator runs and a CPU renders,
+    with ``For.parallel`` on the loops worth threading); ``launches``, set by the scheduling
+    pass for a device with thread blocks, the same work as ``Launch``es and ``Gemm``s in
+    order (None: not planned for such a device)."""
+
     name: str
     reads: list
     writes: list
     body: Stmt
     origin: str = ""  # the IR instr it comes from (kind + loc), for dumps and errors
+    launches: list = None
 
 
 @dataclass
@@ -273,6 +331,8 @@ class Program:
     copies: list = field(default_factory=list)  # [(dst buffer name, src buffer name)] after the last kernel
     feeds: list = field(default_factory=list)  # feed keys in ABI order
     fetches: list = field(default_factory=list)  # fetch keys in ABI order
+    planned_for: str = ""  # the Capabilities name the scheduling pass planned it for ("": not yet)
+    plan_summary: str = ""  # the pass's one-line summary of what it decided
 
     def uses_batch(self) -> bool:
         """Whether the program depends on the batch size N (a batch dim or batch arena bytes)."""

@@ -24,7 +24,10 @@ def print_program(program: K.Program) -> str:
              f"scratch {program.scratch_static_bytes} B + {program.scratch_batch_bytes} B*N")
     lines = [f"program @{program.name}", f"{INDENT}workspace: {sizes}",
              f"{INDENT}feeds: {', '.join(map(repr, program.feeds)) or '-'}",
-             f"{INDENT}fetches: {', '.join(map(repr, program.fetches)) or '-'}", "", "buffers:"]
+             f"{INDENT}fetches: {', '.join(map(repr, program.fetches)) or '-'}"]
+    if program.planned_for:
+        lines.append(f"{INDENT}plan: {program.plan_summary or program.planned_for}")
+    lines += ["", "buffers:"]
     lines += _buffer_table(program.buffers.values())
     for kernel in program.kernels:
         lines += ["", *_kernel(kernel)]
@@ -53,7 +56,35 @@ def _where(d: K.BufferDecl) -> str:
 def _kernel(kernel: K.Kernel) -> list:
     head = f"kernel {kernel.name}" + (f"  ({kernel.origin})" if kernel.origin else "")
     io = f"{INDENT}reads {' '.join(kernel.reads) or '-'}  writes {' '.join(kernel.writes) or '-'}"
+    if kernel.launches is not None:
+        return [head, io] + [line for launch in kernel.launches for line in launch_lines(launch, 1)]
     return [head, io] + stmt_lines(kernel.body, 1)
+
+
+# ----------------------------------------------------------------------------- launches
+def _ranges(loops) -> str:
+    return ", ".join(f"{f.var.name} in [{expr_str(f.start)}, {expr_str(f.stop)})" for f in loops)
+
+
+def _block(stmts, depth) -> list:
+    return [line for s in stmts for line in stmt_lines(s, depth)]
+
+
+def launch_lines(launch, depth: int) -> list:
+    """Lines of one planned launch (a ``K.Launch`` or a ``Gemm``) indented ``depth`` levels."""
+    pad = INDENT * depth
+    if isinstance(launch, K.Grid):
+        return [f"{pad}grid {_ranges(launch.par)}:"] + _block(launch.body, depth + 1)
+    if isinstance(launch, K.BlockReduce):
+        combine = ", ".join(f"{v.name} {c}" for v, c in launch.reducers)
+        head = f"{pad}block reduce {_ranges(launch.par) or 'once'} over {_ranges(launch.red)} ({combine}):"
+        return ([head] + _block(launch.head, depth + 1) + [f"{pad}{INDENT}each:"] + _block(launch.body, depth + 2)
+                + [f"{pad}{INDENT}then:"] + _block(launch.tail, depth + 2))
+    if isinstance(launch, K.Ordered):
+        return [f"{pad}ordered {_ranges(launch.loops)}:"] + _block(launch.body, depth + 1)
+    if isinstance(launch, K.Serial):
+        return [f"{pad}serial:"] + _block(launch.stmts, depth + 1)
+    return stmt_lines(launch, depth)
 
 
 # ----------------------------------------------------------------------------- statements

@@ -31,6 +31,12 @@ def _build(source, lib_path, target) -> dict:
     return {k: round(v, 4) for k, v in result.timings.items()}
 
 
+def _capabilities(target):
+    from .capabilities import CAPABILITIES
+
+    return CAPABILITIES
+
+
 def _record(target) -> dict:
     record = {"kind": "cuda", "arch": target.get("arch"), "emulated": target.get("emulate"),
               "runtime": "host" if target.get("emulate") else "cuda"}
@@ -65,6 +71,7 @@ BACKEND = Backend(
     render=_render,
     build=_build,
     target_record=_record,
+    capabilities=_capabilities,
     options=(Option("arch", metavar="sm_XX", help="GPU architecture (default: sm_90, H100/H200)"),
              Option("tf32", kind="flag", default=False,
                     help="float32 matrix products may use TF32 tensor cores (faster, inputs rounded "

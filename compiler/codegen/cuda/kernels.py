@@ -6,11 +6,13 @@ nests and serial statements), ``..._r<j>`` (block reductions), ``..._c<j>`` (ord
 holding checks) or ``..._g<j>`` (GEMMs), and
 collects the host lines that launch them in order on ``stream`` with the buffer table ``b``
 and the batch size ``N`` (``templates/cuda/host.cu.j2`` places those lines).  Which loops
-run in parallel is decided by ``loops.launch_groups``; launch geometry:
+run in parallel, and how, is the kernel's plan (``Kernel.launches``, written by the
+scheduling pass compiler/lower/schedule.py for ``capabilities.CAPABILITIES``; a kernel not
+planned yet is planned here first); launch geometry (loop launches: ``loops.py``):
 
 * ``Grid``: one grid-stride loop over the flattened iteration space of the parallel loops,
   ``KILN_BLOCK`` threads per block (``kernels.cu.j2``);
-* ``Reduce``: one block per output (32 to ``KILN_RED_BLOCK`` threads, by the number of
+* ``BlockReduce``: one block per output (32 to ``KILN_RED_BLOCK`` threads, by the number of
   outputs and the reduced trip count), threads striding over the reduced loops, combined by
   warp shuffles and shared memory (``reduce.cu.j2``, ``KILN_LAUNCH_SYNC``);
 * GEMM: ``gemm.cu.j2``: a k-split kernel (8x8 outputs per block, k summed by 16 slices of
@@ -28,9 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...lower import kernel_ir as K
+from ...lower.schedule import plan_kernel
+from .capabilities import CAPABILITIES
 from .exprs import CudaRenderError, Exprs, Stmts, ctype, ident
-from .footprint import walk
-from .loops import Grid, Ordered, Reduce, Serial, launch_groups
+from .loops import KernelFunction, LoopLaunches, RecordedChecks
 
 BIG_TILE = 64  # the register-blocked GEMM's tile (gemm.cu.j2: KILN_BIG_TILE)
 BIG_MIN_DIM = 48  # m and n from which the big tile is worth it ...
@@ -50,20 +53,6 @@ GEMM_VARIANTS = {
     "wmma32": ("v", "dim3(kiln_wmma_tiles(m), kiln_wmma_tiles(n), (unsigned int)nb)", "dim3(KILN_WMMA_THREADS)", None),
 }
 TF32_VARIANTS = {"big": "wmma64", "small": "wmma32"}  # the k-split kernel stays fp32 (few outputs, long k)
-
-
-@dataclass
-class KernelFunction:
-    """One ``__global__`` function: its text pieces for ``kernels.cu.j2``."""
-
-    name: str
-    decls: str = ""
-    body: str = ""
-    grid: bool = False
-    stop: str = ""
-    gemm: dict = None
-    reduce: dict = None
-    ordered: dict = None
 
 
 @dataclass
@@ -94,7 +83,7 @@ def _buffers_used(s, acc: set) -> set:
     return acc
 
 
-class KernelRenderer:
+class KernelRenderer(LoopLaunches):
     """Renders the kernels of one entry point; ``launches`` collects the host launch lines."""
 
     def __init__(self, program: K.Program, entry: str, add_check, tf32: bool = False):
@@ -123,92 +112,28 @@ class KernelRenderer:
         """The functions of one kernel; its launch lines are appended to ``launches``."""
         out = KernelText(ident(f"{self.entry}__{k.name}", "k_"), k.origin.replace("\n", " "))
         self.origin = k.origin or k.name
-        body = k.body.body if isinstance(k.body, K.Block) else [k.body]
-        for j, group in enumerate(launch_groups(k.name, body, self.program.buffers)):
-            if isinstance(group, Serial) and self.open_serial is not None:
+        launches = k.launches if k.launches is not None else \
+            plan_kernel(k, self.program.buffers, CAPABILITIES).launches
+        for j, group in enumerate(launches):
+            if isinstance(group, K.Serial) and any(isinstance(s, K.Gemm) for s in group.stmts):
+                raise CudaRenderError(f"kernel {k.name}: a Gemm next to top-level lets is not supported yet")
+            if isinstance(group, K.Serial) and self.open_serial is not None:
                 self.append_serial(k, group)
                 out.merged_into.append(self.open_serial.name)
                 continue
             self.open_serial = None
             if isinstance(group, K.Gemm):
                 out.functions += self.gemm(f"{out.name}_g{j}", group)
-            elif isinstance(group, Grid):
+            elif isinstance(group, K.Grid):
                 out.functions.append(self.grid_loop(f"{out.name}_s{j}", group))
-            elif isinstance(group, Reduce):
+            elif isinstance(group, K.BlockReduce):
                 out.functions.append(self.reduce(f"{out.name}_r{j}", group))
-            elif isinstance(group, Ordered):
+            elif isinstance(group, K.Ordered):
                 out.functions.append(self.ordered(f"{out.name}_c{j}", group))
             else:
                 out.functions.append(self.sequential(f"{out.name}_s{j}", group))
                 self.open_serial = out.functions[-1]
         return out
-
-    def sequential(self, name, group: Serial) -> KernelFunction:
-        self.launches.append(f"KILN_LAUNCH({name}, 1, 1, stream, b, N);")
-        return KernelFunction(name, self.decls(group.stmts), "\n".join(self.stmts.block(group.stmts, 1)))
-
-    def append_serial(self, k: K.Kernel, group: Serial) -> None:
-        """Consecutive one-thread launches become one: the same thread runs them in program
-        order (a failed check returns, skipping the rest, as separate launches would)."""
-        fn = self.open_serial
-        if not fn.body.startswith("  {"):  # first merge: scope the first body's pointers too,
-            *pointers, exit_line = fn.decls.split("\n")  # so no two __restrict__ names overlap
-            fn.body = "\n".join(["  {", *pointers, fn.body, "  }"])
-            fn.decls = exit_line
-        fn.body += "\n".join(["", f"  {{  // + kernel {k.name}", self.decls(group.stmts, early_exit=False)]
-                             + self.stmts.block(group.stmts, 2) + ["  }"])
-
-    def trip(self, loops) -> str:
-        """C expression of the product of the loops' trip counts."""
-        return " * ".join(f"(({self.x(f.stop)}) - ({self.x(f.start)}))" for f in loops) or "1LL"
-
-    def decode(self, loops, flat, pad) -> list:
-        """Lines binding the loop variables of ``loops`` from the flat index ``flat``
-        (row-major over their trip counts)."""
-        x, lines, rest = self.x, [], flat
-        trips = [f"(({x(f.stop)}) - ({x(f.start)}))" for f in loops]
-        for i, f in enumerate(loops):
-            v = ident(f.var.name, "v_")
-            inner = " * ".join(trips[i + 1:])
-            if inner:
-                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest} / ({inner});")
-                lines.append(f"{pad}const long long {v}_rest = {rest} % ({inner});")
-                rest = f"{v}_rest"
-            else:
-                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest};")
-        return lines
-
-    def grid_loop(self, name, plan: Grid) -> KernelFunction:
-        lines = self.decode(plan.par, "kiln_f", "    ") + self.stmts.block(plan.body, 2)
-        total = self.trip(plan.par)
-        self.launches.append(f"{{ const long long trip = {total}; if (trip > 0) "
-                             f"KILN_LAUNCH({name}, kiln_blocks(trip), KILN_BLOCK, stream, b, N); }}")
-        return KernelFunction(name, self.decls(plan.par + plan.body), "\n".join(lines), grid=True, stop=total)
-
-    def reduce(self, name, plan: Reduce) -> KernelFunction:
-        outs = self.trip(plan.par)
-        checks = any(isinstance(s, K.Check) for s, _ in walk(plan.tail))
-        reducers = []
-        for var, combine in plan.reducers:
-            ct = ctype(var.dtype)
-            reducers.append({"name": ident(var.name, "v_"), "ctype": ct,
-                             "combine": self.x.combine(combine, "kiln_a", "kiln_b", var.dtype)})
-        info = {"outs": outs, "trip": self.trip(plan.red), "reducers": reducers, "lambda": checks,
-                "head": "\n".join(self.decode(plan.par, "kiln_o", "    ") + self.stmts.block(plan.head, 2)),
-                "body": "\n".join(self.decode(plan.red, "kiln_f", "      ") + self.stmts.block(plan.body, 3)),
-                "tail": "\n".join(self.stmts.block(plan.tail, 4 if checks else 3))}
-        self.launches.append(f"{{ const long long outs = {outs}, trip = {info['trip']}; if (outs > 0) KILN_LAUNCH_SYNC("
-                             f"{name}, kiln_red_blocks(outs), kiln_red_threads(outs, trip), stream, b, N); }}")
-        tree = plan.par + plan.head + plan.red + plan.body + plan.tail
-        return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
-
-    def ordered(self, name, plan: Ordered) -> KernelFunction:
-        trip = self.trip(plan.loops)
-        body = self.decode(plan.loops, "kiln_f", "        ") + self.recorded.block(plan.body, 4)
-        self.launches.append(f"{{ const long long trip = {trip}; if (trip > 0) "
-                             f"KILN_LAUNCH_SYNC({name}, 1, kiln_ord_threads(trip), stream, b, N); }}")
-        return KernelFunction(name, self.decls(plan.loops + plan.body, early_exit=False),
-                              ordered={"trip": trip, "body": "\n".join(body)})
 
     def gemm(self, name, g: K.Gemm) -> list:
         """The GEMM's functions (one per variant that may run: ``_gemm_variants``) and its
@@ -250,20 +175,6 @@ class KernelRenderer:
             info.update({key: ident(o.buffer, "b_"), f"{key}_off": x(o.offset), f"ld{key}": x(o.ld),
                          f"{key}_t": o.transposed, f"{key}_bs": bs(o)})
         return info
-
-
-class RecordedChecks(Stmts):
-    """Statements of an ordered loop's iteration (``checked.cu.j2``): a failing ``Check``
-    records its id, kind and value in the thread's ``kiln_cid``/``kiln_isf``/``kiln_fv``/
-    ``kiln_iv`` and returns from the iteration's lambda; the block reports the first one."""
-
-    def lines(self, s, depth) -> list:
-        if not isinstance(s, K.Check):
-            return super().lines(s, depth)
-        cid = self.add_check(s.message, s.value.dtype)
-        isf = s.value.dtype.is_floating
-        value = f"kiln_fv = (double)({self.x(s.value)})" if isf else f"kiln_iv = (long long)({self.x(s.value)})"
-        return [f"{'  ' * depth}if ({self.x(s.cond)}) {{ kiln_cid = {cid}; kiln_isf = {int(isf)}; {value}; return; }}"]
 
 
 def _gemm_variants(g: K.Gemm) -> list:

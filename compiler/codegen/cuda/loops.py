@@ -1,383 +1,120 @@
-"""Launch plans for a kernel's top-level statements (docs/codegen-cuda.md, "Launch geometry").
+"""Rendering of a kernel's loop launches (the plan of compiler/lower/launches.py, written as
+``Kernel.launches`` by the scheduling pass) as ``__global__`` functions and launch lines.
 
-``launch_groups(name, body, buffers)`` splits a kernel body into launches, in order:
-
-* ``K.Gemm``: the tiled GEMM;
-* ``Grid``: threads over the flattened iteration space of the ``par`` loops of a loop nest.
-  A nest is a chain of levels ``[pure Lets..., For]`` (the Lets are recomputed by every
-  thread); a loop joins ``par`` when its bounds are free of loop variables and either the
-  loops above it are all flagged ``parallel``/``vectorize`` (the IR's promise), or
-  ``footprint.separating`` proves that its iterations touch disjoint elements (then the
-  loops it skips stay sequential inside the thread, in their original order).  A flagged
-  loop whose body holds several loops is first split into one loop per statement
-  (``fission``: its iterations are independent, so all first statements may run before
-  all second ones);
-* ``Reduce``: one block per output (the ``par`` loops), the block's threads stride over
-  the reduced loops ``red``; partial accumulators combine through warp shuffles and shared
-  memory and thread 0 runs ``tail``.  Two shapes qualify when the reduced trip count is
-  large (``RED_MIN_TRIP`` or growing with N): ``DeclareAcc; For(reduced) {Accumulate};
-  tail`` under the parallel loops or at the top level (a full reduction), and a nest whose
-  innermost body updates ``b[E] = combine(b[E], v)`` with ``E`` free of the reduced loops
-  (the bias-gradient shape: init loop, then rows outside, columns inside; with
-  ``GRID_FILL`` columns or more, a ``Grid`` over the columns instead).  The sum is
-  reassociated: it differs from the sequential one by rounding only;
-* ``Ordered``: a loop holding a ``Check`` that is not flagged (the CPU semantics: the
-  first failing iteration in loop order reports its value, and nothing after it runs):
-  when its bounds are free of loop variables and its iterations are independent (nothing
-  written, or ``footprint.separating`` proves the stores disjoint), the leading rectangular
-  loops of its nest are flattened and run by one block in chunks of ``blockDim``
-  iterations; the block stops at the chunk holding the smallest failing flat index, which
-  is the first failing iteration in loop order (``checked.cu.j2``);
-* ``Serial``: everything else, one thread.
-
-Flagged loops whose body holds a ``Check`` are parallel through their flags (a ``Grid``;
-a failed check stops its thread, other iterations still run, as on the CPU backend's
-threads); unflagged ones are ``Ordered`` or ``Serial``.
+``LoopLaunches`` is the part of ``kernels.KernelRenderer`` that renders ``K.Grid`` (one
+grid-stride loop over the flattened ``par`` loops, ``kernels.cu.j2``), ``K.BlockReduce``
+(``reduce.cu.j2``), ``K.Ordered`` (``checked.cu.j2``, with ``RecordedChecks``) and
+``K.Serial`` (one thread; consecutive ones share a launch).  Nothing here decides which
+loops run in parallel: that is in the plan.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ...lower import kernel_ir as K
-from ...lower.combine import combine_of_op, combine_op, identity
-from .exprs import CudaRenderError
-from ...lower.kernel_walk import iter_exprs as sub_exprs
-from ...lower.kernel_walk import stmt_exprs
-from .footprint import accesses, separating, stmt_list, var_names, walk
-
-RED_MIN_TRIP = 256  # reduced iterations from which a reduction gets a thread block
-GRID_FILL = 16384  # outputs from which a column reduction runs a thread per column instead
+from ...lower.footprint import walk
+from .exprs import Stmts, ctype, ident
 
 
 @dataclass
-class Grid:
-    par: list  # the For loops spread over threads, outermost first
-    body: list  # what one thread runs (the other loops of the nest stay)
+class KernelFunction:
+    """One ``__global__`` function: its text pieces for ``kernels.cu.j2``."""
+
+    name: str
+    decls: str = ""
+    body: str = ""
+    grid: bool = False
+    stop: str = ""
+    gemm: dict = None
+    reduce: dict = None
+    ordered: dict = None
 
 
-@dataclass
-class Reduce:
-    par: list  # For loops over the outputs: one block each
-    head: list  # run by every thread of a block once: lets, partial accumulators
-    red: list  # For loops the block's threads stride over
-    body: list  # one reduced iteration
-    reducers: list  # [(K.Var, combine)]: partials combined over the block
-    tail: list  # thread 0, after the combination
+class LoopLaunches:
+    """Renders loop launches; the host class (``KernelRenderer``) provides ``x`` (expressions),
+    ``stmts``, ``recorded``, ``decls(tree, early_exit)``, ``launches`` and ``open_serial``."""
 
+    def sequential(self, name, group: K.Serial) -> KernelFunction:
+        """A one-thread function (later one-thread launches may be appended to it)."""
+        self.launches.append(f"KILN_LAUNCH({name}, 1, 1, stream, b, N);")
+        return KernelFunction(name, self.decls(group.stmts), "\n".join(self.stmts.block(group.stmts, 1)))
 
-@dataclass
-class Ordered:
-    loops: list  # the For loops flattened into one ordered iteration space, outermost first
-    body: list  # one iteration (the other loops of the nest stay, run in order by its thread)
+    def append_serial(self, k: K.Kernel, group: K.Serial) -> None:
+        """Consecutive one-thread launches become one: the same thread runs them in program
+        order (a failed check returns, skipping the rest, as separate launches would)."""
+        fn = self.open_serial
+        if not fn.body.startswith("  {"):  # first merge: scope the first body's pointers too,
+            *pointers, exit_line = fn.decls.split("\n")  # so no two __restrict__ names overlap
+            fn.body = "\n".join(["  {", *pointers, fn.body, "  }"])
+            fn.decls = exit_line
+        fn.body += "\n".join(["", f"  {{  // + kernel {k.name}", self.decls(group.stmts, early_exit=False)]
+                             + self.stmts.block(group.stmts, 2) + ["  }"])
 
+    def trip(self, loops) -> str:
+        """C expression of the product of the loops' trip counts."""
+        return " * ".join(f"(({self.x(f.stop)}) - ({self.x(f.start)}))" for f in loops) or "1LL"
 
-@dataclass
-class Serial:
-    stmts: list
-
-
-@dataclass
-class Level:
-    loop: K.For
-    lets: list  # between this loop and the next level's loop
-
-
-# ----------------------------------------------------------------------------- structure
-def free_vars(e) -> set:
-    """Variables, loads and random draws an expression depends on (markers ``<load>``...)."""
-    out = set()
-    for x in sub_exprs(e):
-        if isinstance(x, K.Var):
-            out.add(x.name)
-        elif isinstance(x, (K.Load, K.Random)):
-            out.add(f"<{type(x).__name__.lower()}>")
-    return out
-
-
-def rectangular(loop) -> bool:
-    """Bounds free of loop variables, lets and loads (``Batch()`` is fine)."""
-    return not (free_vars(loop.start) | free_vars(loop.stop))
-
-
-def flagged(loop) -> bool:
-    return loop.parallel or loop.vectorize
-
-
-def nest(loop) -> tuple:
-    """``(levels, body)``: the chain of ``[Lets..., For]`` levels from ``loop`` down, and the
-    statements of the innermost level's body."""
-    levels = []
-    while True:
-        stmts = stmt_list(loop.body)
-        n = 0
-        while n < len(stmts) and isinstance(stmts[n], K.Let):
-            n += 1
-        if n == len(stmts) - 1 and isinstance(stmts[n], K.For):
-            levels.append(Level(loop, stmts[:n]))
-            loop = stmts[n]
-            continue
-        levels.append(Level(loop, []))
-        return levels, stmts
-
-
-def static_trip(loops):
-    """The product of the trip counts, or None when it depends on N (or is not constant)."""
-    total = 1
-    for f in loops:
-        if not (isinstance(f.start, K.Const) and isinstance(f.stop, K.Const)):
-            return None
-        total *= max(0, f.stop.value - f.start.value)
-    return total
-
-
-def large(loops) -> bool:
-    trip = static_trip(loops)
-    return trip is None or trip >= RED_MIN_TRIP
-
-
-def _decl_bytes(decl) -> tuple:
-    size = decl.dtype.np.itemsize
-    for d in decl.shape:
-        size *= getattr(d, "coef", d)
-    return decl.offset, decl.offset + size
-
-
-def inferable(tree, buffers, checks=False) -> bool:
-    """Whether loop independence may be inferred from the accesses: no ``Check`` (unless
-    ``checks``: the caller keeps the loop order of failures) and no two buffers (one of them
-    written) sharing workspace memory."""
-    if any(isinstance(s, K.Gemm) or (isinstance(s, K.Check) and not checks) for s, _ in walk(tree)):
-        return False
-    acc = accesses(tree)
-    written = {a.buffer for a in acc if a.store}
-    names = sorted({a.buffer for a in acc})
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            da, db = buffers[a], buffers[b]
-            if (a in written or b in written) and da.role in ("arena", "scratch") and \
-                    (da.role, da.space) == (db.role, db.space):
-                (a0, a1), (b0, b1) = _decl_bytes(da), _decl_bytes(db)
-                if a0 < b1 and b0 < a1:
-                    return False
-    return True
-
-
-# ----------------------------------------------------------------------------- plans
-def fission(loop) -> list:
-    """A flagged loop whose body holds loops and other statements, as one loop per loop
-    statement (runs of other statements together); lets are copied into every piece."""
-    if not (flagged(loop) and rectangular(loop)):
-        return [loop]
-    stmts = stmt_list(loop.body)
-    written = {a.buffer for a in accesses(stmts) if a.store}
-    if any(isinstance(s, (K.DeclareAcc, K.Accumulate)) for s in stmts) or any(
-            isinstance(s, K.Let) and any(a.buffer in written for a in accesses(s)) for s in stmts):
-        return [loop]  # shared accumulators, or lets whose loads a piece may overwrite
-    pieces, run, lets = [], [], []
-    for s in stmts:
-        if isinstance(s, K.Let):
-            lets.append(s)
-            if run:
-                run.append(s)
-        elif isinstance(s, K.For):
-            if run:
-                pieces.append(run)
-                run = []
-            pieces += [lets + [inner] for inner in fission(s)]
-        else:
-            run = run or list(lets)
-            run.append(s)
-    if run:
-        pieces.append(run)
-    if len(pieces) <= 1:
-        return [loop]
-    return [replace(loop, body=K.Block(p)) for p in pieces]
-
-
-def plan_loop(loop, buffers):
-    """A ``Grid`` or ``Reduce`` plan for one top-level loop, or None (it stays serial)."""
-    levels, body = nest(loop)
-    loops = [lv.loop for lv in levels]
-    infer = inferable(loop, buffers)
-    par = _parallel_loops(loop, loops, infer)
-    if not par:
-        return ordered(loop, buffers)
-    if infer:
-        plan = _reduce_updates(loop, levels, body, par)
-        if plan is None and par == {f.var.name for f in loops}:
-            plan = _reduce_accs(loop, loops, _lets(levels), body, buffers)
-        if plan is not None:
-            return plan
-    return Grid([f for f in loops if f.var.name in par], _thread_body(levels, body, par))
-
-
-def ordered(loop, buffers):
-    """An ``Ordered`` plan for an unflagged loop holding a ``Check``, or None: its leading
-    rectangular loops (the longest prefix whose iterations provably touch disjoint
-    elements) become one flat, ordered iteration space; a thread runs the rest in order."""
-    if not rectangular(loop) or not any(isinstance(s, K.Check) for s, _ in walk(loop)):
-        return None
-    if not inferable(loop, buffers, checks=True):
-        return None
-    levels, body = nest(loop)
-    loops = []
-    for lv in levels:
-        if not rectangular(lv.loop):
-            break
-        loops.append(lv.loop)
-    written = {a.buffer for a in accesses(loop) if a.store}
-    while loops and written:
-        names = {f.var.name for f in loops}
-        if separating(loop, written, names) == names:
-            break
-        loops.pop()
-    if not loops:
-        return None
-    thread = _thread_body(levels, body, {f.var.name for f in loops})
-    declared = {s.var.name for s, _ in walk(thread) if isinstance(s, K.DeclareAcc)}
-    if any(isinstance(s, K.Accumulate) and s.var.name not in declared for s, _ in walk(thread)):
-        return None  # state carried from one iteration to the next
-    return Ordered(loops, thread)
-
-
-def _parallel_loops(loop, loops, infer) -> set:
-    """Names of the nest's loops whose iterations may run on different threads: the leading
-    flagged loops, or (when ``infer``) the loops whose iterations provably touch disjoint
-    elements, if those include the flagged ones."""
-    prefix = set()
-    for f in loops:
-        if not (flagged(f) and rectangular(f)):
-            break
-        prefix.add(f.var.name)
-    if not infer:
-        return prefix
-    written = {a.buffer for a in accesses(loop) if a.store}
-    proven = separating(loop, written, {f.var.name for f in loops if rectangular(f)})
-    return proven if proven >= prefix or not prefix else prefix
-
-
-def _lets(levels) -> list:
-    return [s for lv in levels for s in lv.lets]
-
-
-def _thread_body(levels, body, par) -> list:
-    """The nest without the ``par`` loops (their lets stay in place)."""
-    out = list(body)
-    for lv in reversed(levels):
-        if lv.loop.var.name in par:
-            out = lv.lets + out
-        else:
-            out = [replace(lv.loop, body=K.Block(lv.lets + out))]
-    return out
-
-
-def _rmw(s):
-    """``(combine, value)`` when ``s`` is ``b[E] = op(b[E], value)`` (either operand order)."""
-    if not (isinstance(s, K.Store) and isinstance(s.value, K.Op) and combine_of_op(s.value.kind)):
-        return None
-    old = K.Load(s.buffer, s.index, s.value.dtype)
-    a, b = s.value.args
-    other = b if a == old else (a if b == old else None)
-    if other is None or any(isinstance(x, K.Load) and x.buffer == s.buffer for x in sub_exprs(other)):
-        return None
-    return combine_of_op(s.value.kind), other
-
-
-def _reduce_updates(loop, levels, body, par):
-    """The bias-gradient shape: innermost updates ``b[E] = combine(b[E], v)`` with ``E`` over
-    the ``par`` loops only; the other loops of the nest are reduced by a block."""
-    loops = [lv.loop for lv in levels]
-    red = [f for f in loops if f.var.name not in par]
-    outs = static_trip([f for f in loops if f.var.name in par])
-    if not red or not all(rectangular(f) for f in red) or not large(red) or (outs or 0) >= GRID_FILL:
-        return None  # (enough columns: a thread each, reading rows coalesced)
-    updates = {}
-    for s in body:
-        hit = _rmw(s)
-        if hit and not (free_vars(s.index) - par) and s.buffer not in updates:
-            updates[s.buffer] = (s, hit)
-    if not updates:
-        return None
-    acc = accesses(loop)
-    for name, (s, _) in updates.items():
-        if sum(a.buffer == name for a in acc) != 2:  # the update's own load and store only
-            return None
-    others = {a.buffer for a in acc if a.store} - set(updates)
-    every = {f.var.name for f in loops}
-    if others and separating(loop, others, every) != every:
-        return None
-    reducers, new_body, tail = [], [], []
-    for s in body:
-        if isinstance(s, K.Store) and s.buffer in updates and updates[s.buffer][0] is s:
-            combine, value = updates[s.buffer][1]
-            var = K.Var(f"kiln_red{len(reducers)}", s.value.dtype)
-            reducers.append((var, combine))
-            new_body.append(K.Accumulate(var, combine, value))
-            tail.append(K.Store(s.buffer, s.index, K.Op(combine_op(combine), (K.Load(s.buffer, s.index, var.dtype), var),
-                                                         var.dtype)))
-        else:
-            new_body.append(s)
-    head = [K.DeclareAcc(v, identity(c, v.dtype)) for v, c in reducers]
-    return Reduce([f for f in loops if f.var.name in par], head, red, _lets(levels) + new_body, reducers, tail)
-
-
-def _reduce_accs(tree, par, lets, body, buffers):
-    """``[Lets/DeclareAccs...] For(reduced) {... Accumulate ...} tail`` as a block reduction
-    (``par``: the loops around it, all parallel; ``lets``: theirs)."""
-    n = 0
-    while n < len(body) and isinstance(body[n], (K.Let, K.DeclareAcc)):
-        n += 1
-    if n == len(body) or not isinstance(body[n], K.For):
-        return None
-    pre, red_for, tail = body[:n], body[n], body[n + 1:]
-    levels, red_body = nest(red_for)
-    red = [lv.loop for lv in levels]
-    if not all(rectangular(f) for f in red) or not large(red) or not inferable(red_for, buffers):
-        return None
-    accs = {s.var.name: s for s in pre if isinstance(s, K.DeclareAcc)}
-    combines = {}
-    for s, _ in walk(red_for):
-        if isinstance(s, K.Accumulate) and s.var.name in accs:
-            if combines.setdefault(s.var.name, s.combine) != s.combine:
-                return None
-    if not combines:
-        return None
-    used = set().union(*(var_names(e) for s, _ in walk(red_for) for e in stmt_exprs(s)))
-    used |= set().union(*(var_names(s.value) for s in pre if isinstance(s, K.Let)))
-    if used & set(combines) or any(free_vars(accs[a].init) & {"<load>"} for a in combines):
-        return None
-    written = {a.buffer for a in accesses(red_for) if a.store}
-    every = {f.var.name for f in par + red}
-    if written and separating(tree, written, every) != every:
-        return None
-    head = list(lets) + [K.DeclareAcc(s.var, identity(combines[s.var.name], s.var.dtype))
-                         if isinstance(s, K.DeclareAcc) and s.var.name in combines else s for s in pre]
-    reducers = [(accs[a].var, c) for a, c in combines.items()]
-    finish = [K.Accumulate(accs[a].var, c, accs[a].init) for a, c in combines.items()]
-    return Reduce(par, head, red, _lets(levels) + red_body, reducers, finish + tail)
-
-
-def launch_groups(name, body, buffers) -> list:
-    """The launches of one kernel body, in order (see the module docstring)."""
-    if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
-        if any(isinstance(s, K.Gemm) for s in body):
-            raise CudaRenderError(f"kernel {name}: a Gemm next to top-level lets is not supported yet")
-        plan = _reduce_accs(K.Block(list(body)), [], [], list(body), buffers)
-        return [plan or Serial(list(body))]
-    groups, run = [], []
-    for s in body:
-        plans = [s] if isinstance(s, K.Gemm) else []
-        if isinstance(s, K.For):
-            plans = [(piece, plan_loop(piece, buffers)) for piece in fission(s)]
-            plans = [p if p is not None else piece for piece, p in plans]
-        for p in plans or [s]:
-            if isinstance(p, (Grid, Reduce, Ordered, K.Gemm)):
-                if run:
-                    groups.append(Serial(run))
-                    run = []
-                groups.append(p)
+    def decode(self, loops, flat, pad) -> list:
+        """Lines binding the loop variables of ``loops`` from the flat index ``flat``
+        (row-major over their trip counts)."""
+        x, lines, rest = self.x, [], flat
+        trips = [f"(({x(f.stop)}) - ({x(f.start)}))" for f in loops]
+        for i, f in enumerate(loops):
+            v = ident(f.var.name, "v_")
+            inner = " * ".join(trips[i + 1:])
+            if inner:
+                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest} / ({inner});")
+                lines.append(f"{pad}const long long {v}_rest = {rest} % ({inner});")
+                rest = f"{v}_rest"
             else:
-                run.append(p)
-    if run:
-        groups.append(Serial(run))
-    return groups
+                lines.append(f"{pad}const long long {v} = ({x(f.start)}) + {rest};")
+        return lines
+
+    def grid_loop(self, name, plan: K.Grid) -> KernelFunction:
+        """A grid-stride loop over the flattened ``par`` loops, ``KILN_BLOCK`` threads a block."""
+        lines = self.decode(plan.par, "kiln_f", "    ") + self.stmts.block(plan.body, 2)
+        total = self.trip(plan.par)
+        self.launches.append(f"{{ const long long trip = {total}; if (trip > 0) "
+                             f"KILN_LAUNCH({name}, kiln_blocks(trip), KILN_BLOCK, stream, b, N); }}")
+        return KernelFunction(name, self.decls(plan.par + plan.body), "\n".join(lines), grid=True, stop=total)
+
+    def reduce(self, name, plan: K.BlockReduce) -> KernelFunction:
+        """One block per output; partial values combined by ``kiln_block_reduce``."""
+        outs = self.trip(plan.par)
+        checks = any(isinstance(s, K.Check) for s, _ in walk(plan.tail))
+        reducers = []
+        for var, combine in plan.reducers:
+            ct = ctype(var.dtype)
+            reducers.append({"name": ident(var.name, "v_"), "ctype": ct,
+                             "combine": self.x.combine(combine, "kiln_a", "kiln_b", var.dtype)})
+        info = {"outs": outs, "trip": self.trip(plan.red), "reducers": reducers, "lambda": checks,
+                "head": "\n".join(self.decode(plan.par, "kiln_o", "    ") + self.stmts.block(plan.head, 2)),
+                "body": "\n".join(self.decode(plan.red, "kiln_f", "      ") + self.stmts.block(plan.body, 3)),
+                "tail": "\n".join(self.stmts.block(plan.tail, 4 if checks else 3))}
+        self.launches.append(f"{{ const long long outs = {outs}, trip = {info['trip']}; if (outs > 0) KILN_LAUNCH_SYNC("
+                             f"{name}, kiln_red_blocks(outs), kiln_red_threads(outs, trip), stream, b, N); }}")
+        tree = plan.par + plan.head + plan.red + plan.body + plan.tail
+        return KernelFunction(name, self.decls(tree, early_exit=False), reduce=info)
+
+    def ordered(self, name, plan: K.Ordered) -> KernelFunction:
+        """One block over the flattened loops in chunks, reporting the first failing iteration."""
+        trip = self.trip(plan.loops)
+        body = self.decode(plan.loops, "kiln_f", "        ") + self.recorded.block(plan.body, 4)
+        self.launches.append(f"{{ const long long trip = {trip}; if (trip > 0) "
+                             f"KILN_LAUNCH_SYNC({name}, 1, kiln_ord_threads(trip), stream, b, N); }}")
+        return KernelFunction(name, self.decls(plan.loops + plan.body, early_exit=False),
+                              ordered={"trip": trip, "body": "\n".join(body)})
+
+
+class RecordedChecks(Stmts):
+    """Statements of an ordered loop's iteration (``checked.cu.j2``): a failing ``Check``
+    records its id, kind and value in the thread's ``kiln_cid``/``kiln_isf``/``kiln_fv``/
+    ``kiln_iv`` and returns from the iteration's lambda; the block reports the first one."""
+
+    def lines(self, s, depth) -> list:
+        if not isinstance(s, K.Check):
+            return super().lines(s, depth)
+        cid = self.add_check(s.message, s.value.dtype)
+        isf = s.value.dtype.is_floating
+        value = f"kiln_fv = (double)({self.x(s.value)})" if isf else f"kiln_iv = (long long)({self.x(s.value)})"
+        return [f"{'  ' * depth}if ({self.x(s.cond)}) {{ kiln_cid = {cid}; kiln_isf = {int(isf)}; {value}; return; }}"]

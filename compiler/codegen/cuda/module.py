@@ -1,7 +1,8 @@
 """Kernel-IR programs -> one CUDA C translation unit exporting the Kiln C ABI (docs/ABI.md).
 
 ``render_module(programs, variables)`` renders every entry point's kernels
-(``kernels.py``) and the host side (``templates/cuda/host.cu.j2``): state creation on the
+(``kernels.py``; a program not planned by the scheduling pass is planned for
+``capabilities.CAPABILITIES`` first) and the host side (``templates/cuda/host.cu.j2``): state creation on the
 device, variable reads and writes, and ``kiln_entry_<name>`` running the step as a CUDA
 graph.  This module computes what the templates need: each buffer's device address
 (``pointer`` of its ``Place``, compiler/codegen/layout.py, shared with the LLVM backend),
@@ -14,8 +15,10 @@ from __future__ import annotations
 import re
 
 from ...lower import kernel_ir as K
+from ...lower.schedule import plan_program
 from ..c_family import environment
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
+from .capabilities import CAPABILITIES
 from .kernels import KernelRenderer
 
 ALIGN = 256  # device allocations, io slots and constants (cudaMalloc's alignment)
@@ -69,7 +72,8 @@ def pointer(place: Place, consts: ConstantPool, io_slot: dict) -> str:
 
 def _entry(index: int, name: str, program: K.Program, variables: Variables, consts: ConstantPool,
            checks: Checks, tf32: bool) -> dict:
-    """Everything the templates need for one entry point."""
+    """Everything the templates need for one entry point (``program`` planned for CUDA first)."""
+    program = plan_program(program, CAPABILITIES)
     renderer = KernelRenderer(program, name, checks.add, tf32=tf32)
     kernels = [renderer.kernel(k) for k in program.kernels]
     by_role = {"feed": {}, "fetch": {}}
@@ -131,6 +135,7 @@ def program_variables(programs) -> list:
 def global_functions(program: K.Program, entry: str = "run") -> dict:
     """Kernel name -> the names of the ``__global__`` functions that run it (a one-thread
     kernel may run inside the function of the one-thread kernel before it)."""
+    program = plan_program(program, CAPABILITIES)
     r = KernelRenderer(program, entry_symbol(entry), lambda *a: 0)
     texts = [r.kernel(k) for k in program.kernels]
     return {k.name: [f.name for f in t.functions] + t.merged_into for k, t in zip(program.kernels, texts)}

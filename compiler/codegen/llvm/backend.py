@@ -18,6 +18,12 @@ def _build(source, lib_path, target) -> dict:
     return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
 
 
+def _capabilities(target):
+    from .capabilities import host_capabilities
+
+    return host_capabilities()
+
+
 def _record(target) -> dict:
     from .target import host_target
 
@@ -34,4 +40,5 @@ BACKEND = Backend(
     render=_render,
     build=_build,
     target_record=_record,
+    capabilities=_capabilities,
 )

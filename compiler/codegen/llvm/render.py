@@ -32,7 +32,9 @@ from runtime.abi_spec import ERROR_BYTES, KILN_ECHECK
 
 from ...lower import kernel_ir as K
 from ...lower.combine import identity_value
+from ...lower.schedule import plan_program
 from .affine import same_index
+from .capabilities import PARALLEL_MIN_WORK, host_capabilities
 from .exprs import AccSlot, Emitter, Lanes
 from .gemm import GemmConfig, config_for
 from .gemm_kernel import c64, counted_loop, imax, new_function
@@ -54,7 +56,7 @@ class RenderOptions:
 
     lanes32: int = 16
     gemm: GemmConfig = None
-    parallel_min_work: int = 32768
+    parallel_min_work: int = PARALLEL_MIN_WORK
 
 
 class RenderError(ValueError):
@@ -63,16 +65,19 @@ class RenderError(ValueError):
 
 
 def options_for(target: HostTarget | None = None) -> RenderOptions:
-    """16 lanes with AVX-512, 8 with AVX2, else 4 (float64: half as many)."""
+    """The host capabilities' lanes (16 with AVX-512, 8 with AVX2, else 4; float64: half as
+    many) and parallel work threshold, and the GEMM blocking."""
     target = target or host_target()
-    lanes = 16 if target.has("avx512f") else 8 if target.has("avx2") else 4
-    return RenderOptions(lanes32=lanes, gemm=config_for(target))
+    caps = host_capabilities(target)
+    return RenderOptions(lanes32=caps.vector_width, gemm=config_for(target), parallel_min_work=caps.min_parallel_work)
 
 
 def render_program_kernels(module: ir.Module, program: K.Program, prefix: str = "kiln_kernel_",
                            target: HostTarget | None = None) -> list:
-    """Render every kernel of ``program``; returns the function names, in kernel order."""
+    """Render every kernel of ``program`` (planned for the host's capabilities first, unless
+    the scheduling pass did already); returns the function names, in kernel order."""
     opts = options_for(target)
+    program = plan_program(program, host_capabilities(target))
     names = []
     for i, kernel in enumerate(program.kernels):
         name = f"{prefix}{i}_{_ident(kernel.name)}"

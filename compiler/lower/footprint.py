@@ -1,6 +1,6 @@
-"""Which loops of a statement tree touch disjoint memory (for compiler/codegen/cuda/loops.py).
+"""Which loops of a statement tree touch disjoint memory (for the scheduling pass, schedule.py).
 
-A set P of loops may run on different CUDA threads when no element written by one
+A set P of loops may run on different threads when no element written by one
 P-iteration is read or written by another.  ``separating(tree, written, P)`` proves
 that for every written buffer: all its accesses in the tree use one index expression ``E``
 and ``E`` *determines* the values of the P loop variables.  ``E`` is split into digits
@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ...lower import kernel_ir as K
-from ...lower.kernel_walk import iter_exprs as sub_exprs
-from ...lower.kernel_walk import stmt_exprs
+from . import kernel_ir as K
+from .kernel_walk import iter_exprs as sub_exprs
+from .kernel_walk import stmt_exprs
 
 INF = math.inf
 UNKNOWN = (-INF, INF)
