@@ -124,7 +124,7 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
-    from .codegen.c_family import abi_header
+    from .codegen.c.environment import abi_header
     from .codegen.registry import get_backend
 
     backend = get_backend(target.backend)

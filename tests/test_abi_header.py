@@ -17,7 +17,7 @@ import pytest
 import runtime
 from compiler import tf
 from compiler.artifact import ABI_HEADER
-from compiler.codegen.c_family import abi_header
+from compiler.codegen.c.environment import abi_header
 from runtime import abi, abi_spec
 from runtime import manifest as mf
 from tests.cuda_kit import needs_emulator

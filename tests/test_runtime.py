@@ -79,7 +79,7 @@ def build_library(dest, *flags):
 def build_artifact(dest, abi_override=None):
     """Compile the fixture (against the generated ABI header) and write a complete artifact
     directory at ``dest``."""
-    from compiler.codegen.c_family import abi_header
+    from compiler.codegen.c.environment import abi_header
 
     dest = Path(dest)
     for sub in ("lib", "src", "include"):

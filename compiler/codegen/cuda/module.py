@@ -16,7 +16,7 @@ import re
 
 from ...lower import kernel_ir as K
 from ...lower.schedule import plan_program
-from ..c_family import environment
+from ..c.environment import environment
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
 from .capabilities import CAPABILITIES
 from .kernels import KernelRenderer
