@@ -174,7 +174,11 @@ class Session:
 
     # --- run ------------------------------------------------------------------------------
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
-        """Evaluate ``fetches`` (a tensor, op, name, or nested list/tuple/dict of them)."""
+        """Evaluate ``fetches`` (a tensor, op, name, or nested list/tuple/dict of them).
+
+        ``options`` (a ``tf.RunOptions``) and ``run_metadata`` (a ``tf.RunMetadata``) are
+        accepted for TF1 compatibility; Kiln records no traces, so they are left as given.
+        """
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         mapper = FetchMapper(self.graph, fetches)

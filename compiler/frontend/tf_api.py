@@ -3,6 +3,11 @@
 Each frontend module lists what it exports in a ``TF_API`` dict that maps a namespace
 ("tf", "tf.nn", "tf.train", ...) to ``{public name: object}``; this module gathers them
 so no two modules edit one shared list.
+
+A name Kiln does not provide raises ``AttributeError: module 'tf' (Kiln) has no attribute
+'X'`` pointing at docs/api.md (the module-level ``__getattr__`` below for ``tf`` itself,
+:class:`Namespace` for ``tf.nn``, ``tf.train``, ...), instead of an error that names this
+internal module.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ _MODULES = [
     "compiler.frontend.train.saver",
     "compiler.frontend.layers",
     "compiler.frontend.model",
+    "compiler.frontend.app",
+    "compiler.frontend.gfile",
+    "compiler.frontend.tf_logging",
+    "compiler.frontend.compat",
 ]
 # gradient rules register themselves on import
 _GRADIENT_MODULES = [
@@ -38,12 +47,30 @@ _GRADIENT_MODULES = [
 ]
 
 
+def _missing(path: str, name: str) -> AttributeError:
+    return AttributeError(f"module '{path}' (Kiln) has no attribute '{name}': {path}.{name} is not "
+                          "provided by Kiln (docs/api.md lists the names it provides)")
+
+
+def __getattr__(name: str):
+    """Called for a name ``tf`` lacks (PEP 562): say so in TF's terms, not this module's."""
+    raise _missing("tf", name)
+
+
+class Namespace(types.ModuleType):
+    """A sub-namespace such as ``tf.nn`` (named by its public path); a missing name says so."""
+
+    def __getattr__(self, name: str):
+        raise _missing(self.__name__, name)
+
+
 def _namespace(root: types.ModuleType, path: str) -> types.ModuleType:
-    node = root
+    node, prefix = root, "tf"
     for part in path.split(".")[1:]:
+        prefix = f"{prefix}.{part}"
         child = getattr(node, part, None)
         if child is None:
-            child = types.ModuleType(f"{node.__name__}.{part}")
+            child = Namespace(prefix)
             setattr(node, part, child)
         node = child
     return node
@@ -62,6 +89,6 @@ def build() -> types.ModuleType:
             ns = tf if path == "tf" else _namespace(tf, path)
             for public, obj in names.items():
                 setattr(ns, public, obj)
-    tf.compat = types.ModuleType("tf.compat")
-    tf.compat.v1 = tf
+    tf.compat = Namespace("tf.compat")
+    tf.compat.v1 = tf  # TF1 code written against tf.compat.v1 sees the same names
     return tf
