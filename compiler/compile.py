@@ -42,15 +42,6 @@ class LoweredEntry:
     timings: dict = field(default_factory=dict)
 
 
-def _unique(items) -> list:
-    seen, out = set(), []
-    for x in items:
-        if x not in seen:
-            seen.add(x)
-            out.append(x)
-    return out
-
-
 def finish_entry(name, fn, dump_dir=None, timings=None, skip_empty=False) -> LoweredEntry:
     """Run the pipeline on a lowered ``fn`` and lower the result to a kernel Program.
 
@@ -81,7 +72,7 @@ def entry_info(fn) -> EntryInfo:
 
 def state_keys(fns) -> list:
     """Every variable the functions read or write, first-seen order, ``kiln/rng_step`` last."""
-    keys = _unique(k for fn in fns for k in [p.key for p in fn.state_in()] + [k for k, _ in fn.state_out])
+    keys = list(dict.fromkeys(k for fn in fns for k in [p.key for p in fn.state_in()] + [k for k, _ in fn.state_out]))
     return [k for k in keys if k != RNG_STATE] + ([RNG_STATE] if RNG_STATE in keys else [])
 
 

@@ -66,8 +66,10 @@ class Target:
         return dict(self.options).get(name, default)
 
     def record(self) -> dict:
-        """The manifest's ``target`` record."""
-        return get_backend(self.backend).target_record(self)
+        """The manifest's ``target`` record: the backend's, with ``runtime`` (the library
+        kind ``runtime/devices.py`` checks) defaulting to its ``runtime_library``."""
+        backend = get_backend(self.backend)
+        return {"runtime": backend.runtime_library, **backend.target_record(self)}
 
 
 @dataclass(frozen=True)

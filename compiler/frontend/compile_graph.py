@@ -16,17 +16,13 @@ from ..ir.from_graph import RNG_STATE, lower_graph
 from .graph import GraphKeys
 
 
-def _unique(items) -> list:
-    return list(dict.fromkeys(items))
-
-
 def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool = True,
                     manifest_extra: dict | None = None, **options):
     """Compile ``entries`` (``name -> (fetch tensors, target ops, feed tensors)``) of ``graph``
     into the artifact directory ``out_dir`` for ``target`` with the backend's ``options``
     (see ``compile.compile_functions``); returns its path."""
     t0 = time.perf_counter()
-    functions = {name: lower_graph(_unique(fetches), _unique(targets), _unique(feeds), name=name)
+    functions = {name: lower_graph(*(list(dict.fromkeys(x)) for x in (fetches, targets, feeds)), name=name)
                  for name, (fetches, targets, feeds) in entries.items()}
     timings = {"graph_to_ir_s": time.perf_counter() - t0}
 

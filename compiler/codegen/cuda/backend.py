@@ -38,28 +38,23 @@ def _capabilities(target):
 
 
 def _record(target) -> dict:
-    record = {"kind": "cuda", "arch": target.get("arch"), "emulated": target.get("emulate"),
-              "runtime": "host" if target.get("emulate") else "cuda"}
+    """The manifest's target; an emulated build is a host library, not CUDA device code."""
+    record = {"kind": "cuda", "arch": target.get("arch"), "emulated": target.get("emulate")}
+    if target.get("emulate"):
+        record["runtime"] = "host"
     if target.get("tf32"):
         record["tf32"] = True
     return record
 
 
 def _unavailable(target) -> str:
-    """Why CUDA code built for ``target`` cannot run here ("" for the emulator)."""
+    """Why CUDA code built for ``target`` cannot run here ("" for the emulator).  nvcc is
+    not asked about: ``_options`` already refused a GPU target without it."""
     if target.get("emulate"):
         return ""
     from runtime import cuda
 
-    from .build import CudaToolchainError, find_nvcc
-
-    if cuda.device_count() == 0:
-        return f"no usable CUDA GPU ({cuda.why_no_device()})"
-    try:
-        find_nvcc()
-    except CudaToolchainError as err:
-        return str(err)
-    return ""
+    return "" if cuda.device_count() > 0 else f"no usable CUDA GPU ({cuda.why_no_device()})"
 
 
 BACKEND = Backend(

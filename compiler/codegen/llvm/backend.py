@@ -28,7 +28,7 @@ def _record(target) -> dict:
     from .target import host_target
 
     t = host_target()
-    return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features, "runtime": "host"}
+    return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
 
 
 BACKEND = Backend(
