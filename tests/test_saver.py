@@ -132,8 +132,10 @@ def test_save_errors(tmp_path):
     saver = tf.train.Saver()
     with pytest.raises(ValueError, match="uninitialized value"):
         saver.save(tf.Session(), str(tmp_path / "model"))
+    assert saver.save(_session(), str(tmp_path / "new" / "model")).startswith(str(tmp_path / "new"))
+    (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="Parent directory of .* doesn't exist"):
-        saver.save(_session(), str(tmp_path / "no" / "model"))
+        saver.save(_session(), str(tmp_path / "file" / "model"))
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match="No variables to save"):
             tf.train.Saver()

@@ -219,8 +219,10 @@ class Saver:
         if global_step is None and os.path.basename(save_path) == latest_filename:
             raise ValueError(f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
         parent = os.path.dirname(save_path) or "."
-        if not os.path.isdir(parent):
-            raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
+        try:  # TF's V2 checkpoint writer creates the folder; the error is for one it cannot make
+            os.makedirs(parent, exist_ok=True)
+        except OSError:
+            raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from None
         if not self._var_dict:
             return None
         arrays = {key: np.array(sess.variable_value(var.op.name), dtype=var.dtype.np, order="C")

@@ -1,0 +1,60 @@
+"""The tutorial-style programs and the flags each is run with when compared against
+TensorFlow (flags that switch off randomness neither framework can share: dropout, noise).
+
+``events`` names the folders where a program writes TensorBoard event files; the recorder
+stores TensorFlow's tags, steps and values from them and the test compares Kiln's.
+Needs only the standard library (the recorder imports it beside TensorFlow).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GOLDENS = HERE / "goldens"
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    flags: tuple = ()
+    events: tuple = ()  # folders (relative to the run's cwd) holding event files
+    blocker: str = ""  # why Kiln cannot run it yet ("" when it runs)
+
+    @property
+    def path(self) -> Path:
+        return HERE / f"{self.name}.py"
+
+    @property
+    def golden(self) -> Path:
+        return GOLDENS / f"{self.name}.json"
+
+
+PROGRAMS = [
+    Program("mnist_softmax"),
+    Program("mnist_with_summaries", ("--dropout", "1.0"), blocker="not yet: tf.summary",
+            events=("logs/mnist_with_summaries/train", "logs/mnist_with_summaries/test")),
+    Program("mnist_deep", ("--keep_prob", "1.0"), blocker="not yet: unknown-rank placeholder (keep_prob)"),
+    Program("linear_regression", blocker="not yet: unknown-rank placeholder"),
+    Program("nearest_neighbor", blocker="not yet: tf.arg_min"),
+    Program("multilayer_perceptron"),
+    Program("recurrent_network", blocker="not yet: tf.contrib.rnn"),
+    Program("bidirectional_rnn", blocker="not yet: tf.contrib.rnn"),
+    Program("dynamic_rnn", blocker="not yet: tf.nn.rnn_cell, dynamic_rnn"),
+    Program("autoencoder"),
+    Program("variational_autoencoder", ("--noise_stddev", "0"), blocker="not yet: shape from tf.shape"),
+    Program("gan"),
+    Program("dcgan", blocker="not yet: unknown-rank placeholder, conv2d_transpose, batch_normalization"),
+    Program("save_restore_model"),
+    Program("tensorboard_basic", events=("logs/tensorboard_basic",), blocker="not yet: tf.summary"),
+    Program("cnn_layers_dataset", ("--dropout_rate", "0"), blocker="not yet: tf.data, tf.metrics"),
+    Program("control_flow", blocker="not yet: tf.while_loop, tf.cond, tf.case"),
+]
+
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def numbers_and_text(line: str) -> tuple[list[float], str]:
+    """The numbers printed on a line, and the line with each number replaced by '#'."""
+    return [float(m) for m in NUMBER.findall(line)], NUMBER.sub("#", line)
