@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+from pathlib import Path
 
 from . import tf_api
 
@@ -48,6 +50,34 @@ def collect() -> dict:
     return table
 
 
+TF1_NAMES = Path(__file__).resolve().parents[2] / "docs" / "tf1_names.json"
+
+
+def missing(table: dict) -> dict:
+    """{namespace: [names]}: TF1 names (docs/tf1_names.json, recorded from TensorFlow by
+    docs/record_tf1_names.py) that Kiln's namespace lacks.  Sub-namespaces Kiln provides
+    (``tf.nn.rnn_cell`` under ``tf.nn``) count as provided."""
+    reference = json.loads(TF1_NAMES.read_text())
+    gaps = {}
+    for path, names in reference["names"].items():
+        ours = set(table.get(path, {})) | {p[len(path) + 1:].split(".")[0] for p in table if p.startswith(path + ".")}
+        lacking = [n for n in names if n not in ours]
+        if lacking:
+            gaps[path] = lacking
+    return gaps
+
+
+def render_missing(table: dict) -> list[str]:
+    reference = json.loads(TF1_NAMES.read_text())
+    lines = ["\n## Not provided yet\n",
+             f"Names of TensorFlow {reference['tensorflow']}'s `tf.compat.v1` API (recorded in "
+             "docs/tf1_names.json) that Kiln does not provide, by namespace. Using one raises "
+             "`AttributeError: ... tf.X is not provided by Kiln`.\n"]
+    for path, names in sorted(missing(table).items(), key=lambda kv: (kv[0] != "tf", kv[0])):
+        lines.append(f"- `{path}` ({len(names)}): " + ", ".join(f"`{n}`" for n in names))
+    return lines
+
+
 def render() -> str:
     lines = [HEADER]
     for path, names in sorted(collect().items(), key=lambda kv: (kv[0] != "tf", kv[0])):
@@ -56,6 +86,7 @@ def render() -> str:
         lines.append("|---|---|")
         for public in sorted(names):
             lines.append(f"| `{path}.{public}` | {_summary(names[public])} |")
+    lines += render_missing(collect())
     return "\n".join(lines) + "\n"
 
 
