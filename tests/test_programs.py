@@ -1,7 +1,7 @@
 """Tutorial-style TF1 programs (tests/programs/) run unchanged under Kiln and print what
 TensorFlow printed.
 
-Each program runs in a scratch folder through ``tests/programs/harness.py kiln`` (only the
+Each program runs on the interpreter and (most) on the compiled backend, in a scratch folder, through ``tests/programs/harness.py kiln`` (only the
 import changes; both frameworks start from the same seeded weights) and its output is
 compared, number by number, with TensorFlow's recorded in ``tests/programs/goldens/`` by
 ``record_goldens.py``.  Programs that write TensorBoard event files are read back with
@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 ACCURACY_ATOL = 0.02
 
 
-def run_kiln(program, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+def run_kiln(program, cwd: Path, backend: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KILN_BACKEND": backend,
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run([sys.executable, str(HERE / "harness.py"), "kiln", str(program.path), *program.flags],
                           cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
@@ -63,13 +64,17 @@ def assert_same_events(folder: Path, want: dict, name: str) -> None:
     assert bool(tags.get("graph")) == want["graph"], f"{name}: graph event in {folder}"
 
 
-@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.name)
-def test_program_matches_tensorflow(program, tmp_path):
+CASES = [pytest.param(p, backend, id=f"{p.name}-{backend}") for p in PROGRAMS
+         for backend in ("interpreter", "compiled") if backend == "interpreter" or p.compiled]
+
+
+@pytest.mark.parametrize("program,backend", CASES)
+def test_program_matches_tensorflow(program, backend, tmp_path):
     if program.blocker:
         pytest.xfail(program.blocker)
     golden = json.loads(program.golden.read_text())
-    run = run_kiln(program, tmp_path)
-    assert run.returncode == 0, f"{program.name} failed under Kiln:\n{run.stderr[-4000:]}"
+    run = run_kiln(program, tmp_path, backend)
+    assert run.returncode == 0, f"{program.name} failed under Kiln ({backend}):\n{run.stderr[-4000:]}"
     assert_same_output(run.stdout.splitlines(), golden["stdout"], program.name)
     if golden["events"]:
         pytest.importorskip("tensorboard")

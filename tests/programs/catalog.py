@@ -21,6 +21,7 @@ class Program:
     flags: tuple = ()
     events: tuple = ()  # folders (relative to the run's cwd) holding event files
     blocker: str = ""  # why Kiln cannot run it yet ("" when it runs)
+    compiled: bool = True  # also compared on the compiled (LLVM) backend, not only the interpreter
 
     @property
     def path(self) -> Path:
