@@ -249,3 +249,51 @@ def test_errors():
             tf.nn.dynamic_rnn(object(), tf.ones([2, 3, 3]), dtype=tf.float32)
         with pytest.raises(ValueError, match="state_is_tuple is not set"):
             rnn.MultiRNNCell([rnn.BasicLSTMCell(2)], state_is_tuple=False)
+
+
+class SimpleCell(rnn.RNNCell):
+    """A user cell in the TF1 style: its ``call`` makes its weight with tf.get_variable."""
+
+    def __init__(self, n):
+        super().__init__()
+        self._n = n
+
+    @property
+    def state_size(self):
+        return self._n
+
+    @property
+    def output_size(self):
+        return self._n
+
+    def call(self, inputs, state):
+        w = tf.get_variable("w", [inputs.shape[1] + self._n, self._n])
+        h = tf.tanh(tf.matmul(tf.concat([inputs, state], 1), w))
+        return h, h
+
+
+def test_user_defined_cell_reuses_its_get_variable_weight():
+    """Names as TF 2.21's legacy RNNCell gives them: rnn/simple_cell/w, d/simple_cell/w."""
+    with tf.Graph().as_default():
+        cell = SimpleCell(4)
+        outputs, state = tf.nn.static_rnn(cell, [tf.ones([2, 3])] * 3, dtype=tf.float32)
+        tf.nn.dynamic_rnn(SimpleCell(4), tf.ones([2, 3, 3]), dtype=tf.float32, scope="d")
+        assert [v.op.name for v in tf.global_variables()] == ["rnn/simple_cell/w", "d/simple_cell/w"]
+        assert cell.variables == tf.global_variables()[:1]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            w, outs = sess.run([tf.global_variables()[0], outputs])
+    h = np.zeros((2, 4), np.float32)
+    for t in range(3):
+        h = np.tanh(np.concatenate([np.ones((2, 3), np.float32), h], 1) @ w)
+        np.testing.assert_allclose(outs[t], h, rtol=1e-5, atol=1e-6)
+
+
+def test_wrapper_variables_are_the_wrapped_cells():
+    with tf.Graph().as_default():
+        lstm = rnn.BasicLSTMCell(2)
+        wrapped = rnn.DropoutWrapper(lstm, output_keep_prob=0.5)
+        multi = rnn.MultiRNNCell([wrapped, rnn.GRUCell(2)])
+        tf.nn.dynamic_rnn(multi, tf.ones([1, 2, 3]), dtype=tf.float32)
+        assert wrapped.weights == lstm.weights == tf.global_variables()[:2]
+        assert multi.trainable_weights == tf.trainable_variables()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 
 from ..convert import convert_to_tensor
+from ..graph import get_default_graph
 from ..layers import Layer, get_activation
 from ..ops import array_ops, math_ops, nn_ops
 from ..ops.clip_ops import clip_by_value
@@ -59,16 +60,24 @@ class RNNCell(Layer):
     def __call__(self, inputs, state, scope=None):
         """One step; a ``scope`` (name or VariableScope) given on the first call names the weights."""
         if scope is None:
-            return Layer.__call__(self, inputs, state)
+            return self._call_tracking_variables(inputs, state)
         with vs.variable_scope(scope) as captured:
             if self._scope is None:
                 self._scope = captured
-            return Layer.__call__(self, inputs, state)
+            return self._call_tracking_variables(inputs, state)
+
+    def _call_tracking_variables(self, inputs, state):
+        """Layer.__call__, keeping the variables a TF1-style ``call`` made with tf.get_variable."""
+        store = get_default_graph()._variables_by_name
+        before = set(store)
+        result = Layer.__call__(self, inputs, state)
+        for name in [n for n in store if n not in before]:
+            if store[name] not in self._variables:
+                self._variables.append(store[name])
+        return result
 
     def zero_state(self, batch_size, dtype):
         """Zero-filled state(s) ``[batch_size, s]`` for each ``s`` in ``state_size``."""
-        from ..graph import get_default_graph
-
         with get_default_graph().name_scope(type(self).__name__ + "ZeroState"):
             return zero_state_tensors(self.state_size, batch_size, dtype)
 
@@ -90,6 +99,7 @@ class LayerRNNCell(RNNCell):
         if inputs.shape.ndims != 2:
             raise ValueError(f"Input 0 of layer {self.name} is incompatible with the layer: expected ndim=2, "
                              f"found ndim={inputs.shape.ndims}. Full shape received: {inputs.shape}")
+        state = nest.map_structure(convert_to_tensor, state)
         _check_float([inputs, state], self)
         return super().__call__(inputs, state, scope=scope)
 

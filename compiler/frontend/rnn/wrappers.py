@@ -159,9 +159,13 @@ class DropoutWrapper(RNNCell):
     def variables(self):
         return self.cell.variables
 
+    weights = variables
+
     @property
     def trainable_variables(self):
         return self.cell.trainable_variables
+
+    trainable_weights = trainable_variables
 
     def zero_state(self, batch_size, dtype):
         return self.cell.zero_state(batch_size, dtype)
