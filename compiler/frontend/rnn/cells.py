@@ -46,9 +46,6 @@ def zero_state_tensors(state_size, batch_size, dtype):
 class RNNCell(Layer):
     """tf.nn.rnn_cell.RNNCell: subclasses give state_size, output_size and ``call``."""
 
-    def __init__(self, trainable=True, name=None, dtype=None, **kwargs):
-        super().__init__(trainable=trainable, name=name, dtype=dtype, **kwargs)
-
     @property
     def state_size(self):
         raise NotImplementedError(f"{type(self).__name__} must define state_size")
