@@ -241,6 +241,8 @@ def test_errors():
             tf.nn.static_rnn(cell, tf.ones([2, 3]), dtype=tf.float32)
         with pytest.raises(ValueError, match="sequence_length must be a vector"):
             tf.nn.dynamic_rnn(cell, tf.ones([2, 3, 3]), sequence_length=[[1, 2]], dtype=tf.float32)
+        with pytest.raises(ValueError, match=r"sequence_length of shape \(2,\) does not match .*tf.int32, \[None\]"):
+            tf.nn.dynamic_rnn(cell, tf.placeholder(tf.float32, [None, 3, 3]), sequence_length=[1, 2], dtype=tf.float32)
         with pytest.raises(ValueError, match="expected ndim=2, found ndim=3"):
             cell(tf.ones([2, 3, 3]), cell.zero_state(2, tf.float32))
         with pytest.raises(ValueError, match="only supports floating point inputs"):

@@ -11,21 +11,23 @@ rnn = tf.contrib.rnn
 
 
 def _lstm_train_losses(config, steps=3):
-    """A 3-step LSTM regression trained with SGD; the losses of ``steps`` train steps."""
+    """A 3-step LSTM regression (dynamic_rnn with sequence_length: its selects run too) trained
+    with SGD; the losses of ``steps`` train steps."""
     rng = np.random.default_rng(0)
     xs = rng.uniform(-1, 1, (4, 3, 2)).astype(np.float32)
     ys = rng.uniform(-1, 1, (4, 1)).astype(np.float32)
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, 3, 2])
         y = tf.placeholder(tf.float32, [None, 1])
+        lengths = tf.placeholder(tf.int32, [None])
         with tf.variable_scope("m", initializer=tf.random_uniform_initializer(-0.5, 0.5, seed=2)):
-            outputs, _ = rnn.static_rnn(rnn.BasicLSTMCell(4), tf.unstack(x, 3, 1), dtype=tf.float32)
-            pred = tf.layers.dense(outputs[-1], 1, kernel_initializer=tf.constant_initializer(0.3))
+            _, state = tf.nn.dynamic_rnn(rnn.BasicLSTMCell(4), x, sequence_length=lengths, dtype=tf.float32)
+            pred = tf.layers.dense(state.h, 1, kernel_initializer=tf.constant_initializer(0.3))
         loss = tf.reduce_mean(tf.square(pred - y))
         train = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
         with tf.Session(config=config) as sess:
             sess.run(tf.global_variables_initializer())
-            return [sess.run([loss, train], {x: xs, y: ys})[0] for _ in range(steps)]
+            return [sess.run([loss, train], {x: xs, y: ys, lengths: [3, 1, 2, 3]})[0] for _ in range(steps)]
 
 
 def test_lstm_train_step_compiled_matches_interpreter():

@@ -40,13 +40,19 @@ def assert_like_rnncell(name, cell):
         raise TypeError(f"The argument {name!r} ({cell}) is not an RNNCell: {', '.join(problems)}.")
 
 
-def _sequence_length(sequence_length):
-    """``sequence_length`` as an int32 vector (TF names it ``sequence_length``), or None."""
+def _sequence_length(sequence_length, batch_size, what):
+    """``sequence_length`` as an int32 vector over the batch (TF names it ``sequence_length``), or None."""
     if sequence_length is None:
         return None
     lengths = math_ops.cast(convert_to_tensor(sequence_length), int32)
     if lengths.shape.ndims != 1:
         raise ValueError(f"sequence_length must be a vector of length batch_size, but saw shape: {lengths.shape}")
+    if lengths.type.shape[0] != batch_size:
+        symbolic = not isinstance(batch_size, (int, np.integer))
+        hint = (" (a placeholder's None batch stays symbolic in Kiln: give sequence_length a None batch too, "
+                "e.g. tf.placeholder(tf.int32, [None]))") if symbolic else ""
+        raise ValueError(f"{what}: sequence_length of shape {lengths.shape} does not match the inputs' batch "
+                         f"dimension {'?' if symbolic else batch_size}{hint}")
     return identity(lengths, name="sequence_length")
 
 
@@ -95,9 +101,9 @@ def static_rnn(cell, inputs, initial_state=None, dtype=None, sequence_length=Non
         if first.shape.ndims is None or first.shape.ndims < 2:
             raise ValueError(f"static_rnn: each input must have rank at least 2 ([batch, depth]), "
                              f"got {first.name} of shape {first.shape}")
-        state = _initial_state(cell, initial_state, dtype, first.type.shape[0],
-                               "If no initial_state is provided, dtype must be specified")
-        return _unroll(cell, steps, state, _sequence_length(sequence_length), varscope)
+        batch = first.type.shape[0]
+        state = _initial_state(cell, initial_state, dtype, batch, "If no initial_state is provided, dtype must be specified")
+        return _unroll(cell, steps, state, _sequence_length(sequence_length, batch, "static_rnn"), varscope)
 
 
 def _static_time_steps(flat_inputs, time_axis, what):
@@ -150,9 +156,9 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, dtype=No
                 raise ValueError(f"dynamic_rnn: inputs must have rank at least 3 ([batch, time, depth] or "
                                  f"[time, batch, depth] with time_major), got {x.name} of shape {x.shape}")
         time_axis, batch_axis = (0, 1) if time_major else (1, 0)
-        lengths = _sequence_length(sequence_length)
-        state = _initial_state(cell, initial_state, dtype, flat[0].type.shape[batch_axis],
-                               "If there is no initial_state, you must give a dtype.")
+        batch = flat[0].type.shape[batch_axis]
+        lengths = _sequence_length(sequence_length, batch, "dynamic_rnn")
+        state = _initial_state(cell, initial_state, dtype, batch, "If there is no initial_state, you must give a dtype.")
         return rnn_loop(cell, inputs, state, lengths, time_axis, varscope)
 
 
@@ -179,7 +185,8 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, sequence_length=None, in
             output_fw, state_fw = dynamic_rnn(cell_fw, inputs, sequence_length, initial_state_fw, dtype,
                                               time_major=time_major, scope=fw_scope)
         with vs.variable_scope("bw") as bw_scope:
-            lengths = _sequence_length(sequence_length)
+            batch = nest.flatten(output_fw)[0].type.shape[batch_axis]
+            lengths = _sequence_length(sequence_length, batch, "bidirectional_dynamic_rnn")
             reversed_inputs = nest.map_structure(
                 lambda x: _reverse_time(convert_to_tensor(x), lengths, time_axis, batch_axis), inputs)
             tmp, state_bw = dynamic_rnn(cell_bw, reversed_inputs, lengths, initial_state_bw, dtype,
@@ -213,7 +220,8 @@ def static_bidirectional_rnn(cell_fw, cell_bw, inputs, initial_state_fw=None, in
             output_fw, state_fw = static_rnn(cell_fw, inputs, initial_state_fw, dtype, sequence_length,
                                              scope=fw_scope)
         with vs.variable_scope("bw") as bw_scope:
-            lengths = _sequence_length(sequence_length)
+            batch = nest.flatten(output_fw[0])[0].type.shape[0]
+            lengths = _sequence_length(sequence_length, batch, "static_bidirectional_rnn")
             tmp, state_bw = static_rnn(cell_bw, _reverse_steps(inputs, lengths), initial_state_bw, dtype,
                                        lengths, scope=bw_scope)
     output_bw = _reverse_steps(tmp, lengths)
