@@ -15,11 +15,11 @@ from tests import rnn_cases
 
 GOLDENS = np.load(os.path.join(os.path.dirname(__file__), "goldens", "rnn_goldens.npz"))
 KILN = types.SimpleNamespace(tf=tf, cell=tf.nn.rnn_cell, nn=tf.nn)
-CONTRIB = types.SimpleNamespace(tf=tf, cell=tf.contrib.rnn,
-                                nn=types.SimpleNamespace(static_rnn=tf.contrib.rnn.static_rnn,
-                                                         static_bidirectional_rnn=tf.contrib.rnn.static_bidirectional_rnn,
-                                                         dynamic_rnn=tf.nn.dynamic_rnn,
-                                                         bidirectional_dynamic_rnn=tf.nn.bidirectional_dynamic_rnn))
+CONTRIB_NN = types.SimpleNamespace(static_rnn=tf.contrib.rnn.static_rnn,
+                                   static_bidirectional_rnn=tf.contrib.rnn.static_bidirectional_rnn,
+                                   dynamic_rnn=tf.nn.dynamic_rnn,
+                                   bidirectional_dynamic_rnn=tf.nn.bidirectional_dynamic_rnn)
+CONTRIB = types.SimpleNamespace(tf=tf, cell=tf.contrib.rnn, nn=CONTRIB_NN)
 RTOL, ATOL = 1e-5, 1e-6
 
 

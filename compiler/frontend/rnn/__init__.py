@@ -17,6 +17,7 @@ _CELLS = {
     "BasicLSTMCell": BasicLSTMCell, "LSTMCell": LSTMCell, "LSTMStateTuple": LSTMStateTuple,
     "MultiRNNCell": MultiRNNCell, "DropoutWrapper": DropoutWrapper,
 }
+_PUBLIC_CELLS = {k: v for k, v in _CELLS.items() if k != "LayerRNNCell"}  # TF1 did not export it
 _FUNCTIONS = {
     "static_rnn": static_rnn, "static_bidirectional_rnn": static_bidirectional_rnn,
     "dynamic_rnn": dynamic_rnn, "bidirectional_dynamic_rnn": bidirectional_dynamic_rnn,
@@ -25,6 +26,7 @@ _FUNCTIONS = {
 TF_API = {
     "tf": {"reverse_sequence": reverse_sequence},
     "tf.nn": dict(_FUNCTIONS),
-    "tf.nn.rnn_cell": {k: v for k, v in _CELLS.items() if k != "LayerRNNCell"},
-    "tf.contrib.rnn": {**{k: v for k, v in _CELLS.items() if k != "LayerRNNCell"}, "static_rnn": static_rnn, "static_bidirectional_rnn": static_bidirectional_rnn},
+    "tf.nn.rnn_cell": _PUBLIC_CELLS,
+    "tf.contrib.rnn": {**_PUBLIC_CELLS, "static_rnn": static_rnn,
+                       "static_bidirectional_rnn": static_bidirectional_rnn},
 }

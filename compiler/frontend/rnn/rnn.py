@@ -102,7 +102,8 @@ def static_rnn(cell, inputs, initial_state=None, dtype=None, sequence_length=Non
             raise ValueError(f"static_rnn: each input must have rank at least 2 ([batch, depth]), "
                              f"got {first.name} of shape {first.shape}")
         batch = first.type.shape[0]
-        state = _initial_state(cell, initial_state, dtype, batch, "If no initial_state is provided, dtype must be specified")
+        state = _initial_state(cell, initial_state, dtype, batch,
+                               "If no initial_state is provided, dtype must be specified")
         return _unroll(cell, steps, state, _sequence_length(sequence_length, batch, "static_rnn"), varscope)
 
 
@@ -158,7 +159,8 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, dtype=No
         time_axis, batch_axis = (0, 1) if time_major else (1, 0)
         batch = flat[0].type.shape[batch_axis]
         lengths = _sequence_length(sequence_length, batch, "dynamic_rnn")
-        state = _initial_state(cell, initial_state, dtype, batch, "If there is no initial_state, you must give a dtype.")
+        state = _initial_state(cell, initial_state, dtype, batch,
+                               "If there is no initial_state, you must give a dtype.")
         return rnn_loop(cell, inputs, state, lengths, time_axis, varscope)
 
 
