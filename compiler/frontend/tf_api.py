@@ -34,6 +34,7 @@ _MODULES = [
     "compiler.frontend.train.saver",
     "compiler.frontend.layers",
     "compiler.frontend.model",
+    "compiler.frontend.rnn",
     "compiler.frontend.app",
     "compiler.frontend.gfile",
     "compiler.frontend.tf_logging",

@@ -192,11 +192,43 @@ def get_variable_scope() -> VariableScope:
     return stack[-1] if stack else VariableScope(False)
 
 
+def _scope_counts(graph) -> dict:
+    """How often each full variable-scope name was opened (TF's variable_scopes_count)."""
+    return graph.__dict__.setdefault("_var_scope_counts", {})
+
+
 def _unique_scope_name(graph, base):
-    counts = graph.__dict__.setdefault("_var_scope_counts", {})
-    n = counts.get(base, 0)
-    counts[base] = n + 1
-    return base if n == 0 else f"{base}_{n}"
+    """TF's _get_unique_variable_scope: ``base`` if never opened, else the first free ``base_i``."""
+    counts = _scope_counts(graph)
+    if not counts.get(base):
+        return base
+    i = 1
+    while counts.get(f"{base}_{i}"):
+        i += 1
+    return f"{base}_{i}"
+
+
+@contextlib.contextmanager
+def _counted_scope(graph, full, by_object):
+    """Count ``full`` as opened; on exit forget sub-scope counts as TF does.
+
+    Leaving a scope opened by name resets the counts of its sub-scopes (so re-entering
+    ``model`` and building a new ``model/rnn/basic_lstm_cell`` reuses that name); leaving
+    one re-entered through its VariableScope object restores the counts seen on entry.
+    """
+    counts = _scope_counts(graph)
+    counts[full] = counts.get(full, 0) + 1
+    saved = dict(counts) if by_object else None
+    try:
+        yield
+    finally:
+        if by_object:
+            counts.clear()
+            counts.update(saved)
+        else:
+            for key in counts:
+                if key.startswith(full + "/"):
+                    counts[key] = 0
 
 
 @contextlib.contextmanager
@@ -234,7 +266,8 @@ def variable_scope(name_or_scope, default_name=None, values=None, initializer=No
                           initializer if initializer is not None else source.initializer,
                           regularizer if regularizer is not None else source.regularizer,
                           dtype if dtype is not None else source.dtype)
-    with graph.name_scope(name_scope_name) as ns:
+    with graph.name_scope(name_scope_name) as ns, \
+            _counted_scope(graph, full, isinstance(name_or_scope, VariableScope)):
         scope.original_name_scope = ns
         graph._var_scope_stack.append(scope)
         try:
