@@ -46,6 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
+from .host_ops import handlers_for
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -97,6 +98,8 @@ class Session:
         self._arrays: dict[str, np.ndarray] = {}
         self._homes = VariableHomes(self._arrays)
         self._cache: dict = {}
+        self._host_cache: dict = {}  # run signature -> host-op handlers it needs (host_ops.py)
+        self.host_state: dict = {}  # per-session state of host ops (tf.data iterators)
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
         self._closed = False
@@ -125,6 +128,7 @@ class Session:
             if plan.state is not None:
                 plan.state.close()
         self._cache.clear()
+        self.host_state.clear()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -185,6 +189,7 @@ class Session:
         feeds = self._convert_feeds(feed_dict or {})
         tensors = mapper.unique_tensors()
         targets = mapper.unique_ops()
+        feeds.update(self._host_feeds(tensors, targets, feeds))
         fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
@@ -199,6 +204,20 @@ class Session:
         else:
             results = self._run_interpreter(plan.fn, by_name)
         return mapper.build([results[t.name] for t in tensors])
+
+    def _host_feeds(self, tensors, targets, feeds) -> dict:
+        """Run the host ops this run needs (tf.data iterator initializers, then ``get_next``)
+        and return the values they feed, e.g. the iterator's next element (host_ops.py)."""
+        key = (tuple(tensors), tuple(targets), tuple(sorted(feeds, key=lambda t: (t.op.id, t.name))))
+        handlers = self._host_cache.get(key)
+        if handlers is None:
+            handlers = self._host_cache[key] = handlers_for(self.graph, tensors, targets, feeds)
+        host = {}
+        for handler in handlers:
+            for tensor, value in handler.run(self, feeds).items():
+                if tensor not in feeds:
+                    host[tensor] = _feed_array(tensor, value)
+        return host
 
     def _plan(self, tensors, targets, fed) -> _Plan:
         """Lower the signature; compile it unless interpreting (see the module doc)."""

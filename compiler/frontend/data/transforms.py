@@ -1,0 +1,241 @@
+"""Pipeline transformations: map, filter, batch, unbatch, shuffle, repeat, take, skip, cache,
+shard, concatenate.  Each is a :class:`Node` over its input's elements (tuples of arrays)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import errors
+from ..graph import get_default_graph
+from ..ops.random_ops import get_seed
+from .pipeline import Node
+from .structure import TensorSpec, map_structure
+
+
+def _positive(value, what: str) -> int:
+    value = int(value)
+    if value <= 0:
+        raise errors.InvalidArgumentError(None, None, f"{what} must be greater than zero.")
+    return value
+
+
+class Map(Node):
+    """Apply a traced function to every element."""
+
+    def __init__(self, node, fn):
+        self.fn = fn
+        super().__init__(fn.structure, (node,))
+
+    def elements(self, ctx):
+        for element in self.inputs[0].elements(ctx):
+            yield tuple(self.fn(element))
+
+
+class Filter(Node):
+    """Keep the elements for which a traced predicate (a scalar bool) is true."""
+
+    def __init__(self, node, predicate):
+        spec = predicate.structure
+        if not isinstance(spec, TensorSpec) or spec.dims != () or spec.dtype.name != "bool":
+            raise ValueError("Invalid `predicate`. `predicate` must return a `tf.bool` scalar tensor, "
+                             f"but its return type is {spec!r}.")
+        self.predicate = predicate
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        for element in self.inputs[0].elements(ctx):
+            if self.predicate(element)[0]:
+                yield element
+
+
+def _stack(rows):
+    """Stack one component of a batch: (array, None), or (None, (index, shape)) of the
+    first element whose shape differs from the first one's."""
+    first = rows[0].shape
+    for i, row in enumerate(rows):
+        if row.shape != first:
+            return None, (i, row.shape)
+    return np.stack(rows), None
+
+
+class Batch(Node):
+    """Group consecutive elements; the last batch may be short unless ``drop_remainder``."""
+
+    def __init__(self, node, batch_size, drop_remainder):
+        self.batch_size = _positive(batch_size, "Batch size")
+        self.drop_remainder = bool(drop_remainder)
+        lead = self.batch_size if self.drop_remainder else None
+        super().__init__(map_structure(lambda s: TensorSpec((lead,) + s.dims, s.dtype), node.structure), (node,))
+
+    def elements(self, ctx):
+        rows = []
+        for element in self.inputs[0].elements(ctx):
+            rows.append(element)
+            if len(rows) == self.batch_size:
+                yield self._batch(rows)
+                rows = []
+        if rows and not self.drop_remainder:
+            yield self._batch(rows)
+
+    @staticmethod
+    def _batch(rows):
+        out = []
+        for c in range(len(rows[0])):
+            stacked, bad = _stack([r[c] for r in rows])
+            if bad is not None:
+                raise errors.InvalidArgumentError(
+                    None, None, f"Cannot batch tensors with different shapes in component {c}. First element "
+                                f"had shape {list(rows[0][c].shape)} and element {bad[0]} had shape {list(bad[1])}.")
+            out.append(stacked)
+        return tuple(out)
+
+
+class Unbatch(Node):
+    """Split every element along its first dim into that many elements."""
+
+    def __init__(self, node):
+        for s in node.specs:
+            if not s.dims:
+                raise ValueError("Cannot unbatch an input with scalar components.")
+        super().__init__(map_structure(lambda s: TensorSpec(s.dims[1:], s.dtype), node.structure), (node,))
+
+    def elements(self, ctx):
+        for element in self.inputs[0].elements(ctx):
+            sizes = {len(c) for c in element}
+            if len(sizes) > 1:
+                raise errors.InvalidArgumentError(None, None, "Input element must have the same batch "
+                                                  f"size in each component, got {sorted(sizes)}")
+            for i in range(sizes.pop()):
+                yield tuple(c[i] for c in element)
+
+
+class Shuffle(Node):
+    """TF's shuffle buffer: hold ``buffer_size`` elements, emit a random one and put the next
+    input element in its slot; when the input ends, emit the rest in random order.
+
+    Seeds follow TF1 (``get_seed``: an op seed, or the graph seed); the order depends on
+    (seeds, epoch) when ``reshuffle_each_iteration`` and on the seeds alone otherwise.
+    Without any seed each iterator initialization draws fresh entropy.
+    """
+
+    def __init__(self, node, buffer_size, seed, reshuffle):
+        self.buffer_size = _positive(buffer_size, "buffer_size")
+        seeded = seed is not None or get_default_graph().seed is not None
+        self.seeds = get_seed(seed) if seeded else None
+        self.reshuffle = True if reshuffle is None else bool(reshuffle)
+        super().__init__(node.structure, (node,))
+
+    def _rng(self, ctx):
+        epoch = ctx.state.get(self, 0)
+        ctx.state[self] = epoch + 1
+        base = list(self.seeds) if self.seeds is not None else [ctx.entropy(self)]
+        return np.random.default_rng(base + ([epoch] if self.reshuffle else []))
+
+    def elements(self, ctx):
+        rng, buffer = self._rng(ctx), []
+        for element in self.inputs[0].elements(ctx):
+            if len(buffer) < self.buffer_size:
+                buffer.append(element)
+                continue
+            i = int(rng.integers(len(buffer)))
+            yield buffer[i]
+            buffer[i] = element
+        while buffer:
+            i = int(rng.integers(len(buffer)))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+
+
+class Repeat(Node):
+    """Run the input ``count`` times (``None`` or -1: forever; an empty input ends it)."""
+
+    def __init__(self, node, count):
+        self.count = -1 if count is None else int(count)
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        epoch = 0
+        while self.count < 0 or epoch < self.count:
+            produced = False
+            for element in self.inputs[0].elements(ctx):
+                produced = True
+                yield element
+            epoch += 1
+            if not produced:
+                return
+
+
+class Take(Node):
+    """The first ``count`` elements (-1: all)."""
+
+    def __init__(self, node, count):
+        self.count = int(count)
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        if self.count == 0:
+            return
+        for i, element in enumerate(self.inputs[0].elements(ctx)):
+            yield element
+            if i + 1 == self.count:
+                return
+
+
+class Skip(Node):
+    """All but the first ``count`` elements (-1: skip everything)."""
+
+    def __init__(self, node, count):
+        self.count = int(count)
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        for i, element in enumerate(self.inputs[0].elements(ctx)):
+            if 0 <= self.count <= i:
+                yield element
+
+
+class Shard(Node):
+    """Every ``num_shards``-th element, starting at ``index``."""
+
+    def __init__(self, node, num_shards, index):
+        self.num_shards = _positive(num_shards, "Number of shards")
+        self.index = int(index)
+        if not 0 <= self.index < self.num_shards:
+            raise errors.InvalidArgumentError(None, None, f"Index must be between 0 and {self.num_shards - 1} "
+                                              f"(currently index = {self.index}).")
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        for i, element in enumerate(self.inputs[0].elements(ctx)):
+            if i % self.num_shards == self.index:
+                yield element
+
+
+class Concatenate(Node):
+    """The elements of one dataset, then those of another (same structure and dtypes)."""
+
+    def __init__(self, first, second, structure):
+        super().__init__(structure, (first, second))
+
+    def elements(self, ctx):
+        for node in self.inputs:
+            yield from node.elements(ctx)
+
+
+class Cache(Node):
+    """Keep the elements of the first complete pass in memory and replay them afterwards
+    (for the life of the iterator initialization, as TF's in-memory cache; an unfinished
+    pass is not kept)."""
+
+    def __init__(self, node):
+        super().__init__(node.structure, (node,))
+
+    def elements(self, ctx):
+        cached = ctx.state.get(self)
+        if cached is not None:
+            yield from cached
+            return
+        seen = []
+        for element in self.inputs[0].elements(ctx):
+            seen.append(element)
+            yield element
+        ctx.state[self] = seen

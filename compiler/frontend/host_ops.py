@@ -1,0 +1,40 @@
+"""Host ops: graph ops whose effect or value the Session computes in Python around a run.
+
+A ``tf.data`` iterator's ``get_next()`` tensors are placeholders that the Session fills
+like feeds, from a pipeline running on the host; its initializer is a ``no_op`` whose
+effect (starting a fresh pass over a dataset) happens on the host.  Such an op is
+registered here with a handler; ``Session.run`` asks :func:`handlers_for` which handlers
+a run's fetches and targets reach, and calls them before the run (in ``order``:
+initializers before ``get_next``).  A handler is an object with ``order`` (int) and
+``run(session, feeds) -> {Tensor: value}`` (the values to feed; ``{}`` for initializers).
+
+The table is weak: an op's handler lives as long as its graph.
+"""
+from __future__ import annotations
+
+import weakref
+
+from ..ir.from_graph import needed_ops
+
+_HANDLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Operation -> handler
+_GRAPHS: "weakref.WeakSet" = weakref.WeakSet()  # graphs holding at least one host op
+
+
+def register(op, handler) -> None:
+    """Make ``op`` a host op run by ``handler`` whenever a Session.run needs it."""
+    _HANDLERS[op] = handler
+    _GRAPHS.add(op.graph)
+
+
+def handlers_for(graph, tensors, targets, fed) -> list:
+    """The handlers of the host ops that ``tensors`` and ``targets`` need (fed tensors
+    cut the walk: a fed ``get_next`` tensor is not pulled), each once, in run order."""
+    if graph not in _GRAPHS:
+        return []
+    roots = [t.op for t in tensors if t not in fed] + list(targets)
+    found = []
+    for op in needed_ops(roots, fed):
+        handler = _HANDLERS.get(op)
+        if handler is not None and handler not in found:
+            found.append(handler)
+    return sorted(found, key=lambda h: h.order)
