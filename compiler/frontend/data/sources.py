@@ -118,7 +118,7 @@ class Generator(Node):
             arr = np.asarray(value, dtype=spec.dtype.np)
             if len(arr.shape) != len(spec.dims) or any(d is not None and d != s for d, s in zip(spec.dims, arr.shape)):
                 raise errors.InvalidArgumentError(
-                    None, None, f"`generator` yielded an element of shape {list(arr.shape)} where an "
+                    None, None, f"`generator` yielded an element of shape {tuple(arr.shape)} where an "
                                 f"element of shape {spec.shape} was expected.")
             out.append(arr)
         return out

@@ -1,0 +1,390 @@
+"""tf.data on TF1 graphs: datasets, transformations, iterators feeding the Session.
+
+Expected values come from numpy; element specs (dtypes, shapes) and error types are those
+TF 2.21 (tf.compat.v1) reports for the same calls.  Shuffle orders cannot match TF's (a
+different RNG), so the buffer semantics are tested structurally and statistically.
+"""
+import collections
+
+import numpy as np
+import pytest
+
+from compiler import tf
+
+
+def drain(tensors, sess=None, feed=None, limit=10_000):
+    """Every value ``tensors`` takes until the iterator ends (OutOfRangeError)."""
+    sess = sess or tf.Session()
+    out = []
+    for _ in range(limit):
+        try:
+            out.append(sess.run(tensors, feed))
+        except tf.errors.OutOfRangeError:
+            return out
+    raise AssertionError("the iterator did not end")
+
+
+def elements(dataset):
+    return drain(dataset.make_one_shot_iterator().get_next())
+
+
+def scalars(dataset):
+    return [int(v) for v in elements(dataset)]
+
+
+# ----------------------------------------------------------------------------- sources
+def test_from_tensor_slices_tuple_specs_and_rows():
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    y = np.arange(5)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    assert ds.output_types == (tf.float32, tf.int64)
+    assert ds.output_shapes == (tf.TensorShape([2]), tf.TensorShape([]))
+    assert ds.element_spec == (tf.TensorSpec([2], tf.float32), tf.TensorSpec([], tf.int64))
+    got = elements(ds)
+    assert len(got) == 5
+    for i, (xi, yi) in enumerate(got):
+        np.testing.assert_array_equal(xi, x[i])
+        assert yi == y[i] and xi.dtype == np.float32
+
+
+def test_from_tensor_slices_dict_and_python_lists():
+    ds = tf.data.Dataset.from_tensor_slices({"b": [1, 2, 3], "a": [[1.5], [2.5], [3.5]]})
+    assert ds.output_types == {"a": tf.float32, "b": tf.int32}  # TF's defaults for Python values
+    assert ds.output_shapes == {"a": tf.TensorShape([1]), "b": tf.TensorShape([])}
+    got = elements(ds)
+    assert [int(e["b"]) for e in got] == [1, 2, 3]
+    assert [float(e["a"][0]) for e in got] == [1.5, 2.5, 3.5]
+
+
+def test_from_tensor_slices_bad_inputs():
+    with pytest.raises(ValueError, match="Dimensions 3 and 4 are not compatible"):
+        tf.data.Dataset.from_tensor_slices((np.zeros(3), np.zeros(4)))
+    with pytest.raises(ValueError, match="rank >= 1"):
+        tf.data.Dataset.from_tensor_slices(1.0)
+
+
+def test_from_tensor_slices_copies_its_input():
+    x = np.arange(3)
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    x[:] = 7
+    assert scalars(ds) == [0, 1, 2]
+
+
+def test_from_tensors_range_zip():
+    x = np.arange(6).reshape(3, 2)
+    ds = tf.data.Dataset.from_tensors(x)
+    assert ds.output_shapes == tf.TensorShape([3, 2])
+    got = elements(ds)
+    assert len(got) == 1 and np.array_equal(got[0], x)
+    assert tf.data.Dataset.range(5).output_types == tf.int64
+    assert scalars(tf.data.Dataset.range(5)) == list(range(5))
+    assert scalars(tf.data.Dataset.range(2, 10, 3)) == [2, 5, 8]
+    assert scalars(tf.data.Dataset.range(5, 0, -2)) == [5, 3, 1]
+    z = tf.data.Dataset.zip((tf.data.Dataset.range(3), tf.data.Dataset.from_tensor_slices(x[:, 0] * 10).repeat()))
+    assert z.output_shapes == (tf.TensorShape([]), tf.TensorShape([]))
+    assert [(int(a), int(b)) for a, b in elements(z)] == [(0, 0), (1, 20), (2, 40)]  # the shortest ends it
+    d = tf.data.Dataset.zip({"i": tf.data.Dataset.range(2), "s": tf.data.Dataset.range(10, 12)})
+    assert [(int(e["i"]), int(e["s"])) for e in elements(d)] == [(0, 10), (1, 11)]
+
+
+def test_from_generator():
+    def gen():
+        for i in range(4):
+            yield i, np.full(2, i, np.float32)
+    ds = tf.data.Dataset.from_generator(gen, (tf.int64, tf.float32), (tf.TensorShape([]), tf.TensorShape([2])))
+    got = elements(ds.repeat(2))  # the generator is called anew for each pass
+    assert [int(a) for a, _ in got] == [0, 1, 2, 3] * 2
+    assert got[3][1].tolist() == [3.0, 3.0]
+    bad = tf.data.Dataset.from_generator(lambda: iter([[1, 2], [3]]), tf.int32, tf.TensorShape([2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shape"):
+        elements(bad)
+
+
+# ----------------------------------------------------------------------------- map / filter
+def test_map_cast_one_hot_matches_numpy():
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 4)).astype(np.uint8)
+    labels = np.array([0, 3, 9, 1, 1, 5])
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).map(
+        lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.one_hot(y, 10)), num_parallel_calls=tf.data.AUTOTUNE)
+    assert ds.output_types == (tf.float32, tf.float32)
+    assert ds.output_shapes == (tf.TensorShape([4, 4]), tf.TensorShape([10]))
+    got = elements(ds)
+    for i, (x, y) in enumerate(got):
+        np.testing.assert_allclose(x, images[i].astype(np.float32) / np.float32(255.0), rtol=1e-6)
+        np.testing.assert_array_equal(y, np.eye(10, dtype=np.float32)[labels[i]])
+
+
+def test_map_structures_dict_list_and_after_batch():
+    ds = tf.data.Dataset.from_tensor_slices({"a": np.arange(4), "b": np.arange(4) * 10})
+    got = elements(ds.map(lambda d: [d["a"] + d["b"], d["a"] * 2]))  # a list result becomes a tuple
+    assert [tuple(int(v) for v in e) for e in got] == [(0, 0), (11, 2), (22, 4), (33, 6)]
+    batched = tf.data.Dataset.range(5).batch(2).map(lambda v: tf.reduce_sum(v))  # per batch
+    assert scalars(batched) == [1, 5, 4]
+
+
+def test_map_random_op_draws_new_values():
+    ds = tf.data.Dataset.range(4).map(lambda v: tf.random_uniform([3], seed=1))
+    vals = elements(ds)
+    assert len({tuple(v) for v in vals}) == 4
+
+
+def test_map_using_an_outer_tensor_is_a_clear_error():
+    outer = tf.constant(3, tf.int64)
+    with pytest.raises(ValueError, match="graph of their own"):
+        tf.data.Dataset.range(3).map(lambda v: v + outer)
+
+
+def test_filter():
+    ds = tf.data.Dataset.range(10).filter(lambda v: tf.equal(v % 3, 0))
+    assert scalars(ds) == [0, 3, 6, 9]
+    with pytest.raises(ValueError, match="must return a `tf.bool` scalar"):
+        tf.data.Dataset.range(3).filter(lambda v: v)
+
+
+# ----------------------------------------------------------------------------- batch / unbatch
+def test_batch_shapes_and_partial_last_batch():
+    x = np.arange(14, dtype=np.float32).reshape(7, 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(7)))
+    assert ds.batch(3).output_shapes == (tf.TensorShape([None, 2]), tf.TensorShape([None]))
+    assert ds.batch(3, drop_remainder=True).output_shapes == (tf.TensorShape([3, 2]), tf.TensorShape([3]))
+    nxt = ds.batch(3).make_one_shot_iterator().get_next()
+    assert nxt[0].shape.as_list() == [None, 2]
+    got = drain(nxt)
+    assert [b[0].shape for b in got] == [(3, 2), (3, 2), (1, 2)]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x)
+    assert [len(b[1]) for b in elements(ds.batch(3, drop_remainder=True))] == [3, 3]
+    nested = ds.batch(2, drop_remainder=True).batch(2)
+    assert nested.output_shapes[0] == tf.TensorShape([None, 2, 2])
+    assert [e[0].shape for e in elements(nested)] == [(2, 2, 2), (1, 2, 2)]
+
+
+def test_batch_errors():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Batch size must be greater than zero"):
+        tf.data.Dataset.range(3).batch(0)
+    ragged = tf.data.Dataset.from_generator(lambda: iter([[1, 2], [3]]), tf.int32, tf.TensorShape([None]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Cannot batch tensors with different shapes in component 0"):
+        elements(ragged.batch(2).unbatch())  # (batch(2) alone has no Kiln get_next: shape (?, ?))
+    with pytest.raises(ValueError, match="only the leading dim"):
+        tf.data.Dataset.range(8).batch(2).batch(2).make_one_shot_iterator().get_next()
+
+
+def test_unbatch_inverts_batch():
+    assert scalars(tf.data.Dataset.range(7).batch(3).unbatch()) == list(range(7))
+
+
+# ----------------------------------------------------------------------------- repeat ... cache
+def test_repeat_take_skip_shard_concatenate_enumerate_prefetch():
+    r = tf.data.Dataset.range
+    assert scalars(r(3).repeat(2)) == [0, 1, 2, 0, 1, 2]
+    assert scalars(r(3).repeat().take(7)) == [0, 1, 2, 0, 1, 2, 0]
+    assert scalars(r(3).repeat(0)) == []
+    assert scalars(r(0).repeat()) == []  # an empty input ends an endless repeat
+    assert scalars(r(5).take(2)) == [0, 1] and scalars(r(5).take(-1)) == list(range(5))
+    assert scalars(r(5).skip(3)) == [3, 4] and scalars(r(5).skip(-1)) == []
+    assert scalars(r(10).shard(3, 1)) == [1, 4, 7]
+    assert scalars(r(2).concatenate(r(5, 7))) == [0, 1, 5, 6]
+    assert [(int(i), int(v)) for i, v in elements(r(10, 12).enumerate(start=1))] == [(1, 10), (2, 11)]
+    assert scalars(r(4).prefetch(tf.data.experimental.AUTOTUNE)) == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="Incompatible"):
+        r(2).concatenate(tf.data.Dataset.from_tensor_slices(np.zeros(2, np.float32)))
+
+
+def test_cache_replays_the_first_pass():
+    calls = []
+
+    def gen():
+        calls.append(1)
+        yield from range(3)
+    ds = tf.data.Dataset.from_generator(gen, tf.int64, tf.TensorShape([])).cache().repeat(3)
+    assert scalars(ds) == [0, 1, 2] * 3
+    assert len(calls) == 1
+    calls.clear()
+    uncached = tf.data.Dataset.from_generator(gen, tf.int64, tf.TensorShape([])).repeat(3)
+    assert scalars(uncached) == [0, 1, 2] * 3 and len(calls) == 3
+
+
+# ----------------------------------------------------------------------------- shuffle
+def test_shuffle_is_a_permutation_per_epoch_and_reshuffles():
+    ds = tf.data.Dataset.range(20).shuffle(5, seed=3).repeat(3)
+    got = scalars(ds)
+    epochs = [got[i * 20:(i + 1) * 20] for i in range(3)]
+    for e in epochs:
+        assert sorted(e) == list(range(20))
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+    same = scalars(tf.data.Dataset.range(20).shuffle(5, seed=3, reshuffle_each_iteration=False).repeat(2))
+    assert same[:20] == same[20:] and same[:20] != list(range(20))
+
+
+def test_shuffle_buffer_of_one_keeps_order_and_seeds_repeat():
+    assert scalars(tf.data.Dataset.range(10).shuffle(1)) == list(range(10))
+    first = scalars(tf.data.Dataset.range(30).shuffle(8, seed=42))
+    with tf.Graph().as_default():
+        again = scalars(tf.data.Dataset.range(30).shuffle(8, seed=42))
+    with tf.Graph().as_default():
+        tf.set_random_seed(7)  # a graph seed alone also makes the order repeatable
+        g1 = scalars(tf.data.Dataset.range(30).shuffle(8))
+    with tf.Graph().as_default():
+        tf.set_random_seed(7)
+        g2 = scalars(tf.data.Dataset.range(30).shuffle(8))
+    assert first == again and g1 == g2
+    assert first != list(range(30))
+
+
+def test_shuffle_is_a_buffer_not_a_full_permutation():
+    """With buffer k, output position p holds an element of index <= p + k - 1, and the
+    first output is uniform over the first k elements."""
+    k, n = 4, 40
+    firsts = collections.Counter()
+    for seed in range(200):
+        with tf.Graph().as_default():
+            order = scalars(tf.data.Dataset.range(n).shuffle(k, seed=seed))
+        assert sorted(order) == list(range(n))
+        assert all(v <= p + k - 1 for p, v in enumerate(order))
+        firsts[order[0]] += 1
+    assert set(firsts) == set(range(k))
+    assert all(30 <= c <= 70 for c in firsts.values())  # 50 expected each
+
+
+def test_shuffle_with_full_buffer_spreads_elements():
+    order = scalars(tf.data.Dataset.range(100).shuffle(100, seed=0))
+    assert max(order[:10]) > 50  # a full buffer draws from the whole dataset at once
+
+
+# ----------------------------------------------------------------------------- iterators
+def test_end_of_data_and_runs_that_do_not_need_get_next():
+    it = tf.data.Dataset.range(3).make_one_shot_iterator()
+    nxt = it.get_next()
+    other = tf.constant(1.0) * 2
+    with tf.Session() as sess:
+        assert sess.run(nxt) == 0
+        assert sess.run(other) == 2.0  # does not advance the iterator
+        a, b, c = sess.run([nxt, nxt + 10, {"v": nxt}])  # one element per run
+        assert (a, b, c["v"]) == (1, 11, 1)
+        assert sess.run(nxt) == 2
+        for _ in range(2):
+            with pytest.raises(tf.errors.OutOfRangeError, match="End of sequence"):
+                sess.run(nxt)
+    with tf.Session() as sess:  # iterator state is per session
+        assert sess.run(nxt) == 0
+
+
+def test_one_shot_iterator_rejects_a_placeholder():
+    p = tf.placeholder(tf.float32, [None, 3])
+    with pytest.raises(ValueError, match="Cannot capture a placeholder"):
+        tf.data.make_one_shot_iterator(tf.data.Dataset.from_tensor_slices(p))
+
+
+def test_initializable_iterator_refed_with_new_data():
+    p = tf.placeholder(tf.float32, [None, 3])
+    ds = tf.data.Dataset.from_tensor_slices(p).map(lambda v: v * 2.0)
+    assert ds.output_shapes == tf.TensorShape([3])
+    it = tf.compat.v1.data.make_initializable_iterator(ds)
+    nxt = it.get_next()
+    with tf.Session() as sess:
+        with pytest.raises(tf.errors.FailedPreconditionError, match="not been initialized"):
+            sess.run(nxt)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="must feed a value for placeholder"):
+            sess.run(it.initializer)
+        a = np.arange(6, dtype=np.float32).reshape(2, 3)
+        sess.run(it.initializer, {p: a})
+        np.testing.assert_array_equal(np.stack(drain(nxt, sess)), a * 2)
+        b = np.ones((4, 3), np.float32)
+        sess.run(it.initializer, feed_dict={p: b})
+        assert len(drain(nxt, sess)) == 4
+        sess.run(it.initializer, {p: a})  # restart mid-way
+        np.testing.assert_array_equal(sess.run(nxt), a[0] * 2)
+
+
+def test_reinitializable_iterator_switches_train_and_val():
+    train = tf.data.Dataset.from_tensor_slices((np.arange(6, dtype=np.float32), np.arange(6))).batch(4)
+    val = tf.data.Dataset.from_tensor_slices((np.full(3, -1, np.float32), np.zeros(3, np.int64))).batch(4)
+    it = tf.data.Iterator.from_structure(train.output_types, train.output_shapes)
+    x, y = it.get_next()
+    assert x.shape.as_list() == [None]
+    train_init, val_init = it.make_initializer(train), it.make_initializer(val)
+    total = tf.reduce_sum(x)
+    with tf.Session() as sess:
+        for _ in range(2):
+            sess.run(train_init)
+            assert [float(v) for v in drain(total, sess)] == [6.0, 9.0]
+            sess.run(val_init)
+            assert [float(v) for v in drain(total, sess)] == [-3.0]
+    with pytest.raises(TypeError, match="Expected output types"):
+        it.make_initializer(train.map(lambda a, b: (a, tf.cast(b, tf.int32))))
+    with pytest.raises(ValueError, match="same nested structure"):
+        it.make_initializer(tf.data.Dataset.range(3))
+    with pytest.raises(TypeError, match="output shapes"):
+        it.make_initializer(tf.data.Dataset.from_tensor_slices((np.zeros((2, 2), np.float32), np.zeros(2, np.int64))))
+
+
+def test_iterator_attributes_and_namespaces():
+    ds = tf.data.Dataset.range(4).batch(2)
+    it = tf.data.make_initializable_iterator(ds)
+    assert tf.data.get_output_types(it) == tf.int64
+    assert tf.data.get_output_shapes(ds) == tf.TensorShape([None])
+    assert it.element_spec == tf.TensorSpec([None], tf.int64)
+    assert it.output_classes is tf.Tensor
+    with pytest.raises(ValueError, match="does not have an initializer"):
+        tf.data.Iterator.from_structure(tf.int64, tf.TensorShape([])).initializer
+    with pytest.raises(RuntimeError, match="eager"):
+        iter(ds)
+    with tf.Session() as sess:
+        sess.run(tf.group(it.initializer))  # an initializer reached through tf.group
+        assert sess.run(it.get_next()).tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------------------- training
+def _digits(n):
+    from runtime import data
+
+    src = data.open_source("digits")
+    return (src.x[:n] * 255).astype(np.uint8), src.y[:n]
+
+
+def _model(images, labels):
+    x = tf.reshape(images, [-1, 64])
+    logits = tf.layers.dense(x, 10)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=logits))
+
+
+def test_tutorial_training_loop_loss_decreases():
+    images, labels = _digits(600)
+    tf.set_random_seed(0)
+    ds = (tf.data.Dataset.from_tensor_slices((images, labels))
+          .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.one_hot(y, 10)))
+          .shuffle(256).batch(50).repeat(3).prefetch(1))
+    x, y = ds.make_one_shot_iterator().get_next()
+    loss = _model(x, y)
+    train = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
+    losses = []
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        while True:
+            try:
+                _, value = sess.run([train, loss])
+            except tf.errors.OutOfRangeError:
+                break
+            losses.append(value)
+    assert len(losses) == 36  # 12 batches per epoch, 3 epochs
+    assert np.mean(losses[-6:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_compiled_backend_partial_batch_does_not_recompile():
+    images, labels = _digits(70)
+    results = {}
+    for backend in ("compiled", "interpreter"):
+        with tf.Graph().as_default():
+            tf.set_random_seed(1)
+            ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).map(
+                lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.one_hot(y, 10)))
+            x, y = ds.make_one_shot_iterator().get_next()
+            loss = _model(x, y)
+            train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+            with tf.Session(config={"backend": backend}) as sess:
+                sess.run(tf.global_variables_initializer())
+                results[backend] = [sess.run([train, loss])[1] for _ in range(3)]  # 32, 32, 6 rows
+                with pytest.raises(tf.errors.OutOfRangeError):
+                    sess.run(train)
+                if backend == "compiled":
+                    assert len([p for p in sess._cache.values() if p.state is not None]) == 1
+    np.testing.assert_allclose(results["compiled"], results["interpreter"], rtol=1e-5)
