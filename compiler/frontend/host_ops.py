@@ -8,7 +8,8 @@ a run's fetches and targets reach, and calls them before the run (in ``order``:
 initializers before ``get_next``).  A handler is an object with ``order`` (int) and
 ``run(session, feeds) -> {Tensor: value}`` (the values to feed; ``{}`` for initializers).
 
-The table is weak: an op's handler lives as long as its graph.
+The handler is kept on the op (``Operation.host_handler``), so it lives as long as the
+graph; a weak set of graphs lets runs of graphs without host ops skip the search.
 """
 from __future__ import annotations
 
@@ -16,25 +17,29 @@ import weakref
 
 from ..ir.from_graph import needed_ops
 
-_HANDLERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # Operation -> handler
 _GRAPHS: "weakref.WeakSet" = weakref.WeakSet()  # graphs holding at least one host op
 
 
 def register(op, handler) -> None:
     """Make ``op`` a host op run by ``handler`` whenever a Session.run needs it."""
-    _HANDLERS[op] = handler
+    op.host_handler = handler
     _GRAPHS.add(op.graph)
+
+
+def has_host_ops(graph) -> bool:
+    """Whether any op of ``graph`` is a host op."""
+    return graph in _GRAPHS
 
 
 def handlers_for(graph, tensors, targets, fed) -> list:
     """The handlers of the host ops that ``tensors`` and ``targets`` need (fed tensors
     cut the walk: a fed ``get_next`` tensor is not pulled), each once, in run order."""
-    if graph not in _GRAPHS:
+    if not has_host_ops(graph):
         return []
     roots = [t.op for t in tensors if t not in fed] + list(targets)
     found = []
     for op in needed_ops(roots, fed):
-        handler = _HANDLERS.get(op)
+        handler = op.host_handler
         if handler is not None and handler not in found:
             found.append(handler)
     return sorted(found, key=lambda h: h.order)

@@ -46,7 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
-from .host_ops import handlers_for
+from .host_ops import handlers_for, has_host_ops
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -208,6 +208,8 @@ class Session:
     def _host_feeds(self, tensors, targets, feeds) -> dict:
         """Run the host ops this run needs (tf.data iterator initializers, then ``get_next``)
         and return the values they feed, e.g. the iterator's next element (host_ops.py)."""
+        if not has_host_ops(self.graph):
+            return {}
         key = (tuple(tensors), tuple(targets), tuple(sorted(feeds, key=lambda t: (t.op.id, t.name))))
         handlers = self._host_cache.get(key)
         if handlers is None:

@@ -13,6 +13,8 @@ Unlike TF, repeated ``get_next()`` calls return the same tensors (one pull per r
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ...ir.from_graph import needed_ops
 from .. import errors
 from ..graph import get_default_graph
@@ -145,11 +147,15 @@ class Iterator:
 
     # --- host side (called by Session.run through host_ops) -------------------------------
     def _start(self, session, node, feeds):
-        """Start a fresh pass of ``node`` in ``session``; captured tensors are evaluated
-        with the run's feeds (a placeholder of from_tensor_slices gets its value here)."""
+        """Start a fresh pass of ``node`` in ``session``: a captured tensor fed in this run
+        (the placeholder of from_tensor_slices) takes the fed value, the others are
+        evaluated with the run's feeds."""
         captured = node.captured()
-        values = session.run(captured, feed_dict=feeds) if captured else []
-        session.host_state[self] = _Pass(node, dict(zip(captured, values)))
+        values = {t: np.array(feeds[t]) for t in captured if t in feeds}  # a copy, as TF's init
+        rest = [t for t in captured if t not in feeds]
+        if rest:
+            values.update(zip(rest, session.run(rest, feed_dict=feeds)))
+        session.host_state[self] = _Pass(node, values)
 
     def _pull(self, session) -> dict:
         """The next element of this session's pass, as {get_next placeholder: value}."""
