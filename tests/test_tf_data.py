@@ -5,11 +5,16 @@ TF 2.21 (tf.compat.v1) reports for the same calls.  Shuffle orders cannot match 
 different RNG), so the buffer semantics are tested structurally and statistically.
 """
 import collections
+import json
+import pathlib
 
 import numpy as np
 import pytest
 
 from compiler import tf
+from tests.tf_data_cases import CASES, run
+
+GOLDENS = json.loads((pathlib.Path(__file__).parent / "goldens" / "tf_data.json").read_text())["cases"]
 
 
 def drain(tensors, sess=None, feed=None, limit=10_000):
@@ -30,6 +35,23 @@ def elements(dataset):
 
 def scalars(dataset):
     return [int(v) for v in elements(dataset)]
+
+
+# ----------------------------------------------------------------------------- vs TensorFlow
+def test_goldens_cover_every_case():
+    assert sorted(GOLDENS) == sorted(CASES)  # else rerun tests/goldens/make_tf_data.py
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pipeline_matches_tensorflow(name):
+    """Specs and every element equal what TF 2.21 produced for the same pipeline."""
+    want, got = GOLDENS[name], run(tf, CASES[name](tf))
+    assert got["types"] == want["types"] and got["shapes"] == want["shapes"]
+    assert len(got["elements"]) == len(want["elements"])
+    for g_el, w_el in zip(got["elements"], want["elements"]):
+        for g, w in zip(g_el, w_el):
+            assert (g["dtype"], g["shape"]) == (w["dtype"], w["shape"])
+            np.testing.assert_allclose(g["value"], w["value"], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -166,6 +188,21 @@ def test_batch_errors():
         elements(ragged.batch(2).unbatch())  # (batch(2) alone has no Kiln get_next: shape (?, ?))
     with pytest.raises(ValueError, match="only the leading dim"):
         tf.data.Dataset.range(8).batch(2).batch(2).make_one_shot_iterator().get_next()
+
+
+def test_padded_batch_and_interleave_errors():
+    ragged = tf.data.Dataset.from_generator(lambda: iter([[1, 2, 3]]), tf.int32, tf.TensorShape([None]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pad to a smaller size"):
+        elements(ragged.padded_batch(1, padded_shapes=[2]))
+    with pytest.raises(ValueError, match="not compatible with the shape"):
+        ragged.padded_batch(1, padded_shapes=[2, 2])
+    with pytest.raises(ValueError, match="only the leading dim"):  # padded to the longest: (?, ?)
+        ragged.padded_batch(2).make_one_shot_iterator().get_next()
+    with pytest.raises(TypeError, match="must return a `Dataset`"):
+        tf.data.Dataset.range(3).flat_map(lambda v: v)
+    outer = tf.constant([1, 2], tf.int64)
+    with pytest.raises(ValueError, match="enclosing graph"):
+        tf.data.Dataset.range(3).flat_map(lambda v: tf.data.Dataset.from_tensor_slices(outer))
 
 
 def test_unbatch_inverts_batch():

@@ -5,10 +5,12 @@ element is produced until a Session pulls from an iterator (iterators.py).
 """
 from __future__ import annotations
 
+import os
+
 from ...ir.types import int64
 from ..graph import get_default_graph
 from . import iterators, sources, transforms
-from .functions import TracedFunction
+from .functions import TracedDatasetFunction, TracedFunction
 from .structure import (TensorSpec, check_same_structure, flatten, is_nested, map_structure, output_classes,
                         output_shapes, output_types, pack, specs_from)
 
@@ -95,9 +97,27 @@ class Dataset:
         fn = TracedFunction(predicate, self._node.structure, "Dataset.filter")
         return Dataset(transforms.Filter(self._node, fn))
 
+    def flat_map(self, map_func, name=None):
+        """The elements of the datasets ``map_func`` returns for each element, in order."""
+        return self.interleave(map_func, cycle_length=1, block_length=1)
+
+    def interleave(self, map_func, cycle_length=None, block_length=None, num_parallel_calls=None,
+                   deterministic=None, name=None):
+        """Read the datasets ``map_func`` returns ``cycle_length`` at a time, round robin,
+        ``block_length`` elements each (cycle_length None or AUTOTUNE: the CPU count, as TF)."""
+        if cycle_length is None or cycle_length == AUTOTUNE:
+            cycle_length = os.cpu_count() or 1
+        fn = TracedDatasetFunction(map_func, self._node.structure, "Dataset.interleave")
+        return Dataset(transforms.Interleave(self._node, fn, cycle_length, 1 if block_length is None else block_length))
+
     def batch(self, batch_size, drop_remainder=False, num_parallel_calls=None, deterministic=None, name=None):
         """Stack ``batch_size`` consecutive elements (leading dim None unless drop_remainder)."""
         return Dataset(transforms.Batch(self._node, batch_size, drop_remainder))
+
+    def padded_batch(self, batch_size, padded_shapes=None, padding_values=None, drop_remainder=False, name=None):
+        """Batch, padding each component to ``padded_shapes`` (None/-1 dims: the batch's
+        largest; Kiln's get_next needs every dim but the batch dim known)."""
+        return Dataset(transforms.PaddedBatch(self._node, batch_size, padded_shapes, padding_values, drop_remainder))
 
     def unbatch(self, name=None):
         """Split each element along its first dim."""

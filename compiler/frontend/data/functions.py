@@ -23,14 +23,16 @@ class TracedFunction:
     def __init__(self, fn, structure, what: str):
         self.what = what
         self.graph = Graph()
+        self._session = None
         with self.graph.as_default():
             self.inputs = [self._placeholder(spec, i) for i, spec in enumerate(flatten(structure))]
-            args = pack(structure, self.inputs)
-            result = self._call(fn, args)
-            outputs = to_tuple(result)
-            self.outputs = [self._as_tensor(v) for v in flatten(outputs)]
+            self._take_result(self._call(fn, pack(structure, self.inputs)))
+
+    def _take_result(self, result):
+        """Keep the function's outputs (lists become tuples) and their specs."""
+        outputs = to_tuple(result)
+        self.outputs = [self._as_tensor(v) for v in flatten(outputs)]
         self.structure = pack(outputs, [TensorSpec.from_tensor(t) for t in self.outputs])
-        self._session = None
 
     def _placeholder(self, spec, index) -> Tensor:
         dims = ir_dims(spec.dims, f"{self.what}: argument component {index}")
@@ -55,9 +57,34 @@ class TracedFunction:
                              "enclosing graph; Kiln traces dataset functions into a graph of their own")
         return tensor
 
-    def __call__(self, components) -> list:
-        """Run the traced ops on one element's components; the outputs' flat values."""
+    def _run(self, tensors, components) -> list:
+        """The values of ``tensors`` with the element's ``components`` fed to the inputs."""
         if self._session is None:
             self._session = Session(graph=self.graph, config={"backend": "interpreter"})
-        values = self._session.run(self.outputs, feed_dict=dict(zip(self.inputs, components)))
+        values = self._session.run(list(tensors), feed_dict=dict(zip(self.inputs, components)))
         return [np.asarray(v) for v in values]
+
+    def __call__(self, components) -> list:
+        """Run the traced ops on one element's components; the outputs' flat values."""
+        return self._run(self.outputs, components)
+
+
+class TracedDatasetFunction(TracedFunction):
+    """A ``flat_map``/``interleave`` function: it returns a Dataset built from the element's
+    tensors; calling it gives the values that dataset captured, for one element."""
+
+    def _take_result(self, result):
+        node = getattr(result, "_node", None)
+        if node is None:
+            raise TypeError(f"{self.what}: `map_func` must return a `Dataset` object. Got {type(result)}")
+        for t in node.captured():
+            if t.graph is not self.graph:
+                raise ValueError(f"{self.what}: the returned dataset uses {t.name}, a tensor of the enclosing "
+                                 "graph; Kiln traces dataset functions into a graph of their own")
+        self.node = node
+        self.structure = node.structure
+
+    def __call__(self, components) -> dict:
+        """{captured tensor: value} of the returned dataset for one element."""
+        captured = self.node.captured()
+        return dict(zip(captured, self._run(captured, components))) if captured else {}

@@ -27,6 +27,20 @@ def flatten(value) -> list:
     return [value]
 
 
+def flatten_up_to(template, value) -> list:
+    """``value``'s parts at the places of ``template``'s components (a part may itself be a
+    tuple, e.g. a shape): ``padded_shapes`` follow the element's structure this way."""
+    if isinstance(template, dict):
+        if not isinstance(value, dict) or sorted(value) != sorted(template):
+            check_same_structure(template, value)
+        return [x for k in sorted(template) for x in flatten_up_to(template[k], value[k])]
+    if isinstance(template, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != len(template):
+            check_same_structure(template, value)
+        return [x for t, v in zip(template, value) for x in flatten_up_to(t, v)]
+    return [value]
+
+
 def pack(template, flat):
     """Rebuild ``template``'s structure around the components ``flat`` (inverse of flatten)."""
     items = iter(flat)

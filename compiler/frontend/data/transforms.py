@@ -7,8 +7,8 @@ import numpy as np
 from .. import errors
 from ..graph import get_default_graph
 from ..ops.random_ops import get_seed
-from .pipeline import Node
-from .structure import TensorSpec, map_structure
+from .pipeline import Context, Node
+from .structure import TensorSpec, flatten_up_to, map_structure, pack
 
 
 def _positive(value, what: str) -> int:
@@ -28,6 +28,42 @@ class Map(Node):
     def elements(self, ctx):
         for element in self.inputs[0].elements(ctx):
             yield tuple(self.fn(element))
+
+
+class Interleave(Node):
+    """``interleave``/``flat_map``: each input element opens the dataset ``fn`` returns for
+    it; ``cycle_length`` of them are read round robin, ``block_length`` elements at a time,
+    and a finished one's slot takes the next input element (TF's order exactly)."""
+
+    def __init__(self, node, fn, cycle_length, block_length):
+        self.fn = fn
+        self.cycle_length = _positive(cycle_length, "cycle_length")
+        self.block_length = _positive(block_length, "block_length")
+        super().__init__(fn.structure, (node,))
+
+    def elements(self, ctx):
+        source = self.inputs[0].elements(ctx)
+        slots = [None] * self.cycle_length
+        cycle = block = 0
+        end_of_input = False
+        while not end_of_input or any(s is not None for s in slots):
+            if slots[cycle] is not None:
+                element = next(slots[cycle], None)
+                if element is not None:
+                    block += 1
+                    if block == self.block_length:
+                        cycle, block = (cycle + 1) % self.cycle_length, 0
+                    yield element
+                    continue
+                slots[cycle] = None
+            elif not end_of_input:
+                element = next(source, None)
+                if element is None:
+                    end_of_input = True
+                else:
+                    slots[cycle] = iter(self.fn.node.elements(Context(self.fn(element))))
+                continue
+            cycle, block = (cycle + 1) % self.cycle_length, 0
 
 
 class Filter(Node):
@@ -60,11 +96,12 @@ def _stack(rows):
 class Batch(Node):
     """Group consecutive elements; the last batch may be short unless ``drop_remainder``."""
 
-    def __init__(self, node, batch_size, drop_remainder):
+    def __init__(self, node, batch_size, drop_remainder, element_structure=None):
         self.batch_size = _positive(batch_size, "Batch size")
         self.drop_remainder = bool(drop_remainder)
         lead = self.batch_size if self.drop_remainder else None
-        super().__init__(map_structure(lambda s: TensorSpec((lead,) + s.dims, s.dtype), node.structure), (node,))
+        element = node.structure if element_structure is None else element_structure
+        super().__init__(map_structure(lambda s: TensorSpec((lead,) + s.dims, s.dtype), element), (node,))
 
     def elements(self, ctx):
         rows = []
@@ -76,8 +113,7 @@ class Batch(Node):
         if rows and not self.drop_remainder:
             yield self._batch(rows)
 
-    @staticmethod
-    def _batch(rows):
+    def _batch(self, rows):
         out = []
         for c in range(len(rows[0])):
             stacked, bad = _stack([r[c] for r in rows])
@@ -86,6 +122,44 @@ class Batch(Node):
                     None, None, f"Cannot batch tensors with different shapes in component {c}. First element "
                                 f"had shape {list(rows[0][c].shape)} and element {bad[0]} had shape {list(bad[1])}.")
             out.append(stacked)
+        return tuple(out)
+
+
+class PaddedBatch(Batch):
+    """``padded_batch``: like Batch, each component padded with its padding value up to
+    ``padded_shapes`` (a None/-1 dim: the batch's largest)."""
+
+    def __init__(self, node, batch_size, padded_shapes, padding_values, drop_remainder):
+        specs = node.specs
+        shapes = [s.dims for s in specs] if padded_shapes is None else flatten_up_to(node.structure, padded_shapes)
+        self.targets = [self._target(spec, shape, i) for i, (spec, shape) in enumerate(zip(specs, shapes))]
+        values = [0] * len(specs) if padding_values is None else flatten_up_to(node.structure, padding_values)
+        self.padding = [np.asarray(v, spec.dtype.np) for v, spec in zip(values, specs)]
+        padded = pack(node.structure, [TensorSpec(t, s.dtype) for t, s in zip(self.targets, specs)])
+        super().__init__(node, batch_size, drop_remainder, padded)
+
+    @staticmethod
+    def _target(spec, shape, index):
+        dims = tuple(None if d is None or (isinstance(d, int) and d < 0) else int(d)
+                     for d in (shape.dims if hasattr(shape, "dims") else shape))
+        if len(dims) != len(spec.dims):
+            raise ValueError(f"The padded shape {list(dims)} is not compatible with the shape {list(spec.dims)} "
+                             f"of component {index} of the input.")
+        return dims
+
+    def _batch(self, rows):
+        out = []
+        for c, (target, pad) in enumerate(zip(self.targets, self.padding)):
+            parts = [r[c] for r in rows]
+            size = tuple(max(p.shape[d] for p in parts) if t is None else t for d, t in enumerate(target))
+            batch = np.full((len(parts),) + size, pad, dtype=pad.dtype)
+            for i, p in enumerate(parts):
+                if any(a > b for a, b in zip(p.shape, size)):
+                    raise errors.InvalidArgumentError(
+                        None, None, f"Attempted to pad to a smaller size than the input element (component {c}: "
+                                    f"element shape {list(p.shape)}, padded shape {list(size)}).")
+                batch[(i,) + tuple(slice(0, n) for n in p.shape)] = p
+            out.append(batch)
         return tuple(out)
 
 
