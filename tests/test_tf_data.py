@@ -305,6 +305,15 @@ def test_end_of_data_and_runs_that_do_not_need_get_next():
         assert sess.run(nxt) == 0
 
 
+def test_a_run_that_cannot_start_does_not_consume_an_element():
+    nxt = tf.data.Dataset.range(3).make_one_shot_iterator().get_next()
+    p = tf.placeholder(tf.int64, [])
+    with tf.Session() as sess:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="must feed a value for placeholder"):
+            sess.run(nxt + p)
+        assert sess.run(nxt + p, {p: 10}) == 10
+
+
 def test_one_shot_iterator_evaluates_captured_tensors():
     v = tf.Variable([1.0, 2.0, 3.0])
     ds = tf.data.Dataset.from_tensor_slices((tf.constant([4, 5, 6]) * 2, v))
@@ -453,7 +462,7 @@ def test_compiled_backend_partial_batch_does_not_recompile():
                 sess.run(it.initializer, {p: images, q: labels})
                 results[backend] = [sess.run([train, loss])[1] for _ in range(3)]
                 with pytest.raises(tf.errors.OutOfRangeError):
-                    sess.run(train)
+                    sess.run([train, loss])
                 sess.run(it.initializer, {p: images[:5], q: labels[:5]})
                 results[backend].append(sess.run([train, loss])[1])
                 if backend == "compiled":

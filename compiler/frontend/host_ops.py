@@ -4,9 +4,10 @@ A ``tf.data`` iterator's ``get_next()`` tensors are placeholders that the Sessio
 like feeds, from a pipeline running on the host; its initializer is a ``no_op`` whose
 effect (starting a fresh pass over a dataset) happens on the host.  Such an op is
 registered here with a handler; ``Session.run`` asks :func:`handlers_for` which handlers
-a run's fetches and targets reach, and calls them before the run (in ``order``:
-initializers before ``get_next``).  A handler is an object with ``order`` (int) and
-``run(session, feeds) -> {Tensor: value}`` (the values to feed; ``{}`` for initializers).
+a run's fetches and targets reach, plans the run with the tensors they feed as feeds,
+and then calls them (in ``order``: initializers before ``get_next``).  A handler is an
+object with ``order`` (int), ``feeds`` (the tensors it feeds; none for initializers) and
+``run(session, feeds) -> {Tensor: value}`` (their values for this run).
 
 The handler is kept on the op (``Operation.host_handler``), so it lives as long as the
 graph; a weak set of graphs lets runs of graphs without host ops skip the search.

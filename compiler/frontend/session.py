@@ -189,8 +189,9 @@ class Session:
         feeds = self._convert_feeds(feed_dict or {})
         tensors = mapper.unique_tensors()
         targets = mapper.unique_ops()
-        feeds.update(self._host_feeds(tensors, targets, feeds))
-        fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
+        host = self._host_handlers(tensors, targets, feeds)
+        host_fed = [t for h in host for t in h.feeds if t not in feeds]
+        fed = sorted([*feeds, *host_fed], key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
         if plan is None:
@@ -198,6 +199,8 @@ class Session:
                 plan = self._cache[key] = self._plan(tensors, targets, fed)
             except LoweringError as err:  # e.g. an unfed placeholder
                 raise errors.InvalidArgumentError(None, None, str(err)) from None
+        if host:  # after planning: a run that cannot start does not consume an element
+            feeds.update(self._run_host(host, feeds))
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
@@ -205,15 +208,19 @@ class Session:
             results = self._run_interpreter(plan.fn, by_name)
         return mapper.build([results[t.name] for t in tensors])
 
-    def _host_feeds(self, tensors, targets, feeds) -> dict:
-        """Run the host ops this run needs (tf.data iterator initializers, then ``get_next``)
-        and return the values they feed, e.g. the iterator's next element (host_ops.py)."""
+    def _host_handlers(self, tensors, targets, feeds) -> list:
+        """The host ops this run needs (tf.data iterator initializers and ``get_next``,
+        see host_ops.py), looked up once per run signature."""
         if not has_host_ops(self.graph):
-            return {}
+            return []
         key = (tuple(tensors), tuple(targets), tuple(sorted(feeds, key=lambda t: (t.op.id, t.name))))
         handlers = self._host_cache.get(key)
         if handlers is None:
             handlers = self._host_cache[key] = handlers_for(self.graph, tensors, targets, feeds)
+        return handlers
+
+    def _run_host(self, handlers, feeds) -> dict:
+        """Run the host ops in order and return what they feed (the iterator's next element)."""
         host = {}
         for handler in handlers:
             for tensor, value in handler.run(self, feeds).items():

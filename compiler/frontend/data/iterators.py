@@ -35,6 +35,7 @@ class _Initialize:
     """Host op of an initializer: start a pass of ``node`` with this run's feeds."""
 
     order = 0
+    feeds = ()
 
     def __init__(self, iterator, node):
         self.iterator, self.node = iterator, node
@@ -51,6 +52,10 @@ class _GetNext:
 
     def __init__(self, iterator):
         self.iterator = iterator
+
+    @property
+    def feeds(self):
+        return self.iterator._outputs
 
     def run(self, session, feeds):
         return self.iterator._pull(session)
