@@ -1,18 +1,21 @@
-"""``map`` and ``filter`` functions: traced once into graph ops, run by Kiln's interpreter.
+"""``map``, ``filter``, ``flat_map`` and ``interleave`` functions: traced once into graph ops,
+run by Kiln's interpreter.
 
 The function is called once on placeholders shaped like a dataset element, in a graph of
 its own (as TF traces it into a function), so its ops are Kiln's ops with Kiln's
 semantics; each element (or batch, when the map follows ``batch``) is then a feed to a
 private interpreter Session over that graph.  A tuple element is unpacked into positional
 arguments (``lambda x, y: ...``), any other structure is passed as one argument, as in TF.
-Random ops draw new values on every call (the private session's step counter advances).
+Random ops draw new values on every call (the private session's step counter advances);
+the graph takes the enclosing graph's seed (``tf.set_random_seed``), so they repeat from
+run to run when it is set.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..convert import convert_to_tensor
-from ..graph import Graph, Tensor
+from ..graph import Graph, Tensor, get_default_graph
 from ..session import Session
 from .structure import TensorSpec, flatten, ir_dims, pack, to_tuple
 
@@ -23,6 +26,7 @@ class TracedFunction:
     def __init__(self, fn, structure, what: str):
         self.what = what
         self.graph = Graph()
+        self.graph.seed = get_default_graph().seed
         self._session = None
         with self.graph.as_default():
             self.inputs = [self._placeholder(spec, i) for i, spec in enumerate(flatten(structure))]
