@@ -213,6 +213,13 @@ def test_repeat_take_skip_shard_concatenate_enumerate_prefetch():
         r(2).concatenate(tf.data.Dataset.from_tensor_slices(np.zeros(2, np.float32)))
 
 
+def test_experimental_transformations_through_apply():
+    got = scalars(tf.data.Dataset.range(6).apply(tf.data.experimental.shuffle_and_repeat(3, count=2, seed=1)))
+    assert sorted(got[:6]) == sorted(got[6:]) == list(range(6))
+    batches = elements(tf.data.Dataset.range(5).apply(tf.data.experimental.map_and_batch(lambda v: v * 2, 2)))
+    assert [b.tolist() for b in batches] == [[0, 2], [4, 6], [8]]
+
+
 def test_cache_replays_the_first_pass():
     calls = []
 

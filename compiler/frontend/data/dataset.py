@@ -192,6 +192,17 @@ class Dataset:
         return f"<Dataset element_spec={self.element_spec!r}>"
 
 
+def shuffle_and_repeat(buffer_size, count=None, seed=None):
+    """tf.data.experimental.shuffle_and_repeat: for ``dataset.apply``; shuffle (anew each
+    epoch), then repeat."""
+    return lambda dataset: dataset.shuffle(buffer_size, seed).repeat(count)
+
+
+def map_and_batch(map_func, batch_size, num_parallel_batches=None, drop_remainder=False, num_parallel_calls=None):
+    """tf.data.experimental.map_and_batch: for ``dataset.apply``; map, then batch."""
+    return lambda dataset: dataset.map(map_func).batch(batch_size, drop_remainder)
+
+
 TF_API = {
     "tf": {"TensorSpec": TensorSpec},
     "tf.data": {
@@ -201,5 +212,6 @@ TF_API = {
         "get_output_types": iterators.get_output_types, "get_output_shapes": iterators.get_output_shapes,
         "get_output_classes": iterators.get_output_classes,
     },
-    "tf.data.experimental": {"AUTOTUNE": AUTOTUNE},
+    "tf.data.experimental": {"AUTOTUNE": AUTOTUNE, "shuffle_and_repeat": shuffle_and_repeat,
+                             "map_and_batch": map_and_batch},
 }
