@@ -39,6 +39,7 @@ class TracedFunction:
         self.structure = pack(outputs, [TensorSpec.from_tensor(t) for t in self.outputs])
 
     def _placeholder(self, spec, index) -> Tensor:
+        """The input standing for component ``index`` of an element."""
         dims = ir_dims(spec.dims, f"{self.what}: argument component {index}")
         op = self.graph.create_op("placeholder", (), {"dtype": spec.dtype, "shape": dims}, f"args_{index}")
         return op.outputs[0]
@@ -55,6 +56,7 @@ class TracedFunction:
                              "numpy values, or tensors the function itself creates") from None
 
     def _as_tensor(self, value) -> Tensor:
+        """An output as a tensor of this graph (Python values become constants)."""
         tensor = value if isinstance(value, Tensor) else convert_to_tensor(value)
         if tensor.graph is not self.graph:
             raise ValueError(f"{self.what}: the function returned {tensor.name}, a tensor of the "
@@ -78,6 +80,7 @@ class TracedDatasetFunction(TracedFunction):
     tensors; calling it gives the values that dataset captured, for one element."""
 
     def _take_result(self, result):
+        """Keep the returned dataset; it may capture only tensors of this graph."""
         node = getattr(result, "_node", None)
         if node is None:
             raise TypeError(f"{self.what}: `map_func` must return a `Dataset` object. Got {type(result)}")

@@ -141,11 +141,13 @@ class Iterator:
         return pack(self._structure, self._outputs)
 
     def _placeholder(self, spec, index, name):
+        """The get_next tensor of component ``index`` (a leading None: the batch dim N)."""
         dims = ir_dims(spec.dims, f"Iterator.get_next: component {index}")
         op = self._graph.create_op("placeholder", (), {"dtype": spec.dtype, "shape": dims}, name or "IteratorGetNext")
         return op.outputs[0]
 
     def _initializer_op(self, node, name):
+        """A no_op that starts a pass over ``node`` when a run needs it."""
         op = self._graph.create_op("no_op", (), {}, name, has_output=False)
         register(op, _Initialize(self, node))
         return op

@@ -108,6 +108,7 @@ class Generator(Node):
             yield tuple(self._convert(item))
 
     def _convert(self, item):
+        """One yielded element as arrays of the declared dtypes, shapes checked."""
         values = flatten(item) if is_nested(self.structure) else [item]
         specs = self.specs
         if len(values) != len(specs):

@@ -1,5 +1,6 @@
-"""Pipeline transformations: map, filter, batch, unbatch, shuffle, repeat, take, skip, cache,
-shard, concatenate.  Each is a :class:`Node` over its input's elements (tuples of arrays)."""
+"""Pipeline transformations: map, interleave/flat_map, filter, batch, padded_batch, unbatch,
+shuffle, repeat, take, skip, shard, concatenate, cache.  Each is a :class:`Node` over its
+input's elements (tuples of arrays)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +13,7 @@ from .structure import TensorSpec, flatten_up_to, map_structure, pack
 
 
 def _positive(value, what: str) -> int:
+    """``value`` as an int; zero or less is TF's InvalidArgumentError naming ``what``."""
     value = int(value)
     if value <= 0:
         raise errors.InvalidArgumentError(None, None, f"{what} must be greater than zero.")
@@ -114,6 +116,7 @@ class Batch(Node):
             yield self._batch(rows)
 
     def _batch(self, rows):
+        """Stack ``rows`` into one array per component."""
         out = []
         for c in range(len(rows[0])):
             stacked, bad = _stack([r[c] for r in rows])
@@ -140,6 +143,7 @@ class PaddedBatch(Batch):
 
     @staticmethod
     def _target(spec, shape, index):
+        """Component ``index``'s padded dims (None: the batch's largest), rank checked."""
         dims = tuple(None if d is None or (isinstance(d, int) and d < 0) else int(d)
                      for d in (shape.dims if hasattr(shape, "dims") else shape))
         if len(dims) != len(spec.dims):
@@ -148,6 +152,7 @@ class PaddedBatch(Batch):
         return dims
 
     def _batch(self, rows):
+        """Stack ``rows`` into padded arrays, one per component."""
         out = []
         for c, (target, pad) in enumerate(zip(self.targets, self.padding)):
             parts = [r[c] for r in rows]
@@ -199,6 +204,7 @@ class Shuffle(Node):
         super().__init__(node.structure, (node,))
 
     def _rng(self, ctx):
+        """The generator of the next epoch of this pass (counts the epochs)."""
         epoch = ctx.state.get(self, 0)
         ctx.state[self] = epoch + 1
         base = list(self.seeds) if self.seeds is not None else [ctx.entropy(self)]
