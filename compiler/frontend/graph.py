@@ -85,6 +85,8 @@ class Tensor:
 class Operation:
     """A node of the graph: kind (IR op name), inputs, attrs, control inputs, one output."""
 
+    host_handler = None  # set by host_ops.register for ops the Session runs on the host (tf.data)
+
     def __init__(self, graph, kind, name, inputs, attrs, control_inputs, ttype, device):
         self.graph = graph
         self.type = kind

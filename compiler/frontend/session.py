@@ -46,6 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
+from .host_ops import handlers_for, has_host_ops
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -97,6 +98,8 @@ class Session:
         self._arrays: dict[str, np.ndarray] = {}
         self._homes = VariableHomes(self._arrays)
         self._cache: dict = {}
+        self._host_cache: dict = {}  # run signature -> host-op handlers it needs (host_ops.py)
+        self.host_state: dict = {}  # per-session state of host ops (tf.data iterators)
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
         self._closed = False
@@ -125,6 +128,7 @@ class Session:
             if plan.state is not None:
                 plan.state.close()
         self._cache.clear()
+        self.host_state.clear()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -185,7 +189,9 @@ class Session:
         feeds = self._convert_feeds(feed_dict or {})
         tensors = mapper.unique_tensors()
         targets = mapper.unique_ops()
-        fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
+        host = self._host_handlers(tensors, targets, feeds)
+        host_fed = [t for h in host for t in h.feeds if t not in feeds]
+        fed = sorted([*feeds, *host_fed], key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
         if plan is None:
@@ -193,12 +199,34 @@ class Session:
                 plan = self._cache[key] = self._plan(tensors, targets, fed)
             except LoweringError as err:  # e.g. an unfed placeholder
                 raise errors.InvalidArgumentError(None, None, str(err)) from None
+        if host:  # after planning: a run that cannot start does not consume an element
+            feeds.update(self._run_host(host, feeds))
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
         else:
             results = self._run_interpreter(plan.fn, by_name)
         return mapper.build([results[t.name] for t in tensors])
+
+    def _host_handlers(self, tensors, targets, feeds) -> list:
+        """The host ops this run needs (tf.data iterator initializers and ``get_next``,
+        see host_ops.py), looked up once per run signature."""
+        if not has_host_ops(self.graph):
+            return []
+        key = (tuple(tensors), tuple(targets), tuple(sorted(feeds, key=lambda t: (t.op.id, t.name))))
+        handlers = self._host_cache.get(key)
+        if handlers is None:
+            handlers = self._host_cache[key] = handlers_for(self.graph, tensors, targets, feeds)
+        return handlers
+
+    def _run_host(self, handlers, feeds) -> dict:
+        """Run the host ops in order and return what they feed (the iterator's next element)."""
+        host = {}
+        for handler in handlers:
+            for tensor, value in handler.run(self, feeds).items():
+                if tensor not in feeds:
+                    host[tensor] = _feed_array(tensor, value)
+        return host
 
     def _plan(self, tensors, targets, fed) -> _Plan:
         """Lower the signature; compile it unless interpreting (see the module doc)."""

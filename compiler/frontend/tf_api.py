@@ -39,6 +39,7 @@ _MODULES = [
     "compiler.frontend.gfile",
     "compiler.frontend.tf_logging",
     "compiler.frontend.compat",
+    "compiler.frontend.data.dataset",
 ]
 # gradient rules register themselves on import
 _GRADIENT_MODULES = [
