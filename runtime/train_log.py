@@ -6,6 +6,10 @@ curves and the progress bar (used by ``runtime.trainer``; see docs/trainer.md).
 * ``metrics.csv`` is regenerated from ``metrics.jsonl`` (every run) after each epoch.
 * ``curves.png`` (matplotlib, imported only when drawn) is drawn at the end of the run and,
   with ``plot_every=N``, every N epochs.
+* ``events.out.tfevents.*`` (``runtime.events``, tensorboardX) holds the same rows as
+  TensorBoard scalars: one tag per metric (``loss``, ``val_accuracy``, ``time_s``, ... as in
+  ``metrics.jsonl``) at step = the row's ``epoch`` (1-based); flushed after every epoch.
+  Each run writes its own file (``tensorboard --logdir RUN_DIR`` shows them all).
 * The tqdm bar is shown only on a terminal; a log file gets one line per epoch.
 """
 from __future__ import annotations
@@ -59,6 +63,7 @@ class RunLog:
     def __init__(self, run_dir, run_id=None, plot_every=0):
         self.run_dir, self.run_id, self.plot_every = run_dir, run_id or new_run_id(), int(plot_every or 0)
         self._plot_note_shown = False
+        self._events = None  # runtime.events.EventWriter, opened with the first row
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
 
@@ -74,8 +79,10 @@ class RunLog:
         missing = [(rid, row) for rid, row in zip(run_ids, history) if (rid, row.get("epoch")) not in have]
         for rid, row in missing:
             append_line(path, json.dumps({"run": rid, **row}))
+            self._write_event(row)
         if missing:
             self._write_csv()
+            self._flush_events()
 
     def add(self, row: dict, history: list) -> None:
         """Record one epoch's ``row``; ``history`` is the whole run so far (for the curves)."""
@@ -83,6 +90,8 @@ class RunLog:
             return
         append_line(os.path.join(self.run_dir, METRICS_JSONL), json.dumps({"run": self.run_id, **row}))
         self._write_csv()
+        self._write_event(row)
+        self._flush_events()
         if self._plot_due(row):
             self.plot(history)
 
@@ -93,6 +102,29 @@ class RunLog:
         """The end of the run: draw the curves unless the last epoch just did."""
         if history and not self._plot_due(history[-1]):
             self.plot(history)
+
+    def close(self) -> None:
+        """Close the event file (every row was flushed when it was added)."""
+        if self._events:
+            self._events.close()
+
+    def _write_event(self, row: dict) -> None:
+        """``row``'s numbers as TensorBoard scalars at step ``row['epoch']`` (module doc)."""
+        if self._events is None:
+            from .events import EventsUnavailable, EventWriter
+            try:
+                self._events = EventWriter(self.run_dir)
+            except EventsUnavailable as err:
+                print(f"kiln: {err}: no TensorBoard event file", file=sys.stderr)
+                self._events = False
+        if self._events:
+            scalars = {k: v for k, v in row.items() if k not in ("run", "epoch")
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self._events.add_scalars(scalars, row.get("epoch", 0))
+
+    def _flush_events(self) -> None:
+        if self._events:
+            self._events.flush()
 
     def _write_csv(self) -> None:
         rows = read_rows(os.path.join(self.run_dir, METRICS_JSONL))

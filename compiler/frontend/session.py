@@ -46,6 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
+from .host_ops import HostFetches
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -178,13 +179,16 @@ class Session:
 
         ``options`` (a ``tf.RunOptions``) and ``run_metadata`` (a ``tf.RunMetadata``) are
         accepted for TF1 compatibility; Kiln records no traces, so they are left as given.
+        A summary tensor (``tf.summary.*``) comes back as its serialized ``Summary`` bytes,
+        computed on the host from numeric values fetched in the same run (``host_ops``).
         """
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         mapper = FetchMapper(self.graph, fetches)
+        host = HostFetches(mapper.unique_tensors(), mapper.unique_ops())
         feeds = self._convert_feeds(feed_dict or {})
-        tensors = mapper.unique_tensors()
-        targets = mapper.unique_ops()
+        host.check_feeds(feeds)
+        tensors, targets = host.device_tensors, host.device_targets
         fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
@@ -198,7 +202,7 @@ class Session:
             results = self._run_native(plan, by_name)
         else:
             results = self._run_interpreter(plan.fn, by_name)
-        return mapper.build([results[t.name] for t in tensors])
+        return mapper.build(host.values({t: results[t.name] for t in tensors}))
 
     def _plan(self, tensors, targets, fed) -> _Plan:
         """Lower the signature; compile it unless interpreting (see the module doc)."""

@@ -38,6 +38,7 @@ _MODULES = [
     "compiler.frontend.gfile",
     "compiler.frontend.tf_logging",
     "compiler.frontend.compat",
+    "compiler.frontend.summary",
 ]
 # gradient rules register themselves on import
 _GRADIENT_MODULES = [
