@@ -58,10 +58,12 @@ class EventWriter:
         self.closed = False
 
     def add_event(self, event, step=None) -> None:
-        """Write an ``Event`` proto, stamped with the wall time and (if given) ``step``."""
+        """Write an ``Event`` proto with ``step`` (if given), stamped with the wall time
+        unless it has one."""
         if self.closed:
             raise ValueError(f"the event file {self.path} is closed")
-        event.wall_time = time.time()
+        if not event.wall_time:
+            event.wall_time = time.time()
         if step is not None:
             event.step = int(step)
         self._writer.write_event(event)

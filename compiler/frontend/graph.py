@@ -169,6 +169,12 @@ class Graph:
     def get_operations(self):
         return list(self._ops)
 
+    def as_graph_def(self, from_version=None, add_shapes=False):
+        """The graph as a ``GraphDef`` protobuf (TensorBoard's; see graph_def.py)."""
+        from .graph_def import graph_def
+
+        return graph_def(self)
+
     def get_operation_by_name(self, name):
         try:
             return self._ops_by_name[name]

@@ -103,6 +103,11 @@ class Session:
         self._closed = False
         self._default_ctx = None
 
+    @property
+    def graph_def(self):
+        """The session graph as a ``GraphDef`` protobuf (``Graph.as_graph_def``)."""
+        return self.graph.as_graph_def()
+
     # --- context management -------------------------------------------------------------
     def as_default(self):
         return _session_context(self)
