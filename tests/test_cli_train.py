@@ -104,3 +104,19 @@ def test_inspect_an_artifact_by_entry(tmp_path):
     bare = kiln("compile", os.path.join(ROOT, "samples/mnist_softmax.py"), "-o", tmp_path / "bare", "--no-dump-ir")
     assert bare.returncode == 0
     assert kiln("inspect", tmp_path / "bare", "--list").returncode == 2
+
+
+def test_train_writes_tensorboard_scalars_equal_to_metrics_jsonl(trained):
+    """The run folder's event file holds each metrics.jsonl number at step = epoch."""
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    d, _ = trained
+    rows = [json.loads(line) for line in (d / "run/metrics.jsonl").read_text().splitlines()]
+    assert len(list((d / "run").glob("events.out.tfevents.*"))) == 1
+    ea = ea_mod.EventAccumulator(str(d / "run"), size_guidance={ea_mod.SCALARS: 0})
+    ea.Reload()
+    metrics = sorted(k for k in rows[0] if k not in ("run", "epoch"))
+    assert sorted(ea.Tags()["scalars"]) == metrics and "val_accuracy" in metrics
+    for key in metrics:
+        events = ea.Scalars(key)
+        assert [e.step for e in events] == [r["epoch"] for r in rows]
+        np.testing.assert_allclose([e.value for e in events], [r[key] for r in rows], rtol=1e-6)
