@@ -233,3 +233,16 @@ def test_summaries_with_the_compiled_backend():
     np.testing.assert_array_equal(y_val, expect)
     histo = summary_pb2.Summary.FromString(got).value[0].histo
     assert (histo.num, histo.sum, histo.max) == (6, expect.sum(), expect.max())
+
+
+def test_importing_tf_does_not_load_protobuf():
+    """tensorboardX/protobuf are imported on the first summary fetch or writer, not by
+    ``from compiler import tf`` (nor by the runtime's trainer modules)."""
+    import subprocess
+    import sys
+    code = ("import sys; from compiler import tf; import runtime.trainer, runtime.events; "
+            "print(sorted(m for m in sys.modules if m.startswith(('tensorboard', 'google.protobuf'))))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": root}).stdout
+    assert out.strip() == "[]"

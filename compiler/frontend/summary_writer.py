@@ -123,37 +123,37 @@ class FileWriterCache:
             FileWriterCache._cache.clear()
 
 
-class ProtoClass:
-    """A TensorBoard protobuf message class (tensorboardX's), imported on first use so that
-    ``from compiler import tf`` does not load protobuf: call it, use its attributes
-    (``tf.Summary.Value``, ``tf.Summary.FromString``) and ``isinstance`` as with the class."""
+class _LazyProto(type):
+    """The metaclass of the stand-ins for TensorBoard's protobuf message classes
+    (tensorboardX's), imported on first use so that ``from compiler import tf`` does not load
+    protobuf: calling one, its attributes (``tf.Summary.Value``, ``tf.Summary.FromString``)
+    and ``isinstance`` act on the real class."""
 
-    def __init__(self, module, name):
-        self._module, self._name = module, name
+    def _real(cls):
+        return getattr(proto(cls._module), cls.__name__)
 
-    def _cls(self):
-        return getattr(proto(self._module), self._name)
+    def __call__(cls, *args, **kwargs):
+        return cls._real()(*args, **kwargs)
 
-    def __call__(self, *args, **kwargs):
-        return self._cls()(*args, **kwargs)
-
-    def __getattr__(self, attr):
+    def __getattr__(cls, attr):
         if attr.startswith("_"):
             raise AttributeError(attr)
-        return getattr(self._cls(), attr)
+        return getattr(cls._real(), attr)
 
-    def __instancecheck__(self, obj):
-        return isinstance(obj, self._cls())
-
-    def __repr__(self):
-        return f"<protobuf class {self._name} (tensorboardX.proto.{self._module}_pb2)>"
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls._real())
 
 
-_PROTOS = {"Summary": ProtoClass("summary", "Summary"), "Event": ProtoClass("event", "Event"),
-           "SessionLog": ProtoClass("event", "SessionLog"), "HistogramProto": ProtoClass("summary", "HistogramProto"),
-           "SummaryMetadata": ProtoClass("summary", "SummaryMetadata")}
+def _lazy_proto(module, name):
+    doc = f"TensorBoard's {name} protobuf message (tensorboardX.proto.{module}_pb2), loaded on first use."
+    return _LazyProto(name, (), {"_module": module, "__doc__": doc})
+
+
+_PROTOS = {name: _lazy_proto(module, name) for module, name in [
+    ("summary", "Summary"), ("event", "Event"), ("event", "SessionLog"), ("summary", "HistogramProto"),
+    ("summary", "SummaryMetadata")]}
 
 TF_API = {
-    "tf": {**_PROTOS, "GraphDef": ProtoClass("graph", "GraphDef")},
+    "tf": {**_PROTOS, "GraphDef": _lazy_proto("graph", "GraphDef")},
     "tf.summary": {"FileWriter": FileWriter, "FileWriterCache": FileWriterCache, **_PROTOS},
 }
