@@ -1,22 +1,25 @@
 """TensorBoard event files: the one home of Kiln's event writing (``kiln train``'s per-epoch
 scalars, ``tf.summary.FileWriter``).
 
-Events are ``Event`` protocol buffers in TFRecord framing, written with tensorboardX's
-synchronous ``EventsWriter`` (tensorboardX needs only numpy and protobuf; it is imported on
-first use, so ``import runtime`` stays fast).  A file is named like TF's,
+Events are ``Event`` protocol buffers (tensorboardX's proto definitions) in TFRecord
+framing, written with tensorboardX's ``RecordWriter`` (tensorboardX needs only numpy and
+protobuf; it is imported on first use, so ``import runtime`` stays fast).  A file starts
+with the ``brain.Event:2`` version event and is named like TF's,
 ``events.out.tfevents.<time>.<host>``, plus ``.<pid>.<n>`` so two writers that open in the
 same second in one directory never share a file; TensorBoard reads every ``*tfevents*``
 file in a directory.
 
-Writing is synchronous (no background thread): each event goes to the file's buffer when it
-is added, and the buffer reaches the disk on :meth:`EventWriter.flush`, when ``max_pending``
-events are waiting, when ``flush_secs`` have passed since the last flush, and on ``close``.
+Writing is synchronous (no background thread, no queue): each event goes to the file's
+buffer when it is added, and the buffer reaches the disk (flushed and fsynced) on
+:meth:`EventWriter.flush`, on ``close``, and when an event is added ``flush_secs`` or more
+after the last flush (TF's writer thread flushes every ``flush_secs`` too).
 """
 from __future__ import annotations
 
 import importlib
 import itertools
 import os
+import socket
 import time
 
 __all__ = ["EventWriter", "EventsUnavailable", "proto"]
@@ -43,19 +46,21 @@ def proto(name: str):
 class EventWriter:
     """One event file in ``logdir`` (created with its directory); see the module doc."""
 
-    def __init__(self, logdir, filename_suffix="", max_pending=10, flush_secs=120):
-        proto("event")  # fail early, with the install hint, before creating anything
-        from tensorboardX.event_file_writer import EventsWriter
+    def __init__(self, logdir, filename_suffix="", flush_secs=120):
+        event_pb2 = proto("event")  # fail early, with the install hint, before creating anything
+        from tensorboardX.record_writer import RecordWriter
 
         self.logdir = str(logdir)
         os.makedirs(self.logdir, exist_ok=True)
-        suffix = f".{os.getpid()}.{next(_counter)}{filename_suffix or ''}"
-        self._writer = EventsWriter(os.path.join(self.logdir, "events"), suffix)
-        self.path = self._writer._file_name
-        self.max_pending, self.flush_secs = int(max_pending), float(flush_secs)
-        self._pending, self._last_flush = 0, time.monotonic()
+        now = time.time()
+        name = (f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}."
+                f"{next(_counter)}{filename_suffix or ''}")
+        self.path = os.path.join(self.logdir, name)
+        self._records = RecordWriter(self.path)
+        self.flush_secs, self._last_flush = float(flush_secs), time.monotonic()
         self._seen_tags: set = set()
         self.closed = False
+        self.add_event(event_pb2.Event(wall_time=now, file_version="brain.Event:2"))
 
     def add_event(self, event, step=None) -> None:
         """Write an ``Event`` proto with ``step`` (if given), stamped with the wall time
@@ -66,9 +71,8 @@ class EventWriter:
             event.wall_time = time.time()
         if step is not None:
             event.step = int(step)
-        self._writer.write_event(event)
-        self._pending += 1
-        if self._pending >= self.max_pending or time.monotonic() - self._last_flush >= self.flush_secs:
+        self._records.write(event.SerializeToString())
+        if time.monotonic() - self._last_flush >= self.flush_secs:
             self.flush()
 
     def add_summary(self, summary, step=None) -> None:
@@ -96,15 +100,16 @@ class EventWriter:
         self.add_summary(summary_pb2.Summary(value=items), step)
 
     def flush(self) -> None:
-        """Push the buffered events to the file."""
+        """Push the buffered events to the disk (flush and fsync)."""
         if not self.closed:
-            self._writer.flush()
-            self._pending, self._last_flush = 0, time.monotonic()
+            self._records.flush()
+            self._last_flush = time.monotonic()
 
     def close(self) -> None:
         """Flush and close the file (a second close does nothing)."""
         if not self.closed:
-            self._writer.close()
+            self.flush()
+            self._records.close()
             self.closed = True
 
     def __enter__(self):

@@ -20,7 +20,7 @@ def scalars(logdir) -> dict:
 
 
 def test_flushed_events_are_readable_before_close(tmp_path):
-    writer = EventWriter(tmp_path, max_pending=1000, flush_secs=1e9)
+    writer = EventWriter(tmp_path, flush_secs=1e9)
     writer.add_scalars({"loss": 0.5, "acc": 1}, 1)
     writer.flush()  # what a crash after this point keeps
     assert scalars(tmp_path) == {"loss": [(1, 0.5)], "acc": [(1, 1.0)]}

@@ -44,11 +44,10 @@ def histogram_proto(values: np.ndarray, tag: str):
         raise ValueError(f"Infinity in Histogram for: {tag}")
     limits = default_bucket_limits()
     counts = np.bincount(np.searchsorted(limits, flat, side="right"), minlength=len(limits))
+    empty = flat.size == 0  # TF's Histogram starts at min DBL_MAX, max -DBL_MAX
     histo = summary_pb2.HistogramProto(
-        min=min(flat.min(), _DBL_MAX) if flat.size else _DBL_MAX,
-        max=max(flat.max(), -_DBL_MAX) if flat.size else -_DBL_MAX, num=float(flat.size),
-        sum=float(np.cumsum(flat)[-1]) if flat.size else 0.0,
-        sum_squares=float(np.cumsum(flat * flat)[-1]) if flat.size else 0.0)
+        min=_DBL_MAX if empty else flat.min(), max=-_DBL_MAX if empty else flat.max(), num=float(flat.size),
+        sum=0.0 if empty else np.cumsum(flat)[-1], sum_squares=0.0 if empty else np.cumsum(flat * flat)[-1])
     i = 0
     while i < len(limits):
         j = i + 1

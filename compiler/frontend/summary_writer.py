@@ -5,8 +5,9 @@ As in TF1 a FileWriter opens a new event file in ``logdir``; ``add_summary`` tak
 ``Summary`` proto or the bytes ``Session.run`` returns for a summary tensor; ``graph=``
 (or ``add_graph``) writes a graph event (``graph_def``).  After ``close`` the writer ignores
 new events until ``reopen`` (which starts another file), like TF's.  Writing is
-synchronous: ``max_queue`` and ``flush_secs`` bound how many events / seconds pass between
-flushes (``runtime.events``).  ``add_run_metadata`` writes a tagged run-metadata event whose
+synchronous: an event goes to the file's buffer when added (``max_queue`` is accepted; there
+is no queue) and reaches the disk every ``flush_secs``, on ``flush`` and ``close``
+(``runtime.events``).  ``add_run_metadata`` writes a tagged run-metadata event whose
 ``RunMetadata`` is empty unless a protobuf is given: Kiln records no traces.
 """
 from __future__ import annotations
@@ -28,14 +29,14 @@ class FileWriter:
             raise NotImplementedError("tf.summary.FileWriter(session=...) (the tf.contrib.summary writer) "
                                       "is not provided by Kiln; omit session=")
         self._logdir, self._suffix = str(logdir), filename_suffix or ""
-        self._max_queue, self._flush_secs = max_queue, flush_secs
+        self._flush_secs = flush_secs  # max_queue: accepted; events are written when added
         self._events = self._open()
         self._run_metadata_tags: set = set()
         if graph is not None or graph_def is not None:
             self.add_graph(graph, graph_def=graph_def)
 
     def _open(self) -> EventWriter:
-        return EventWriter(self._logdir, self._suffix, self._max_queue, self._flush_secs)
+        return EventWriter(self._logdir, self._suffix, self._flush_secs)
 
     def get_logdir(self):
         """The directory the event file is written in."""
