@@ -107,12 +107,14 @@ def test_inspect_an_artifact_by_entry(tmp_path):
 
 
 def test_train_writes_tensorboard_scalars_equal_to_metrics_jsonl(trained):
-    """The run folder's event file holds each metrics.jsonl number at step = epoch."""
+    """The run's event file (run folder/events/<run id>/) holds each metrics.jsonl number at
+    step = epoch."""
     ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     d, _ = trained
     rows = [json.loads(line) for line in (d / "run/metrics.jsonl").read_text().splitlines()]
-    assert len(list((d / "run").glob("events.out.tfevents.*"))) == 1
-    ea = ea_mod.EventAccumulator(str(d / "run"), size_guidance={ea_mod.SCALARS: 0})
+    files = list((d / "run/events").glob("*/events.out.tfevents.*"))
+    assert len(files) == 1 and files[0].parent.name == rows[0]["run"]
+    ea = ea_mod.EventAccumulator(str(files[0].parent), size_guidance={ea_mod.SCALARS: 0})
     ea.Reload()
     metrics = sorted(k for k in rows[0] if k not in ("run", "epoch"))
     assert sorted(ea.Tags()["scalars"]) == metrics and "val_accuracy" in metrics
