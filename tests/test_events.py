@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea_mod  # test extra
 
 from runtime.events import EventWriter
 from runtime.train_log import METRICS_JSONL, RunLog
 
-ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def scalars(logdir) -> dict:

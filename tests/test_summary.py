@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image  # the test extra has Pillow and tensorboard
+from tensorboard.backend.event_processing import event_accumulator, event_file_loader
+from tensorboard.compat.proto import summary_pb2
 
 from compiler import tf
 
-summary_pb2 = pytest.importorskip("tensorboard.compat.proto.summary_pb2")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-event_file_loader = pytest.importorskip("tensorboard.backend.event_processing.event_file_loader")
-Image = pytest.importorskip("PIL.Image")
 
 
 def accumulate(logdir):

@@ -9,12 +9,12 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image  # the test extra has Pillow and tensorboard
+from tensorboard.compat.proto import summary_pb2
 
 from compiler import tf
 from tests.summary_cases import build_all
 
-summary_pb2 = pytest.importorskip("tensorboard.compat.proto.summary_pb2")
-Image = pytest.importorskip("PIL.Image")
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "goldens", "summary_tf.json")
 

@@ -100,8 +100,8 @@ class _Lowerer:
             raise _placeholder_error(op)
         if op.outputs and op.outputs[0].dtype not in ALL_DTYPES:  # e.g. a tf.summary op
             raise LoweringError(f"{op.type} '{op.name}' makes a {op.outputs[0].dtype.name} value, which Kiln "
-                                "computes on the host after a run: it can be fetched, but no op can "
-                                "consume it or depend on it")
+                                "computes on the host after a Session.run: Session.run can fetch it, but "
+                                "no op can consume it or depend on it, and a compiled entry cannot return it")
         if op.type in ("variable", "no_op"):
             pass
         elif op.type in ASSIGN_KINDS:
