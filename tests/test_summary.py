@@ -152,6 +152,8 @@ def test_graph_time_errors():
         tf.summary.text("t", [1, 2])
     with pytest.raises(TypeError, match="summary tensors"):
         tf.summary.merge([tf.constant(1.0)])
+    with pytest.raises(ValueError, match="at least minimum 1"):
+        tf.summary.merge([])
 
 
 def test_run_time_errors():

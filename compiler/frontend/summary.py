@@ -56,7 +56,7 @@ def _collect(tensor, collections, default):
 def _real_tensor(value, op_type) -> Tensor:
     """The input of a summary of numbers: a real-valued tensor (TF refuses bool)."""
     tensor = convert_to_tensor(value)
-    if tensor.dtype.is_bool or tensor.dtype.name == host_ops.string.name:
+    if tensor.dtype.is_bool or tensor.dtype == host_ops.string:
         raise TypeError(f"Value passed to parameter 'values' has DataType {tensor.dtype.name} not in list "
                         f"of allowed values of {op_type} (real numbers)")
     return tensor
@@ -134,10 +134,13 @@ def merge(inputs, collections=None, name=None):
     """tf.summary.merge: one ``Summary`` holding every value of ``inputs`` (duplicate tags are
     an error when it runs, as in TF)."""
     inputs = list(inputs)
+    if not inputs:
+        raise ValueError("tf.summary.merge: Length for attr 'N' of 0 must be at least minimum 1 "
+                         "(give it at least one summary)")
     for t in inputs:
-        if not isinstance(t, Tensor) or t.dtype.name != host_ops.string.name:
+        if not isinstance(t, Tensor) or t.dtype != host_ops.string:
             raise TypeError(f"tf.summary.merge: inputs must be summary tensors (dtype string), got {t!r}")
-    graph = inputs[0].graph if inputs else get_default_graph()
+    graph = inputs[0].graph
     with graph.name_scope(name or "Merge"):
         out = host_ops.create(graph, "merge_summary", inputs, {}, graph.unique_name(name or "MergeSummary"))
     return _collect(out, collections, [])
