@@ -145,8 +145,8 @@ def add_run_commands(sub) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="start over in a --ckpt-dir that holds checkpoints, replacing them")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and data order (default: 0)")
-    tr.add_argument("--run-dir", metavar="DIR", help="metrics.jsonl/metrics.csv/curves.png go here "
-                    "(default: runs/<artifact name>); each run appends its rows")
+    tr.add_argument("--run-dir", metavar="DIR", help="metrics.jsonl/metrics.csv/curves.png and TensorBoard "
+                    "events/<run id>/ go here (default: runs/<artifact name>); each run appends its rows")
     tr.add_argument("--plot-every", type=_positive(int), default=0, metavar="N",
                     help="also redraw curves.png every N epochs (default: at the end only)")
     _resize_flag(tr, False)

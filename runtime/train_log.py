@@ -6,6 +6,12 @@ curves and the progress bar (used by ``runtime.trainer``; see docs/trainer.md).
 * ``metrics.csv`` is regenerated from ``metrics.jsonl`` (every run) after each epoch.
 * ``curves.png`` (matplotlib, imported only when drawn) is drawn at the end of the run and,
   with ``plot_every=N``, every N epochs.
+* ``events/<run id>/events.out.tfevents.*`` (``runtime.events``, tensorboardX) holds the
+  rows written to ``metrics.jsonl`` with that run id (backfilled rows under their own) as
+  TensorBoard scalars: one tag per metric (``loss``, ``val_accuracy``, ``time_s``, ... as
+  named there) at step = the row's ``epoch`` (1-based); flushed after every epoch.  One
+  folder per run id, so TensorBoard (``tensorboard --logdir RUN_DIR``) shows each run as its
+  own run instead of purging an earlier run's points when a new run starts again at epoch 1.
 * The tqdm bar is shown only on a terminal; a log file gets one line per epoch.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .files import append_line, atomic_write
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+EVENTS = "events"  # run_dir/events/<run id>/: the TensorBoard event files
 CURVES = "curves.png"
 _FIXED = ("run", "epoch", "time_s")
 
@@ -59,6 +66,7 @@ class RunLog:
     def __init__(self, run_dir, run_id=None, plot_every=0):
         self.run_dir, self.run_id, self.plot_every = run_dir, run_id or new_run_id(), int(plot_every or 0)
         self._plot_note_shown = False
+        self._events: dict = {}  # run id -> runtime.events.EventWriter (None: no tensorboardX)
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
 
@@ -74,8 +82,10 @@ class RunLog:
         missing = [(rid, row) for rid, row in zip(run_ids, history) if (rid, row.get("epoch")) not in have]
         for rid, row in missing:
             append_line(path, json.dumps({"run": rid, **row}))
+            self._write_event(row, rid or self.run_id)
         if missing:
             self._write_csv()
+            self._flush_events()
 
     def add(self, row: dict, history: list) -> None:
         """Record one epoch's ``row``; ``history`` is the whole run so far (for the curves)."""
@@ -83,6 +93,8 @@ class RunLog:
             return
         append_line(os.path.join(self.run_dir, METRICS_JSONL), json.dumps({"run": self.run_id, **row}))
         self._write_csv()
+        self._write_event(row, self.run_id)
+        self._flush_events()
         if self._plot_due(row):
             self.plot(history)
 
@@ -93,6 +105,34 @@ class RunLog:
         """The end of the run: draw the curves unless the last epoch just did."""
         if history and not self._plot_due(history[-1]):
             self.plot(history)
+
+    def close(self) -> None:
+        """Close the event files (every row was flushed when it was added)."""
+        for writer in self._events.values():
+            if writer is not None:
+                writer.close()
+
+    def _write_event(self, row: dict, run_id: str) -> None:
+        """``row``'s numbers as TensorBoard scalars at step ``row['epoch']`` in the event file
+        of ``run_id`` (module doc)."""
+        if run_id not in self._events:
+            from .events import EventsUnavailable, EventWriter
+            try:
+                self._events[run_id] = EventWriter(os.path.join(self.run_dir, EVENTS, run_id))
+            except EventsUnavailable as err:
+                if not any(w is None for w in self._events.values()):
+                    print(f"kiln: {err}: no TensorBoard event file", file=sys.stderr)
+                self._events[run_id] = None
+        writer = self._events[run_id]
+        if writer is not None:
+            scalars = {k: v for k, v in row.items() if k not in ("run", "epoch")
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            writer.add_scalars(scalars, row.get("epoch", 0))
+
+    def _flush_events(self) -> None:
+        for writer in self._events.values():
+            if writer is not None:
+                writer.flush()
 
     def _write_csv(self) -> None:
         rows = read_rows(os.path.join(self.run_dir, METRICS_JSONL))

@@ -112,17 +112,20 @@ def train(artifact_dir, data, epochs=1, batch_size=32, val_split=0.1, val_data=N
     already holds checkpoints needs ``resume`` or ``overwrite`` (:class:`TrainerError`).
     Features whose value count differs from the model's input are an error unless
     ``resize_images``.  The history is a list of per-epoch dicts (``epoch``, train metrics,
-    ``val_*``, ``time_s``), appended to ``run_dir``/metrics.jsonl under a new run id;
+    ``val_*``, ``time_s``), appended to ``run_dir``/metrics.jsonl under a new run id and
+    written as TensorBoard scalars (step = epoch) to an event file there;
     ``curves.png`` is drawn at the end (and every ``plot_every`` epochs).  Ctrl-C raises
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the checkpoint to resume.
     """
     _check_ckpt_dir(ckpt_dir, resume, overwrite)
     art, state, _ = load_weights(artifact_dir)
+    run_log = RunLog(run_dir, plot_every=plot_every)
     try:
         return _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_dir,
-                           resume, seed, RunLog(run_dir, plot_every=plot_every), keep, progress,
-                           shuffle_buffer, log, overwrite, resize_images)
+                           resume, seed, run_log, keep, progress, shuffle_buffer, log, overwrite,
+                           resize_images)
     finally:
+        run_log.close()
         state.close()
 
 

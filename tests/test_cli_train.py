@@ -104,3 +104,22 @@ def test_inspect_an_artifact_by_entry(tmp_path):
     bare = kiln("compile", os.path.join(ROOT, "samples/mnist_softmax.py"), "-o", tmp_path / "bare", "--no-dump-ir")
     assert bare.returncode == 0
     assert kiln("inspect", tmp_path / "bare", "--list").returncode == 2
+
+
+def test_train_writes_tensorboard_scalars_equal_to_metrics_jsonl(trained):
+    """The run's event file (run folder/events/<run id>/) holds each metrics.jsonl number at
+    step = epoch."""
+    from tensorboard.backend.event_processing import event_accumulator as ea_mod  # the test extra
+
+    d, _ = trained
+    rows = [json.loads(line) for line in (d / "run/metrics.jsonl").read_text().splitlines()]
+    files = list((d / "run/events").glob("*/events.out.tfevents.*"))
+    assert len(files) == 1 and files[0].parent.name == rows[0]["run"]
+    ea = ea_mod.EventAccumulator(str(files[0].parent), size_guidance={ea_mod.SCALARS: 0})
+    ea.Reload()
+    metrics = sorted(k for k in rows[0] if k not in ("run", "epoch"))
+    assert sorted(ea.Tags()["scalars"]) == metrics and "val_accuracy" in metrics
+    for key in metrics:
+        events = ea.Scalars(key)
+        assert [e.step for e in events] == [r["epoch"] for r in rows]
+        np.testing.assert_allclose([e.value for e in events], [r[key] for r in rows], rtol=1e-6)

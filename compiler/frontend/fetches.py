@@ -63,6 +63,8 @@ class FetchMapper:
     def _rebuild(self, s, by_tensor):
         if isinstance(s, Tensor):
             value = by_tensor[s]
+            if isinstance(value, bytes):  # a host op's value (a serialized Summary)
+                return value
             return value[()] if value.ndim == 0 else value.copy()
         if isinstance(s, Operation):
             return None

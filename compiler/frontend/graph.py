@@ -85,7 +85,7 @@ class Tensor:
 class Operation:
     """A node of the graph: kind (IR op name), inputs, attrs, control inputs, one output."""
 
-    host_handler = None  # set by host_ops.register for ops the Session runs on the host (tf.data)
+    host_handler = None  # set by host_ops.register_feeder for ops the Session runs on the host (tf.data)
 
     def __init__(self, graph, kind, name, inputs, attrs, control_inputs, ttype, device):
         self.graph = graph
@@ -170,6 +170,12 @@ class Graph:
 
     def get_operations(self):
         return list(self._ops)
+
+    def as_graph_def(self, from_version=None, add_shapes=False):
+        """The graph as a ``GraphDef`` protobuf (TensorBoard's; see graph_def.py)."""
+        from .graph_def import graph_def
+
+        return graph_def(self)
 
     def get_operation_by_name(self, name):
         try:

@@ -46,7 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
-from .host_ops import handlers_for, has_host_ops
+from .host_ops import HostFetches, handlers_for, has_host_ops
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -104,6 +104,11 @@ class Session:
         self._tmpdir = None
         self._closed = False
         self._default_ctx = None
+
+    @property
+    def graph_def(self):
+        """The session graph as a ``GraphDef`` protobuf (``Graph.as_graph_def``)."""
+        return self.graph.as_graph_def()
 
     # --- context management -------------------------------------------------------------
     def as_default(self):
@@ -182,15 +187,18 @@ class Session:
 
         ``options`` (a ``tf.RunOptions``) and ``run_metadata`` (a ``tf.RunMetadata``) are
         accepted for TF1 compatibility; Kiln records no traces, so they are left as given.
+        A summary tensor (``tf.summary.*``) comes back as its serialized ``Summary`` bytes,
+        computed on the host from numeric values fetched in the same run (``host_ops``).
         """
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         mapper = FetchMapper(self.graph, fetches)
+        host = HostFetches(mapper.unique_tensors(), mapper.unique_ops())
         feeds = self._convert_feeds(feed_dict or {})
-        tensors = mapper.unique_tensors()
-        targets = mapper.unique_ops()
-        host = self._host_handlers(tensors, targets, feeds)
-        host_fed = [t for h in host for t in h.feeds if t not in feeds]
+        host.check_feeds(feeds)
+        tensors, targets = host.device_tensors, host.device_targets
+        feeders = self._host_handlers(tensors, targets, feeds)
+        host_fed = [t for h in feeders for t in h.feeds if t not in feeds]
         fed = sorted([*feeds, *host_fed], key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)
@@ -199,14 +207,14 @@ class Session:
                 plan = self._cache[key] = self._plan(tensors, targets, fed)
             except LoweringError as err:  # e.g. an unfed placeholder
                 raise errors.InvalidArgumentError(None, None, str(err)) from None
-        if host:  # after planning: a run that cannot start does not consume an element
-            feeds.update(self._run_host(host, feeds))
+        if feeders:  # after planning: a run that cannot start does not consume an element
+            feeds.update(self._run_host(feeders, feeds))
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
         else:
             results = self._run_interpreter(plan.fn, by_name)
-        return mapper.build([results[t.name] for t in tensors])
+        return mapper.build(host.values({t: results[t.name] for t in tensors}))
 
     def _host_handlers(self, tensors, targets, feeds) -> list:
         """The host ops this run needs (tf.data iterator initializers and ``get_next``,

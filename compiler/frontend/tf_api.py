@@ -40,6 +40,8 @@ _MODULES = [
     "compiler.frontend.tf_logging",
     "compiler.frontend.compat",
     "compiler.frontend.data.dataset",
+    "compiler.frontend.summary",
+    "compiler.frontend.summary_writer",
 ]
 # gradient rules register themselves on import
 _GRADIENT_MODULES = [

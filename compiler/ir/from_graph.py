@@ -13,7 +13,7 @@ fed tensors — TF's ``Session.run`` semantics.  State semantics, written down i
 from __future__ import annotations
 
 from .function import Function, Instr, Param, ValueNamer
-from .types import TensorType, as_dtype, shape_str
+from .types import ALL_DTYPES, TensorType, as_dtype, shape_str
 import numpy as np
 
 RNG_STATE = "kiln/rng_step"
@@ -98,6 +98,10 @@ class _Lowerer:
         anc = self.merged_ancestors(op)
         if op.type == "placeholder":
             raise _placeholder_error(op)
+        if op.outputs and op.outputs[0].dtype not in ALL_DTYPES:  # e.g. a tf.summary op
+            raise LoweringError(f"{op.type} '{op.name}' makes a {op.outputs[0].dtype.name} value, which Kiln "
+                                "computes on the host after a Session.run: Session.run can fetch it, but "
+                                "no op can consume it or depend on it, and a compiled entry cannot return it")
         if op.type in ("variable", "no_op"):
             pass
         elif op.type in ASSIGN_KINDS:

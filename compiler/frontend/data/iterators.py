@@ -18,7 +18,7 @@ import numpy as np
 from ...ir.from_graph import needed_ops
 from .. import errors
 from ..graph import get_default_graph
-from ..host_ops import register
+from ..host_ops import register_feeder
 from .pipeline import Context
 from .structure import (check_same_structure, flatten, ir_dims, output_classes, output_shapes, output_types,
                         pack, specs_from)
@@ -137,7 +137,7 @@ class Iterator:
         if self._outputs is None:
             self._outputs = [self._placeholder(spec, i, name) for i, spec in enumerate(flatten(self._structure))]
             for t in self._outputs:
-                register(t.op, self._get_next)
+                register_feeder(t.op, self._get_next)
         return pack(self._structure, self._outputs)
 
     def _placeholder(self, spec, index, name):
@@ -149,7 +149,7 @@ class Iterator:
     def _initializer_op(self, node, name):
         """A no_op that starts a pass over ``node`` when a run needs it."""
         op = self._graph.create_op("no_op", (), {}, name, has_output=False)
-        register(op, _Initialize(self, node))
+        register_feeder(op, _Initialize(self, node))
         return op
 
     # --- host side (called by Session.run through host_ops) -------------------------------
