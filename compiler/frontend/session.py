@@ -46,6 +46,7 @@ from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
+from .placeholder_default import feeds_with_defaults
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -182,9 +183,9 @@ class Session:
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         mapper = FetchMapper(self.graph, fetches)
-        feeds = self._convert_feeds(feed_dict or {})
         tensors = mapper.unique_tensors()
         targets = mapper.unique_ops()
+        feeds = feeds_with_defaults(self.graph, self._convert_feeds(feed_dict or {}), tensors, targets)
         fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
         key = (tuple(tensors), tuple(targets), tuple(fed))
         plan = self._cache.get(key)

@@ -17,6 +17,7 @@ import types
 
 _MODULES = [
     "compiler.frontend.core_api",
+    "compiler.frontend.placeholder_default",
     "compiler.frontend.errors",
     "compiler.frontend.placement",
     "compiler.frontend.ops.math_ops",
@@ -25,6 +26,7 @@ _MODULES = [
     "compiler.frontend.ops.random_ops",
     "compiler.frontend.ops.losses",
     "compiler.frontend.ops.clip_ops",
+    "compiler.frontend.ops.compat_ops",
     "compiler.frontend.variables",
     "compiler.frontend.initializers",
     "compiler.frontend.train.optimizers",
@@ -34,6 +36,7 @@ _MODULES = [
     "compiler.frontend.train.saver",
     "compiler.frontend.layers",
     "compiler.frontend.model",
+    "compiler.frontend.metrics",
     "compiler.frontend.app",
     "compiler.frontend.gfile",
     "compiler.frontend.tf_logging",
