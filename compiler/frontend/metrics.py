@@ -96,7 +96,7 @@ def mean_squared_error(labels, predictions, weights=None, metrics_collections=No
                        name=None):
     """tf.metrics.mean_squared_error: running mean of (labels - predictions)**2."""
     labels, predictions = _squeeze_pair(convert_to_tensor(labels), convert_to_tensor(predictions))
-    err = M.squared_difference(M.cast(labels, float32), M.cast(predictions, float32))
+    err = M.squared_difference(labels, predictions)
     return mean(err, weights, metrics_collections, updates_collections, name or "mean_squared_error")
 
 

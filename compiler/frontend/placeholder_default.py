@@ -30,9 +30,13 @@ def _relaxed_shape(x: Tensor, shape, name):
 
     dims = static_shape(shape, f"placeholder_with_default '{name}'")
     have = x.type.shape
-    if len(dims) != len(have) or any(not isinstance(d, Sym) and d != h for d, h in zip(dims, have)):
-        raise ValueError(f"placeholder_with_default '{name}': the default value's shape {shape_str(have)} "
-                         f"is not compatible with shape {shape_str(dims)}")
+    where = f"for '{name}' (placeholder_with_default) with input shapes: {shape_str(have)}"
+    if len(dims) != len(have):
+        raise ValueError(f"Shapes must be equal rank, but are {len(have)} and {len(dims)} {where}")
+    for i, (d, h) in enumerate(zip(dims, have)):
+        if not isinstance(d, Sym) and d != h:
+            raise ValueError(f"Dimension {i} in both shapes must be equal, but are {h} and {d}. Shapes are "
+                             f"{shape_str(have)} and {shape_str(dims)}. {where}")
     return dims
 
 

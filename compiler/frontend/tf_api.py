@@ -35,6 +35,7 @@ _MODULES = [
     "compiler.frontend.train.regularizers",
     "compiler.frontend.train.saver",
     "compiler.frontend.layers",
+    "compiler.frontend.layers_norm",
     "compiler.frontend.model",
     "compiler.frontend.metrics",
     "compiler.frontend.app",

@@ -42,11 +42,11 @@ def in_top_k(predictions, targets, k, name=None):
     """tf.nn.in_top_k: is ``predictions[i, targets[i]]`` among the ``k`` largest of row i?
 
     TF's rule: the target is in the top k when fewer than ``k`` classes score strictly
-    higher, so ties at the boundary all count as in.  A target out of range or with a
-    non-finite score gives False.
+    higher, so ties at the boundary all count as in.  A target out of range, or a row with
+    any non-finite score, gives False.
     """
     from .array_creation import one_hot
-    from .math_ops import (greater, is_finite, less, logical_and, reduce_sum, where_v2)
+    from .math_ops import greater, is_finite, less, logical_and, reduce_all, reduce_sum, where_v2
 
     p, t = convert_to_tensor(predictions), convert_to_tensor(targets)
     _check_in_top_k(p, t, k)
@@ -55,7 +55,7 @@ def in_top_k(predictions, targets, k, name=None):
         pick = one_hot(t, classes, on_value=True, off_value=False, dtype="bool")
         score = reduce_sum(where_v2(pick, p, 0.0), axis=1, keepdims=True)
         higher = reduce_sum(cast(greater(p, score), "int32"), axis=1)
-        valid = logical_and(logical_and(t >= 0, t < classes), is_finite(score[:, 0]))
+        valid = logical_and(logical_and(t >= 0, t < classes), reduce_all(is_finite(p), axis=1))
         return logical_and(less(higher, int(k)), valid)
 
 
