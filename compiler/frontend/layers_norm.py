@@ -53,12 +53,14 @@ class BatchNormalization(Layer):
         self.axis = axis
         self.momentum, self.epsilon = float(momentum), float(epsilon)
         self.center, self.scale, self.fused = center, scale, fused
+        self.fused_arg = fused  # as given (build decides self.fused)
         self.initializers = (gamma_initializer, beta_initializer, moving_mean_initializer,
                              moving_variance_initializer)
         self.regularizers = (gamma_regularizer, beta_regularizer)
         self.constraints = (gamma_constraint, beta_constraint)
         self.gamma = self.beta = None
         self.updates = []
+        self.updates_collections = [GraphKeys.UPDATE_OPS]
 
     def _axes(self, rank):
         """The normalized (kept) axes as sorted non-negative ints, checked against ``rank``."""
@@ -124,7 +126,7 @@ class BatchNormalization(Layer):
         from .ops import math_ops as M
         from .ops.array_ops import size
 
-        if self.fused:  # TF's fused kernel: moving variance gets the unbiased batch variance
+        if self.unbiased_moving_variance(inputs.shape.ndims):
             n = M.cast(size(inputs), variance.dtype) / float(np.prod([inputs.type.shape[a] for a in self.kept]))
             variance = variance * (n / M.maximum(n - 1.0, 1.0))
         graph = get_default_graph()
@@ -135,7 +137,11 @@ class BatchNormalization(Layer):
                     new = M.where_v2(training, new, var)
                 update = var.assign(new)
             self.updates.append(update)
-            graph.add_to_collection(GraphKeys.UPDATE_OPS, update)
+            graph.add_to_collections(self.updates_collections, update)
+
+    def unbiased_moving_variance(self, rank) -> bool:
+        """TF's fused kernel feeds the moving variance the Bessel-corrected batch variance."""
+        return bool(self.fused)
 
 
 def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,

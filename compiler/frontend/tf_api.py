@@ -36,6 +36,7 @@ _MODULES = [
     "compiler.frontend.train.saver",
     "compiler.frontend.layers",
     "compiler.frontend.layers_norm",
+    "compiler.frontend.contrib_layers",
     "compiler.frontend.model",
     "compiler.frontend.metrics",
     "compiler.frontend.app",
