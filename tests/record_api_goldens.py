@@ -45,6 +45,7 @@ def record_conv2d_transpose():
     out = {}
     for i, (hw, filters, k, s, pad) in enumerate(CONV_T_CASES):
         with tf.Graph().as_default():
+            tf.set_random_seed(i)
             xv = RNG.standard_normal((2,) + hw + (3,)).astype(np.float64)
             x = tf.placeholder(tf.float64, [None, *hw, 3])
             y = convolutional.conv2d_transpose(x, filters, k, strides=s, padding=pad,
@@ -156,8 +157,47 @@ def record_in_top_k():
     _save("api_in_top_k.npz", **out)
 
 
+# ----------------------------------------------------------------------------- fused_batch_norm, small ops
+def record_fused_batch_norm():
+    xv = (RNG.standard_normal((3, 2, 4, 5)) * 2 + 1).astype(np.float32)
+    gv, bv = RNG.uniform(0.5, 2, 5).astype(np.float32), RNG.standard_normal(5).astype(np.float32)
+    mv, vv = RNG.standard_normal(5).astype(np.float32), RNG.uniform(0.5, 2, 5).astype(np.float32)
+    wv = RNG.standard_normal(xv.shape).astype(np.float32)
+    out = {"x": xv, "scale": gv, "offset": bv, "mean": mv, "variance": vv, "w": wv}
+    cases = {"train": dict(is_training=True), "infer": dict(mean=mv, variance=vv, is_training=False),
+             "avg": dict(mean=mv, variance=vv, is_training=True, exponential_avg_factor=0.3)}
+    for tag, kwargs in cases.items():
+        with tf.Graph().as_default():
+            x = tf.constant(xv)
+            scale, offset = tf.constant(gv), tf.constant(bv)
+            y, m, v = tf.nn.fused_batch_norm(x, scale, offset, epsilon=0.01, **kwargs)
+            grads = tf.gradients(tf.reduce_sum(y * wv), [x, scale, offset])
+            with tf.Session() as sess:
+                values = sess.run([y, m, v] + grads)
+        for key, value in zip(("y", "m", "v", "dx", "dscale", "doffset"), values):
+            out[f"{tag}_{key}"] = value
+    _save("api_fused_batch_norm.npz", **out)
+
+
+def record_small_ops():
+    xv = np.array([[-30.0, -1.5, 0.0, 2.0], [0.5, 40.0, -0.25, 3.0]], np.float32)
+    yv = np.array([[2.0, 0.0, 0.0, -4.0], [0.0, 8.0, 1.0, 0.5]], np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x, y = tf.constant(xv), tf.constant(yv)
+        ops = {"div_no_nan": tf.div_no_nan(x, y), "log_sigmoid": tf.log_sigmoid(x),
+               "reduce_variance": tf.math.reduce_variance(x, axis=1), "reduce_std": tf.math.reduce_std(x),
+               "swish": tf.nn.swish(x), "zero_fraction": tf.nn.zero_fraction(y), "realdiv": tf.realdiv(x, y + 10),
+               "d_div_no_nan": tf.gradients(tf.reduce_sum(tf.div_no_nan(x, y) * xv), [x, y]),
+               "d_log_sigmoid": tf.gradients(tf.reduce_sum(tf.log_sigmoid(x)), x)[0]}
+        values = sess.run(ops)
+    values["d_div_no_nan_x"], values["d_div_no_nan_y"] = values.pop("d_div_no_nan")
+    _save("api_small_ops.npz", x=xv, y=yv, **values)
+
+
 if __name__ == "__main__":
     record_conv2d_transpose()
     record_batch_norm()
     record_metrics()
     record_in_top_k()
+    record_fused_batch_norm()
+    record_small_ops()

@@ -177,3 +177,62 @@ def test_missing_name_points_at_api_docs(path):
         for part in parts:
             node = getattr(node, part)
     assert f"{path} is not provided by Kiln" in str(info.value) and "docs/api.md" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- small TF1 ops
+def test_small_ops_match_tf():
+    """div_no_nan (and its gradient), log_sigmoid, reduce_variance/std, swish, zero_fraction, realdiv."""
+    g = _golden("api_small_ops.npz")
+    with tf.Graph().as_default():
+        x, y = tf.constant(g["x"]), tf.constant(g["y"])
+        ops = {"div_no_nan": tf.div_no_nan(x, y), "log_sigmoid": tf.log_sigmoid(x),
+               "reduce_variance": tf.math.reduce_variance(x, axis=1), "reduce_std": tf.math.reduce_std(x),
+               "swish": tf.nn.swish(x), "zero_fraction": tf.nn.zero_fraction(y), "realdiv": tf.realdiv(x, y + 10)}
+        dx, dy = tf.gradients(tf.reduce_sum(tf.math.divide_no_nan(x, y) * g["x"]), [x, y])
+        ops.update(d_div_no_nan_x=dx, d_div_no_nan_y=dy,
+                   d_log_sigmoid=tf.gradients(tf.reduce_sum(tf.math.log_sigmoid(x)), x)[0])
+        with tf.Session() as sess:
+            got = sess.run(ops)
+    for key, value in got.items():
+        np.testing.assert_allclose(value, g[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_small_ops_gradients_and_errors():
+    rng = np.random.default_rng(8)
+    check_gradients(lambda a: tf.math.reduce_std(a, axis=0), rng.standard_normal((4, 3)))
+    check_gradients(tf.nn.swish, rng.standard_normal((3, 2)))
+    with tf.Graph().as_default():
+        with pytest.raises(TypeError, match="div_no_nan: expected a floating point tensor"):
+            tf.div_no_nan(tf.constant([1, 2]), tf.constant([0, 1]))
+
+
+@pytest.mark.parametrize("mode", ["train", "infer", "avg"])
+def test_fused_batch_norm_matches_tf(mode):
+    """Outputs (y, mean, Bessel-corrected variance in training) and gradients vs TF's kernel."""
+    g = _golden("api_fused_batch_norm.npz")
+    kwargs = {"train": dict(is_training=True),
+              "infer": dict(mean=g["mean"], variance=g["variance"], is_training=False),
+              "avg": dict(mean=g["mean"], variance=g["variance"], is_training=True, exponential_avg_factor=0.3)}
+    with tf.Graph().as_default():
+        x, scale, offset = tf.constant(g["x"]), tf.constant(g["scale"]), tf.constant(g["offset"])
+        y, m, v = tf.nn.fused_batch_norm(x, scale, offset, epsilon=0.01, **kwargs[mode])
+        grads = tf.gradients(tf.reduce_sum(y * g["w"]), [x, scale, offset])
+        with tf.Session() as sess:
+            got = sess.run([y, m, v] + grads)
+    for key, value in zip(("y", "m", "v", "dx", "dscale", "doffset"), got):
+        np.testing.assert_allclose(value, g[f"{mode}_{key}"], rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_fused_batch_norm_nchw_and_errors():
+    g = _golden("api_fused_batch_norm.npz")
+    with tf.Graph().as_default():
+        x = tf.constant(g["x"])
+        nhwc = tf.nn.fused_batch_norm(x, g["scale"], g["offset"])[0]
+        nchw = tf.nn.fused_batch_norm(tf.transpose(x, [0, 3, 1, 2]), g["scale"], g["offset"], data_format="NCHW")[0]
+        with tf.Session() as sess:
+            a, b = sess.run([nhwc, tf.transpose(nchw, [0, 2, 3, 1])])
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="Both `mean` and `variance` must be a 1D tensor"):
+            tf.nn.fused_batch_norm(x, g["scale"], g["offset"], is_training=False)
+        with pytest.raises(ValueError, match="scale must be a 1-D tensor of size 5"):
+            tf.nn.fused_batch_norm(x, g["scale"][:3], g["offset"])

@@ -124,11 +124,10 @@ class BatchNormalization(Layer):
     def _make_updates(self, inputs, mean, variance, training):
         """The two moving-average assigns (see the module doc), recorded in UPDATE_OPS."""
         from .ops import math_ops as M
-        from .ops.array_ops import size
+        from .ops.norm_ops import bessel_variance
 
         if self.unbiased_moving_variance(inputs.shape.ndims):
-            n = M.cast(size(inputs), variance.dtype) / float(np.prod([inputs.type.shape[a] for a in self.kept]))
-            variance = variance * (n / M.maximum(n - 1.0, 1.0))
+            variance = bessel_variance(inputs, variance, int(np.prod([inputs.type.shape[a] for a in self.kept])))
         graph = get_default_graph()
         for var, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
             with graph.name_scope("AssignMovingAvg"):

@@ -27,6 +27,7 @@ _MODULES = [
     "compiler.frontend.ops.losses",
     "compiler.frontend.ops.clip_ops",
     "compiler.frontend.ops.compat_ops",
+    "compiler.frontend.ops.norm_ops",
     "compiler.frontend.variables",
     "compiler.frontend.initializers",
     "compiler.frontend.train.optimizers",

@@ -1,4 +1,6 @@
-"""TF1 names public programs still use: tf.arg_max/arg_min, tf.to_double, tf.nn.in_top_k.
+"""TF1 names public programs still use: tf.arg_max/arg_min, tf.to_double, tf.nn.in_top_k,
+tf.div_no_nan, tf.realdiv, tf.log_sigmoid, tf.math.reduce_variance/reduce_std, tf.nn.swish,
+tf.nn.zero_fraction, tf.nn.fused_batch_norm, tf.random.set_random_seed.
 
 Each is composed from existing ops (no kernel of its own), so every backend runs it and
 its gradient (where one exists) comes from the parts.
@@ -59,5 +61,83 @@ def in_top_k(predictions, targets, k, name=None):
         return logical_and(less(higher, int(k)), valid)
 
 
-_ALIASES = {"arg_max": arg_max, "arg_min": arg_min, "to_double": to_double}
-TF_API = {"tf": _ALIASES, "tf.nn": {"in_top_k": in_top_k}, "tf.math": {"in_top_k": in_top_k}}
+def _float(x, what):
+    x = convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise TypeError(f"{what}: expected a floating point tensor, got {x.name} of dtype {x.dtype.name}")
+    return x
+
+
+def div_no_nan(x, y, name=None):
+    """tf.div_no_nan / tf.math.divide_no_nan: x / y, and 0 wherever y == 0 (also in the gradient)."""
+    from .math_ops import equal, truediv, where_v2
+
+    x, y = _float(x, "div_no_nan"), _float(y, "div_no_nan")
+    with get_default_graph().name_scope(name or "div_no_nan"):
+        zero = equal(y, 0.0)
+        quotient = truediv(x, where_v2(zero, 1.0, y))
+        return where_v2(zero, 0.0, quotient)
+
+
+def realdiv(x, y, name=None):
+    """tf.realdiv: x / y for floating point tensors."""
+    from .math_ops import truediv
+
+    return truediv(_float(x, "realdiv"), _float(y, "realdiv"), name=name or "RealDiv")
+
+
+def log_sigmoid(x, name=None):
+    """tf.log_sigmoid: log(1 / (1 + exp(-x))) = -softplus(-x), stable for large |x|."""
+    from .math_ops import negative, softplus
+
+    with get_default_graph().name_scope(name or "LogSigmoid"):
+        return negative(softplus(negative(_float(x, "log_sigmoid"))))
+
+
+def reduce_variance(input_tensor, axis=None, keepdims=False, name=None):
+    """tf.math.reduce_variance: the (biased) variance over ``axis``."""
+    from .math_ops import reduce_mean, squared_difference
+
+    x = _float(input_tensor, "reduce_variance")
+    with get_default_graph().name_scope(name or "reduce_variance"):
+        mean = reduce_mean(x, axis, keepdims=True)
+        return reduce_mean(squared_difference(x, mean), axis, keepdims=keepdims)
+
+
+def reduce_std(input_tensor, axis=None, keepdims=False, name=None):
+    """tf.math.reduce_std: sqrt of reduce_variance."""
+    from .math_ops import sqrt
+
+    with get_default_graph().name_scope(name or "reduce_std"):
+        return sqrt(reduce_variance(input_tensor, axis, keepdims))
+
+
+def swish(features, name=None):
+    """tf.nn.swish: x * sigmoid(x)."""
+    from .math_ops import multiply, sigmoid
+
+    x = _float(features, "swish")
+    return multiply(x, sigmoid(x), name=name or "swish")
+
+
+def zero_fraction(value, name=None):
+    """tf.nn.zero_fraction: the fraction of zeros in ``value`` (float32)."""
+    from .math_ops import equal, reduce_mean
+
+    return reduce_mean(cast(equal(convert_to_tensor(value), 0), "float32"), name=name or "zero_fraction")
+
+
+def random_set_random_seed(seed):
+    """tf.random.set_random_seed: tf.set_random_seed under its TF 1.13+ path."""
+    from ..core_api import set_random_seed
+
+    set_random_seed(seed)
+
+
+_ALIASES = {"arg_max": arg_max, "arg_min": arg_min, "to_double": to_double, "div_no_nan": div_no_nan,
+            "realdiv": realdiv, "log_sigmoid": log_sigmoid}
+_MATH = {"in_top_k": in_top_k, "divide_no_nan": div_no_nan, "log_sigmoid": log_sigmoid,
+         "reduce_variance": reduce_variance, "reduce_std": reduce_std, "realdiv": realdiv}
+TF_API = {"tf": _ALIASES, "tf.math": _MATH,
+          "tf.nn": {"in_top_k": in_top_k, "swish": swish, "zero_fraction": zero_fraction},
+          "tf.random": {"set_random_seed": random_set_random_seed}}
