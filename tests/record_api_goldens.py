@@ -189,6 +189,14 @@ def record_small_ops():
                "swish": tf.nn.swish(x), "zero_fraction": tf.nn.zero_fraction(y), "realdiv": tf.realdiv(x, y + 10),
                "d_div_no_nan": tf.gradients(tf.reduce_sum(tf.div_no_nan(x, y) * xv), [x, y]),
                "d_log_sigmoid": tf.gradients(tf.reduce_sum(tf.log_sigmoid(x)), x)[0]}
+        lrn_x = tf.constant(RNG.standard_normal((2, 3, 2, 7)).astype(np.float32))
+        lrn_w = RNG.standard_normal((2, 3, 2, 7)).astype(np.float32)
+        for tag, kwargs in {"lrn": {}, "lrn_cifar": dict(depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75),
+                            "lrn_wide": dict(depth_radius=9, bias=2.0, alpha=0.5, beta=0.3)}.items():
+            out = tf.nn.lrn(lrn_x, **kwargs)
+            ops[tag] = out
+            ops[f"d_{tag}"] = tf.gradients(tf.reduce_sum(out * lrn_w), lrn_x)[0]
+        ops["lrn_x"], ops["lrn_w"] = lrn_x, tf.constant(lrn_w)
         values = sess.run(ops)
     values["d_div_no_nan_x"], values["d_div_no_nan_y"] = values.pop("d_div_no_nan")
     _save("api_small_ops.npz", x=xv, y=yv, **values)

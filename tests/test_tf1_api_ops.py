@@ -236,3 +236,25 @@ def test_fused_batch_norm_nchw_and_errors():
             tf.nn.fused_batch_norm(x, g["scale"], g["offset"], is_training=False)
         with pytest.raises(ValueError, match="scale must be a 1-D tensor of size 5"):
             tf.nn.fused_batch_norm(x, g["scale"][:3], g["offset"])
+
+
+def test_lrn_matches_tf_and_compiles():
+    """tf.nn.lrn with TF's defaults, CIFAR-10's settings and a window wider than the channels."""
+    g = _golden("api_small_ops.npz")
+    cases = {"lrn": {}, "lrn_cifar": dict(depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75),
+             "lrn_wide": dict(depth_radius=9, bias=2.0, alpha=0.5, beta=0.3)}
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [2, 3, 2, 7])
+        fetches = {}
+        for tag, kwargs in cases.items():
+            out = tf.nn.local_response_normalization(x, **kwargs)
+            fetches[tag], fetches[f"d_{tag}"] = out, tf.gradients(tf.reduce_sum(out * g["lrn_w"]), x)[0]
+        with tf.Session() as sess:
+            got = sess.run(fetches, {x: g["lrn_x"]})
+        with tf.Session(config={"backend": "compiled"}) as sess:
+            compiled = sess.run(fetches, {x: g["lrn_x"]})
+    for key, value in got.items():
+        np.testing.assert_allclose(value, g[key], rtol=2e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(compiled[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="input must be 4-dimensional"):
+        tf.nn.lrn(tf.zeros([2, 3]))

@@ -108,7 +108,6 @@ class BatchNormalization(Layer):
 
         training = training_mode(training, self.name)
         rank = inputs.shape.ndims
-        b = lambda t: self._broadcast(t, rank)  # noqa: E731
         if training is False:
             mean, variance = self.moving_mean, self.moving_variance
         else:
@@ -118,8 +117,8 @@ class BatchNormalization(Layer):
             if training is not True:
                 mean = M.where_v2(training, mean, self.moving_mean)
                 variance = M.where_v2(training, variance, self.moving_variance)
-        return nn_ops.batch_normalization(inputs, b(mean), b(variance), b(self.beta), b(self.gamma),
-                                          self.epsilon)
+        mean, variance, beta, gamma = (self._broadcast(t, rank) for t in (mean, variance, self.beta, self.gamma))
+        return nn_ops.batch_normalization(inputs, mean, variance, beta, gamma, self.epsilon)
 
     def _make_updates(self, inputs, mean, variance, training):
         """The two moving-average assigns (see the module doc), recorded in UPDATE_OPS."""

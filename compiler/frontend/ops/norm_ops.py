@@ -1,4 +1,5 @@
-"""tf.nn.fused_batch_norm and the variance rule of TF's fused batch-norm kernel.
+"""tf.nn.fused_batch_norm and the variance rule of TF's fused batch-norm kernel;
+tf.nn.local_response_normalization (tf.nn.lrn).
 
 TF's FusedBatchNorm normalizes with the biased batch variance but *reports* (and feeds
 to running averages) the Bessel-corrected one, ``var * n / (n - 1)`` with ``n`` the
@@ -68,4 +69,27 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001, 
         return y, mean, variance
 
 
-TF_API = {"tf.nn": {"fused_batch_norm": fused_batch_norm}}
+def local_response_normalization(input, depth_radius=5, bias=1.0, alpha=1.0, beta=0.5, name=None):
+    """tf.nn.lrn: ``x / (bias + alpha * sum(x[..., c-r:c+r+1] ** 2)) ** beta`` over the channel axis of a 4-D input.
+
+    The window sum is the sum of ``2r + 1`` shifted slices of the zero-padded squares, so the
+    op (and its gradient) is made of existing kinds.
+    """
+    from .array_ops import pad
+    from .array_slicing import slice as slice_
+
+    x = float_tensor(input, "local_response_normalization")
+    if x.shape.ndims != 4:
+        raise ValueError(f"local_response_normalization: input must be 4-dimensional, got {x.name} {x.type}")
+    r = int(depth_radius)
+    if r < 0:
+        raise ValueError(f"local_response_normalization: depth_radius must be >= 0, got {depth_radius}")
+    channels = x.type.shape[3]
+    with get_default_graph().name_scope(name or "LRN"):
+        padded = pad(M.square(x), [[0, 0], [0, 0], [0, 0], [r, r]])
+        window = M.add_n([slice_(padded, [0, 0, 0, k], [-1, -1, -1, channels]) for k in range(2 * r + 1)])
+        return M.multiply(x, M.pow(M.add(M.multiply(window, float(alpha)), float(bias)), -float(beta)))
+
+
+TF_API = {"tf.nn": {"fused_batch_norm": fused_batch_norm, "lrn": local_response_normalization,
+                    "local_response_normalization": local_response_normalization}}
