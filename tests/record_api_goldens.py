@@ -63,6 +63,34 @@ def record_conv2d_transpose():
     _save("api_conv2d_transpose.npz", **out)
 
 
+CONV1D_CASES = [(7, 4, 3, 1, "valid", 1), (8, 3, 2, 2, "same", 1), (9, 2, 3, 1, "same", 2)]  # w, filters, k, s, pad, dil
+
+
+def record_conv1d():
+    """tf.layers.conv1d (values, names, gradients) and max/average_pooling1d."""
+    from tensorflow.python.keras.legacy_tf_layers import convolutional, pooling
+
+    out = {}
+    for i, (width, filters, k, s, pad, dil) in enumerate(CONV1D_CASES):
+        with tf.Graph().as_default():
+            tf.set_random_seed(i)
+            xv = RNG.standard_normal((2, width, 3))
+            x = tf.placeholder(tf.float64, [None, width, 3])
+            y = convolutional.conv1d(x, filters, k, strides=s, padding=pad, dilation_rate=dil,
+                                     bias_initializer=tf.random_normal_initializer())
+            wv = RNG.standard_normal(y.shape.as_list()[1:])
+            kernel, bias = tf.global_variables()
+            grads = tf.gradients(tf.reduce_sum(y * wv), [x, kernel, bias])
+            pools = [pooling.max_pooling1d(x, 3, 2, padding=pad), pooling.average_pooling1d(x, 2, 3, padding=pad)]
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                values = sess.run([kernel, bias, y] + grads + pools, {x: xv})
+            keys = ("kernel", "bias", "y", "dx", "dkernel", "dbias", "max", "avg")
+            out.update({f"{i}_{key}": v for key, v in zip(keys, values)})
+            out.update({f"{i}_x": xv, f"{i}_w": wv, f"{i}_names": _names(tf.global_variables())})
+    _save("api_conv1d.npz", **out)
+
+
 # ----------------------------------------------------------------------------- batch norm
 BN_CASES = [  # (input shape, axis, momentum, epsilon)
     ((4, 3, 3, 2), -1, 0.9, 1e-3), ((6, 5), -1, 0.99, 1e-3), ((3, 2, 2, 3), 3, 0.5, 0.01),
@@ -209,3 +237,4 @@ if __name__ == "__main__":
     record_in_top_k()
     record_fused_batch_norm()
     record_small_ops()
+    record_conv1d()

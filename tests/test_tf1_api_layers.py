@@ -194,3 +194,45 @@ def test_batch_normalization_bad_input():
             tf.layers.batch_normalization(tf.zeros([2, 3]), renorm=True)
         with pytest.raises(ValueError, match="fused batch norm needs a 4-D input"):
             tf.layers.batch_normalization(tf.zeros([2, 3]), fused=True)
+
+
+# ----------------------------------------------------------------------------- conv1d
+CONV1D_CASES = [(7, 4, 3, 1, "valid", 1), (8, 3, 2, 2, "same", 1), (9, 2, 3, 1, "same", 2)]  # as the recorder
+
+
+@pytest.mark.parametrize("case", range(len(CONV1D_CASES)))
+def test_conv1d_layer_and_pooling1d_match_tf(case):
+    g = _golden("api_conv1d.npz")
+    width, filters, k, s, pad, dil = CONV1D_CASES[case]
+    p = lambda key: g[f"{case}_{key}"]  # noqa: E731
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float64, [None, width, 3])
+        y = tf.layers.conv1d(x, filters, k, strides=s, padding=pad, dilation_rate=dil)
+        kernel, bias = tf.global_variables()
+        assert [v.name for v in tf.global_variables()] == list(p("names"))
+        assert kernel.shape.as_list() == [k, 3, filters]
+        grads = tf.gradients(tf.reduce_sum(y * p("w")), [x, kernel, bias])
+        pools = [tf.layers.max_pooling1d(x, 3, 2, padding=pad), tf.layers.average_pooling1d(x, 2, 3, padding=pad)]
+        with tf.Session() as sess:
+            kernel.load(p("kernel"), sess)
+            bias.load(p("bias"), sess)
+            got = sess.run([y] + grads + pools, {x: p("x")})
+    for key, value in zip(("y", "dx", "dkernel", "dbias", "max", "avg"), got):
+        np.testing.assert_allclose(value, p(key), rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+def test_nn_conv1d_compiled_and_errors():
+    rng = np.random.default_rng(6)
+    xv, wv = rng.standard_normal((3, 10, 2)).astype(np.float32), rng.standard_normal((3, 2, 4)).astype(np.float32)
+    want = np.stack([np.einsum("nkc,kco->no", xv[:, i:i + 3], wv) for i in range(0, 8, 2)], axis=1)
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 10, 2])
+        y = tf.nn.conv1d(x, wv, stride=2, padding="VALID")
+        with tf.Session(config={"backend": "compiled"}) as sess:
+            np.testing.assert_allclose(sess.run(y, {x: xv}), want, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="conv1d: filters must be 3-dimensional"):
+            tf.nn.conv1d(x, tf.zeros([3, 2]), 1, "SAME")
+        with pytest.raises(ValueError, match="NWC only"):
+            tf.nn.conv1d(x, wv, 1, "SAME", data_format="NCW")
+        with pytest.raises(ValueError, match="expected ndim=3"):
+            tf.layers.conv1d(tf.zeros([2, 3, 3, 1]), 2, 3)
