@@ -43,6 +43,9 @@ def test_placeholder_with_default_relaxed_batch_dim():
             np.testing.assert_allclose(sess.run(y, {x: fed}), np.full(5, 6.0))
             # an unneeded default does not bind the batch of an unrelated run
             np.testing.assert_allclose(sess.run(other + 1, {other: fed}), fed + 1)
+        with tf.Session(config={"backend": "compiled"}) as sess:
+            np.testing.assert_allclose(sess.run(y), (default * 2).sum(1))
+            np.testing.assert_allclose(sess.run(y, {x: fed}), np.full(5, 6.0))
 
 
 def test_placeholder_with_default_gradient_flows_to_default():
