@@ -53,6 +53,17 @@ def test_placeholder_with_default_gradient_flows_to_default():
     check_gradients(lambda a: tf.placeholder_with_default(a, [2, 3]) ** 2, np.random.default_rng(0).random((2, 3)))
 
 
+def test_placeholder_with_default_unknown_dims_keep_the_inputs():
+    with tf.Graph().as_default():
+        a = tf.placeholder_with_default(np.ones((2, 3), np.float32), None)
+        b = tf.placeholder_with_default(np.ones((2, 3), np.float32), [None, None])
+        c = tf.placeholder_with_default(np.ones((2, 3), np.float32), tf.TensorShape([2, None]))
+        assert a.shape.as_list() == [2, 3] and b.shape.as_list() == [None, 3] and c.shape.as_list() == [2, 3]
+        with tf.Session() as sess:
+            for value in sess.run([a * 2, b * 2, c * 2]):
+                np.testing.assert_allclose(value, np.full((2, 3), 2.0))
+
+
 def test_placeholder_with_default_bad_shapes():
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match="Shapes must be equal rank, but are 2 and 1"):

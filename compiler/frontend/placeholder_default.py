@@ -1,7 +1,8 @@
 """tf.placeholder_with_default: a feed that takes the value of ``input`` when it is not fed.
 
 TF lets ``shape`` be less specific than ``input``'s shape; in Kiln the only unknown dim is
-the leading batch dim (``None`` -> N).  Two cases:
+the leading batch dim (``None`` -> N); an unknown shape or inner dim keeps the input's.
+Two cases:
 
 * ``shape`` adds nothing Kiln's types can express (it equals the input's shape, or the
   input already has the batch dim): the op is an identity of ``input`` — Kiln can feed any
@@ -18,18 +19,28 @@ import numpy as np
 from ..ir.from_graph import needed_ops
 from ..ir.types import Sym, TensorType, shape_str
 from .convert import convert_to_tensor
-from .graph import Tensor, make_op
+from .graph import Tensor, TensorShape, make_op
 
 #: graph collection of (placeholder tensor, default numpy value) pairs
 DEFAULTS_KEY = "kiln_placeholder_defaults"
 
 
 def _relaxed_shape(x: Tensor, shape, name):
-    """``shape`` as IR dims, checked against ``x``'s: equal rank, equal static dims."""
+    """``shape`` as IR dims, checked against ``x``'s: equal rank, equal static dims.
+
+    Kiln's only unknown dim is the leading batch dim, so ``shape=None`` (unknown) and a
+    ``None`` past the first entry keep ``x``'s dims (a feed must then match them).
+    """
     from .core_api import static_shape  # core_api -> session -> this module
 
-    dims = static_shape(shape, f"placeholder_with_default '{name}'")
     have = x.type.shape
+    if shape is None:
+        return have
+    if isinstance(shape, TensorShape):
+        shape = shape.as_list()
+    if isinstance(shape, (list, tuple)):
+        shape = [have[i] if d is None and 0 < i < len(have) else d for i, d in enumerate(shape)]
+    dims = static_shape(shape, f"placeholder_with_default '{name}'")
     where = f"for '{name}' (placeholder_with_default) with input shapes: {shape_str(have)}"
     if len(dims) != len(have):
         raise ValueError(f"Shapes must be equal rank, but are {len(have)} and {len(dims)} {where}")
