@@ -63,7 +63,8 @@ def record_conv2d_transpose():
     _save("api_conv2d_transpose.npz", **out)
 
 
-CONV1D_CASES = [(7, 4, 3, 1, "valid", 1), (8, 3, 2, 2, "same", 1), (9, 2, 3, 1, "same", 2)]  # w, filters, k, s, pad, dil
+# (width, filters, kernel, stride, padding, dilation)
+CONV1D_CASES = [(7, 4, 3, 1, "valid", 1), (8, 3, 2, 2, "same", 1), (9, 2, 3, 1, "same", 2)]
 
 
 def record_conv1d():
@@ -157,6 +158,10 @@ def record_metrics():
             "mse": tf.metrics.mean_squared_error(flab, fpred), "mse_w": tf.metrics.mean_squared_error(flab, fpred, w),
             "precision": tf.metrics.precision(lab, pred), "precision_w": tf.metrics.precision(lab, pred, w),
             "recall": tf.metrics.recall(lab, pred), "recall_w": tf.metrics.recall(lab, pred, w),
+            "mae": tf.metrics.mean_absolute_error(flab, fpred),
+            "rmse_w": tf.metrics.root_mean_squared_error(flab, fpred, w),
+            "tp": tf.metrics.true_positives(lab, pred), "fp_w": tf.metrics.false_positives(lab, pred, w),
+            "fn": tf.metrics.false_negatives(lab, pred), "tn_w": tf.metrics.true_negatives(lab, pred, w),
         }
         out["local_names"] = _names(tf.local_variables())
         out["metric_names"] = _names(tf.get_collection(tf.GraphKeys.METRIC_VARIABLES))

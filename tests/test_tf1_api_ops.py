@@ -84,6 +84,10 @@ def _build_metrics(lab, pred, w):
         "mse": tf.metrics.mean_squared_error(flab, fpred), "mse_w": tf.metrics.mean_squared_error(flab, fpred, w),
         "precision": tf.metrics.precision(lab, pred), "precision_w": tf.metrics.precision(lab, pred, w),
         "recall": tf.metrics.recall(lab, pred), "recall_w": tf.metrics.recall(lab, pred, w),
+        "mae": tf.metrics.mean_absolute_error(flab, fpred),
+        "rmse_w": tf.metrics.root_mean_squared_error(flab, fpred, w),
+        "tp": tf.metrics.true_positives(lab, pred), "fp_w": tf.metrics.false_positives(lab, pred, w),
+        "fn": tf.metrics.false_negatives(lab, pred), "tn_w": tf.metrics.true_negatives(lab, pred, w),
     }
 
 

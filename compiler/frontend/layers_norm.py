@@ -65,7 +65,8 @@ class BatchNormalization(Layer):
     def _axes(self, rank):
         """The normalized (kept) axes as sorted non-negative ints, checked against ``rank``."""
         axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
-        if not axes or any(not -rank <= int(a) < rank for a in axes) or len(set(int(a) % rank for a in axes)) != len(axes):
+        in_range = all(-rank <= int(a) < rank for a in axes)
+        if not axes or not in_range or len({int(a) % rank for a in axes}) != len(axes):
             raise ValueError(f"Invalid axis: {self.axis} for inputs of rank {rank} ({self.name})")
         return sorted(int(a) % rank for a in axes)
 

@@ -1,4 +1,5 @@
-"""tf.metrics (TF1 streaming metrics): accuracy, mean, mean_squared_error, precision, recall.
+"""tf.metrics (TF1 streaming metrics): accuracy, mean, mean_squared_error, mean_absolute_error,
+root_mean_squared_error, precision, recall, true/false positives/negatives.
 
 Each metric keeps running sums in local variables (collections LOCAL_VARIABLES and
 METRIC_VARIABLES, not trainable), named as TF names them under the metric's variable
@@ -100,25 +101,67 @@ def mean_squared_error(labels, predictions, weights=None, metrics_collections=No
     return mean(err, weights, metrics_collections, updates_collections, name or "mean_squared_error")
 
 
-def _count_condition(condition, weights, scope_name):
-    """A ``count`` variable under ``scope_name`` that sums the (weighted) true entries."""
-    with variable_scope(None, scope_name):
+def mean_absolute_error(labels, predictions, weights=None, metrics_collections=None, updates_collections=None,
+                        name=None):
+    """tf.metrics.mean_absolute_error: running mean of |predictions - labels|."""
+    labels, predictions = _squeeze_pair(convert_to_tensor(labels), convert_to_tensor(predictions))
+    err = M.abs(M.subtract(predictions, labels))
+    return mean(err, weights, metrics_collections, updates_collections, name or "mean_absolute_error")
+
+
+def root_mean_squared_error(labels, predictions, weights=None, metrics_collections=None,
+                            updates_collections=None, name=None):
+    """tf.metrics.root_mean_squared_error: sqrt of the running mean squared error."""
+    mse, update_mse = mean_squared_error(labels, predictions, weights, None, None,
+                                         name or "root_mean_squared_error")
+    value, update_op = M.sqrt(mse), M.sqrt(update_mse)
+    _add(metrics_collections, value)
+    _add(updates_collections, update_op)
+    return value, update_op
+
+
+#: the confusion-matrix cell each counting metric sums: (label, prediction)
+_CELLS = {"true_positives": (True, True), "false_positives": (False, True),
+          "false_negatives": (True, False), "true_negatives": (False, False)}
+
+
+def _bools(labels, predictions):
+    return _squeeze_pair(M.cast(convert_to_tensor(labels), "bool"), M.cast(convert_to_tensor(predictions), "bool"))
+
+
+def _count(kind, labels, predictions, weights, name):
+    """(value, update_op) of a ``<kind>/count`` variable summing the (weighted) cell ``kind``."""
+    with variable_scope(name, kind):
+        labels, predictions = _bools(labels, predictions)
+        want_label, want_prediction = _CELLS[kind]
+        cond = M.logical_and(labels if want_label else M.logical_not(labels),
+                             predictions if want_prediction else M.logical_not(predictions))
         count = metric_variable([], float32, "count")
-        values = M.cast(condition, float32)
+        values = M.cast(cond, float32)
         if weights is not None:
-            values = M.multiply(values, _weights_like(weights, values, scope_name))
+            values = M.multiply(values, _weights_like(weights, values, kind))
         return identity(count), count.assign_add(M.reduce_sum(values))
+
+
+def _counting_metric(kind):
+    """tf.metrics.true_positives / false_positives / false_negatives / true_negatives."""
+    def metric(labels, predictions, weights=None, metrics_collections=None, updates_collections=None, name=None):
+        value, update_op = _count(kind, labels, predictions, weights, name)
+        _add(metrics_collections, value)
+        _add(updates_collections, update_op)
+        return value, update_op
+
+    metric.__name__ = kind
+    metric.__doc__ = f"tf.metrics.{kind}: the running (weighted) count of {kind.replace('_', ' ')}."
+    return metric
 
 
 def _ratio_metric(kind, other, labels, predictions, weights, metrics_collections, updates_collections, name):
     """precision = tp / (tp + fp), recall = tp / (tp + fn); 0 while the denominator is 0."""
     with variable_scope(name, kind):
-        labels, predictions = _squeeze_pair(M.cast(convert_to_tensor(labels), "bool"),
-                                            M.cast(convert_to_tensor(predictions), "bool"))
-        tp, tp_update = _count_condition(M.logical_and(labels, predictions), weights, "true_positives")
-        other_cond = (M.logical_and(M.logical_not(labels), predictions) if other == "false_positives"
-                      else M.logical_and(labels, M.logical_not(predictions)))
-        xx, xx_update = _count_condition(other_cond, weights, other)
+        labels, predictions = _bools(labels, predictions)
+        tp, tp_update = _count("true_positives", labels, predictions, weights, None)
+        xx, xx_update = _count(other, labels, predictions, weights, None)
         value = _safe_div(tp, M.add(tp, xx), "value")
         update_op = _safe_div(tp_update, M.add(tp_update, xx_update), "update_op")
     _add(metrics_collections, value)
@@ -139,4 +182,7 @@ def recall(labels, predictions, weights=None, metrics_collections=None, updates_
 
 
 TF_API = {"tf.metrics": {"mean": mean, "accuracy": accuracy, "mean_squared_error": mean_squared_error,
-                         "precision": precision, "recall": recall}}
+                         "mean_absolute_error": mean_absolute_error,
+                         "root_mean_squared_error": root_mean_squared_error,
+                         "precision": precision, "recall": recall,
+                         **{kind: _counting_metric(kind) for kind in _CELLS}}}
