@@ -103,3 +103,32 @@ def test_contrib_bad_input():
             tf.contrib.layers.conv2d(tf.zeros([1, 4, 4, 2]), 2, 3, data_format="NCHW")
         with pytest.raises(NotImplementedError, match="batch_weights"):
             tf.contrib.layers.batch_norm(tf.zeros([2, 3]), batch_weights=tf.ones([2]))
+
+
+def test_tf1_program_with_the_everyday_api_trains_compiled():
+    """A TF-Examples-style program: placeholder_with_default for the mode, conv + batch norm +
+    UPDATE_OPS idiom, tf.metrics.accuracy and in_top_k, on the compiled backend."""
+    rng = np.random.default_rng(11)
+    xs = rng.standard_normal((64, 4, 4, 1)).astype(np.float32)
+    ys = (xs[:, :2].sum((1, 2, 3)) > xs[:, 2:].sum((1, 2, 3))).astype(np.int64)
+    with tf.Graph().as_default():
+        tf.set_random_seed(3)
+        x, y = tf.placeholder(tf.float32, [None, 4, 4, 1]), tf.placeholder(tf.int64, [None])
+        training = tf.placeholder_with_default(False, [], name="is_training")
+        h = tf.contrib.layers.conv2d(x, 4, 3, normalizer_fn=tf.layers.batch_normalization,
+                                     normalizer_params={"training": training, "momentum": 0.8})
+        logits = tf.contrib.layers.fully_connected(tf.contrib.layers.flatten(h), 2, activation_fn=None)
+        loss = tf.losses.sparse_softmax_cross_entropy(y, logits)
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train_op = tf.train.AdamOptimizer(0.05).minimize(loss)
+        acc, acc_op = tf.metrics.accuracy(y, tf.arg_max(logits, 1))
+        top1 = tf.reduce_mean(tf.to_float(tf.nn.in_top_k(logits, y, 1)))
+        with tf.Session(config={"backend": "compiled"}) as sess:
+            sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
+            first = sess.run(loss, {x: xs, y: ys})
+            for _ in range(40):
+                sess.run(train_op, {x: xs, y: ys, training: True})
+            last, acc_now, top1_now = sess.run([loss, acc_op, top1], {x: xs, y: ys})
+            assert sess.run(acc) == pytest.approx(acc_now)
+    assert last < first * 0.5
+    assert acc_now == pytest.approx(top1_now) and acc_now > 0.9
