@@ -23,7 +23,7 @@ INIT_NAME = "init.safetensors"
 RNG_STEP = "kiln/rng_step"
 
 #: dtypes a manifest may name (numpy spells them the same way).
-DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "bool")
 
 _REQUIRED = ("format", "format_version", "abi_version", "target", "library",
              "variables", "entry_points", "files")

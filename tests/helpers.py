@@ -19,7 +19,8 @@ def check_gradients(fn, *arrays, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0, wrt=Non
     """Compare tf.gradients of ``sum(fn(*xs) * w)`` (w random) with central differences.
 
     Runs in float64 through the reference interpreter; ``wrt`` lists which inputs to check
-    (default: all floating ones).  Returns the symbolic gradients.
+    (default: all floating ones).  Variables ``fn`` makes (layers) are initialized first.
+    Returns the symbolic gradients.
     """
     rng = np.random.default_rng(seed)
     arrays = [np.asarray(a) for a in arrays]
@@ -32,6 +33,7 @@ def check_gradients(fn, *arrays, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0, wrt=Non
         loss = tf.reduce_sum(y * tf.constant(np.asarray(w, dtype=np.float64)))
         grads = tf.gradients(loss, [phs[i] for i in wrt])
         with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
             feed = dict(zip(phs, arrays))
             symbolic = sess.run([g if g is not None else tf.zeros_like(phs[i]) for g, i in zip(grads, wrt)], feed)
             for g, i in zip(symbolic, wrt):

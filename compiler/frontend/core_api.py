@@ -132,9 +132,10 @@ TF_API = {
         "add_to_collection": add_to_collection, "add_to_collections": add_to_collections,
         "as_dtype": as_dtype, "DType": T.DType,
         "float16": T.float16, "half": T.float16, "float32": T.float32, "float64": T.float64,
-        "double": T.float64, "int8": T.int8, "uint8": T.uint8, "int32": T.int32, "int64": T.int64,
-        "bool": T.bool_,
+        "double": T.float64, "int8": T.int8, "uint8": T.uint8, "int16": T.int16, "uint16": T.uint16,
+        "int32": T.int32, "int64": T.int64, "bool": T.bool_,
     },
-    "tf.dtypes": {"as_dtype": as_dtype, "float32": T.float32, "float64": T.float64,
+    "tf.dtypes": {"as_dtype": as_dtype, "float16": T.float16, "float32": T.float32, "float64": T.float64,
+                  "int8": T.int8, "uint8": T.uint8, "int16": T.int16, "uint16": T.uint16,
                   "int32": T.int32, "int64": T.int64, "bool": T.bool_},
 }

@@ -127,6 +127,7 @@ class GraphKeys:
     SUMMARIES = "summaries"
     TRAIN_OP = "train_op"
     UPDATE_OPS = "update_ops"
+    METRIC_VARIABLES = "metric_variables"
     GLOBAL_STEP = "global_step"
     MODEL_VARIABLES = "model_variables"
     SAVERS = "savers"

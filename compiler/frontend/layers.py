@@ -373,13 +373,15 @@ from . import layers_conv as _conv  # noqa: E402  (conv/pool layers subclass Lay
 _CLASSES = {
     "Layer": Layer, "Dense": Dense, "Dropout": Dropout, "Flatten": Flatten,
     "Conv2D": _conv.Conv2D, "Convolution2D": _conv.Conv2D,
+    "Conv2DTranspose": _conv.Conv2DTranspose, "Convolution2DTranspose": _conv.Conv2DTranspose,
     "MaxPooling2D": _conv.MaxPooling2D, "MaxPool2D": _conv.MaxPooling2D,
     "AveragePooling2D": _conv.AveragePooling2D, "AvgPool2D": _conv.AveragePooling2D,
 }
 
 TF_API = {
     "tf.layers": {**_CLASSES, "dense": dense, "dropout": dropout, "flatten": flatten,
-                  "conv2d": _conv.conv2d, "max_pooling2d": _conv.max_pooling2d,
+                  "conv2d": _conv.conv2d, "conv2d_transpose": _conv.conv2d_transpose,
+                  "max_pooling2d": _conv.max_pooling2d,
                   "average_pooling2d": _conv.average_pooling2d},
     "tf.keras.layers": {**_CLASSES, "Activation": Activation},
     "tf.keras": {"Sequential": Sequential},

@@ -81,6 +81,48 @@ class Conv2D(Layer):
         return finish(self, outputs)
 
 
+class Conv2DTranspose(Conv2D):
+    """tf.layers.Conv2DTranspose: kernel [kh, kw, filters, in_channels] (conv2d_transpose's layout), bias [filters].
+
+    Output size per spatial dim (TF's deconv_output_length): ``in * stride`` for 'same',
+    ``in * stride + max(kernel - stride, 0)`` for 'valid'.
+    """
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format="channels_last",
+                 activation=None, use_bias=True, kernel_initializer=None, bias_initializer=inits.Zeros(),
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, trainable=True, name=None, **kwargs):
+        super().__init__(filters, kernel_size, strides, padding, data_format, (1, 1), activation, use_bias,
+                         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+                         activity_regularizer, kernel_constraint, bias_constraint, trainable, name=name, **kwargs)
+
+    def build(self, input_shape):
+        """kernel [kh, kw, filters, channels] (glorot uniform), bias [filters] (zeros)."""
+        channels = last_dim(input_shape, self, "channel")
+        self.kernel = self.add_weight("kernel", list(self.kernel_size) + [self.filters, channels],
+                                      initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", [self.filters], initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+
+    def output_hw(self, input_shape):
+        """The spatial output size (see the class doc)."""
+        def length(size, k, s):
+            return size * s + (max(k - s, 0) if self.padding == "VALID" else 0)
+
+        return [length(int(input_shape[1 + i]), self.kernel_size[i], self.strides[i]) for i in range(2)]
+
+    def call(self, inputs):
+        from .ops import conv_ops
+
+        check_rank4(inputs, self)
+        out_shape = [None] + self.output_hw(inputs.shape) + [self.filters]
+        outputs = conv_ops.conv2d_transpose(inputs, self.kernel, out_shape, strides=_nhwc(self.strides),
+                                            padding=self.padding)
+        return finish(self, outputs)
+
+
 class _Pooling2D(Layer):
     """Shared pooling layer: pool_size, strides (default: pool_size), padding; no variables."""
 
@@ -135,3 +177,15 @@ def max_pooling2d(inputs, pool_size, strides, padding="valid", data_format="chan
 def average_pooling2d(inputs, pool_size, strides, padding="valid", data_format="channels_last", name=None):
     """tf.layers.average_pooling2d (strides required, as in TF1)."""
     return AveragePooling2D(pool_size, strides, padding, data_format, name=name)(inputs)
+
+
+def conv2d_transpose(inputs, filters, kernel_size, strides=(1, 1), padding="valid", data_format="channels_last",
+                     activation=None, use_bias=True, kernel_initializer=None, bias_initializer=inits.Zeros(),
+                     kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                     kernel_constraint=None, bias_constraint=None, trainable=True, name=None, reuse=None):
+    """tf.layers.conv2d_transpose: a one-shot Conv2DTranspose; ``name`` + ``reuse`` share variables."""
+    layer = Conv2DTranspose(filters, kernel_size, strides, padding, data_format, activation, use_bias,
+                            kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+                            activity_regularizer, kernel_constraint, bias_constraint, trainable,
+                            name=name, _scope=name, _reuse=reuse)
+    return layer(inputs)

@@ -47,6 +47,7 @@ from . import errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
 from .host_ops import HostFetches, handlers_for, has_host_ops
+from .placeholder_default import feeds_with_defaults
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -197,6 +198,7 @@ class Session:
         feeds = self._convert_feeds(feed_dict or {})
         host.check_feeds(feeds)
         tensors, targets = host.device_tensors, host.device_targets
+        feeds = feeds_with_defaults(self.graph, feeds, tensors, targets)
         feeders = self._host_handlers(tensors, targets, feeds)
         host_fed = [t for h in feeders for t in h.feeds if t not in feeds]
         fed = sorted([*feeds, *host_fed], key=lambda t: (t.op.id, t.name))

@@ -39,7 +39,11 @@ class DType:
 
     @property
     def is_integer(self) -> bool:
-        return self.short in ("i8", "i32", "i64", "u8")
+        return self.short in ("i8", "i16", "i32", "i64", "u8", "u16")
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self.short in ("u8", "u16")
 
     @property
     def is_bool(self) -> bool:
@@ -69,11 +73,13 @@ float32 = DType("float32", "f32", "float32")
 float64 = DType("float64", "f64", "float64")
 int8 = DType("int8", "i8", "int8")
 uint8 = DType("uint8", "u8", "uint8")
+int16 = DType("int16", "i16", "int16")
+uint16 = DType("uint16", "u16", "uint16")
 int32 = DType("int32", "i32", "int32")
 int64 = DType("int64", "i64", "int64")
 bool_ = DType("bool", "bool", "bool")
 
-ALL_DTYPES = (float16, float32, float64, int8, uint8, int32, int64, bool_)
+ALL_DTYPES = (float16, float32, float64, int8, uint8, int16, uint16, int32, int64, bool_)
 _BY_KEY = {}
 for _d in ALL_DTYPES:
     _BY_KEY[_d.name] = _d

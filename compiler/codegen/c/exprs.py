@@ -20,8 +20,8 @@ from ...ir.types import Sym, as_dtype
 from ...lower import kernel_ir as K
 from ...lower.combine import combine_op
 
-CTYPE = {"f32": "float", "f64": "double", "i8": "signed char", "i32": "int", "i64": "long long",
-         "u8": "unsigned char", "bool": "unsigned char"}
+CTYPE = {"f32": "float", "f64": "double", "i8": "signed char", "i16": "short", "i32": "int",
+         "i64": "long long", "u8": "unsigned char", "u16": "unsigned short", "bool": "unsigned char"}
 
 _CMP = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
         "greater_equal": ">="}

@@ -43,7 +43,7 @@ def emit_op(b: ir.IRBuilder, kind: str, args, dtypes, out_dtype):
         return _float_op(b, kind, *args)
     if dt.is_bool:
         return _bool_op(b, kind, *args)
-    return _int_op(b, kind, dt.short == "u8", *args)
+    return _int_op(b, kind, dt.is_unsigned, *args)
 
 
 # ----------------------------------------------------------------------------- floats
@@ -245,9 +245,9 @@ def emit_cast(b: ir.IRBuilder, v, src, dst):
             v = b.fpext(v, like(v, F32))
         return float_to_int(b, v, dt.width)
     if dst.is_floating:
-        return b.uitofp(v, target) if src.short == "u8" else b.sitofp(v, target)
+        return b.uitofp(v, target) if src.is_unsigned else b.sitofp(v, target)
     if dt.width > st.width:
-        return b.zext(v, target) if src.short == "u8" else b.sext(v, target)
+        return b.zext(v, target) if src.is_unsigned else b.sext(v, target)
     return b.trunc(v, target) if dt.width < st.width else v
 
 

@@ -322,7 +322,7 @@ class Renderer(Emitter):
             return "%g", value if dtype.short == "f64" else b.fpext(value, ir.DoubleType())
         if dtype.is_bool:
             return "%s", b.select(value, cstring(self.module, "True"), cstring(self.module, "False"))
-        wide = b.zext(value, I64) if dtype.short == "u8" else (
+        wide = b.zext(value, I64) if dtype.is_unsigned else (
             b.sext(value, I64) if value.type != I64 else value)
         return "%lld", wide
 

@@ -11,12 +11,12 @@ import llvmlite.ir as ir
 
 from .gemm_kernel import intrinsic, splat
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()
 
-_SCALAR = {"f16": F16, "f32": F32, "f64": F64, "i8": I8, "u8": I8, "i32": I32, "i64": I64,
-           "bool": I1}
+_SCALAR = {"f16": F16, "f32": F32, "f64": F64, "i8": I8, "u8": I8, "i16": I16, "u16": I16, "i32": I32,
+           "i64": I64, "bool": I1}
 
 
 def scalar_type(dtype) -> ir.Type:

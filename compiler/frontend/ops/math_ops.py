@@ -86,11 +86,12 @@ def div(x, y, name=None):
     return _div_op(x, y, name=name)
 
 
-_TRUEDIV_FLOAT = {"i8": "float32", "u8": "float32", "i32": "float64", "i64": "float64"}
+_TRUEDIV_FLOAT = {"i8": "float32", "u8": "float32", "i16": "float32", "u16": "float32", "i32": "float64",
+                  "i64": "float64"}
 
 
 def truediv(x, y, name=None):
-    """tf.truediv / `/`: int8/uint8 are cast to float32 and int32/int64 to float64 first (TF's rule)."""
+    """tf.truediv / `/`: (u)int8/(u)int16 are cast to float32 and int32/int64 to float64 first (TF's rule)."""
     a, b = _same_dtype("truediv", *convert_pair(x, y))
     if a.dtype.is_bool:
         raise TypeError("Invalid dtype bool in __truediv__")
