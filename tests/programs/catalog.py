@@ -38,7 +38,7 @@ PROGRAMS = [
             events=("logs/mnist_with_summaries/train", "logs/mnist_with_summaries/test")),
     Program("mnist_deep", ("--keep_prob", "1.0"), blocker="not yet: unknown-rank placeholder (keep_prob)"),
     Program("linear_regression", blocker="not yet: unknown-rank placeholder"),
-    Program("nearest_neighbor", blocker="not yet: tf.arg_min"),
+    Program("nearest_neighbor"),
     Program("multilayer_perceptron"),
     Program("recurrent_network"),
     Program("bidirectional_rnn"),
@@ -49,7 +49,7 @@ PROGRAMS = [
     Program("dcgan", blocker="not yet: unknown-rank placeholder, conv2d_transpose, batch_normalization"),
     Program("save_restore_model"),
     Program("tensorboard_basic", events=("logs/tensorboard_basic",)),
-    Program("cnn_layers_dataset", ("--dropout_rate", "0"), blocker="not yet: tf.data, tf.metrics"),
+    Program("cnn_layers_dataset", ("--dropout_rate", "0")),
     Program("control_flow", blocker="not yet: tf.while_loop, tf.cond, tf.case"),
 ]
 
