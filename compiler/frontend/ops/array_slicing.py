@@ -234,8 +234,10 @@ def _indices(x):
 
 def reverse_sequence(input, seq_lengths, seq_axis=None, batch_axis=None, name=None, seq_dim=None,  # noqa: A002
                      batch_dim=None):
-    """tf.reverse_sequence(input, seq_lengths, seq_axis, batch_axis=0): reverse the first
-    ``seq_lengths[b]`` steps of each batch row (``seq_dim``/``batch_dim`` are TF's old names)."""
+    """tf.reverse_sequence(input, seq_lengths, seq_axis, batch_axis=0).
+
+    Reverses the first ``seq_lengths[b]`` steps of each batch row b (IR kind
+    ``reverse_sequence``); ``seq_dim``/``batch_dim`` are TF's older names of the axes."""
     x = convert_to_tensor(input)
     seq_axis = seq_axis if seq_axis is not None else seq_dim
     batch_axis = batch_axis if batch_axis is not None else (batch_dim if batch_dim is not None else 0)
