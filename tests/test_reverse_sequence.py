@@ -12,7 +12,7 @@ from compiler import tf
 from compiler.ir.from_graph import lower_graph
 from compiler.ir.parser import parse_function
 from compiler.ir.printer import print_function
-from tests.cuda_kit import compile_cuda, needs_emulator, race_checking
+from tests.cuda_kit import HAVE_GPU, compile_cuda, needs_emulator, race_checking
 from tests.emu_kit import needs_nvcc
 from tests.helpers import check_gradients
 
@@ -20,6 +20,10 @@ GOLDENS = np.load(os.path.join(os.path.dirname(__file__), "goldens", "reverse_se
 CASES = sorted({key.split("/")[0] for key in GOLDENS.files})
 INTERPRETER, COMPILED = {"backend": "interpreter"}, {"backend": "compiled"}
 CUDA_EMULATED = {"backend": "cuda", "cuda_emulate": True}
+BACKENDS = pytest.mark.parametrize("config", [
+    INTERPRETER, COMPILED, pytest.param(CUDA_EMULATED, marks=needs_emulator),
+    pytest.param({"backend": "cuda", "cuda_emulate": False}, marks=pytest.mark.skipif(not HAVE_GPU, reason="no usable GPU"))],
+    ids=["interpreter", "llvm", "cuda_emulated", "cuda_device"])
 
 
 def reference(x, lengths, seq_axis, batch_axis):
@@ -62,8 +66,7 @@ def _golden_graph():
     return feeds, fetches
 
 
-@pytest.mark.parametrize("config", [INTERPRETER, COMPILED, pytest.param(CUDA_EMULATED, marks=needs_emulator)],
-                         ids=["interpreter", "llvm", "cuda_emulated"])
+@BACKENDS
 def test_matches_tf_goldens(config):
     with tf.Graph().as_default():
         feeds, fetches = _golden_graph()
@@ -129,8 +132,7 @@ def _length_error_graph():
     return x, lengths, tf.reverse_sequence(x, lengths, seq_axis=1, name="rs")
 
 
-@pytest.mark.parametrize("config", [INTERPRETER, COMPILED, pytest.param(CUDA_EMULATED, marks=needs_emulator)],
-                         ids=["interpreter", "llvm", "cuda_emulated"])
+@BACKENDS
 def test_lengths_out_of_range_fail_with_tfs_message(config):
     with tf.Graph().as_default():
         x, lengths, y = _length_error_graph()
