@@ -20,9 +20,10 @@ GOLDENS = np.load(os.path.join(os.path.dirname(__file__), "goldens", "reverse_se
 CASES = sorted({key.split("/")[0] for key in GOLDENS.files})
 INTERPRETER, COMPILED = {"backend": "interpreter"}, {"backend": "compiled"}
 CUDA_EMULATED = {"backend": "cuda", "cuda_emulate": True}
+CUDA_DEVICE = {"backend": "cuda", "cuda_emulate": False}
 BACKENDS = pytest.mark.parametrize("config", [
     INTERPRETER, COMPILED, pytest.param(CUDA_EMULATED, marks=needs_emulator),
-    pytest.param({"backend": "cuda", "cuda_emulate": False}, marks=pytest.mark.skipif(not HAVE_GPU, reason="no usable GPU"))],
+    pytest.param(CUDA_DEVICE, marks=pytest.mark.skipif(not HAVE_GPU, reason="no usable GPU"))],
     ids=["interpreter", "llvm", "cuda_emulated", "cuda_device"])
 
 
@@ -98,10 +99,11 @@ def _batch_graph():
     return (x, lengths, steps), fetches, make
 
 
-def test_symbolic_batch_dims_on_interpreter_and_llvm():
+@pytest.mark.parametrize("config", [INTERPRETER, COMPILED], ids=["interpreter", "llvm"])
+def test_symbolic_batch_dims(config):
     with tf.Graph().as_default():
         (x, lengths, steps), fetches, make = _batch_graph()
-        with tf.Session(config=COMPILED) as sess:
+        with tf.Session(config=config) as sess:
             for batch in (1, 4):
                 feed = make(batch)
                 feed[lengths][:2] = [0, 5][:batch]  # an empty and a full row
@@ -145,11 +147,14 @@ def test_lengths_out_of_range_fail_with_tfs_message(config):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda x: tf.reverse_sequence(x, [1, 2], seq_axis=1), r"seq_lengths \[2\] must be a vector of input.dims\(batch_axis\) = 3"),
+    (lambda x: tf.reverse_sequence(x, [1, 2], seq_axis=1),
+     r"seq_lengths \[2\] must be a vector of input.dims\(batch_axis\) = 3 entries for input \[3,4,2\]"),
     (lambda x: tf.reverse_sequence(x, [[1, 2, 3]], seq_axis=1), r"seq_lengths \[1,3\] must be a vector"),
-    (lambda x: tf.reverse_sequence(x, [1, 2, 3], seq_axis=0, batch_axis=0), r"seq_axis \(0\) and batch_axis \(0\) must differ"),
+    (lambda x: tf.reverse_sequence(x, [1, 2, 3], seq_axis=0, batch_axis=0),
+     r"seq_axis \(0\) and batch_axis \(0\) must differ"),
     (lambda x: tf.reverse_sequence(x, [1, 2, 3], seq_axis=3), r"seq_axis 3 is out of range for a tensor of rank 3"),
-    (lambda x: tf.reverse_sequence(x, tf.constant([1.0, 2.0, 3.0]), seq_axis=1), r"seq_lengths must be int32 or int64, got float32"),
+    (lambda x: tf.reverse_sequence(x, tf.constant([1.0, 2.0, 3.0]), seq_axis=1),
+     r"seq_lengths must be int32 or int64, got float32"),
     (lambda x: tf.reverse_sequence(x, [1, 2, 3]), r"seq_axis \(seq_dim\) must be given"),
     (lambda x: tf.reverse_sequence(x[0, 0], [1, 2, 3], seq_axis=0), r"input must have rank >= 2"),
 ])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.ops.array_index import SEQ_LENS_NEGATIVE, SEQ_LENS_TOO_LONG
 from ..ir.ops.conv import spatial_out
 from ..ir.types import bool_, int64
 from .combine import identity
@@ -231,9 +232,9 @@ def _reverse_sequence(ins, ctx):
 
     def check_row(v):
         (b,) = v
-        return [Check(cmp("less", length(b), 0), check_message(ins, "seq_lens({value}) < 0"), b),
-                Check(cmp("greater", length(b), dim_expr(shape[seq])),
-                      check_message(ins, f"seq_lens({{value}}) > input.dims({seq})"), b)]
+        too_long = SEQ_LENS_TOO_LONG.format(value="{value}", seq_axis=seq)
+        return [Check(cmp("less", length(b), 0), check_message(ins, SEQ_LENS_NEGATIVE), b),
+                Check(cmp("greater", length(b), dim_expr(shape[seq])), check_message(ins, too_long), b)]
 
     def body(v):
         n, t = length(v[batch]), v[seq]
@@ -363,6 +364,7 @@ def _copy_back(ctx, *pairs_and_rows):
 KINDS = {
     "max_pool": _pool, "avg_pool": _pool, "avg_pool_grad": _avg_pool_grad, "max_pool_grad": _max_pool_grad,
     "argmax": _arg_extreme, "argmin": _arg_extreme,
-    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd, "reverse_sequence": _reverse_sequence,
+    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd,
+    "reverse_sequence": _reverse_sequence,
     "unsorted_segment_sum": _segment_sum, "random_shuffle": _random_shuffle,
 }

@@ -151,22 +151,24 @@ def _infer_reverse_sequence(inputs, *, seq_axis, batch_axis):
     return x
 
 
-def sequence_length_error(lengths, steps, seq_axis):
-    """TF's message for the first bad entry of ``lengths`` (negative or > ``steps``), or None."""
-    for b, n in enumerate(np.asarray(lengths).reshape(-1)):
-        if n < 0:
-            return f"seq_lens({b}) < 0"
-        if n > steps:
-            return f"seq_lens({b}) > input.dims({seq_axis})"
-    return None
+# TF's messages for a bad seq_lengths entry of row {value} (checked in row order, < 0 first)
+SEQ_LENS_NEGATIVE = "seq_lens({value}) < 0"
+SEQ_LENS_TOO_LONG = "seq_lens({value}) > input.dims({seq_axis})"
+
+
+def _check_sequence_lengths(lengths, steps, seq_axis):
+    """Raise ValueError with TF's message for the first entry of ``lengths`` outside [0, steps]."""
+    bad = (lengths < 0) | (lengths > steps)
+    if bad.any():
+        b = int(np.argmax(bad))
+        message = SEQ_LENS_NEGATIVE if lengths[b] < 0 else SEQ_LENS_TOO_LONG
+        raise ValueError(message.format(value=b, seq_axis=seq_axis))
 
 
 def _eval_reverse_sequence(ctx, x, lengths, *, seq_axis, batch_axis):
     """out[b, t] = x[b, len_b - 1 - t] for t < len_b, else x[b, t] (seq/batch axes anywhere)."""
     seq, batch = seq_axis % x.ndim, batch_axis % x.ndim
-    error = sequence_length_error(lengths, x.shape[seq], seq)
-    if error:
-        raise ValueError(error)
+    _check_sequence_lengths(lengths, x.shape[seq], seq)
     moved = np.moveaxis(x, (batch, seq), (0, 1))
     lens = lengths.astype(np.int64)[:, None]
     t = np.arange(moved.shape[1])[None, :]
