@@ -41,6 +41,8 @@ def _ops(x, img, ids, m):
         "embedding": tf.nn.embedding_lookup(table, ids) * x, "pad": tf.pad(x, [[0, 0], [1, 2]]),
         "pad_reflect": tf.pad(x, [[0, 0], [2, 1]], "REFLECT"), "tile": tf.tile(x, [1, 2]),
         "broadcast_to": tf.broadcast_to(m[0], [6, 6]) + 0.0 * m, "reverse": tf.reverse(x, [1]),
+        "reverse_sequence": tf.reverse_sequence(x, ids, seq_axis=1),
+        "reverse_sequence_time": tf.transpose(tf.reverse_sequence(tf.transpose(x), ids, seq_axis=0, batch_axis=1)),
         "one_hot": tf.one_hot(ids, 6) * x, "argmax": tf.cast(tf.argmax(x, 1), tf.float32),
         "conv_same": tf.nn.conv2d(img, kernel, [1, 1, 1, 1], "SAME"),
         "conv_valid_s2": tf.nn.conv2d(img, kernel, [1, 2, 2, 1], "VALID"),

@@ -5,13 +5,15 @@ Windows (``Window``) follow conv.py's geometry: input position ``o*stride - pad 
 a position outside the input is loaded at a clamped index and masked (padding never wins a max,
 adds nothing to a sum).  Gradients are written in gather form where each input element can
 find the windows that cover it (avg_pool_grad, col2im); max_pool_grad scatters to the first
-max of each window, serially within a batch item.  Gathers check their indices first with a
-``Check`` carrying the interpreter's message; scatter-adds run serially over their rows.
+max of each window, serially within a batch item.  Gathers (and reverse_sequence, whose
+lengths give each row's source steps) check their indices first with a ``Check`` carrying
+the interpreter's message; scatter-adds run serially over their rows.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..ir.ops.array_index import SEQ_LENS_NEGATIVE, SEQ_LENS_TOO_LONG
 from ..ir.ops.conv import spatial_out
 from ..ir.types import bool_, int64
 from .combine import identity
@@ -217,6 +219,32 @@ def _gather(ins, ctx):
     emit_kernel(ctx, kernel_hint(ins), [check, gather])
 
 
+def _reverse_sequence(ins, ctx):
+    """Check the lengths in row order (TF's messages), then out[.., b, .., t, ..] loads step
+    ``len_b - 1 - t`` of row b for ``t < len_b`` (else step t) - one load per element."""
+    x, lengths = ins.operands
+    shape, rank = tuple(x.type.shape), len(x.type.shape)
+    seq, batch = ins.attrs["seq_axis"] % rank, ins.attrs["batch_axis"] % rank
+    lb = ctx.buffer(lengths)
+
+    def length(b):
+        return as_i64(Load(lb, b, lengths.type.dtype))
+
+    def check_row(v):
+        (b,) = v
+        too_long = SEQ_LENS_TOO_LONG.format(value="{value}", seq_axis=seq)
+        return [Check(cmp("less", length(b), 0), check_message(ins, SEQ_LENS_NEGATIVE), b),
+                Check(cmp("greater", length(b), dim_expr(shape[seq])), check_message(ins, too_long), b)]
+
+    def body(v):
+        n, t = length(v[batch]), v[seq]
+        src = v[:seq] + [select(cmp("less", t, n), sub(sub(n, 1), t), t)] + v[seq + 1:]
+        return [store_out(ctx, ins, v, Load(ctx.buffer(x), flat_index(src, shape), x.type.dtype))]
+
+    check = nest(ctx, [shape[batch]], check_row, parallel=False, vectorize=False)
+    emit_kernel(ctx, kernel_hint(ins), [check, nest(ctx, shape, body)])
+
+
 def _nd_rows(ins, ctx, indices, shape):
     """For indices ``[..., K]`` into ``shape``: (row shape, index-expr maker, the check nest)."""
     i_shape = tuple(indices.type.shape)
@@ -337,5 +365,6 @@ KINDS = {
     "max_pool": _pool, "avg_pool": _pool, "avg_pool_grad": _avg_pool_grad, "max_pool_grad": _max_pool_grad,
     "argmax": _arg_extreme, "argmin": _arg_extreme,
     "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd,
+    "reverse_sequence": _reverse_sequence,
     "unsorted_segment_sum": _segment_sum, "random_shuffle": _random_shuffle,
 }

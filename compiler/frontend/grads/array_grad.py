@@ -3,7 +3,8 @@
 Each rule builds the adjoint from frontend constructors and IR kinds: reshape/transpose
 invert themselves, broadcasts sum back (``sum_to_shape``), slices scatter into zeros
 (``strided_slice_grad``), gathers scatter-add (``unsorted_segment_sum``, ``scatter_nd``) and
-the scatters gather back, so second derivatives work too.
+the scatters gather back, reverse_sequence reverses the gradient alike, so second derivatives
+work too.
 """
 from __future__ import annotations
 
@@ -143,3 +144,9 @@ def _gather_nd_grad(op, grad):
 def _scatter_nd_grad(op, grad):
     indices, _ = op.inputs
     return [None, make_op("gather_nd", [grad, indices])]
+
+
+@register_gradient("reverse_sequence")
+def _reverse_sequence_grad(op, grad):
+    """Reversing each row's first len_b steps is its own inverse: reverse the gradient alike."""
+    return [make_op("reverse_sequence", [grad, op.inputs[1]], dict(op.attrs)), None]

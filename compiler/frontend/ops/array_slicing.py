@@ -1,5 +1,5 @@
 """Slicing and gathering constructors: tf.slice, tf.strided_slice, python ``x[...]``, split,
-unstack, reverse, gather, gather_nd, embedding_lookup, segment sums, scatter_nd.
+unstack, reverse, reverse_sequence, gather, gather_nd, embedding_lookup, segment sums, scatter_nd.
 
 Every window becomes one IR ``slice`` (begin/size/strides per axis) followed, when axes are
 added or dropped, by a ``reshape``.  The batch dim can be taken whole, reversed whole, or
@@ -232,6 +232,22 @@ def _indices(x):
     return convert_to_tensor(x, dtype_hint=int32)
 
 
+def reverse_sequence(input, seq_lengths, seq_axis=None, batch_axis=None, name=None, seq_dim=None,  # noqa: A002
+                     batch_dim=None):
+    """tf.reverse_sequence(input, seq_lengths, seq_axis, batch_axis=0).
+
+    Reverses the first ``seq_lengths[b]`` steps of each batch row b (IR kind
+    ``reverse_sequence``); ``seq_dim``/``batch_dim`` are TF's older names of the axes."""
+    x = convert_to_tensor(input)
+    seq_axis = seq_axis if seq_axis is not None else seq_dim
+    batch_axis = batch_axis if batch_axis is not None else (batch_dim if batch_dim is not None else 0)
+    if seq_axis is None:
+        raise ValueError("ReverseSequence: seq_axis (seq_dim) must be given")
+    attrs = {"seq_axis": static_int(seq_axis, "ReverseSequence"),
+             "batch_axis": static_int(batch_axis, "ReverseSequence")}
+    return make_op("reverse_sequence", [x, _indices(seq_lengths)], attrs, name=name or "ReverseSequence")
+
+
 def gather(params, indices, validate_indices=None, name=None, axis=None, batch_dims=0):
     """tf.gather: out = params[..., indices, ...] along ``axis``; indices of any rank."""
     if batch_dims:
@@ -307,7 +323,8 @@ def boolean_mask(tensor, mask, name="boolean_mask", axis=None):
 TF_API = {
     "tf": {
         "slice": slice, "strided_slice": strided_slice, "split": split, "unstack": unstack,
-        "reverse": reverse, "reverse_v2": reverse, "gather": gather, "gather_nd": gather_nd,
+        "reverse": reverse, "reverse_v2": reverse, "reverse_sequence": reverse_sequence,
+        "gather": gather, "gather_nd": gather_nd,
         "unsorted_segment_sum": unsorted_segment_sum, "segment_sum": segment_sum,
         "scatter_nd": scatter_nd, "boolean_mask": boolean_mask, "newaxis": None,
     },

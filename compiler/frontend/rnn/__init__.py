@@ -2,13 +2,12 @@
 
 ``cells.py`` (RNNCell, BasicRNNCell, GRUCell, BasicLSTMCell, LSTMCell, LSTMStateTuple),
 ``wrappers.py`` (MultiRNNCell, DropoutWrapper), ``rnn.py`` (static_rnn, dynamic_rnn,
-bidirectional forms), ``reverse.py`` (tf.reverse_sequence).  The same names are offered as
-``tf.contrib.rnn`` (TF 1.x code used both spellings).  See docs/rnn.md.
+bidirectional forms).  The same names are offered as ``tf.contrib.rnn`` (TF 1.x code used
+both spellings); tf.reverse_sequence is an array op (``ops/array_slicing.py``).  See docs/rnn.md.
 """
 from __future__ import annotations
 
 from .cells import BasicLSTMCell, BasicRNNCell, GRUCell, LayerRNNCell, LSTMCell, LSTMStateTuple, RNNCell
-from .reverse import reverse_sequence
 from .rnn import bidirectional_dynamic_rnn, dynamic_rnn, static_bidirectional_rnn, static_rnn
 from .wrappers import DropoutWrapper, MultiRNNCell
 
@@ -24,7 +23,6 @@ _FUNCTIONS = {
 }
 
 TF_API = {
-    "tf": {"reverse_sequence": reverse_sequence},
     "tf.nn": dict(_FUNCTIONS),
     "tf.nn.rnn_cell": _PUBLIC_CELLS,
     "tf.contrib.rnn": {**_PUBLIC_CELLS, "static_rnn": static_rnn,

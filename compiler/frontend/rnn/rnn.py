@@ -22,10 +22,9 @@ from ...ir.types import int32
 from ..convert import convert_to_tensor
 from ..core_api import identity
 from ..ops import array_ops, math_ops
-from ..ops.array_slicing import reverse, unstack
+from ..ops.array_slicing import reverse, reverse_sequence, unstack
 from .. import variables as vs
 from . import nest
-from .reverse import reverse_sequence
 
 
 def assert_like_rnncell(name, cell):

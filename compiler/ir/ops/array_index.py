@@ -1,6 +1,7 @@
 """Indexing op kinds: ``slice`` (one strided window per axis; serves tf.slice, strided_slice,
-python slicing and reverse), its adjoint ``strided_slice_grad``, ``gather``, ``gather_nd`` and
-the scatter-adds ``unsorted_segment_sum`` and ``scatter_nd`` (the adjoints of the gathers).
+python slicing and reverse), its adjoint ``strided_slice_grad``, ``gather``, ``gather_nd``,
+``reverse_sequence`` and the scatter-adds ``unsorted_segment_sum`` and ``scatter_nd`` (the
+adjoints of the gathers).
 
 ``slice`` attrs, one entry per axis: ``begin`` (an int, negative counts from the end, or a
 batch-dim multiple ``Sym``), ``size`` (element count, int or ``Sym``) and ``strides``
@@ -133,8 +134,53 @@ def _nd_index(indices, shape):
     return tuple(_checked(c, d, "gather_nd/scatter_nd index") for c, d in zip(cols, shape))
 
 
+# ----------------------------------------------------------------------------- reverse_sequence
+def _infer_reverse_sequence(inputs, *, seq_axis, batch_axis):
+    """x of rank >= 2, lengths an int vector of x.dims(batch_axis) entries; axes distinct."""
+    x, lengths = inputs
+    _check_indices(lengths, "reverse_sequence seq_lengths")
+    if x.rank < 2:
+        raise ShapeError(f"reverse_sequence input must have rank >= 2, got {shape_str(x.shape)}")
+    seq = normalize_axis(seq_axis, x.rank, "seq_axis")
+    batch = normalize_axis(batch_axis, x.rank, "batch_axis")
+    if seq == batch:
+        raise ShapeError(f"seq_axis ({seq_axis}) and batch_axis ({batch_axis}) must differ")
+    if lengths.rank != 1 or lengths.shape[0] != x.shape[batch]:
+        raise ShapeError(f"seq_lengths {shape_str(lengths.shape)} must be a vector of input.dims(batch_axis) = "
+                         f"{x.shape[batch]} entries for input {shape_str(x.shape)}")
+    return x
+
+
+# TF's messages for a bad seq_lengths entry of row {value} (checked in row order, < 0 first)
+SEQ_LENS_NEGATIVE = "seq_lens({value}) < 0"
+SEQ_LENS_TOO_LONG = "seq_lens({value}) > input.dims({seq_axis})"
+
+
+def _check_sequence_lengths(lengths, steps, seq_axis):
+    """Raise ValueError with TF's message for the first entry of ``lengths`` outside [0, steps]."""
+    bad = (lengths < 0) | (lengths > steps)
+    if bad.any():
+        b = int(np.argmax(bad))
+        message = SEQ_LENS_NEGATIVE if lengths[b] < 0 else SEQ_LENS_TOO_LONG
+        raise ValueError(message.format(value=b, seq_axis=seq_axis))
+
+
+def _eval_reverse_sequence(ctx, x, lengths, *, seq_axis, batch_axis):
+    """out[b, t] = x[b, len_b - 1 - t] for t < len_b, else x[b, t] (seq/batch axes anywhere)."""
+    seq, batch = seq_axis % x.ndim, batch_axis % x.ndim
+    _check_sequence_lengths(lengths, x.shape[seq], seq)
+    moved = np.moveaxis(x, (batch, seq), (0, 1))
+    lens = lengths.astype(np.int64)[:, None]
+    t = np.arange(moved.shape[1])[None, :]
+    src = np.where(t < lens, lens - 1 - t, t)
+    picked = np.take_along_axis(moved, src.reshape(src.shape + (1,) * (moved.ndim - 2)), axis=1)
+    return np.moveaxis(picked, (0, 1), (batch, seq))
+
+
 register_op("gather", _infer_gather, _eval_gather, arity=2, doc="params[..., indices, ...] on attr axis")
 register_op("gather_nd", _infer_gather_nd, lambda ctx, p, i: p[_nd_index(i, p.shape)], arity=2)
+register_op("reverse_sequence", _infer_reverse_sequence, _eval_reverse_sequence, arity=2,
+            doc="each batch row's first lengths[b] steps reversed; attrs seq_axis, batch_axis")
 
 
 # ----------------------------------------------------------------------------- scatter-adds
