@@ -40,12 +40,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
+from ..ir.from_graph import RNG_STATE, LoweringError, NeedsStaticBatch, lower_graph
 from ..ir.interpreter import InterpreterError, run_function
 from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
-from .graph import Operation, Tensor, get_default_graph
+from .graph import Operation, Tensor, TensorShape, get_default_graph
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -96,7 +96,8 @@ class Session:
         self.backend = select_backend(config)
         self._arrays: dict[str, np.ndarray] = {}
         self._homes = VariableHomes(self._arrays)
-        self._cache: dict = {}
+        self._cache: dict = {}  # run signature (+ fed shapes, + batch size) -> _Plan
+        self._static_batch: set = set()  # signatures that cannot keep the batch dim symbolic
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
         self._closed = False
@@ -186,13 +187,12 @@ class Session:
         tensors = mapper.unique_tensors()
         targets = mapper.unique_ops()
         fed = sorted(feeds, key=lambda t: (t.op.id, t.name))
-        key = (tuple(tensors), tuple(targets), tuple(fed))
+        key = (tuple(tensors), tuple(targets), tuple(fed), tuple(shape_key(t, feeds[t].shape) for t in fed))
+        if key in self._static_batch:
+            key += (batch_size(feeds),)
         plan = self._cache.get(key)
         if plan is None:
-            try:
-                plan = self._cache[key] = self._plan(tensors, targets, fed)
-            except LoweringError as err:  # e.g. an unfed placeholder
-                raise errors.InvalidArgumentError(None, None, str(err)) from None
+            plan, key = self._plan_signature(key, tensors, targets, fed, feeds)
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
@@ -200,9 +200,28 @@ class Session:
             results = self._run_interpreter(plan.fn, by_name)
         return mapper.build([results[t.name] for t in tensors])
 
-    def _plan(self, tensors, targets, fed) -> _Plan:
+    def _plan_signature(self, key, tensors, targets, fed, feeds):
+        """Plan a new signature on the fed shapes, the batch dim symbolic where the graph
+        lets it (else specialized on the fed batch size: ``key`` gets it); returns (plan, key)."""
+        shapes = {t: feeds[t].shape for t in fed}
+        try:
+            try:
+                plan = self._plan(tensors, targets, fed, shapes)
+            except NeedsStaticBatch:
+                n = batch_size(feeds)
+                if n is None:
+                    raise
+                self._static_batch.add(key)
+                key += (n,)
+                plan = self._plan(tensors, targets, fed, shapes, n)
+        except LoweringError as err:  # e.g. an unfed placeholder
+            raise errors.InvalidArgumentError(None, None, str(err)) from None
+        self._cache[key] = plan
+        return plan, key
+
+    def _plan(self, tensors, targets, fed, feed_shapes=None, batch=None) -> _Plan:
         """Lower the signature; compile it unless interpreting (see the module doc)."""
-        fn = lower_graph(tensors, targets, fed, name="session_run")
+        fn = lower_graph(tensors, targets, fed, name="session_run", feed_shapes=feed_shapes, batch=batch)
         if self.backend == "interpreter" or is_initializer(fn):
             return _Plan(fn)
         from ..compile import finish_entry
@@ -338,13 +357,30 @@ def _feed_array(tensor, value) -> np.ndarray:
         raise ValueError(f"Cannot feed value of dtype {arr.dtype} to tensor '{tensor.name}' of dtype bool")
     arr = np.asarray(arr, dtype=want.np, order="C")
     shape = tensor.type.shape
-    ok = len(arr.shape) == len(shape) and all(
-        (isinstance(d, Sym) and s % d.coef == 0) or d == s for d, s in zip(shape, arr.shape))
+    ok = shape is None or len(arr.shape) == len(shape) and all(
+        d is None or (isinstance(d, Sym) and s % d.coef == 0) or d == s for d, s in zip(shape, arr.shape))
     if not ok:
-        dims = ",".join("?" if isinstance(d, Sym) else str(d) for d in shape)
         raise ValueError(f"Cannot feed value of shape {arr.shape} for Tensor '{tensor.name}', "
-                         f"which has shape '({dims})'")
+                         f"which has shape '{TensorShape(shape)}'")
     return arr
+
+
+def shape_key(tensor, fed_shape) -> tuple:
+    """The part of a fed shape that selects a compiled signature: every dim except the
+    graph's batch dims (``'N'``), which one artifact serves at any size."""
+    shape = tensor.type.shape
+    if shape is None:
+        return tuple(fed_shape)
+    return tuple("N" if isinstance(d, Sym) else s for d, s in zip(shape, fed_shape))
+
+
+def batch_size(feeds):
+    """The batch size N of a run: the first fed batch dim's size (None without one)."""
+    for t, arr in feeds.items():
+        for d, s in zip(t.type.shape or (), arr.shape):
+            if isinstance(d, Sym):
+                return s // d.coef
+    return None
 
 
 class InteractiveSession(Session):
