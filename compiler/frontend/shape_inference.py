@@ -59,6 +59,15 @@ def merge_shapes(a, b):
         raise ShapeError(f"shapes {shape_str(a)} and {shape_str(b)} are not compatible: {err}") from None
 
 
+def compatible(a, b) -> bool:
+    """TF's TensorShape.is_compatible_with on graph shapes (batch dims count as unknown)."""
+    try:
+        merge_shapes(a, b)
+    except ShapeError:
+        return False
+    return True
+
+
 def broadcast_dim(a, b):
     """One dim of tf.broadcast_static_shape."""
     if a == b:

@@ -201,6 +201,9 @@ def dimension_value(d):
 
 
 def graph_dims(shape):
-    """A TensorShape as graph dims (None entries stay None; None for an unknown rank)."""
+    """A user shape as graph dims (None entries stay None; None for an unknown rank); the
+    batch dims ``Sym`` of a graph type's tuple are kept."""
+    if isinstance(shape, (tuple, list)):
+        return tuple(d if isinstance(d, Sym) else _as_dim(d) for d in shape)
     shape = as_shape(shape)
     return None if shape.dims is None else tuple(shape.dims)

@@ -36,7 +36,7 @@ def _transpose_grad(op, grad):
 
 @register_gradient("broadcast_to")
 def _broadcast_to_grad(op, grad):
-    return [sum_to_shape(grad, op.inputs[0].type)]
+    return [sum_to_shape(grad, op.inputs[0])]
 
 
 @register_gradient("concat")

@@ -68,7 +68,7 @@ for _kind, _fn in _UNARY.items():
 # ----------------------------------------------------------------------------- binary
 def _to_input(g, t):
     """Sum a broadcast-shaped gradient back to input ``t``'s shape (None stays None)."""
-    return None if g is None else sum_to_shape(g, t.type)
+    return None if g is None else sum_to_shape(g, t)
 
 
 # each entry: (x, y, z, grad) -> (dx, dy) in the broadcast shape; z is the op's output

@@ -130,8 +130,10 @@ def relu_layer(x, weights, biases, name=None):
 # ----------------------------------------------------------------------------- dropout
 def _noise_shape(x, noise_shape):
     """The random tensor's shape: x's (batch dim included), or noise_shape with None -> x's dim."""
+    from .array_ops import dims_of
+
     if noise_shape is None:
-        return tuple(x.type.shape)
+        return dims_of(x)
     dims = list(noise_shape.as_list() if hasattr(noise_shape, "as_list") else noise_shape)
     if len(dims) != x.type.rank:
         raise ValueError(f"dropout: noise_shape {dims} must have the rank of x {shape_str(x.type.shape)}")
@@ -156,7 +158,7 @@ def _keep_prob(keep_prob, rate, x):
                              f"got {keep_prob:g}")
         return float(keep_prob)
     keep_prob = convert_to_tensor(keep_prob, dtype_hint=x.dtype)
-    if keep_prob.dtype != x.dtype or keep_prob.type.rank != 0:
+    if keep_prob.dtype != x.dtype or keep_prob.type.rank not in (0, None):  # (None: checked at the feed)
         raise ValueError(f"dropout: keep_prob must be a scalar {x.dtype.name} tensor, got {keep_prob.type}")
     return keep_prob
 
@@ -176,7 +178,9 @@ def dropout(x, keep_prob=None, noise_shape=None, seed=None, name=None, rate=None
     with scope(name, "dropout"):
         u = random_uniform(_noise_shape(x, noise_shape), seed=seed, dtype=x.dtype)
         kept = M.floor(M.add(u, keep))
-        return M.multiply(M.truediv(x, keep), kept)
+        out = M.multiply(M.truediv(x, keep), kept)
+        out.set_shape(x.type.shape)  # as TF: keep_prob of unknown rank is a scalar
+        return out
 
 
 # ----------------------------------------------------------------------------- normalization
