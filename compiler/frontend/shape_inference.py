@@ -292,6 +292,9 @@ def graph_infer(kind, input_types, attrs) -> TensorType:
         try:
             return infer_type(kind, input_types, view)
         except ShapeError:
-            if not any(isinstance(d, Sym) for t in input_types for d in t.shape):
+            # TF merges a batch dim with a static size; kinds without a partial rule keep
+            # the IR rule's verdict (their operands are all known here)
+            sym = any(isinstance(d, Sym) for t in input_types for d in t.shape)
+            if not sym or not (kind in ELEMENTWISE or kind in PARTIAL_RULES):
                 raise
     return partial_infer(kind, list(input_types), view)
