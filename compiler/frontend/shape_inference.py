@@ -253,7 +253,8 @@ def _reduce(kind, inputs, attrs):
 
 
 PARTIAL_RULES = {"add_n": _add_n, "matmul": _matmul, "reshape": _reshape, "broadcast_to": _broadcast_to,
-                 "concat": _concat, "tile": _tile, "pad": _pad, **{k: _reduce for k in M.REDUCE}}
+                 "concat": _concat, "tile": _tile, "pad": _pad, **{k: _reduce for k in M.REDUCE},
+                 "shape": infer_type}  # (its rule gives [?] for an unknown rank)
 
 
 def _fallback(kind, inputs, attrs):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from . import deferred
 from .function import Function, Instr, Param, ValueNamer
-from .opdef import infer_type
+from .opdef import REGISTRY, infer_type
 from .shape_values import NONLINEAR, as_dims, holds_sym, known_value
 from .types import ShapeError, Sym, TensorType, as_dtype, dim_div, is_known_shape, num_elements, shape_str
 import numpy as np
@@ -186,7 +186,8 @@ class _Lowerer:
 
     def resolve_attrs(self, op, operands) -> dict:
         """``op``'s attrs with deferred dims/values resolved and batch dims specialized."""
-        minus_one = op.type == "reshape" and any(isinstance(d, int) and d == -1 for d in op.attrs["shape"] or ())
+        shape = op.attrs.get("shape")
+        minus_one = op.type == "reshape" and isinstance(shape, tuple) and any(isinstance(d, int) and d == -1 for d in shape)
         if self.batch is None and not minus_one and not deferred.attr_tensors(op.attrs):
             return op.attrs  # (the same object: infer() knows nothing changed)
         attrs = {k: self.static(deferred.resolve(v, self.type_of, self.value_of)) for k, v in op.attrs.items()}
@@ -208,8 +209,8 @@ class _Lowerer:
         """Re-infer ``op``'s type from its lowered operands; errors name the op and shapes."""
         types = [v.type for v in operands]
         graph_type = op.outputs[0].type
-        if attrs is op.attrs and types == [t.type for t in op.inputs] and is_known_shape(graph_type.shape):
-            return graph_type  # nothing changed: the graph's own (exact) type
+        if op.type not in REGISTRY and is_known_shape(graph_type.shape):
+            return self.static(graph_type)  # a kind with no type rule: the graph's type
         try:
             ttype = infer_type(op.type, types, attrs)
         except ShapeError as err:

@@ -102,13 +102,14 @@ register_op("concat", _infer_concat,
 # ----------------------------------------------------------------------------- tile
 def _infer_tile(inputs, *, multiples):
     (x,) = inputs
-    if len(multiples) != x.rank or any(m < 0 for m in multiples):
+    if len(multiples) != x.rank or any(not isinstance(m, Sym) and m < 0 for m in multiples):
         raise ShapeError(f"multiples {list(multiples)} must be {x.rank} non-negative ints for shape "
                          f"{shape_str(x.shape)}")
     return TensorType(x.dtype, tuple(dim_mul(d, m) for d, m in zip(x.shape, multiples)))
 
 
-register_op("tile", _infer_tile, lambda ctx, x, *, multiples: np.tile(x, multiples), arity=1)
+register_op("tile", _infer_tile, lambda ctx, x, *, multiples: np.tile(x, ctx.shape(multiples)), arity=1,
+            doc="attr multiples (may hold N: tf.tile(row, [tf.shape(x)[0], 1]))")
 
 
 # ----------------------------------------------------------------------------- pad and its adjoint
