@@ -10,6 +10,7 @@ from .gradients import gradients
 from .graph import (Graph, GraphKeys, Operation, Tensor, TensorShape, get_default_graph,
                     make_op, reset_default_graph)
 from .session import InteractiveSession, Session, get_default_session
+from .tensor_shape import dimension_value
 
 
 def static_shape(shape, what="placeholder", allow_batch=True, allow_unknown=False):
@@ -53,6 +54,18 @@ def placeholder(dtype, shape=None, name=None):
     op = graph.create_op("placeholder", (), {"dtype": dtype, "shape": dims}, name or "Placeholder",
                          ttype=T.TensorType(dtype, dims))
     return op.outputs[0]
+
+
+def broadcast_static_shape(shape_x, shape_y):
+    """tf.broadcast_static_shape: the broadcast of two TensorShapes (unknown dims as in TF)."""
+    from ..ir.types import ShapeError
+    from .shape_inference import broadcast_partial
+    from .tensor_shape import as_shape, graph_dims
+
+    try:
+        return TensorShape(broadcast_partial(graph_dims(as_shape(shape_x)), graph_dims(as_shape(shape_y))))
+    except ShapeError:
+        raise ValueError(f"Incompatible shapes for broadcasting: {as_shape(shape_x)} and {as_shape(shape_y)}") from None
 
 
 def identity(input, name=None):
@@ -132,6 +145,7 @@ def _nullcontext(*_a, **_k):
 TF_API = {
     "tf": {
         "Graph": Graph, "Operation": Operation, "Tensor": Tensor, "TensorShape": TensorShape,
+        "broadcast_static_shape": broadcast_static_shape, "dimension_value": dimension_value,
         "GraphKeys": GraphKeys, "Session": Session, "InteractiveSession": InteractiveSession,
         "get_default_graph": get_default_graph, "reset_default_graph": reset_default_graph,
         "get_default_session": get_default_session,
