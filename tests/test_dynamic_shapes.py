@@ -234,6 +234,34 @@ def test_batch_dim_meeting_static_sizes_specializes():
                 np.testing.assert_array_equal(p, np.pad(xv, [[1, 0], [0, 0]]))
 
 
+def _mlp_values(x_shape, u_shape, xv, uv):
+    """Loss and gradients of a small net over placeholders of the given declared shapes."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, x_shape, name="x")
+        u = tf.placeholder(tf.float32, u_shape, name="u")
+        w = tf.Variable(np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3))
+        b = tf.Variable(np.full((3,), 0.1, np.float32))
+        h = tf.nn.relu(tf.matmul(x, w) + b) * u
+        loss = tf.reduce_mean(tf.square(h)) + tf.reduce_mean(x, axis=0)[1] + tf.reduce_sum(u * u)
+        fetches = [loss] + tf.gradients(loss, [w, b, x, u])
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            return sess.run(fetches, {x: xv, u: uv})
+
+
+@pytest.mark.parametrize("u_value", [2.0, [1.0, 2.0, 3.0]], ids=["scalar_u", "vector_u"])
+def test_unknown_shapes_give_the_static_programs_values_and_gradients(u_value):
+    """Differential: the same net with [None, None] / unknown-rank placeholders and with
+    static ones gives the same loss and gradients (broadcast gradients summed at lowering)."""
+    xv = RNG.standard_normal((4, 5)).astype(np.float32)
+    uv = np.asarray(u_value, np.float32)
+    dynamic = _mlp_values([None, None], None, xv, uv)
+    static = _mlp_values([4, 5], list(uv.shape), xv, uv)
+    for d, s in zip(dynamic, static):
+        assert np.shape(d) == np.shape(s)
+        np.testing.assert_allclose(d, s, rtol=1e-6)
+
+
 def test_a_shape_from_run_time_values_is_refused_when_built():
     with tf.Graph().as_default():
         n = tf.placeholder(tf.int32, [2], name="n")

@@ -18,7 +18,7 @@ so the IR never sees these partial types.
 """
 from __future__ import annotations
 
-from ..ir.deferred import graph_view
+from ..ir.deferred import attr_tensors, graph_view
 from ..ir.opdef import infer_type
 from ..ir.ops import math as M
 from ..ir.types import ShapeError, Sym, TensorType, dim_mul, is_known_shape, normalize_axis, shape_str
@@ -252,9 +252,16 @@ def _reduce(kind, inputs, attrs):
     return infer_type(kind, inputs, attrs)
 
 
+def _slice(kind, inputs, attrs):
+    (x,) = inputs
+    if x.shape is not None and len(attrs["size"]) != len(x.shape):
+        raise ShapeError(f"begin/size/strides need {len(x.shape)} entries for shape {shape_str(x.shape)}")
+    return TensorType(x.dtype, tuple(attrs["size"]))
+
+
 PARTIAL_RULES = {"add_n": _add_n, "matmul": _matmul, "reshape": _reshape, "broadcast_to": _broadcast_to,
                  "concat": _concat, "tile": _tile, "pad": _pad, **{k: _reduce for k in M.REDUCE},
-                 "shape": infer_type}  # (its rule gives [?] for an unknown rank)
+                 "shape": infer_type, "slice": _slice}  # (its rule gives [?] for an unknown rank)
 
 
 def _fallback(kind, inputs, attrs):
@@ -278,9 +285,14 @@ def partial_infer(kind, inputs, attrs) -> TensorType:
     return rule(kind, inputs, attrs) if rule else _fallback(kind, inputs, attrs)
 
 
-def _attrs_known(attrs) -> bool:
-    for name in _SHAPE_ATTRS:
-        if name in attrs and not is_known_shape(attrs[name]):
+def _attrs_known(view, attrs) -> bool:
+    """No shape attr has an unknown dim and no deferred attr is unknown in the graph view."""
+    for name, value in view.items():
+        deferred_here = bool(attr_tensors({name: attrs[name]}))
+        if name in _SHAPE_ATTRS or deferred_here and isinstance(value, (tuple, list)):
+            if not (isinstance(value, (tuple, list)) and is_known_shape(value)):
+                return False
+        elif deferred_here and value is None:
             return False
     return True
 
@@ -288,7 +300,7 @@ def _attrs_known(attrs) -> bool:
 def graph_infer(kind, input_types, attrs) -> TensorType:
     """The graph type of a new op (see the module doc); ``ShapeError`` on a definite conflict."""
     view = {k: graph_view(v) for k, v in attrs.items()}
-    known = all(is_known_shape(t.shape) for t in input_types) and _attrs_known(view)
+    known = all(is_known_shape(t.shape) for t in input_types) and _attrs_known(view, attrs)
     if known:
         try:
             return infer_type(kind, input_types, view)

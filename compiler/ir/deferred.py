@@ -113,6 +113,29 @@ class SumAxes(Deferred):
         return f"sum_axes({self.x.name} -> {self.target.name})"
 
 
+class SliceOf(Deferred):
+    """``begin`` or ``size`` of python slice ``start:stop:step`` over dim ``axis`` of ``tensor``
+    (``x[1:]`` of a dim known only at the feed)."""
+
+    __slots__ = ("tensor", "axis", "bounds", "part")
+
+    def __init__(self, tensor, axis: int, bounds: tuple, part: str):
+        self.tensor, self.axis, self.bounds, self.part = tensor, int(axis), tuple(bounds), part
+
+    @property
+    def tensors(self):
+        return (self.tensor,)
+
+    def lowered(self, type_of, value_of):
+        d = type_of(self.tensor).shape[self.axis]
+        begin, end, step = slice(*self.bounds).indices(d)
+        count = len(range(begin, end, step))
+        return count if self.part == "size" else (begin if count else 0)
+
+    def __repr__(self):
+        return f"slice_{self.part}({self.tensor.name}, {self.axis}, {self.bounds})"
+
+
 class ValueOf(Deferred):
     """The value of int tensor ``tensor`` (a scalar, or a 1-D shape vector), resolved when lowering.
 

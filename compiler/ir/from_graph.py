@@ -189,10 +189,16 @@ class _Lowerer:
         shape = op.attrs.get("shape")
         minus_one = op.type == "reshape" and isinstance(shape, tuple) and any(isinstance(d, int) and d == -1 for d in shape)
         if self.batch is None and not minus_one and not deferred.attr_tensors(op.attrs):
-            return op.attrs  # (the same object: infer() knows nothing changed)
-        attrs = {k: self.static(deferred.resolve(v, self.type_of, self.value_of)) for k, v in op.attrs.items()}
+            attrs = op.attrs  # (the same object: nothing to resolve)
+        else:
+            attrs = {k: self.static(deferred.resolve(v, self.type_of, self.value_of)) for k, v in op.attrs.items()}
         if op.type == "reshape" and any(isinstance(d, int) and d == -1 for d in attrs["shape"]):
             attrs["shape"] = _fill_minus_one(op, operands[0].type.shape, tuple(attrs["shape"]))
+        for k, v in attrs.items():
+            if isinstance(v, tuple) and any(d is None for d in v):
+                raise LoweringError(f"{op.type} '{op.name}': attr {k} {shape_str(v)} holds a dim that was unknown "
+                                    f"when the graph was built; Kiln cannot run this op with shapes known only "
+                                    f"at the feed yet (give its inputs static shapes)")
         return attrs
 
     def value_of(self, ref):

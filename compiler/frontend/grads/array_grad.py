@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...ir.ops.array import dim_add
 from ..gradients import not_differentiable, register_gradient
 from ..graph import make_op
-from ..ops.array_ops import reshape, sum_to_shape, transpose, zeros_like
+from ..ops.array_ops import dims_of, reshape, sum_to_shape, transpose, zeros_like
 
 not_differentiable("shape")
 
@@ -22,7 +22,7 @@ def _identity_grad(op, grad):
 
 @register_gradient("reshape")
 def _reshape_grad(op, grad):
-    return [reshape(grad, op.inputs[0].type.shape)]
+    return [reshape(grad, dims_of(op.inputs[0]))]
 
 
 @register_gradient("transpose")
@@ -66,13 +66,13 @@ def _slice_grad(op, grad):
     x = op.inputs[0]
     if _is_permutation(x.type.shape, op.attrs):  # reverse: its own adjoint
         return [make_op("slice", [grad], dict(op.attrs))]
-    attrs = {"shape": x.type.shape, "begin": op.attrs["begin"], "strides": op.attrs["strides"]}
+    attrs = {"shape": dims_of(x), "begin": op.attrs["begin"], "strides": op.attrs["strides"]}
     return [make_op("strided_slice_grad", [grad], attrs)]
 
 
 @register_gradient("strided_slice_grad")
 def _strided_slice_grad_grad(op, grad):
-    attrs = {"begin": op.attrs["begin"], "size": op.inputs[0].type.shape, "strides": op.attrs["strides"]}
+    attrs = {"begin": op.attrs["begin"], "size": dims_of(op.inputs[0]), "strides": op.attrs["strides"]}
     return [make_op("slice", [grad], attrs)]
 
 
@@ -86,7 +86,7 @@ def _tile_grad(op, grad):
     for m, d in zip(op.attrs["multiples"], x.type.shape):
         split += [m, d]
     summed = reduce_sum(reshape(grad, split), list(range(0, len(split), 2)))
-    return [reshape(summed, x.type.shape)]
+    return [reshape(summed, dims_of(x))]
 
 
 @register_gradient("pad")
@@ -94,7 +94,7 @@ def _pad_grad(op, grad):
     x = op.inputs[0]
     if op.attrs["mode"] == "CONSTANT":
         rank = x.type.rank
-        attrs = {"begin": tuple(lo for lo, _ in op.attrs["paddings"]), "size": x.type.shape,
+        attrs = {"begin": tuple(lo for lo, _ in op.attrs["paddings"]), "size": dims_of(x),
                  "strides": (1,) * rank}
         return [make_op("slice", [grad], attrs)]
     return [make_op("pad_grad", [grad], {"paddings": op.attrs["paddings"], "mode": op.attrs["mode"]})]
@@ -130,7 +130,7 @@ def _segment_sum_grad(op, grad):
     keep = greater_equal(ids, 0)
     for _ in range(data.type.rank - ids.type.rank):
         keep = expand_dims(keep, -1)
-    return [where(broadcast_to(keep, data.type.shape), picked, zeros_like(picked)), None]
+    return [where(broadcast_to(keep, dims_of(data)), picked, zeros_like(picked)), None]
 
 
 @register_gradient("gather_nd")

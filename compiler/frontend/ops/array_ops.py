@@ -110,6 +110,8 @@ def shape_arg(shape, what, allow_unknown=False) -> tuple:
     A None dim (TensorShape) is the batch dim N.  With ``allow_unknown`` a -1 may appear
     (reshape); otherwise dims must be >= 0.
     """
+    if isinstance(shape, ShapeOf):
+        return shape  # a tensor's whole shape, its rank unknown (dims_of)
     if isinstance(shape, TensorShape):
         shape = [N if d is None else d for d in shape.as_list()]
     value = static_value(shape)
@@ -141,12 +143,12 @@ def sum_to_shape(x, target_type):
 
     Leading extra dims are summed away; a dim that is 1 in the target but not in ``x``
     (static or batch) is summed with keepdims.  ``target_type`` may be a TensorType, a
-    Tensor or a shape tuple.
+    Tensor or a shape tuple; with a Tensor whose shape (or ``x``'s) is partly unknown, the
+    axes and the shape are deferred to lowering (TF's BroadcastGradientArgs, done once the
+    fed shapes are known).
     """
     from .math_ops import reduce_sum
 
-    if isinstance(target_type, Tensor):
-        target_type = target_type.type
     if isinstance(target_type, Tensor) and not (is_known_shape(target_type.type.shape)
                                                 and is_known_shape(x.type.shape)):
         summed = make_op("reduce_sum", [x], {"axes": SumAxes(x, target_type), "keepdims": True})
