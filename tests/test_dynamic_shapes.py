@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from compiler import tf
+from tests.cuda_kit import MODES, race_checking
 
 GOLDENS = json.load(open(os.path.join(os.path.dirname(__file__), "goldens", "dynamic_shapes.json")))
 COMPILED = {"backend": "compiled"}
@@ -304,9 +305,25 @@ def test_compiled_static_batch_signature_per_batch_size():
             assert len(compiled_plans(sess)) == 1
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_range_of_the_batch_dim_one_artifact(mode):
+    """The ``range`` kernel of an [N] length on the CUDA backend (emulated here; on a GPU too)."""
+    with tf.Graph().as_default(), race_checking():
+        x = tf.placeholder(tf.float32, [None, None], name="x")
+        keep_prob = tf.placeholder(tf.float32, name="keep_prob")
+        y = tf.reduce_sum(tf.nn.dropout(x, keep_prob), axis=1) + tf.cast(tf.range(tf.shape(x)[0]), tf.float32)
+        with tf.Session(config={"backend": "cuda", "cuda_emulate": mode == "emulated"}) as sess:
+            for n in (2, 5):
+                xv = RNG.standard_normal((n, 3)).astype(np.float32)
+                np.testing.assert_allclose(sess.run(y, {x: xv, keep_prob: 1.0}), xv.sum(1) + np.arange(n),
+                                           rtol=1e-5, atol=1e-6)
+            assert len(compiled_plans(sess)) == 1 and len(sess._artifacts) == 1
+
+
 # ----------------------------------------------------------------------------- kiln compile
 MODEL = """\
 from compiler import tf
+from tests.cuda_kit import MODES, race_checking
 
 
 def build():

@@ -36,6 +36,9 @@ def pick_axis(axis, dim, what, default=-1):
 
 def check_axis(x, axis, what):
     """A valid axis of ``x`` (ValueError naming the op and shape otherwise)."""
+    from .array_ops import known_rank
+
+    known_rank(x, what)
     try:
         return normalize_axis(axis, x.type.rank)
     except Exception:
