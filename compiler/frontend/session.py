@@ -2,9 +2,12 @@
 
 Backends (``Session(config=...)``; the config wins over the environment):
 
-* ``"compiled"`` (default): each distinct (fetches, targets, feeds) signature is lowered,
-  optimized, lowered to kernels and built once into an artifact (LLVM CPU), loaded with
-  ``runtime.load_artifact``; one native state per artifact runs it.  Artifacts go to a
+* ``"compiled"`` (default): each distinct (fetches, targets, feeds, fed shapes) signature
+  is lowered, optimized, lowered to kernels and built once into an artifact (LLVM CPU),
+  loaded with ``runtime.load_artifact``; one native state per artifact runs it.  The fed shapes count
+  without their batch dims (``shape_key``): one artifact serves every batch size, unless
+  the graph pins the batch dim to a size (``NeedsStaticBatch``: then each batch size is
+  its own signature; docs/graph.md, "Shapes known at run time").  Artifacts go to a
   per-session temp dir (deleted by ``close``), or to a content-hash cache
   ``$KILN_CACHE_DIR/<hash>`` (or ``config={"cache_dir": ...}``) keyed by the printed
   optimized IR, the target and the code generator, reused across sessions and processes.

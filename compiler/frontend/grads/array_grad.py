@@ -10,7 +10,8 @@ from __future__ import annotations
 from ...ir.ops.array import dim_add
 from ..gradients import not_differentiable, register_gradient
 from ..graph import make_op
-from ..ops.array_ops import dims_of, reshape, sum_to_shape, transpose, zeros_like
+from ..ops.array_ops import reshape, sum_to_shape, transpose, zeros_like
+from ..ops.dynamic_dims import dims_of
 
 not_differentiable("shape")
 

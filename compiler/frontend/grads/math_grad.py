@@ -18,7 +18,8 @@ from ...ir.types import is_known_shape, num_elements
 from ..convert import constant
 from ..gradients import not_differentiable, register_gradient
 from ..ops import math_ops as M
-from ..ops.array_ops import broadcast_to, dims_of, known_rank, reshape, shape, size, sum_to_shape, zeros_like
+from ..ops.array_ops import broadcast_to, reshape, shape, size, sum_to_shape, zeros_like
+from ..ops.dynamic_dims import dims_of, known_rank
 
 # TF: comparisons, logical ops, arg-reductions, predicates and integer-only kinds have no
 # gradient; Floor/Ceil/Round have a registered gradient of None, which is the same thing here.

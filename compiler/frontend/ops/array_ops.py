@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.deferred import Deferred, DimOf, ShapeOf, SumAxes, ValueOf
+from ...ir.deferred import Deferred, ShapeOf, SumAxes
 from ...ir.types import (N, ShapeError, Sym, TensorType, as_dtype, dim_div, float32, int32, is_known_shape,
                          normalize_axis, num_elements, shape_str)
 from ..convert import constant, convert_to_tensor
 from ..graph import Tensor, TensorShape, make_op
 from ..shape_inference import merge_shapes
+from .dynamic_dims import deferred_value, dims_of, known_rank
 
 _STATIC = "_kiln_static"  # attribute holding a tensor's build-time value (may hold Sym dims)
 
@@ -36,58 +37,13 @@ def with_static(t: Tensor, value) -> Tensor:
     return t
 
 
-def dims_of(x) -> tuple:
-    """``x``'s dims for a shape attr: ints and batch dims, ``DimOf(x, i)`` where unknown
-    (resolved when lowering); a ``ShapeOf(x)`` when even its rank is unknown."""
-    shape = x.type.shape
-    if shape is None:
-        return ShapeOf(x)
-    return tuple(DimOf(x, i) if d is None else d for i, d in enumerate(shape))
-
-
-def value_source(t):
-    """The op whose run-time value ``t``'s value depends on (a placeholder, variable, random
-    draw), or None when it is computed from shapes and constants alone (known when lowering)."""
-    from ...ir.opdef import REGISTRY
-
-    seen, stack = set(), [t.op]
-    while stack:
-        op = stack.pop()
-        if op in seen or op.type in ("shape", "constant"):
-            continue
-        seen.add(op)
-        opdef = REGISTRY.get(op.type)
-        if opdef is None or opdef.evaluate is None or opdef.stateful:
-            return op
-        stack.extend(i.op for i in op.inputs)
-    return None
-
-
-def _deferred_value(t, what, partial=None):
-    """``ValueOf(t)`` for a shape tensor computed from shapes; a clear error for one that
-    depends on run-time values (Kiln's shapes are fixed when a run is lowered)."""
-    src = value_source(t)
-    if src is not None:
-        raise ValueError(f"{what}: Kiln needs a static shape; the value of {t.name} depends on the "
-                         f"{src.type} '{src.name}', which is not known before the step runs")
-    return ValueOf(t, partial)
-
-
-def known_rank(x, what) -> int:
-    """``x``'s rank, or a clear error where Kiln needs it while building the graph."""
-    if x.type.rank is None:
-        raise ValueError(f"{what}: the rank of {x.name} is unknown here; give it a shape "
-                         f"(tf.placeholder(..., shape=[...]) or {x.name.split(':')[0]}.set_shape)")
-    return x.type.rank
-
-
 def _as_dim(d, what):
     """One element of a shape argument as an int or Sym (-1 allowed; the caller checks), or a
     ``DimOf``/``ValueOf`` when it is a dim known only once the feeds' shapes are."""
     if isinstance(d, Tensor) and static_value(d) is None:
         if not d.dtype.is_integer or d.type.shape != ():
             raise ValueError(f"{what}: a shape element must be an int scalar, got {d.name} {d.type}")
-        return _deferred_value(d, what)
+        return deferred_value(d, what)
     d = static_value(d)
     if d is None:
         raise ValueError(f"{what}: Kiln needs static shapes; this tensor's value is not known "
@@ -118,7 +74,7 @@ def shape_arg(shape, what, allow_unknown=False) -> tuple:
     if value is None:
         if not shape.dtype.is_integer or shape.type.rank != 1:
             raise ValueError(f"{what}: a shape must be a 1-D int tensor, got {shape.name} {shape.type}")
-        return _deferred_value(shape, what, None if shape.type.shape[0] is None else (None,) * shape.type.shape[0])
+        return deferred_value(shape, what, None if shape.type.shape[0] is None else (None,) * shape.type.shape[0])
     if isinstance(value, np.ndarray) and value.ndim == 0 or isinstance(value, (int, np.integer, Sym, Deferred)):
         value = [value]
     dims = tuple(_as_dim(d, what) for d in value)

@@ -36,7 +36,7 @@ def pick_axis(axis, dim, what, default=-1):
 
 def check_axis(x, axis, what):
     """A valid axis of ``x`` (ValueError naming the op and shape otherwise)."""
-    from .array_ops import known_rank
+    from .dynamic_dims import known_rank
 
     known_rank(x, what)
     try:
@@ -133,7 +133,7 @@ def relu_layer(x, weights, biases, name=None):
 # ----------------------------------------------------------------------------- dropout
 def _noise_shape(x, noise_shape):
     """The random tensor's shape: x's (batch dim included), or noise_shape with None -> x's dim."""
-    from .array_ops import dims_of
+    from .dynamic_dims import dims_of
 
     if noise_shape is None:
         return dims_of(x)
