@@ -183,6 +183,29 @@ def test_range_of_the_batch_dim_and_shape_arithmetic():
                 np.testing.assert_array_equal(t, np.ones((n, 2)))
 
 
+def test_shape_values_fold_to_constants_or_read_the_batch_when_lowered():
+    """Lowered with the fed shapes, a static shape value is a constant; one holding the
+    batch dim stays a run-time op, and shape attrs made from it hold N."""
+    from compiler.ir.from_graph import lower_graph
+
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, None], name="x")
+        inner = tf.shape(x)[1] * 2
+        rows = tf.shape(x)[0]
+        ones = tf.ones(tf.stack([rows, inner]))
+        grid = tf.broadcast_to(tf.reshape(tf.range(rows), [-1, 1]), tf.shape(x))
+        fn = lower_graph([inner, rows, ones, grid], (), [x], feed_shapes={x: (4, 7)})
+        by_fetch = dict(fn.fetches)
+        assert by_fetch[inner.name].producer.kind == "constant"
+        assert int(by_fetch[inner.name].producer.attrs["value"]) == 14
+        assert by_fetch[rows.name].producer.kind != "constant"
+        assert str(by_fetch[ones.name].type) == "f32[N,14]" and str(by_fetch[grid.name].type) == "i32[N,7]"
+        with tf.Session() as sess:
+            o, g = sess.run([ones, grid], {x: np.zeros((3, 7), np.float32)})
+            np.testing.assert_array_equal(o, np.ones((3, 14)))
+            np.testing.assert_array_equal(g, np.repeat(np.arange(3)[:, None], 7, 1))
+
+
 def test_unknown_inner_dims_take_the_fed_sizes():
     with tf.Graph().as_default():
         a = tf.placeholder(tf.float32, [None, None], name="a")
