@@ -136,6 +136,30 @@ class SliceOf(Deferred):
         return f"slice_{self.part}({self.tensor.name}, {self.axis}, {self.bounds})"
 
 
+class DimSum(Deferred):
+    """The sum of dim ``axis`` over ``tensors`` (a concat gradient's window offset)."""
+
+    __slots__ = ("parts", "axis")
+
+    def __init__(self, parts, axis: int):
+        self.parts, self.axis = tuple(parts), int(axis)
+
+    @property
+    def tensors(self):
+        return self.parts
+
+    def lowered(self, type_of, value_of):
+        from .ops.array import dim_add
+
+        total = 0
+        for t in self.parts:
+            total = dim_add(total, type_of(t).shape[self.axis])
+        return total
+
+    def __repr__(self):
+        return f"dim_sum({', '.join(t.name for t in self.parts)}; {self.axis})"
+
+
 class ValueOf(Deferred):
     """The value of int tensor ``tensor`` (a scalar, or a 1-D shape vector), resolved when lowering.
 

@@ -224,6 +224,8 @@ class _Lowerer:
                 raise NeedsStaticBatch(f"{op.type} '{op.name}': {err}") from None
             shapes = ", ".join(f"{t.name}: {ty}" for t, ty in zip(op.inputs, types))
             raise LoweringError(f"{op.type} '{op.name}': {err} (inputs with the fed shapes: {shapes})") from None
+        if self.batch is None and sum(isinstance(d, Sym) for d in ttype.shape) > 1:
+            raise NeedsStaticBatch(f"{op.type} '{op.name}': shape {shape_str(ttype.shape)} has the batch dim twice")
         self.check_graph_shape(op, ttype)
         return ttype
 

@@ -7,6 +7,7 @@ the scatters gather back, so second derivatives work too.
 """
 from __future__ import annotations
 
+from ...ir.deferred import DimSum
 from ...ir.ops.array import dim_add
 from ..gradients import not_differentiable, register_gradient
 from ..graph import make_op
@@ -46,11 +47,12 @@ def _concat_grad(op, grad):
     rank = grad.type.rank
     axis = op.attrs["axis"] % rank
     grads, offset = [], 0
-    for t in op.inputs:
+    for j, t in enumerate(op.inputs):
         d = t.type.shape[axis]
         begin = tuple(offset if i == axis else 0 for i in range(rank))
-        grads.append(make_op("slice", [grad], {"begin": begin, "size": t.type.shape, "strides": (1,) * rank}))
-        offset = dim_add(offset, d)
+        grads.append(make_op("slice", [grad], {"begin": begin, "size": dims_of(t), "strides": (1,) * rank}))
+        known = d is not None and not isinstance(offset, DimSum)
+        offset = dim_add(offset, d) if known else DimSum(op.inputs[:j + 1], axis)  # (summed when lowering)
     return grads
 
 
@@ -84,7 +86,7 @@ def _tile_grad(op, grad):
 
     x = op.inputs[0]
     split = []
-    for m, d in zip(op.attrs["multiples"], x.type.shape):
+    for m, d in zip(op.attrs["multiples"], dims_of(x)):
         split += [m, d]
     summed = reduce_sum(reshape(grad, split), list(range(0, len(split), 2)))
     return [reshape(summed, dims_of(x))]
@@ -115,7 +117,7 @@ def _gather_grad(op, grad):
     k, outer = indices.type.rank, list(range(axis))
     perm = [axis + i for i in range(k)] + outer + list(range(axis + k, grad.type.rank))
     moved = transpose(grad, perm) if perm != list(range(grad.type.rank)) else grad
-    summed = make_op("unsorted_segment_sum", [moved, indices], {"num_segments": params.type.shape[axis]})
+    summed = make_op("unsorted_segment_sum", [moved, indices], {"num_segments": dims_of(params)[axis]})
     back = list(range(1, axis + 1)) + [0] + list(range(axis + 1, params.type.rank))
     return [transpose(summed, back) if back != list(range(params.type.rank)) else summed, None]
 

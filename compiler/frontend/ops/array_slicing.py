@@ -200,10 +200,11 @@ def split(value, num_or_size_splits, axis=0, num=None, name="split"):
         if sizes.count(-1) > 1:
             raise ValueError(f"split: at most one size may be -1, got {sizes}")
         if -1 in sizes:
-            if isinstance(d, Sym):
-                raise ValueError("split: a -1 size cannot be inferred on the batch dim")
+            if isinstance(d, Sym) or d is None:
+                raise ValueError(f"split: a -1 size cannot be inferred on the {'batch' if d else 'unknown'} dim "
+                                 f"{axis} of {shape_str(x.type.shape)}")
             sizes[sizes.index(-1)] = d - sum(s for s in sizes if s != -1)
-        if isinstance(d, Sym) or sum(sizes) != d or min(sizes) < 0:
+        if d is not None and (isinstance(d, Sym) or sum(sizes) != d) or min(sizes) < 0:
             raise ValueError(f"split: sizes {sizes} do not add up to dimension {axis} of shape "
                              f"{shape_str(x.type.shape)}")
     parts, offset = [], 0
@@ -218,8 +219,9 @@ def unstack(value, num=None, axis=0, name="unstack"):
     x = convert_to_tensor(value)
     axis = normalize_axis(static_int(axis, "unstack"), x.type.rank)
     d = x.type.shape[axis]
-    if isinstance(d, Sym):
-        raise ValueError(f"unstack: cannot unstack along the batch dim of {shape_str(x.type.shape)}")
+    if isinstance(d, Sym) or d is None:
+        raise ValueError(f"unstack: cannot unstack along the {'batch' if d else 'unknown'} dim {axis} of "
+                         f"{shape_str(x.type.shape)}: Kiln needs its size when the graph is built")
     if num is not None and num != d:
         raise ValueError(f"unstack: num={num} does not match dimension {axis} ({d}) of "
                          f"{shape_str(x.type.shape)}")

@@ -91,6 +91,9 @@ def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits
         raise ValueError(f"{what}: logits must have rank >= 1, got a scalar")
     labels = _sparse_labels(labels, logits, what)
     classes = logits.type.shape[-1]
+    if not isinstance(classes, int):
+        raise ValueError(f"{what}: the class dim of logits {shape_str(logits.type.shape)} must be static "
+                         f"(Kiln builds the label check and one-hot from it when the graph is built)")
     labels = make_op("check_range", [labels], {"low": 0, "high": int(classes), "what": f"{what} label"})
     with scope(name, "SparseSoftmaxCrossEntropyWithLogits"):
         shifted, lse, _ = shifted_logits(logits, -1, what)

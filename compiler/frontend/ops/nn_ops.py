@@ -14,7 +14,9 @@ from ...ir.types import normalize_axis, shape_str
 from ..convert import convert_to_tensor
 from ..graph import get_default_graph
 from . import math_ops as M
+from ..shape_inference import compatible
 from .conv_ops import NN_API as _CONV_API
+from .dynamic_dims import known_rank
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -36,8 +38,6 @@ def pick_axis(axis, dim, what, default=-1):
 
 def check_axis(x, axis, what):
     """A valid axis of ``x`` (ValueError naming the op and shape otherwise)."""
-    from .dynamic_dims import known_rank
-
     known_rank(x, what)
     try:
         return normalize_axis(axis, x.type.rank)
@@ -109,9 +109,10 @@ def bias_add(value, bias, data_format=None, name=None):
     v = convert_to_tensor(value)
     b = convert_to_tensor(bias, dtype_hint=v.dtype)
     shapes = f"value {v.type}, bias {b.type}"
+    known_rank(v, f"bias_add '{name or 'BiasAdd'}'")
     if v.type.rank < 2:
         raise ValueError(f"bias_add '{name or 'BiasAdd'}': value must be at least rank 2 ({shapes})")
-    if b.type.rank != 1 or b.type.shape[0] != v.type.shape[-1]:
+    if b.type.rank != 1 or not compatible((b.type.shape[0],), (v.type.shape[-1],)):
         raise ValueError(f"bias_add '{name or 'BiasAdd'}': bias must be 1-D with length equal to the last "
                          f"dimension of value ({shapes})")
     if b.dtype != v.dtype:
