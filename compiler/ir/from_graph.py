@@ -108,9 +108,12 @@ class _Lowerer:
         fed = tuple(self.feed_shapes[tensor])
         if g.shape is None:
             return TensorType(g.dtype, fed)
-        return TensorType(g.dtype, tuple(
-            s if d is None else (d if isinstance(d, Sym) and self.batch is None else
-                                 (s if isinstance(d, Sym) else d)) for d, s in zip(g.shape, fed)))
+
+        def dim(d, s):  # unknown: the fed size; batch: N unless specialized; static: as declared
+            if d is None or isinstance(d, Sym) and self.batch is not None:
+                return s
+            return d
+        return TensorType(g.dtype, tuple(dim(d, s) for d, s in zip(g.shape, fed)))
 
     def static(self, value):
         """``value`` (a type, attr or nested tuple) with batch dims resolved when specialized."""
