@@ -39,6 +39,7 @@ def _compile_model(args, target):
     from compiler.artifact import ArtifactDirError
     from compiler.codegen.registry import BuildError
     from compiler.frontend.compile_graph import compile_entries
+    from compiler.ir.from_graph import LoweringError
     from compiler.model_file import ModelFileError, entries_record, load_model
 
     try:
@@ -54,6 +55,8 @@ def _compile_model(args, target):
         raise CliError(f"cannot write the artifact: {err}")
     except BuildError as err:  # the backend's toolchain missing or failing
         raise CliError(f"{args.model}: cannot build the {args.target} library: {err}")
+    except LoweringError as err:  # e.g. a feed without a static shape (its message says how to declare it)
+        raise CliError(f"{args.model}: {err}")
     except (ValueError, NotImplementedError, TypeError, KeyError) as err:
         raise CliError(f"{args.model}: cannot compile: {type(err).__name__}: {err}")
     except OSError as err:

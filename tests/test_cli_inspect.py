@@ -131,7 +131,7 @@ def test_dump_folder_rejects_model_options(dump):
 
 def test_bad_model_file_is_named(tmp_path):
     bad = tmp_path / "broken_model.py"
-    bad.write_text("from compiler import tf\nx = tf.placeholder(tf.float32, [None, 3])\ny = tf.matmul(x, x)\n")
+    bad.write_text("from compiler import tf\nx = tf.placeholder(tf.float32, [None, 3])\ny = tf.matmul(x, tf.ones([4, 2]))\n")
     proc = kiln("inspect", bad, "--fetch", "y")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"kiln: {bad}:3: error while building the model: " in proc.stderr  # as kiln compile says it

@@ -18,11 +18,10 @@ def test_placeholder_batch_dim_serves_any_batch_size():
             np.testing.assert_allclose(sess.run(y, {x: data}), (data * 2).sum(1))
 
 
-def test_only_leading_dim_may_be_none():
-    with pytest.raises(ValueError, match="only the leading dimension may be None"):
-        tf.placeholder(tf.float32, [3, None])
-    with pytest.raises(ValueError, match="known rank"):
-        tf.placeholder(tf.float32)
+def test_placeholders_may_have_unknown_dims_and_rank():
+    """As in TF1: an inner None dim and no shape at all are legal (known at the feed)."""
+    assert tf.placeholder(tf.float32, [3, None]).shape.as_list() == [3, None]
+    assert tf.placeholder(tf.float32).shape.ndims is None
 
 
 def test_unfed_placeholder_error_names_it():

@@ -21,9 +21,12 @@ Names not listed are not provided — using them fails with an `AttributeError`
 (`module 'tf' (Kiln) has no attribute 'X'`). The program scaffolding (`tf.app`, `tf.flags`,
 `tf.gfile`, `tf.logging`, `tf.RunOptions`) is described in [graph.md](graph.md).
 
-Kiln-specific rules: a leading `None` in a placeholder shape is the symbolic batch dim;
-other unknown dims are rejected; ops whose output shape depends on data
-(`tf.where(cond)` alone, `tf.boolean_mask`, `tf.unique`) raise a clear error.
+Kiln-specific rules: a leading `None` in a placeholder shape is the symbolic batch dim
+(one compiled artifact serves every batch size); other unknown dims, unknown ranks and
+shapes computed with `tf.shape` are legal as in TF1 — each `Session.run` signature is
+specialized on the fed shapes (see "Shapes known at run time" in [graph.md](graph.md)),
+while `kiln compile` needs static shapes except the batch dim; ops whose output shape
+depends on data (`tf.where(cond)` alone, `tf.boolean_mask`, `tf.unique`) raise a clear error.
 """
 
 

@@ -12,7 +12,7 @@ import time
 
 from ..artifact import VariableInfo
 from ..compile import CompileError, compile_functions
-from ..ir.from_graph import RNG_STATE, lower_graph
+from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
 from .graph import GraphKeys
 
 
@@ -22,8 +22,7 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
     into the artifact directory ``out_dir`` for ``target`` with the backend's ``options``
     (see ``compile.compile_functions``); returns its path."""
     t0 = time.perf_counter()
-    functions = {name: lower_graph(*(list(dict.fromkeys(x)) for x in (fetches, targets, feeds)), name=name)
-                 for name, (fetches, targets, feeds) in entries.items()}
+    functions = {name: _lower_entry(name, fetches, targets, feeds) for name, (fetches, targets, feeds) in entries.items()}
     timings = {"graph_to_ir_s": time.perf_counter() - t0}
 
     def variables(keys):
@@ -32,6 +31,14 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
 
     return compile_functions(functions, variables, out_dir, target, dump_ir, manifest_extra, timings,
                              **options)
+
+
+def _lower_entry(name, fetches, targets, feeds):
+    """One entry point as an IR function (shapes static but the batch dim); errors name the entry."""
+    try:
+        return lower_graph(*(list(dict.fromkeys(x)) for x in (fetches, targets, feeds)), name=name)
+    except LoweringError as err:
+        raise type(err)(f"entry '{name}': {err}") from None
 
 
 def variable_infos(graph, keys) -> list:

@@ -10,11 +10,18 @@ from .gradients import gradients
 from .graph import (Graph, GraphKeys, Operation, Tensor, TensorShape, get_default_graph,
                     make_op, reset_default_graph)
 from .session import InteractiveSession, Session, get_default_session
+from .tensor_shape import dimension_value
 
 
-def static_shape(shape, what="placeholder", allow_batch=True):
-    """Convert a user shape to IR dims: a leading None becomes the batch dim N."""
-    if shape is None:
+def static_shape(shape, what="placeholder", allow_batch=True, allow_unknown=False):
+    """Convert a user shape to graph dims: a leading None becomes the batch dim N.
+
+    With ``allow_unknown`` (placeholders) other None dims stay None (known at the feed) and
+    a shape of None is an unknown rank; otherwise they are refused.
+    """
+    if shape is None or isinstance(shape, TensorShape) and shape.dims is None:
+        if allow_unknown:
+            return None
         raise ValueError(f"{what}: Kiln needs a known rank; give a shape such as [None, 784]")
     if isinstance(shape, TensorShape):
         shape = shape.as_list()
@@ -23,9 +30,12 @@ def static_shape(shape, what="placeholder", allow_batch=True):
     dims = []
     for i, d in enumerate(shape):
         if d is None or (hasattr(d, "value") and d.value is None):
-            if i != 0 or not allow_batch:
+            if i == 0 and allow_batch:
+                dims.append(N)
+            elif allow_unknown:
+                dims.append(None)
+            else:
                 raise ValueError(f"{what}: only the leading dimension may be None (the batch dim); got shape {list(shape)}")
-            dims.append(N)
         elif isinstance(d, T.Sym):
             dims.append(d)
         else:
@@ -36,12 +46,26 @@ def static_shape(shape, what="placeholder", allow_batch=True):
 
 
 def placeholder(dtype, shape=None, name=None):
-    """tf.placeholder: a feed; a leading None dim is the symbolic batch size."""
+    """tf.placeholder: a feed.  A leading None dim is the symbolic batch size N; other None
+    dims, or no shape at all (unknown rank), are known when it is fed (see docs/graph.md)."""
     dtype = as_dtype(dtype)
-    dims = static_shape(shape, f"placeholder '{name or 'Placeholder'}'")
+    dims = static_shape(shape, f"placeholder '{name or 'Placeholder'}'", allow_unknown=True)
     graph = get_default_graph()
-    op = graph.create_op("placeholder", (), {"dtype": dtype, "shape": dims}, name or "Placeholder")
+    op = graph.create_op("placeholder", (), {"dtype": dtype, "shape": dims}, name or "Placeholder",
+                         ttype=T.TensorType(dtype, dims))
     return op.outputs[0]
+
+
+def broadcast_static_shape(shape_x, shape_y):
+    """tf.broadcast_static_shape: the broadcast of two TensorShapes (unknown dims as in TF)."""
+    from ..ir.types import ShapeError
+    from .shape_inference import broadcast_partial
+    from .tensor_shape import as_shape, graph_dims
+
+    try:
+        return TensorShape(broadcast_partial(graph_dims(as_shape(shape_x)), graph_dims(as_shape(shape_y))))
+    except ShapeError:
+        raise ValueError(f"Incompatible shapes for broadcasting: {as_shape(shape_x)} and {as_shape(shape_y)}") from None
 
 
 def identity(input, name=None):
@@ -121,6 +145,7 @@ def _nullcontext(*_a, **_k):
 TF_API = {
     "tf": {
         "Graph": Graph, "Operation": Operation, "Tensor": Tensor, "TensorShape": TensorShape,
+        "broadcast_static_shape": broadcast_static_shape, "dimension_value": dimension_value,
         "GraphKeys": GraphKeys, "Session": Session, "InteractiveSession": InteractiveSession,
         "get_default_graph": get_default_graph, "reset_default_graph": reset_default_graph,
         "get_default_session": get_default_session,

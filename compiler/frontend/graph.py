@@ -12,9 +12,9 @@ import re
 import threading
 
 
-from ..ir.opdef import infer_type
 from ..ir.types import DType, ShapeError, Sym, TensorType, shape_str
-from .tensor_shape import TensorShape
+from .shape_inference import graph_infer, merge_shapes
+from .tensor_shape import TensorShape, graph_dims
 
 
 class Tensor:
@@ -39,6 +39,20 @@ class Tensor:
 
     def get_shape(self) -> TensorShape:
         return self.shape
+
+    def set_shape(self, shape):
+        """TF1 ``set_shape``: merge ``shape`` into this tensor's static shape (TF's merge
+        rules; a conflicting shape is a ValueError).  Lowering checks the fed shapes against
+        the graph's, so a wrong claim fails there, not silently."""
+        new = graph_dims(shape)
+        try:
+            merged = merge_shapes(self.type.shape, new)
+        except ShapeError:
+            raise ValueError(f"Tensor {self.name}: shape {TensorShape(self.type.shape)} is not compatible "
+                             f"with the shape {TensorShape(new)} given to set_shape") from None
+        if merged is not None and self.type.shape is not None:  # keep the batch dim where TF has '?'
+            merged = tuple(old if isinstance(old, Sym) and m is None else m for old, m in zip(self.type.shape, merged))
+        self.type = TensorType(self.type.dtype, merged)
 
     @property
     def graph(self) -> "Graph":
@@ -72,7 +86,7 @@ class Tensor:
 
     def __iter__(self):
         dims = self.type.shape
-        if not dims or isinstance(dims[0], Sym):
+        if not dims or not isinstance(dims[0], int):
             raise TypeError(f"Tensor {self.name} of shape {shape_str(dims)} is not iterable (first dim must be static).")
         return iter([self[i] for i in range(dims[0])])
 
@@ -318,7 +332,7 @@ class Graph:
             op_name = self.unique_name(name or _default_name(kind))
         if has_output and ttype is None:
             try:
-                ttype = infer_type(kind, [t.type for t in inputs], attrs)
+                ttype = graph_infer(kind, [t.type for t in inputs], attrs)
             except ShapeError as err:
                 shapes = ", ".join(f"{t.name}: {t.type}" for t in inputs)
                 raise ValueError(f"{kind} '{op_name}': {err} (inputs: {shapes})") from None

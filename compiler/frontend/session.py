@@ -2,9 +2,12 @@
 
 Backends (``Session(config=...)``; the config wins over the environment):
 
-* ``"compiled"`` (default): each distinct (fetches, targets, feeds) signature is lowered,
-  optimized, lowered to kernels and built once into an artifact (LLVM CPU), loaded with
-  ``runtime.load_artifact``; one native state per artifact runs it.  Artifacts go to a
+* ``"compiled"`` (default): each distinct (fetches, targets, feeds, fed shapes) signature
+  is lowered, optimized, lowered to kernels and built once into an artifact (LLVM CPU),
+  loaded with ``runtime.load_artifact``; one native state per artifact runs it.  The fed shapes count
+  without their batch dims (``shape_key``): one artifact serves every batch size, unless
+  the graph pins the batch dim to a size (``NeedsStaticBatch``: then each batch size is
+  its own signature; docs/graph.md, "Shapes known at run time").  Artifacts go to a
   per-session temp dir (deleted by ``close``), or to a content-hash cache
   ``$KILN_CACHE_DIR/<hash>`` (or ``config={"cache_dir": ...}``) keyed by the printed
   optimized IR, the target and the code generator, reused across sessions and processes.
@@ -40,12 +43,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
+from ..ir.from_graph import RNG_STATE, LoweringError, NeedsStaticBatch, lower_graph
 from ..ir.interpreter import InterpreterError, run_function
 from ..ir.types import Sym, shape_str
 from . import errors
 from .fetches import FetchMapper
-from .graph import Operation, Tensor, get_default_graph
+from .graph import Operation, Tensor, TensorShape, get_default_graph
 from .host_ops import HostFetches, handlers_for, has_host_ops
 from .placeholder_default import feeds_with_defaults
 from .placement import VariableHomes, choose_target, config_get
@@ -98,7 +101,8 @@ class Session:
         self.backend = select_backend(config)
         self._arrays: dict[str, np.ndarray] = {}
         self._homes = VariableHomes(self._arrays)
-        self._cache: dict = {}
+        self._cache: dict = {}  # run signature (+ fed shapes, + batch size) -> _Plan
+        self._static_batch: set = set()  # signatures that cannot keep the batch dim symbolic
         self._host_cache: dict = {}  # run signature -> host-op handlers it needs (host_ops.py)
         self.host_state: dict = {}  # per-session state of host ops (tf.data iterators)
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
@@ -199,18 +203,18 @@ class Session:
         host.check_feeds(feeds)
         tensors, targets = host.device_tensors, host.device_targets
         feeds = feeds_with_defaults(self.graph, feeds, tensors, targets)
-        feeders = self._host_handlers(tensors, targets, feeds)
-        host_fed = [t for h in feeders for t in h.feeds if t not in feeds]
-        fed = sorted([*feeds, *host_fed], key=lambda t: (t.op.id, t.name))
-        key = (tuple(tensors), tuple(targets), tuple(fed))
+        pull = _HostPull(self, self._host_handlers(tensors, targets, feeds), feeds)
+        fed = sorted([*feeds, *pull.tensors], key=lambda t: (t.op.id, t.name))
+        # a pulled tensor's shape is its declared one (static but for the batch dim)
+        key = (tuple(tensors), tuple(targets), tuple(fed),
+               tuple(shape_key(t, feeds[t].shape if t in feeds else t.type.shape) for t in fed))
+        if key in self._static_batch:
+            pull()
+            key += (batch_size(feeds),)
         plan = self._cache.get(key)
         if plan is None:
-            try:
-                plan = self._cache[key] = self._plan(tensors, targets, fed)
-            except LoweringError as err:  # e.g. an unfed placeholder
-                raise errors.InvalidArgumentError(None, None, str(err)) from None
-        if feeders:  # after planning: a run that cannot start does not consume an element
-            feeds.update(self._run_host(feeders, feeds))
+            plan, key = self._plan_signature(key, tensors, targets, fed, feeds, pull)
+        pull()  # after planning: a run that cannot start does not consume an element
         by_name = {t.name: v for t, v in feeds.items()}
         if plan.state is not None and not any(v.size == 0 for v in by_name.values()):
             results = self._run_native(plan, by_name)
@@ -229,18 +233,30 @@ class Session:
             handlers = self._host_cache[key] = handlers_for(self.graph, tensors, targets, feeds)
         return handlers
 
-    def _run_host(self, handlers, feeds) -> dict:
-        """Run the host ops in order and return what they feed (the iterator's next element)."""
-        host = {}
-        for handler in handlers:
-            for tensor, value in handler.run(self, feeds).items():
-                if tensor not in feeds:
-                    host[tensor] = _feed_array(tensor, value)
-        return host
+    def _plan_signature(self, key, tensors, targets, fed, feeds, pull):
+        """Plan a new signature on the fed shapes, the batch dim symbolic where the graph
+        lets it (else specialized on the fed batch size: ``key`` gets it, after ``pull``
+        filled the host-fed tensors); returns (plan, key)."""
+        shapes = {t: feeds[t].shape for t in fed if t in feeds}  # host-fed: as declared
+        try:
+            try:
+                plan = self._plan(tensors, targets, fed, shapes)
+            except NeedsStaticBatch:
+                pull()
+                n = batch_size(feeds)
+                if n is None:
+                    raise
+                self._static_batch.add(key)
+                key += (n,)
+                plan = self._plan(tensors, targets, fed, shapes, n)
+        except LoweringError as err:  # e.g. an unfed placeholder
+            raise errors.InvalidArgumentError(None, None, str(err)) from None
+        self._cache[key] = plan
+        return plan, key
 
-    def _plan(self, tensors, targets, fed) -> _Plan:
+    def _plan(self, tensors, targets, fed, feed_shapes=None, batch=None) -> _Plan:
         """Lower the signature; compile it unless interpreting (see the module doc)."""
-        fn = lower_graph(tensors, targets, fed, name="session_run")
+        fn = lower_graph(tensors, targets, fed, name="session_run", feed_shapes=feed_shapes, batch=batch)
         if self.backend == "interpreter" or is_initializer(fn):
             return _Plan(fn)
         from ..compile import finish_entry
@@ -343,6 +359,27 @@ class Session:
             feeds[tensor] = _feed_array(tensor, value)
         return feeds
 
+class _HostPull:
+    """The feeders of one run (tf.data ``get_next``, initializers): calling it runs them
+    once and adds what they feed (the iterator's next element) to ``feeds``."""
+
+    def __init__(self, session, handlers, feeds):
+        self.session, self.handlers, self.feeds = session, handlers, feeds
+        self.tensors = [t for h in handlers for t in h.feeds if t not in feeds]
+        self.done = not handlers
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        pulled = {}
+        for handler in self.handlers:
+            for tensor, value in handler.run(self.session, self.feeds).items():
+                if tensor not in self.feeds:
+                    pulled[tensor] = _feed_array(tensor, value)
+        self.feeds.update(pulled)
+
+
 
 def _translate(err, origins):
     """The exception for a native error: a failed check is tf.errors.InvalidArgumentError
@@ -376,13 +413,30 @@ def _feed_array(tensor, value) -> np.ndarray:
         raise ValueError(f"Cannot feed value of dtype {arr.dtype} to tensor '{tensor.name}' of dtype bool")
     arr = np.asarray(arr, dtype=want.np, order="C")
     shape = tensor.type.shape
-    ok = len(arr.shape) == len(shape) and all(
-        (isinstance(d, Sym) and s % d.coef == 0) or d == s for d, s in zip(shape, arr.shape))
+    ok = shape is None or len(arr.shape) == len(shape) and all(
+        d is None or (isinstance(d, Sym) and s % d.coef == 0) or d == s for d, s in zip(shape, arr.shape))
     if not ok:
-        dims = ",".join("?" if isinstance(d, Sym) else str(d) for d in shape)
         raise ValueError(f"Cannot feed value of shape {arr.shape} for Tensor '{tensor.name}', "
-                         f"which has shape '({dims})'")
+                         f"which has shape '{TensorShape(shape)}'")
     return arr
+
+
+def shape_key(tensor, fed_shape) -> tuple:
+    """The part of a fed shape that selects a compiled signature: every dim except the
+    graph's batch dims (``'N'``), which one artifact serves at any size."""
+    shape = tensor.type.shape
+    if shape is None:
+        return tuple(fed_shape)
+    return tuple("N" if isinstance(d, Sym) else s for d, s in zip(shape, fed_shape))
+
+
+def batch_size(feeds):
+    """The batch size N of a run: the first fed batch dim's size (None without one)."""
+    for t, arr in feeds.items():
+        for d, s in zip(t.type.shape or (), arr.shape):
+            if isinstance(d, Sym):
+                return s // d.coef
+    return None
 
 
 class InteractiveSession(Session):

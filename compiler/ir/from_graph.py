@@ -9,11 +9,26 @@ fed tensors — TF's ``Session.run`` semantics.  State semantics, written down i
   newest earlier assign to the same variable in this step (so two of them both count).
 * The state output of ``v`` is the newest assign to it; untouched variables pass through.
 * The hidden random counter ``kiln/rng_step`` is advanced by one in any step that reads it.
+
+Shapes (docs/graph.md, "Shapes"): graph types may be partly unknown; the IR's are not.  The
+fed tensors get the fed shapes (``feed_shapes``), except that a graph dim ``Sym`` (the batch
+dim of a placeholder declared ``[None, ...]``) stays symbolic unless ``batch`` specializes
+the signature on a batch size.  Every op's type is then re-inferred from its lowered
+operands, deferred shape attrs are resolved (``deferred.py``), and small integer tensors
+computed from shapes get known values (``shape_values.py``): a static one is emitted as a
+constant.  Where the symbolic batch dim cannot flow (a rule refuses ``N`` against a static
+size, or a shape needs ``N - 1``), ``NeedsStaticBatch`` asks the caller to lower again with
+``batch`` set.  Without ``feed_shapes`` (``kiln compile``) every fed tensor must have a
+static shape except the batch dim.
 """
 from __future__ import annotations
 
+from . import deferred
 from .function import Function, Instr, Param, ValueNamer
-from .types import ALL_DTYPES, TensorType, as_dtype, shape_str
+from .opdef import REGISTRY, infer_type
+from .shape_values import NONLINEAR, as_dims, holds_sym, known_value
+from .types import (ALL_DTYPES, ShapeError, Sym, TensorType, as_dtype, dim_div, is_known_shape, num_elements,
+                    shape_str)
 import numpy as np
 
 RNG_STATE = "kiln/rng_step"
@@ -22,6 +37,10 @@ ASSIGN_KINDS = ("assign", "assign_add", "assign_sub")
 
 class LoweringError(ValueError):
     """The requested fetches cannot be computed (unfed placeholder, bad fetch, ...)."""
+
+
+class NeedsStaticBatch(LoweringError):
+    """The signature cannot keep the batch dim symbolic: lower it again with ``batch`` set."""
 
 
 def needed_ops(fetch_ops, fed):
@@ -33,21 +52,39 @@ def needed_ops(fetch_ops, fed):
             continue
         seen.add(op)
         stack.extend(t.op for t in op.inputs if t not in fed)
+        stack.extend(t.op for t in deferred.attr_tensors(op.attrs) if t not in fed)
         stack.extend(op.control_inputs)
     return sorted(seen, key=lambda o: o.id)
 
 
 def _placeholder_error(op) -> LoweringError:
-    dims = ",".join("?" if d is None else str(d) for d in op.outputs[0].shape.as_list())
+    t = op.outputs[0]
+    where = "" if t.type.shape is None else " and shape " + shape_str(t.type.shape).replace("N", "?")
     return LoweringError(f"You must feed a value for placeholder tensor '{op.name}' with dtype "
-                         f"{op.outputs[0].dtype.name} and shape [{dims}]")
+                         f"{t.dtype.name}{where}")
+
+
+def undeclared_shape_error(tensor) -> LoweringError:
+    """Why a fed tensor cannot be compiled ahead of time, and how to declare it."""
+    what = f"placeholder '{tensor.op.name}'" if tensor.op.type == "placeholder" else f"fed tensor '{tensor.name}'"
+    shape = tensor.type.shape
+    if shape is None:
+        return LoweringError(f"{what} has no shape: declare it, e.g. as tf.placeholder(tf.{tensor.dtype.name}, "
+                             f"shape=[]) for a scalar; an ahead-of-time compile needs static shapes except the "
+                             f"leading batch dim")
+    dims = [i for i, d in enumerate(shape) if d is None]
+    return LoweringError(f"{what} has unknown dim {dims[0]} (shape {shape_str(shape).replace('N', '?')}): give it "
+                         f"a size; only the leading dim may be None (the batch dim) in an ahead-of-time compile")
 
 
 class _Lowerer:
-    def __init__(self, name, fed):
+    def __init__(self, name, fed, feed_shapes=None, batch=None):
         self.fn = Function(name)
         self.new_value = ValueNamer()
         self.fed = fed
+        self.feed_shapes = feed_shapes
+        self.batch = batch  # None: the batch dim stays symbolic
+        self.known = {}  # graph Tensor -> known value of a shape tensor (shape_values)
         self.values = {}  # graph Tensor -> IR Value
         self.state_params = {}  # variable name -> Value at step start
         self.assign_result = {}  # assign Operation -> IR Value of the new variable value
@@ -57,14 +94,47 @@ class _Lowerer:
     # --- values -----------------------------------------------------------------------
     def feed_value(self, tensor):
         if tensor not in self.values:
-            v = self.new_value(tensor.type)
+            v = self.new_value(self.feed_type(tensor))
             self.fn.params.append(Param("feed", tensor.name, v))
             self.values[tensor] = v
         return self.values[tensor]
 
+    def feed_type(self, tensor) -> TensorType:
+        """The IR type of a fed tensor: the fed shape, keeping the graph's batch dims symbolic."""
+        g = tensor.type
+        if self.feed_shapes is None or tensor not in self.feed_shapes:
+            if not is_known_shape(g.shape):
+                raise undeclared_shape_error(tensor)
+            return self.static(g)
+        fed = tuple(self.feed_shapes[tensor])
+        if g.shape is None:
+            return TensorType(g.dtype, fed)
+
+        def dim(d, s):  # unknown: the fed size; batch: N unless specialized; static: as declared
+            if d is None or isinstance(d, Sym) and self.batch is not None:
+                return s
+            return d
+        return TensorType(g.dtype, tuple(dim(d, s) for d, s in zip(g.shape, fed)))
+
+    def static(self, value):
+        """``value`` (a type, attr or nested tuple) with batch dims resolved when specialized."""
+        if self.batch is None:
+            return value
+        if isinstance(value, TensorType):
+            return TensorType(value.dtype, self.static(value.shape))
+        if isinstance(value, Sym):
+            return value.coef * self.batch
+        if isinstance(value, (tuple, list)):
+            return type(value)(self.static(v) for v in value)
+        return value
+
     def start_value(self, var_op):
         if var_op.name not in self.state_params:
-            v = self.new_value(var_op.outputs[0].type)
+            vtype = var_op.outputs[0].type
+            if not is_known_shape(vtype.shape):
+                raise LoweringError(f"variable '{var_op.name}' has shape {shape_str(vtype.shape)}: Kiln needs "
+                                    f"variables of static shape")
+            v = self.new_value(self.static(vtype))
             self.fn.params.append(Param("state", var_op.name, v))
             self.state_params[var_op.name] = v
         return self.state_params[var_op.name]
@@ -110,8 +180,92 @@ class _Lowerer:
             anc[op.inputs[0].op.name] = op
         else:
             operands = [self.read(t, anc) for t in op.inputs]
-            self.values[op.outputs[0]] = self.emit(op.type, operands, op.attrs, op.outputs[0].type, op.name)
+            self.lower_computation(op, operands)
         self.ancestors[op] = anc
+
+    # --- types and shape values --------------------------------------------------------------
+    def type_of(self, tensor) -> TensorType:
+        """The lowered type of a graph tensor (fed, variable, or already lowered)."""
+        if tensor in self.fed:
+            return self.feed_value(tensor).type
+        if tensor.op.type == "variable":
+            return self.static(tensor.type)
+        return self.values[tensor].type
+
+    def resolve_attrs(self, op, operands) -> dict:
+        """``op``'s attrs with deferred dims/values resolved and batch dims specialized."""
+        shape = op.attrs.get("shape")
+        minus_one = op.type == "reshape" and isinstance(shape, tuple) and any(isinstance(d, int) and d == -1 for d in shape)
+        if self.batch is None and not minus_one and not deferred.attr_tensors(op.attrs):
+            attrs = op.attrs  # (the same object: nothing to resolve)
+        else:
+            attrs = {k: self.static(deferred.resolve(v, self.type_of, self.value_of)) for k, v in op.attrs.items()}
+        if op.type == "reshape" and any(isinstance(d, int) and d == -1 for d in attrs["shape"]):
+            attrs["shape"] = _fill_minus_one(op, operands[0].type.shape, tuple(attrs["shape"]))
+        for k, v in attrs.items():
+            if isinstance(v, tuple) and any(d is None for d in v):
+                raise LoweringError(f"{op.type} '{op.name}': attr {k} {shape_str(v)} holds a dim that was unknown "
+                                    f"when the graph was built; Kiln cannot run this op with shapes known only "
+                                    f"at the feed yet (give its inputs static shapes)")
+        return attrs
+
+    def value_of(self, ref):
+        value = self.known.get(ref.tensor)
+        if value is None:
+            raise LoweringError(f"the value of {ref.tensor.name} is used as a shape, but it is not known before "
+                                f"the step runs (it must be computed from shapes and constants)")
+        if any(e is NONLINEAR for e in value.reshape(-1)):
+            raise NeedsStaticBatch(f"the shape value {ref.tensor.name} depends on the batch size in a way "
+                                   f"a symbolic batch dim cannot hold")
+        return as_dims(value)
+
+    def infer(self, op, operands, attrs) -> TensorType:
+        """Re-infer ``op``'s type from its lowered operands; errors name the op and shapes."""
+        types = [v.type for v in operands]
+        graph_type = op.outputs[0].type
+        if op.type not in REGISTRY and is_known_shape(graph_type.shape):
+            return self.static(graph_type)  # a kind with no type rule: the graph's type
+        try:
+            ttype = infer_type(op.type, types, attrs)
+        except ShapeError as err:
+            if self.batch is None and any(isinstance(d, Sym) for t in types for d in t.shape):
+                raise NeedsStaticBatch(f"{op.type} '{op.name}': {err}") from None
+            shapes = ", ".join(f"{t.name}: {ty}" for t, ty in zip(op.inputs, types))
+            raise LoweringError(f"{op.type} '{op.name}': {err} (inputs with the fed shapes: {shapes})") from None
+        if self.batch is None and sum(isinstance(d, Sym) for d in ttype.shape) > 1:
+            raise NeedsStaticBatch(f"{op.type} '{op.name}': shape {shape_str(ttype.shape)} has the batch dim twice")
+        self.check_graph_shape(op, ttype)
+        return ttype
+
+    def check_graph_shape(self, op, ttype):
+        """The re-inferred type must fit the graph's (e.g. a ``set_shape`` claim)."""
+        g = op.outputs[0].type.shape
+        if g is None:
+            return
+        ok = len(g) == len(ttype.shape)
+        for gd, d in zip(g, ttype.shape) if ok else ():
+            if isinstance(gd, int) and gd != d:
+                if isinstance(d, Sym) and self.batch is None:
+                    raise NeedsStaticBatch(f"{op.name}: the graph fixes a batch dim to {gd}")
+                ok = False
+        if not ok:
+            raise LoweringError(f"{op.type} '{op.name}': the fed shapes give it shape {shape_str(ttype.shape)}, "
+                                f"which is not compatible with its static shape {shape_str(g)} in the graph")
+
+    def lower_computation(self, op, operands):
+        """Emit one computing op; a shape value known to be static becomes a constant."""
+        attrs = self.resolve_attrs(op, operands)
+        ttype = self.infer(op, operands, attrs)
+        out = op.outputs[0]
+        value = known_value(op.type, attrs, [v.type for v in operands],
+                            [self.known.get(t) for t in op.inputs], ttype, self.batch)
+        if value is not None:
+            self.known[out] = value
+            if op.type != "constant" and not holds_sym(value):
+                array = np.array(value.tolist(), dtype=ttype.dtype.np).reshape(ttype.shape)
+                self.values[out] = self.emit("constant", [], {"value": array}, ttype, op.name)
+                return
+        self.values[out] = self.emit(op.type, operands, attrs, ttype, op.name)
 
     def lower_assign(self, op, anc):
         var_op = op.inputs[0].op
@@ -122,7 +276,7 @@ class _Lowerer:
             prev = self.chain_last.get(var_op.name)
             old = self.assign_result[prev] if prev is not None else self.start_value(var_op)
             kind = "add" if op.type == "assign_add" else "sub"
-            new = self.emit(kind, [old, new], {}, var_op.outputs[0].type, op.name)
+            new = self.emit(kind, [old, new], {}, self.static(var_op.outputs[0].type), op.name)
         self.assign_result[op] = new
         self.chain_last[var_op.name] = op
         self.values[op.outputs[0]] = new
@@ -139,14 +293,31 @@ class _Lowerer:
         return self.fn
 
 
-def lower_graph(fetch_tensors, target_ops=(), feed_tensors=(), name="step", fetch_keys=None) -> Function:
+def _fill_minus_one(op, in_shape, dims):
+    """A reshape's shape with its -1 replaced by the size that keeps the element count."""
+    hole = [i for i, d in enumerate(dims) if isinstance(d, int) and d == -1]
+    rest = dims[:hole[0]] + dims[hole[0] + 1:]
+    try:
+        if len(hole) > 1:
+            raise ShapeError("only one dim may be -1")
+        fill = dim_div(num_elements(in_shape), num_elements(rest))
+    except ShapeError as err:
+        raise LoweringError(f"reshape '{op.name}': cannot reshape a tensor of shape {shape_str(in_shape)} "
+                            f"to {shape_str(dims)}: {err}") from None
+    return dims[:hole[0]] + (fill,) + dims[hole[0] + 1:]
+
+
+def lower_graph(fetch_tensors, target_ops=(), feed_tensors=(), name="step", fetch_keys=None,
+                feed_shapes=None, batch=None) -> Function:
     """Lower the ops needed for ``fetch_tensors`` and ``target_ops`` into a Function.
 
     ``fetch_keys`` name the fetches in the function (default: the tensor names).
+    ``feed_shapes`` (fed tensor -> shape of the fed value) specializes the function on the
+    fed shapes, ``batch`` on a batch size too (see the module doc, "Shapes").
     """
     fed = set(feed_tensors)
     fetch_keys = list(fetch_keys) if fetch_keys is not None else [t.name for t in fetch_tensors]
-    lowerer = _Lowerer(name, fed)
+    lowerer = _Lowerer(name, fed, feed_shapes, batch)
     for t in feed_tensors:
         lowerer.feed_value(t)
     roots = [t.op for t in fetch_tensors if t not in fed] + list(target_ops)

@@ -4,6 +4,10 @@ A shape is a tuple of dims; a dim is an ``int`` or a ``Sym`` — a multiple ``k*
 symbolic batch size N (a placeholder's leading ``None``).  Keeping the multiple lets a
 reshape of ``[N,10]`` to ``[-1]`` give ``[N*10]`` and back, so one compiled step serves
 every batch size.
+
+Graph (frontend) types may also be partly unknown, as in TF1: a dim ``None`` is unknown
+until the feed, and a shape ``None`` has unknown rank.  IR types never are: lowering a run
+signature re-infers every type from the fed shapes (see docs/graph.md, "Shapes").
 """
 from __future__ import annotations
 
@@ -132,11 +136,19 @@ def is_static(dim) -> bool:
 
 
 def dim_str(dim) -> str:
-    return str(dim)
+    return "?" if dim is None else str(dim)
 
 
 def shape_str(shape) -> str:
+    """``[N,784]``; an unknown dim prints ``?`` and an unknown rank ``[*]``."""
+    if shape is None:
+        return "[*]"
     return "[" + ",".join(dim_str(d) for d in shape) + "]"
+
+
+def is_known_shape(shape) -> bool:
+    """True when the rank and every dim are known (ints or batch dims): an IR-ready shape."""
+    return shape is not None and all(d is not None for d in shape)
 
 
 def resolve_dim(dim, n: int | None) -> int:
@@ -226,5 +238,6 @@ class TensorType:
         return f"{self.dtype.short}{shape_str(self.shape)}"
 
     @property
-    def rank(self) -> int:
-        return len(self.shape)
+    def rank(self) -> int | None:
+        """The number of dims (None when a graph type's rank is unknown)."""
+        return None if self.shape is None else len(self.shape)

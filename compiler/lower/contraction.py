@@ -21,7 +21,7 @@ import numpy as np
 
 from ..ir.types import int64
 from ..passes.fusion_rules import region_parts
-from .indexing import (RANDOM_DIST, add, const_expr, dim_expr, elementwise_expr, flat_index, i64, mul, size_expr,
+from .indexing import (INDEXED, add, const_expr, dim_expr, elementwise_expr, flat_index, i64, mul, size_expr,
                        strides, unflatten)
 from .kernel_ir import Block, Expr, Gemm, Let, Load, Operand, Store, Var
 from .plain_ops import emit_kernel, kernel_hint, nest
@@ -115,7 +115,7 @@ class RegionScope:
         stmts = []
         for sub in members:
             args = [env[v] if v in env else self.read(v, space) for v in sub.operands]
-            index = space.flat() if sub.kind in RANDOM_DIST else None
+            index = space.flat() if sub.kind in INDEXED else None
             var = self.ctx.scalar("e", sub.result.type.dtype)
             stmts.append(Let(var, elementwise_expr(sub, args, index_expr=index)))
             env[sub.result] = var

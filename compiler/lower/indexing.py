@@ -15,6 +15,8 @@ from .kernel_ir import Batch, Block, Cast, Const, Expr, For, Op, Random, Stmt
 
 ELEMENTWISE_OPS = frozenset(UNARY) | frozenset(ARITH) | frozenset(COMPARE) | frozenset(LOGICAL)
 RANDOM_DIST = {"random_uniform": "uniform", "random_normal": "normal", "truncated_normal": "truncated_normal"}
+# elementwise kinds whose value is a function of the element's flat index
+INDEXED = frozenset(RANDOM_DIST) | frozenset({"range"})
 PASS_THROUGH = frozenset({"broadcast_to", "identity", "stop_gradient"})
 
 
@@ -226,6 +228,11 @@ def elementwise_expr(ins, operand_exprs, index_expr=None, step_expr=None) -> Exp
         return out
     if kind in PASS_THROUGH:
         return args[0]
+    if kind == "range":
+        if index_expr is None:
+            raise ValueError("range needs the element index")
+        step = Op("mul", (const_expr(ins.attrs["delta"], dtype), Cast(index_expr, dtype)), dtype)
+        return Op("add", (const_expr(ins.attrs["start"], dtype), step), dtype)
     if kind in RANDOM_DIST:
         if index_expr is None:
             raise ValueError(f"{kind} needs the element index")

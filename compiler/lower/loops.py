@@ -29,7 +29,7 @@ from ..passes.fusion_rules import region_parts
 from .combine import REDUCTION_COMBINE, combine_op, reduction_init
 from .context import sanitize
 from .indexing import (
-    RANDOM_DIST,
+    INDEXED,
     broadcast_index,
     const_expr,
     elementwise_expr,
@@ -103,7 +103,7 @@ class _Group:
         stmts = []
         for sub in members:
             args = [env[v] if v in env else self.read(v, space, idx) for v in sub.operands]
-            index = flat_index(idx, space) if sub.kind in RANDOM_DIST else None
+            index = flat_index(idx, space) if sub.kind in INDEXED else None
             self.bind(sub.result, elementwise_expr(sub, args, index_expr=index), env, stmts)
         return stmts
 

@@ -16,6 +16,8 @@ ELEMENTWISE = frozenset(_math.UNARY) | frozenset(_math.ARITH) | frozenset(_math.
     | frozenset(_math.LOGICAL) | frozenset({"select", "cast", "add_n", "broadcast_to"})
 # pure functions of (seed, step operand, element index): may be generated inside a loop
 RANDOM = frozenset({"random_uniform", "random_normal", "truncated_normal"})
+# functions of the element index alone (tf.range of a batch-dependent length)
+INDEXED = frozenset({"range"})
 # the one switch: set False to keep random draws outside fused regions
 RANDOM_IN_REGIONS = True
 REDUCTION = frozenset(_math.REDUCE)
@@ -36,7 +38,7 @@ def classify(ins) -> str:
     kind = ins.kind
     if ins.region is not None or kind == "fused":
         return "other"  # already fused: opaque (the pass is idempotent)
-    if kind in ELEMENTWISE or (RANDOM_IN_REGIONS and kind in RANDOM):
+    if kind in ELEMENTWISE or kind in INDEXED or (RANDOM_IN_REGIONS and kind in RANDOM):
         return "elementwise"
     if kind in REDUCTION:
         return "reduction"

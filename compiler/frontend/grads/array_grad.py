@@ -8,10 +8,12 @@ work too.
 """
 from __future__ import annotations
 
+from ...ir.deferred import DimSum
 from ...ir.ops.array import dim_add
 from ..gradients import not_differentiable, register_gradient
 from ..graph import make_op
 from ..ops.array_ops import reshape, sum_to_shape, transpose, zeros_like
+from ..ops.dynamic_dims import dims_of
 
 not_differentiable("shape")
 
@@ -23,7 +25,7 @@ def _identity_grad(op, grad):
 
 @register_gradient("reshape")
 def _reshape_grad(op, grad):
-    return [reshape(grad, op.inputs[0].type.shape)]
+    return [reshape(grad, dims_of(op.inputs[0]))]
 
 
 @register_gradient("transpose")
@@ -37,7 +39,7 @@ def _transpose_grad(op, grad):
 
 @register_gradient("broadcast_to")
 def _broadcast_to_grad(op, grad):
-    return [sum_to_shape(grad, op.inputs[0].type)]
+    return [sum_to_shape(grad, op.inputs[0])]
 
 
 @register_gradient("concat")
@@ -46,11 +48,12 @@ def _concat_grad(op, grad):
     rank = grad.type.rank
     axis = op.attrs["axis"] % rank
     grads, offset = [], 0
-    for t in op.inputs:
+    for j, t in enumerate(op.inputs):
         d = t.type.shape[axis]
         begin = tuple(offset if i == axis else 0 for i in range(rank))
-        grads.append(make_op("slice", [grad], {"begin": begin, "size": t.type.shape, "strides": (1,) * rank}))
-        offset = dim_add(offset, d)
+        grads.append(make_op("slice", [grad], {"begin": begin, "size": dims_of(t), "strides": (1,) * rank}))
+        known = d is not None and not isinstance(offset, DimSum)
+        offset = dim_add(offset, d) if known else DimSum(op.inputs[:j + 1], axis)  # (summed when lowering)
     return grads
 
 
@@ -67,13 +70,13 @@ def _slice_grad(op, grad):
     x = op.inputs[0]
     if _is_permutation(x.type.shape, op.attrs):  # reverse: its own adjoint
         return [make_op("slice", [grad], dict(op.attrs))]
-    attrs = {"shape": x.type.shape, "begin": op.attrs["begin"], "strides": op.attrs["strides"]}
+    attrs = {"shape": dims_of(x), "begin": op.attrs["begin"], "strides": op.attrs["strides"]}
     return [make_op("strided_slice_grad", [grad], attrs)]
 
 
 @register_gradient("strided_slice_grad")
 def _strided_slice_grad_grad(op, grad):
-    attrs = {"begin": op.attrs["begin"], "size": op.inputs[0].type.shape, "strides": op.attrs["strides"]}
+    attrs = {"begin": op.attrs["begin"], "size": dims_of(op.inputs[0]), "strides": op.attrs["strides"]}
     return [make_op("slice", [grad], attrs)]
 
 
@@ -84,10 +87,10 @@ def _tile_grad(op, grad):
 
     x = op.inputs[0]
     split = []
-    for m, d in zip(op.attrs["multiples"], x.type.shape):
+    for m, d in zip(op.attrs["multiples"], dims_of(x)):
         split += [m, d]
     summed = reduce_sum(reshape(grad, split), list(range(0, len(split), 2)))
-    return [reshape(summed, x.type.shape)]
+    return [reshape(summed, dims_of(x))]
 
 
 @register_gradient("pad")
@@ -95,7 +98,7 @@ def _pad_grad(op, grad):
     x = op.inputs[0]
     if op.attrs["mode"] == "CONSTANT":
         rank = x.type.rank
-        attrs = {"begin": tuple(lo for lo, _ in op.attrs["paddings"]), "size": x.type.shape,
+        attrs = {"begin": tuple(lo for lo, _ in op.attrs["paddings"]), "size": dims_of(x),
                  "strides": (1,) * rank}
         return [make_op("slice", [grad], attrs)]
     return [make_op("pad_grad", [grad], {"paddings": op.attrs["paddings"], "mode": op.attrs["mode"]})]
@@ -115,7 +118,7 @@ def _gather_grad(op, grad):
     k, outer = indices.type.rank, list(range(axis))
     perm = [axis + i for i in range(k)] + outer + list(range(axis + k, grad.type.rank))
     moved = transpose(grad, perm) if perm != list(range(grad.type.rank)) else grad
-    summed = make_op("unsorted_segment_sum", [moved, indices], {"num_segments": params.type.shape[axis]})
+    summed = make_op("unsorted_segment_sum", [moved, indices], {"num_segments": dims_of(params)[axis]})
     back = list(range(1, axis + 1)) + [0] + list(range(axis + 1, params.type.rank))
     return [transpose(summed, back) if back != list(range(params.type.rank)) else summed, None]
 
@@ -131,7 +134,7 @@ def _segment_sum_grad(op, grad):
     keep = greater_equal(ids, 0)
     for _ in range(data.type.rank - ids.type.rank):
         keep = expand_dims(keep, -1)
-    return [where(broadcast_to(keep, data.type.shape), picked, zeros_like(picked)), None]
+    return [where(broadcast_to(keep, dims_of(data)), picked, zeros_like(picked)), None]
 
 
 @register_gradient("gather_nd")

@@ -14,11 +14,12 @@ import math
 import numpy as np
 
 from ...ir.ops.math import reduction_axes
-from ...ir.types import Sym, num_elements
+from ...ir.types import is_known_shape, num_elements
 from ..convert import constant
 from ..gradients import not_differentiable, register_gradient
 from ..ops import math_ops as M
-from ..ops.array_ops import broadcast_to, reshape, shape, sum_to_shape, zeros_like
+from ..ops.array_ops import broadcast_to, reshape, shape, size, sum_to_shape, zeros_like
+from ..ops.dynamic_dims import dims_of, known_rank
 
 # TF: comparisons, logical ops, arg-reductions, predicates and integer-only kinds have no
 # gradient; Floor/Ceil/Round have a registered gradient of None, which is the same thing here.
@@ -68,7 +69,7 @@ for _kind, _fn in _UNARY.items():
 # ----------------------------------------------------------------------------- binary
 def _to_input(g, t):
     """Sum a broadcast-shaped gradient back to input ``t``'s shape (None stays None)."""
-    return None if g is None else sum_to_shape(g, t.type)
+    return None if g is None else sum_to_shape(g, t)
 
 
 # each entry: (x, y, z, grad) -> (dx, dy) in the broadcast shape; z is the op's output
@@ -137,28 +138,34 @@ def _add_n_grad(op, grad):
 
 # ----------------------------------------------------------------------------- reductions
 def _axes_of(op):
-    return reduction_axes(op.inputs[0].type.rank, op.attrs["axes"])
+    return reduction_axes(known_rank(op.inputs[0], f"gradient of {op.type} '{op.name}'"), op.attrs["axes"])
 
 
 def _kept(t, op):
-    """``t`` (shaped like the reduction's output) reshaped to the keepdims shape of the input."""
+    """``t`` (shaped like the reduction's output) reshaped to the keepdims shape of the input
+    (a scalar when the input's rank is unknown: the reduction was over all its axes)."""
+    if op.inputs[0].type.rank is None:
+        return t if t.type.shape == () else reshape(t, ())
     axes = _axes_of(op)
-    kept = tuple(1 if i in axes else d for i, d in enumerate(op.inputs[0].type.shape))
+    kept = tuple(1 if i in axes else d for i, d in enumerate(dims_of(op.inputs[0])))
     return t if t.type.shape == kept else reshape(t, kept)
 
 
 def _over_input(t, op):
     """Broadcast a keepdims-shaped tensor over the reduction's input shape."""
     target = op.inputs[0].type.shape
-    return t if t.type.shape == target else broadcast_to(t, target)
+    return t if t.type.shape == target and is_known_shape(target) else broadcast_to(t, dims_of(op.inputs[0]))
 
 
 def _count(op):
     """Number of elements each output of the reduction summed: a python number when static,
-    else computed at run time from tf.shape (the batch dim is among the reduced axes)."""
-    x, axes = op.inputs[0], _axes_of(op)
+    else computed at run time from tf.shape (the batch dim or an unknown dim is reduced)."""
+    x = op.inputs[0]
+    if x.type.rank is None:
+        return M.cast(size(x), x.dtype)
+    axes = _axes_of(op)
     dims = [x.type.shape[a] for a in axes]
-    if not any(isinstance(d, Sym) for d in dims):
+    if all(isinstance(d, int) for d in dims):
         return float(num_elements(dims))
     mask = constant(np.array([i in axes for i in range(x.type.rank)]))
     return M.cast(M.reduce_prod(M.where_v2(mask, shape(x), 1)), x.dtype)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...ir.types import as_dtype, float32, float64, int32, int64
 from ..convert import constant, constant_value_array, convert_to_tensor
-from ..graph import Tensor
+from ..graph import Tensor, make_op
 from .array_ops import expand_dims, reshape, static_int, static_value
 
 _RANGE_DTYPES = (int32, int64, float32, float64)  # TF picks the widest of the arguments'
@@ -41,9 +41,15 @@ def linspace(start, stop, num, name=None, axis=0):
 
 
 def range(start, limit=None, delta=1, dtype=None, name="range"):  # noqa: A001  (TF's name)
-    """tf.range: like python range; dtype is the widest of the arguments' (int32 < int64 < float)."""
+    """tf.range: like python range; dtype is the widest of the arguments' (int32 < int64 < float).
+
+    An integer limit known only from shapes (``tf.range(tf.shape(x)[0])``) gives a ``range``
+    op of that length: ``[N]`` for the batch dim (one artifact serves every batch size).
+    """
     if limit is None:
         start, limit = 0, start
+    if isinstance(limit, Tensor) and _is_shape_dim(limit):
+        return _dynamic_range(start, limit, delta, dtype, name)
     args = [_static_scalar(v, "Range") for v in (start, limit, delta)]
     inferred = max((d for _, d in args), key=_RANGE_DTYPES.index)
     out = as_dtype(dtype) if dtype is not None else inferred
@@ -56,6 +62,27 @@ def range(start, limit=None, delta=1, dtype=None, name="range"):  # noqa: A001  
     count = int(np.ceil((l - s) / d))
     values = (s + d * np.arange(builtins.max(count, 0))).astype(out.np)
     return constant(values, name=name)
+
+
+def _is_shape_dim(t) -> bool:
+    """An int scalar whose value is a dim not known when the graph is built (N, a fed size)."""
+    value = static_value(t)
+    return t.dtype.is_integer and t.type.shape == () and (value is None or not isinstance(value, (int, np.integer, np.ndarray)))
+
+
+def _dynamic_range(start, limit, delta, dtype, name):
+    """tf.range with a shape-valued limit: length ceil((limit - start) / delta) >= 0."""
+    from .array_ops import _as_dim
+    from .math_ops import floordiv, maximum, subtract
+
+    (s, _), (d, _) = _static_scalar(start, "Range"), _static_scalar(delta, "Range")
+    if not (isinstance(s, int) and isinstance(d, int) and d > 0):
+        raise ValueError("Range: with a limit known only at run time Kiln needs integer start and a "
+                         f"positive integer delta, got start={s}, delta={d}")
+    count = limit if (s, d) == (0, 1) else maximum(floordiv(subtract(limit, s) + (d - 1), d), 0)
+    out = as_dtype(dtype) if dtype is not None else limit.dtype
+    return make_op("range", [], {"start": s, "delta": d, "shape": (_as_dim(count, "Range"),), "dtype": out},
+                   name=name)
 
 
 def _onehot_value(value, default, dtype):

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.types import (N, ShapeError, Sym, TensorType, as_dtype, dim_div, float32, int32,
+from ...ir.deferred import Deferred, ShapeOf, SumAxes
+from ...ir.types import (N, ShapeError, Sym, TensorType, as_dtype, dim_div, float32, int32, is_known_shape,
                          normalize_axis, num_elements, shape_str)
 from ..convert import constant, convert_to_tensor
 from ..graph import Tensor, TensorShape, make_op
+from ..shape_inference import merge_shapes
+from .dynamic_dims import deferred_value, dims_of, known_rank
 
 _STATIC = "_kiln_static"  # attribute holding a tensor's build-time value (may hold Sym dims)
 
@@ -35,12 +38,17 @@ def with_static(t: Tensor, value) -> Tensor:
 
 
 def _as_dim(d, what):
-    """One element of a shape argument as an int or Sym (-1 allowed; the caller checks)."""
+    """One element of a shape argument as an int or Sym (-1 allowed; the caller checks), or a
+    ``DimOf``/``ValueOf`` when it is a dim known only once the feeds' shapes are."""
+    if isinstance(d, Tensor) and static_value(d) is None:
+        if not d.dtype.is_integer or d.type.shape != ():
+            raise ValueError(f"{what}: a shape element must be an int scalar, got {d.name} {d.type}")
+        return deferred_value(d, what)
     d = static_value(d)
     if d is None:
         raise ValueError(f"{what}: Kiln needs static shapes; this tensor's value is not known "
                          f"when the graph is built")
-    if isinstance(d, Sym):
+    if isinstance(d, (Sym, Deferred)):
         return d
     if isinstance(d, np.ndarray):
         if d.ndim != 0:
@@ -58,13 +66,16 @@ def shape_arg(shape, what, allow_unknown=False) -> tuple:
     A None dim (TensorShape) is the batch dim N.  With ``allow_unknown`` a -1 may appear
     (reshape); otherwise dims must be >= 0.
     """
+    if isinstance(shape, ShapeOf):
+        return shape  # a tensor's whole shape, its rank unknown (dims_of)
     if isinstance(shape, TensorShape):
         shape = [N if d is None else d for d in shape.as_list()]
     value = static_value(shape)
     if value is None:
-        raise ValueError(f"{what}: Kiln needs a static shape; the value of {shape.name} is not known "
-                         f"when the graph is built")
-    if isinstance(value, np.ndarray) and value.ndim == 0 or isinstance(value, (int, np.integer, Sym)):
+        if not shape.dtype.is_integer or shape.type.rank != 1:
+            raise ValueError(f"{what}: a shape must be a 1-D int tensor, got {shape.name} {shape.type}")
+        return deferred_value(shape, what, None if shape.type.shape[0] is None else (None,) * shape.type.shape[0])
+    if isinstance(value, np.ndarray) and value.ndim == 0 or isinstance(value, (int, np.integer, Sym, Deferred)):
         value = [value]
     dims = tuple(_as_dim(d, what) for d in value)
     low = -1 if allow_unknown else 0
@@ -76,8 +87,9 @@ def shape_arg(shape, what, allow_unknown=False) -> tuple:
 def static_int(x, what) -> int:
     """A python int from an int or a constant scalar tensor (axes, counts)."""
     d = _as_dim(x, what)
-    if isinstance(d, Sym):
-        raise ValueError(f"{what}: expected a static integer, got the batch dim {d}")
+    if isinstance(d, (Sym, Deferred)):
+        raise ValueError(f"{what}: expected a static integer, got {'the batch dim ' if isinstance(d, Sym) else ''}"
+                         f"{d} (known only when the graph runs)")
     return d
 
 
@@ -87,10 +99,16 @@ def sum_to_shape(x, target_type):
 
     Leading extra dims are summed away; a dim that is 1 in the target but not in ``x``
     (static or batch) is summed with keepdims.  ``target_type`` may be a TensorType, a
-    Tensor or a shape tuple.
+    Tensor or a shape tuple; with a Tensor whose shape (or ``x``'s) is partly unknown, the
+    axes and the shape are deferred to lowering (TF's BroadcastGradientArgs, done once the
+    fed shapes are known).
     """
     from .math_ops import reduce_sum
 
+    if isinstance(target_type, Tensor) and not (is_known_shape(target_type.type.shape)
+                                                and is_known_shape(x.type.shape)):
+        summed = make_op("reduce_sum", [x], {"axes": SumAxes(x, target_type), "keepdims": True})
+        return make_op("reshape", [summed], {"shape": dims_of(target_type)})
     if isinstance(target_type, Tensor):
         target_type = target_type.type
     target = tuple(target_type.shape if isinstance(target_type, TensorType) else target_type)
@@ -109,10 +127,11 @@ def sum_to_shape(x, target_type):
 # ----------------------------------------------------------------------------- creation
 def _filled(value, shape, dtype, name):
     """A tensor of ``shape`` holding ``value`` everywhere: broadcast of a scalar constant."""
-    scalar = constant(np.asarray(value, dtype=as_dtype(dtype).np), name=name if not shape else "Const")
-    if not shape:
+    scalar = constant(np.asarray(value, dtype=as_dtype(dtype).np), name=name if shape == () else "Const")
+    if shape == ():
         return scalar
-    return make_op("broadcast_to", [scalar], {"shape": tuple(shape)}, name=name)
+    return make_op("broadcast_to", [scalar], {"shape": shape if isinstance(shape, Deferred) else tuple(shape)},
+                   name=name)
 
 
 def zeros(shape, dtype=float32, name=None):
@@ -127,12 +146,12 @@ def ones(shape, dtype=float32, name=None):
 def zeros_like(tensor, dtype=None, name=None, optimize=True):
     """tf.zeros_like: zeros with the type of ``tensor`` (batch dim included)."""
     t = convert_to_tensor(tensor)
-    return _filled(0, t.type.shape, dtype or t.dtype, name or "zeros_like")
+    return _filled(0, dims_of(t), dtype or t.dtype, name or "zeros_like")
 
 
 def ones_like(tensor, dtype=None, name=None, optimize=True):
     t = convert_to_tensor(tensor)
-    return _filled(1, t.type.shape, dtype or t.dtype, name or "ones_like")
+    return _filled(1, dims_of(t), dtype or t.dtype, name or "ones_like")
 
 
 def fill(dims, value, name=None):
@@ -141,7 +160,7 @@ def fill(dims, value, name=None):
     v = convert_to_tensor(value)
     if v.type.rank != 0:
         raise ValueError(f"fill: value must be a scalar, got shape {shape_str(v.type.shape)}")
-    if not shape:
+    if shape == ():
         return make_op("identity", [v], name=name or "Fill")
     return make_op("broadcast_to", [v], {"shape": shape}, name=name or "Fill")
 
@@ -155,6 +174,8 @@ def broadcast_to(input, shape, name=None):
 # ----------------------------------------------------------------------------- reshaping
 def _infer_minus_one(x, dims):
     """Replace a single -1 in ``dims`` by the size that keeps x's element count."""
+    if isinstance(dims, Deferred) or not is_known_shape(x.type.shape) or any(isinstance(d, Deferred) for d in dims):
+        return dims  # -1 is filled in when lowering, from the fed shapes
     unknown = [i for i, d in enumerate(dims) if isinstance(d, int) and d == -1]
     if len(unknown) > 1:
         raise ValueError(f"Reshape: only one input size may be -1, not both {unknown[0]} and {unknown[1]} "
@@ -186,13 +207,14 @@ def expand_dims(input, axis=None, name=None, dim=None):
     elif dim is not None:
         raise ValueError("expand_dims: cannot specify both 'axis' and 'dim'")
     x = convert_to_tensor(input)
-    rank = x.type.rank
+    rank = known_rank(x, "ExpandDims")
     axis = static_int(axis, "ExpandDims")
     if not -rank - 1 <= axis <= rank:
         raise ValueError(f"ExpandDims: axis {axis} is out of range [{-rank - 1}, {rank}] for shape "
                          f"{shape_str(x.type.shape)}")
     axis = axis % (rank + 1)
-    shape = x.type.shape[:axis] + (1,) + x.type.shape[axis:]
+    dims = dims_of(x)
+    shape = dims[:axis] + (1,) + dims[axis:]
     return make_op("reshape", [x], {"shape": shape}, name=name or "ExpandDims")
 
 
@@ -201,24 +223,29 @@ def squeeze(input, axis=None, name=None, squeeze_dims=None):
     x = convert_to_tensor(input)
     axis = squeeze_dims if axis is None else axis
     shape = x.type.shape
+    known_rank(x, "Squeeze")
     if axis is None or axis == []:
+        if not is_known_shape(shape):
+            raise ValueError(f"Squeeze: {x.name} has unknown dims {shape_str(shape)}; Kiln needs the axes to "
+                             f"squeeze (squeeze(x, axis=[...])) when dims are known only at the feed")
         drop = {i for i, d in enumerate(shape) if d == 1}
     else:
         axes = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
         drop = {normalize_axis(int(a), len(shape)) for a in axes}
         for i in sorted(drop):
-            if shape[i] != 1:
+            if shape[i] is not None and shape[i] != 1:
                 raise ValueError(f"Squeeze: can not squeeze dim[{i}], expected a dimension of 1, got "
                                  f"{shape[i]} (shape {shape_str(shape)})")
-    out = tuple(d for i, d in enumerate(shape) if i not in drop)
+    out = tuple(d for i, d in enumerate(dims_of(x)) if i not in drop)
     return make_op("reshape", [x], {"shape": out}, name=name or "Squeeze")
 
 
 def transpose(a, perm=None, name="transpose", conjugate=False):
     """tf.transpose: default perm reverses the dims."""
     x = convert_to_tensor(a)
-    perm = tuple(reversed(range(x.type.rank))) if perm is None else tuple(
-        static_int(p, "transpose") % max(x.type.rank, 1) for p in shape_arg(perm, "transpose", True))
+    rank = known_rank(x, "transpose")
+    perm = tuple(reversed(range(rank))) if perm is None else tuple(
+        static_int(p, "transpose") % max(rank, 1) for p in shape_arg(perm, "transpose", True))
     return make_op("transpose", [x], {"perm": perm}, name=name)
 
 
@@ -248,10 +275,12 @@ def stack(values, axis=0, name="stack"):
         raise ValueError("stack: values must not be empty")
     first = values[0].type
     for v in values:
-        if v.type.shape != first.shape:
+        try:
+            merge_shapes(first.shape, v.type.shape)
+        except ShapeError:
             raise ValueError(f"stack: shapes of all inputs must match: {shape_str(first.shape)} vs "
-                             f"{shape_str(v.type.shape)}")
-    axis = _axis_of(axis, first.rank + 1, "stack")
+                             f"{shape_str(v.type.shape)}") from None
+    axis = _axis_of(axis, known_rank(values[0], "stack") + 1, "stack")
     if len(values) == 1:
         return expand_dims(values[0], axis, name=name)
     parts = [expand_dims(v, axis) for v in values]
@@ -269,7 +298,9 @@ def tile(input, multiples, name=None):
     """tf.tile: repeat ``multiples[i]`` times along dim i."""
     x = convert_to_tensor(input)
     mult = shape_arg(multiples, "Tile")
-    return make_op("tile", [x], {"multiples": tuple(int(m) for m in mult)}, name=name or "Tile")
+    if not isinstance(mult, Deferred):
+        mult = tuple(m if isinstance(m, (Sym, Deferred)) else int(m) for m in mult)
+    return make_op("tile", [x], {"multiples": mult}, name=name or "Tile")
 
 
 def pad(tensor, paddings, mode="CONSTANT", name=None, constant_values=0):
@@ -292,13 +323,15 @@ def pad(tensor, paddings, mode="CONSTANT", name=None, constant_values=0):
 
 # ----------------------------------------------------------------------------- shape queries
 def shape(input, name=None, out_type=int32):
-    """tf.shape: an int [rank] tensor; a constant unless the shape holds the batch dim."""
+    """tf.shape: an int [rank] tensor; a constant when the shape is static.  Otherwise a
+    ``shape`` op whose build-time value holds the batch dim ``Sym`` and ``DimOf`` where a dim
+    is known only at the feed; lowering folds it to a constant, or keeps it (it reads N)."""
     x = convert_to_tensor(input)
     dims = x.type.shape
-    if not any(isinstance(d, Sym) for d in dims):
+    if dims is not None and all(isinstance(d, int) for d in dims):
         return constant(np.array(dims, dtype=as_dtype(out_type).np), name=name or "Shape")
     out = make_op("shape", [x], {"out_type": as_dtype(out_type)}, name=name or "Shape")
-    return with_static(out, tuple(dims))
+    return out if dims is None else with_static(out, dims_of(x))
 
 
 def shape_n(input, out_type=int32, name=None):
@@ -306,10 +339,12 @@ def shape_n(input, out_type=int32, name=None):
 
 
 def size(input, name=None, out_type=int32):
-    """tf.size: element count (computed at run time when the batch dim is involved)."""
+    """tf.size: element count (computed at run time when the batch dim or an unknown dim is involved)."""
     from .math_ops import reduce_prod
 
     x = convert_to_tensor(input)
+    if not is_known_shape(x.type.shape):
+        return reduce_prod(shape(x, out_type=out_type), name=name or "Size")
     count = num_elements(x.type.shape)
     if isinstance(count, Sym):
         return with_static(reduce_prod(shape(x, out_type=out_type), name=name or "Size"), count)
@@ -317,7 +352,11 @@ def size(input, name=None, out_type=int32):
 
 
 def rank(input, name=None):
-    return constant(np.array(convert_to_tensor(input).type.rank, dtype=np.int32), name=name or "Rank")
+    """tf.rank: a constant, or (rank unknown) the length of tf.shape, folded when lowering."""
+    x = convert_to_tensor(input)
+    if x.type.rank is None:
+        return make_op("reshape", [shape(shape(x))], {"shape": ()}, name=name or "Rank")
+    return constant(np.array(x.type.rank, dtype=np.int32), name=name or "Rank")
 
 
 def identity_n(input, name=None):

@@ -12,6 +12,7 @@ import builtins
 
 import numpy as np
 
+from ...ir.deferred import SliceOf
 from ...ir.ops.array import dim_add
 from ...ir.types import Sym, dim_div, int32, normalize_axis, shape_str
 from ..convert import convert_to_tensor
@@ -24,10 +25,11 @@ _INDEX_ERROR = ("Only integers, slices (`:`), ellipsis (`...`), tf.newaxis (`Non
 
 
 # ----------------------------------------------------------------------------- windows
-def _axis_window(d, item, axis):
-    """(begin, size, stride, keep) for one input axis of size d and a slice or an int index."""
+def _axis_window(d, item, axis, x=None):
+    """(begin, size, stride, keep) for one input axis of size d and a slice or an int index
+    (of ``x``: a dim known only at the feed gets a window resolved when lowering)."""
     if isinstance(item, int):
-        if isinstance(d, Sym):
+        if isinstance(d, Sym) or d is None:
             return item, 1, 1, False  # x[0], x[-1] of the batch: checked at run time
         if not -d <= item < d:
             raise ValueError(f"slice index {item} of dimension {axis} out of bounds (size {d})")
@@ -40,6 +42,9 @@ def _axis_window(d, item, axis):
             return (0 if step == 1 else -1), d, step, True
         raise ValueError(f"strided_slice: dimension {axis} is the batch dim {d}; Kiln can take it only "
                          f"whole, reversed or at one index (got {start}:{stop}:{step})")
+    if d is None:
+        bounds = (start, stop, step)
+        return SliceOf(x, axis, bounds, "begin"), SliceOf(x, axis, bounds, "size"), step, True
     begin, end, step = _pyslice(start, stop, step).indices(d)
     count = len(range(begin, end, step))
     return (begin if count else 0), count, step, True
@@ -62,13 +67,16 @@ def apply_index(x, items, name="strided_slice"):
     """Apply a list of ints / slices / None (new axis) / Ellipsis to x: one slice + one reshape."""
     x = convert_to_tensor(x)
     shape = x.type.shape
+    if shape is None:
+        raise ValueError(f"{name}: the rank of {x.name} is unknown; Kiln needs it to index the tensor "
+                         f"(give it a shape or use set_shape)")
     begin, size, strides, out_shape = [], [], [], []
     axis = 0
     for item in _expand_ellipsis(list(items), len(shape)):
         if item is None:
             out_shape.append(1)
             continue
-        b, s, st, keep = _axis_window(shape[axis], item, axis)
+        b, s, st, keep = _axis_window(shape[axis], item, axis, x)
         begin.append(b), size.append(s), strides.append(st)
         if keep:
             out_shape.append(s)
@@ -192,10 +200,11 @@ def split(value, num_or_size_splits, axis=0, num=None, name="split"):
         if sizes.count(-1) > 1:
             raise ValueError(f"split: at most one size may be -1, got {sizes}")
         if -1 in sizes:
-            if isinstance(d, Sym):
-                raise ValueError("split: a -1 size cannot be inferred on the batch dim")
+            if isinstance(d, Sym) or d is None:
+                raise ValueError(f"split: a -1 size cannot be inferred on the {'batch' if d else 'unknown'} dim "
+                                 f"{axis} of {shape_str(x.type.shape)}")
             sizes[sizes.index(-1)] = d - sum(s for s in sizes if s != -1)
-        if isinstance(d, Sym) or sum(sizes) != d or min(sizes) < 0:
+        if d is not None and (isinstance(d, Sym) or sum(sizes) != d) or min(sizes) < 0:
             raise ValueError(f"split: sizes {sizes} do not add up to dimension {axis} of shape "
                              f"{shape_str(x.type.shape)}")
     parts, offset = [], 0
@@ -210,8 +219,9 @@ def unstack(value, num=None, axis=0, name="unstack"):
     x = convert_to_tensor(value)
     axis = normalize_axis(static_int(axis, "unstack"), x.type.rank)
     d = x.type.shape[axis]
-    if isinstance(d, Sym):
-        raise ValueError(f"unstack: cannot unstack along the batch dim of {shape_str(x.type.shape)}")
+    if isinstance(d, Sym) or d is None:
+        raise ValueError(f"unstack: cannot unstack along the {'batch' if d else 'unknown'} dim {axis} of "
+                         f"{shape_str(x.type.shape)}: Kiln needs its size when the graph is built")
     if num is not None and num != d:
         raise ValueError(f"unstack: num={num} does not match dimension {axis} ({d}) of "
                          f"{shape_str(x.type.shape)}")

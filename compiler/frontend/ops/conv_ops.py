@@ -69,9 +69,13 @@ def _rank4(t, role, what):
 
 def _pads(in_shape, window, strides, dilations, padding, what):
     """Explicit pads for 'SAME'/'VALID' or TF's explicit [[0,0],[t,b],[l,r],[0,0]] list."""
+    if in_shape is None or len(in_shape) != 4:
+        _fail(what, f"the input must be rank 4 (NHWC), got {shape_str(in_shape)}")
     h, w = in_shape[1], in_shape[2]
-    if isinstance(h, Sym) or isinstance(w, Sym):
-        _fail(what, f"height and width must be static, got input {shape_str(in_shape)}")
+    if not isinstance(h, int) or not isinstance(w, int):
+        _fail(what, f"height and width must be static (Kiln computes the padding when the graph is "
+                    f"built), got input {shape_str(in_shape).replace('N', '?')}; give the placeholder "
+                    f"a shape such as [None, 28, 28, 1]")
     if isinstance(padding, str):
         if padding not in _PADDINGS:
             _fail(what, f"padding must be 'SAME' or 'VALID', got {padding!r}")

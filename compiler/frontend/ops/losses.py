@@ -17,6 +17,7 @@ from ...ir.types import shape_str
 from ..convert import constant, convert_to_tensor
 from ..graph import GraphKeys, get_default_graph, make_op
 from . import math_ops as M
+from ..shape_inference import compatible
 from .nn_ops import float_tensor, pick_axis, scope, shifted_logits
 
 
@@ -27,7 +28,8 @@ def _named_only(sentinel, what):
 
 
 def _same_shape(a, b, what, a_name="labels", b_name="logits"):
-    if a.type.shape != b.type.shape:
+    """TF's check: the shapes must be compatible (an unknown or batch dim matches any size)."""
+    if not compatible(a.type.shape, b.type.shape):
         raise ValueError(f"{what}: {a_name} and {b_name} must have the same shape, got "
                          f"{shape_str(a.type.shape)} vs {shape_str(b.type.shape)}")
 
@@ -67,7 +69,7 @@ def _sparse_labels(labels, logits, what):
     labels = convert_to_tensor(labels)
     if not labels.dtype.is_integer:
         raise ValueError(f"{what}: labels must be int32 or int64, got {labels.dtype.name}")
-    if labels.type.shape != logits.type.shape[:-1]:
+    if logits.type.shape is not None and not compatible(labels.type.shape, logits.type.shape[:-1]):
         raise ValueError(f"{what}: labels shape {shape_str(labels.type.shape)} must equal logits shape "
                          f"{shape_str(logits.type.shape)} without its last dimension (rank of labels "
                          f"{labels.type.rank} should equal rank of logits minus 1)")
@@ -89,6 +91,9 @@ def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits
         raise ValueError(f"{what}: logits must have rank >= 1, got a scalar")
     labels = _sparse_labels(labels, logits, what)
     classes = logits.type.shape[-1]
+    if not isinstance(classes, int):
+        raise ValueError(f"{what}: the class dim of logits {shape_str(logits.type.shape)} must be static "
+                         f"(Kiln builds the label check and one-hot from it when the graph is built)")
     labels = make_op("check_range", [labels], {"low": 0, "high": int(classes), "what": f"{what} label"})
     with scope(name, "SparseSoftmaxCrossEntropyWithLogits"):
         shifted, lse, _ = shifted_logits(logits, -1, what)

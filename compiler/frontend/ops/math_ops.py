@@ -182,6 +182,10 @@ def matmul(a, b, transpose_a=False, transpose_b=False, adjoint_a=False, adjoint_
 def _axes_attr(x, axis):
     """A static reduction axis spec (None / int / list) as the IR's tuple of axes."""
     if axis is None:
+        if x.type.rank is None:
+            from ...ir.deferred import AllAxes
+
+            return AllAxes(x)  # every axis, counted when lowering
         return tuple(range(x.type.rank))
     if isinstance(axis, Tensor):
         from .array_ops import static_value

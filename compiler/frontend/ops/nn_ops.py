@@ -14,7 +14,9 @@ from ...ir.types import normalize_axis, shape_str
 from ..convert import convert_to_tensor
 from ..graph import get_default_graph
 from . import math_ops as M
+from ..shape_inference import compatible
 from .conv_ops import NN_API as _CONV_API
+from .dynamic_dims import known_rank
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -36,6 +38,7 @@ def pick_axis(axis, dim, what, default=-1):
 
 def check_axis(x, axis, what):
     """A valid axis of ``x`` (ValueError naming the op and shape otherwise)."""
+    known_rank(x, what)
     try:
         return normalize_axis(axis, x.type.rank)
     except Exception:
@@ -106,9 +109,10 @@ def bias_add(value, bias, data_format=None, name=None):
     v = convert_to_tensor(value)
     b = convert_to_tensor(bias, dtype_hint=v.dtype)
     shapes = f"value {v.type}, bias {b.type}"
+    known_rank(v, f"bias_add '{name or 'BiasAdd'}'")
     if v.type.rank < 2:
         raise ValueError(f"bias_add '{name or 'BiasAdd'}': value must be at least rank 2 ({shapes})")
-    if b.type.rank != 1 or b.type.shape[0] != v.type.shape[-1]:
+    if b.type.rank != 1 or not compatible((b.type.shape[0],), (v.type.shape[-1],)):
         raise ValueError(f"bias_add '{name or 'BiasAdd'}': bias must be 1-D with length equal to the last "
                          f"dimension of value ({shapes})")
     if b.dtype != v.dtype:
@@ -130,8 +134,10 @@ def relu_layer(x, weights, biases, name=None):
 # ----------------------------------------------------------------------------- dropout
 def _noise_shape(x, noise_shape):
     """The random tensor's shape: x's (batch dim included), or noise_shape with None -> x's dim."""
+    from .dynamic_dims import dims_of
+
     if noise_shape is None:
-        return tuple(x.type.shape)
+        return dims_of(x)
     dims = list(noise_shape.as_list() if hasattr(noise_shape, "as_list") else noise_shape)
     if len(dims) != x.type.rank:
         raise ValueError(f"dropout: noise_shape {dims} must have the rank of x {shape_str(x.type.shape)}")
@@ -156,7 +162,7 @@ def _keep_prob(keep_prob, rate, x):
                              f"got {keep_prob:g}")
         return float(keep_prob)
     keep_prob = convert_to_tensor(keep_prob, dtype_hint=x.dtype)
-    if keep_prob.dtype != x.dtype or keep_prob.type.rank != 0:
+    if keep_prob.dtype != x.dtype or keep_prob.type.rank not in (0, None):  # (None: checked at the feed)
         raise ValueError(f"dropout: keep_prob must be a scalar {x.dtype.name} tensor, got {keep_prob.type}")
     return keep_prob
 
@@ -176,7 +182,9 @@ def dropout(x, keep_prob=None, noise_shape=None, seed=None, name=None, rate=None
     with scope(name, "dropout"):
         u = random_uniform(_noise_shape(x, noise_shape), seed=seed, dtype=x.dtype)
         kept = M.floor(M.add(u, keep))
-        return M.multiply(M.truediv(x, keep), kept)
+        out = M.multiply(M.truediv(x, keep), kept)
+        out.set_shape(x.type.shape)  # as TF: keep_prob of unknown rank is a scalar
+        return out
 
 
 # ----------------------------------------------------------------------------- normalization

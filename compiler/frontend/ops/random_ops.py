@@ -51,11 +51,11 @@ def rng_step(graph=None):
 
 
 def _shape_attr(shape):
-    from ..core_api import static_shape
+    """A draw's shape: static, holding the batch dim, or from a shape tensor such as
+    ``tf.shape(z)`` whose dims are known when the run is lowered (``deferred``)."""
+    from .array_ops import shape_arg
 
-    if hasattr(shape, "type") and hasattr(shape, "op"):
-        raise TypeError("Kiln needs a static shape for random ops (a list or the .type.shape of a tensor)")
-    return static_shape(shape, "random op shape")
+    return shape_arg(shape, "random op shape")
 
 
 def _draw(kind, shape, dtype, seed, name):

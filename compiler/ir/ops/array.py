@@ -102,13 +102,14 @@ register_op("concat", _infer_concat,
 # ----------------------------------------------------------------------------- tile
 def _infer_tile(inputs, *, multiples):
     (x,) = inputs
-    if len(multiples) != x.rank or any(m < 0 for m in multiples):
+    if len(multiples) != x.rank or any(not isinstance(m, Sym) and m < 0 for m in multiples):
         raise ShapeError(f"multiples {list(multiples)} must be {x.rank} non-negative ints for shape "
                          f"{shape_str(x.shape)}")
     return TensorType(x.dtype, tuple(dim_mul(d, m) for d, m in zip(x.shape, multiples)))
 
 
-register_op("tile", _infer_tile, lambda ctx, x, *, multiples: np.tile(x, multiples), arity=1)
+register_op("tile", _infer_tile, lambda ctx, x, *, multiples: np.tile(x, ctx.shape(multiples)), arity=1,
+            doc="attr multiples (may hold N: tf.tile(row, [tf.shape(x)[0], 1]))")
 
 
 # ----------------------------------------------------------------------------- pad and its adjoint
@@ -198,3 +199,21 @@ def _infer_shape(inputs, *, out_type):
 register_op("shape", _infer_shape,
             lambda ctx, x, *, out_type: np.array(x.shape, dtype=as_dtype(out_type).np),
             arity=1, doc="the operand's runtime shape (reads the batch size)")
+
+
+# ----------------------------------------------------------------------------- range
+def _infer_range(inputs, *, start, delta, shape, dtype):
+    dtype = as_dtype(dtype)
+    if len(shape) != 1 or dtype.is_bool:
+        raise ShapeError(f"range makes a 1-D numeric tensor, got shape {shape_str(shape)} of {dtype.name}")
+    return TensorType(dtype, tuple(shape))
+
+
+def _eval_range(ctx, *, start, delta, shape, dtype):
+    (count,) = ctx.shape(shape)
+    return (start + delta * np.arange(count)).astype(as_dtype(dtype).np)
+
+
+register_op("range", _infer_range, _eval_range, arity=0,
+            doc="start + delta*i for i < shape[0] (attrs start, delta, shape (may be [N]), dtype): "
+                "tf.range whose length is known only when lowering")
