@@ -7,7 +7,8 @@ compared, number by number, with TensorFlow's recorded in ``tests/programs/golde
 ``record_goldens.py``.  Programs that write TensorBoard event files are read back with
 TensorBoard's reader and compared tag by tag, step by step.  Accuracies printed over a few
 hundred examples may differ by a flip or two after float32 training, so numbers on an
-accuracy line get an absolute tolerance of 0.02; every other number 2e-3 relative.
+accuracy line get an absolute tolerance of 0.02; every other number 2e-3 relative (unless
+the catalog says otherwise, with its reason).
 """
 from __future__ import annotations
 
@@ -34,19 +35,18 @@ def run_kiln(program, cwd: Path, backend: str) -> subprocess.CompletedProcess:
                           cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
-def assert_same_output(ours: list[str], theirs: list[str], name: str) -> None:
+def assert_same_output(ours: list[str], theirs: list[str], name: str, rtol: float, atol: float) -> None:
     assert len(ours) == len(theirs), f"{name}: {len(ours)} lines printed, TensorFlow printed {len(theirs)}:\n" \
         + "\n".join(ours[-10:])
     for k, (mine, tf_line) in enumerate(zip(ours, theirs)):
         got, text = numbers_and_text(mine)
         want, tf_text = numbers_and_text(tf_line)
         assert text == tf_text, f"{name} line {k + 1}: {mine!r} vs TensorFlow's {tf_line!r}"
-        atol = ACCURACY_ATOL if "ccuracy" in mine else 1e-5
-        np.testing.assert_allclose(got, want, rtol=2e-3, atol=atol,
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=ACCURACY_ATOL if "ccuracy" in mine else atol,
                                    err_msg=f"{name} line {k + 1}: {mine!r} vs TensorFlow's {tf_line!r}")
 
 
-def assert_same_events(folder: Path, want: dict, name: str) -> None:
+def assert_same_events(folder: Path, want: dict, name: str, racy_tags=()) -> None:
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0})
@@ -56,6 +56,8 @@ def assert_same_events(folder: Path, want: dict, name: str) -> None:
     for tag, series in want["scalars"].items():
         got = [[e.step, e.value] for e in acc.Scalars(tag)]
         assert [s for s, _ in got] == [s for s, _ in series], f"{name}: steps of {tag}"
+        if any(part in tag for part in racy_tags):
+            continue
         atol = ACCURACY_ATOL if "accuracy" in tag else 1e-5
         np.testing.assert_allclose([v for _, v in got], [v for _, v in series], rtol=2e-3, atol=atol,
                                    err_msg=f"{name}: values of {tag}")
@@ -75,8 +77,8 @@ def test_program_matches_tensorflow(program, backend, tmp_path):
     golden = json.loads(program.golden.read_text())
     run = run_kiln(program, tmp_path, backend)
     assert run.returncode == 0, f"{program.name} failed under Kiln ({backend}):\n{run.stderr[-4000:]}"
-    assert_same_output(run.stdout.splitlines(), golden["stdout"], program.name)
+    assert_same_output(run.stdout.splitlines(), golden["stdout"], program.name, program.rtol, program.atol)
     if golden["events"]:
         pytest.importorskip("tensorboard")
         for folder, want in golden["events"].items():
-            assert_same_events(tmp_path / folder, want, program.name)
+            assert_same_events(tmp_path / folder, want, program.name, program.racy_tags)

@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime.events import proto
 
-from ..ir.types import DType, Sym, as_dtype
+from ..ir.types import DType, Sym, as_dtype, is_static
 
 _ENUM = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int8": "DT_INT8",
          "uint8": "DT_UINT8", "int32": "DT_INT32", "int64": "DT_INT64", "bool": "DT_BOOL",
@@ -80,8 +80,11 @@ def _list_value(items, key):
 
 
 def _shape(dims):
+    """A TensorShapeProto: unknown rank (dims None), unknown and batch dims as -1."""
     shape_pb2 = proto("tensor_shape")
-    return shape_pb2.TensorShapeProto(dim=[shape_pb2.TensorShapeProto.Dim(size=-1 if isinstance(d, Sym) else int(d))
+    if dims is None:
+        return shape_pb2.TensorShapeProto(unknown_rank=True)
+    return shape_pb2.TensorShapeProto(dim=[shape_pb2.TensorShapeProto.Dim(size=int(d) if is_static(d) else -1)
                                            for d in dims])
 
 

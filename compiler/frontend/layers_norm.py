@@ -32,7 +32,7 @@ def training_mode(training, what):
     if training is None or isinstance(training, (bool, np.bool_)):
         return bool(training)
     training = convert_to_tensor(training)
-    if training.dtype.name != "bool" or training.shape.ndims != 0:
+    if training.dtype.name != "bool" or training.shape.ndims not in (None, 0):
         raise ValueError(f"{what}: training must be a python bool or a scalar bool tensor, got {training!r}")
     return training
 
@@ -116,8 +116,8 @@ class BatchNormalization(Layer):
             mean, variance = nn_ops.moments(inputs, reduce_axes)
             self._make_updates(inputs, mean, variance, training)
             if training is not True:
-                mean = M.where_v2(training, mean, self.moving_mean)
-                variance = M.where_v2(training, variance, self.moving_variance)
+                mean = M.where(training, mean, self.moving_mean)
+                variance = M.where(training, variance, self.moving_variance)
         mean, variance, beta, gamma = (self._broadcast(t, rank) for t in (mean, variance, self.beta, self.gamma))
         return nn_ops.batch_normalization(inputs, mean, variance, beta, gamma, self.epsilon)
 
@@ -133,7 +133,7 @@ class BatchNormalization(Layer):
             with graph.name_scope("AssignMovingAvg"):
                 new = var - (var - value) * (1.0 - self.momentum)
                 if training is not True:
-                    new = M.where_v2(training, new, var)
+                    new = M.where(training, new, var)
                 update = var.assign(new)
             self.updates.append(update)
             graph.add_to_collections(self.updates_collections, update)

@@ -307,7 +307,8 @@ def graph_infer(kind, input_types, attrs) -> TensorType:
         except ShapeError:
             # TF merges a batch dim with a static size; kinds without a partial rule keep
             # the IR rule's verdict (their operands are all known here)
-            sym = any(isinstance(d, Sym) for t in input_types for d in t.shape)
+            shape_attrs = [view[a] for a in _SHAPE_ATTRS if isinstance(view.get(a), (tuple, list))]
+            sym = any(isinstance(d, Sym) for dims in [t.shape for t in input_types] + shape_attrs for d in dims)
             if not sym or not (kind in ELEMENTWISE or kind in PARTIAL_RULES):
                 raise
     return partial_infer(kind, list(input_types), view)

@@ -72,13 +72,14 @@ def _summary(kind, op_type, name, value, attrs, collections, family):
 
 
 def _check_shape(kind, tensor, tag):
-    """TF's runtime shape checks, made when the op is built (Kiln knows the ranks)."""
-    dims = [("?" if not isinstance(d, int) else str(d)) for d in tensor.type.shape]
-    if kind == "scalar_summary" and dims:
-        raise ValueError(f"tags and values are not the same shape: [] != [{','.join(dims)}] (tag '{tag}')")
-    if kind == "image_summary" and (len(dims) != 4 or dims[3] not in ("1", "3", "4")):
-        raise ValueError(f"Tensor must be 4-D with last dim 1, 3, or 4, not [{','.join(dims)}] "
-                         f"(tf.summary.image '{tag}': {tensor.name})")
+    """TF's runtime shape checks, made when the op is built where the rank is known (else
+    when the summary is evaluated)."""
+    if tensor.type.shape is None:
+        return
+    dims = [d if isinstance(d, int) else "?" for d in tensor.type.shape]
+    problem = summary_values.shape_problem(kind, dims, tag, tensor.name)
+    if problem and not (kind == "image_summary" and "?" in dims[3:] and len(dims) == 4):
+        raise ValueError(problem)
 
 
 def scalar(name, tensor, collections=None, family=None):

@@ -64,8 +64,27 @@ def _serialize(values) -> bytes:
     return proto("summary").Summary(value=values).SerializeToString()
 
 
+def shape_problem(kind, dims, tag, name):
+    """TF's shape check of a scalar or image summary's input (``dims``: ints, or '?' for a
+    dim unknown at build time); the message, or None when the shape fits."""
+    text = ",".join(str(d) for d in dims)
+    if kind == "scalar_summary" and dims:
+        return f"tags and values are not the same shape: [] != [{text}] (tag '{tag}')"
+    if kind == "image_summary" and (len(dims) != 4 or str(dims[3]) not in ("1", "3", "4")):
+        return f"Tensor must be 4-D with last dim 1, 3, or 4, not [{text}] (tf.summary.image '{tag}': {name})"
+    return None
+
+
+def _check_run_shape(op, value) -> None:
+    """The shape check of an input whose shape was not known when the op was built."""
+    problem = shape_problem(op.type, np.shape(value), op.attrs["tag"], op.inputs[0].name)
+    if problem:
+        raise ValueError(problem)
+
+
 def evaluate_scalar(op, inputs) -> bytes:
     """ScalarSummary: ``simple_value`` (float32) under the op's tag."""
+    _check_run_shape(op, inputs[0])
     value = proto("summary").Summary.Value(tag=op.attrs["tag"], simple_value=float(inputs[0]))
     return _serialize([value])
 
@@ -81,6 +100,7 @@ def evaluate_image(op, inputs) -> bytes:
     ``tag/image`` when ``max_outputs`` is 1)."""
     summary_pb2 = proto("summary")
     tag, max_outputs = op.attrs["tag"], op.attrs["max_outputs"]
+    _check_run_shape(op, inputs[0])
     images = np.asarray(inputs[0])
     values = []
     for i in range(min(max_outputs, images.shape[0])):

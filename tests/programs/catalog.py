@@ -22,6 +22,12 @@ class Program:
     events: tuple = ()  # folders (relative to the run's cwd) holding event files
     blocker: str = ""  # why Kiln cannot run it yet ("" when it runs)
     compiled: bool = True  # also compared on the compiled (LLVM) backend, not only the interpreter
+    rtol: float = 2e-3  # relative tolerance of the printed numbers
+    atol: float = 1e-5  # absolute tolerance of the printed numbers (accuracy lines: 0.02)
+    # scalar tags of summaries over variables that the same run also updates: TF reads the
+    # variable while Adam writes it (no dependency orders them; TF's values mix old and new
+    # elements), Kiln always before the update; only their steps are compared
+    racy_tags: tuple = ()
 
     @property
     def path(self) -> Path:
@@ -34,19 +40,23 @@ class Program:
 
 PROGRAMS = [
     Program("mnist_softmax"),
-    Program("mnist_with_summaries", ("--dropout", "1.0"), blocker="not yet: unknown-rank placeholder (keep_prob)",
-            events=("logs/mnist_with_summaries/train", "logs/mnist_with_summaries/test")),
-    Program("mnist_deep", ("--keep_prob", "1.0"), blocker="not yet: unknown-rank placeholder (keep_prob)"),
-    Program("linear_regression", blocker="not yet: unknown-rank placeholder"),
+    Program("mnist_with_summaries", ("--dropout", "1.0"),
+            events=("logs/mnist_with_summaries/train", "logs/mnist_with_summaries/test"),
+            racy_tags=("/weights/summaries/", "/biases/summaries/")),
+    Program("mnist_deep", ("--keep_prob", "1.0")),
+    Program("linear_regression"),
     Program("nearest_neighbor"),
     Program("multilayer_perceptron"),
     Program("recurrent_network"),
     Program("bidirectional_rnn"),
-    Program("dynamic_rnn", blocker="not yet: tf.range over tf.shape"),
+    Program("dynamic_rnn"),
     Program("autoencoder"),
-    Program("variational_autoencoder", ("--noise_stddev", "0"), blocker="not yet: shape from tf.shape"),
+    Program("variational_autoencoder", ("--noise_stddev", "0")),
     Program("gan"),
-    Program("dcgan", blocker="not yet: unknown-rank placeholder, conv2d_transpose, batch_normalization"),
+    # Adam turns the float noise of gradients that are zero in exact arithmetic (the biases
+    # in front of batch norm) into full-size steps, so the two frameworks drift apart from
+    # step 2 (with GradientDescent instead, every printed digit agrees)
+    Program("dcgan", rtol=0.05, atol=0.005),
     Program("save_restore_model"),
     Program("tensorboard_basic", events=("logs/tensorboard_basic",)),
     Program("cnn_layers_dataset", ("--dropout_rate", "0")),

@@ -37,7 +37,7 @@ def RNN(x, weights, biases):
 logits = RNN(X, weights, biases)
 prediction = tf.nn.softmax(logits)
 loss_op = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(logits=logits, labels=Y))
-optimizer = tf.train.GradientDescentOptimizer(learning_rate=learning_rate * 500)
+optimizer = tf.train.GradientDescentOptimizer(learning_rate=learning_rate * 100)
 train_op = optimizer.minimize(loss_op)
 
 correct_pred = tf.equal(tf.argmax(prediction, 1), tf.argmax(Y, 1))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.types import as_dtype, normalize_axis
+from ...ir.types import TensorType, as_dtype, normalize_axis
 from ..convert import convert_pair, convert_to_tensor
 from ..graph import Tensor, make_op
+from ..shape_inference import compatible, merge_shapes
 
 
 def _unary(kind, default_name):
@@ -155,20 +156,26 @@ def where_v2(condition, x=None, y=None, name=None):
 
 
 def where(condition, x=None, y=None, name=None):
-    """tf.where (TF1): x and y of one shape; condition of that shape or a vector over x's first dim."""
+    """tf.where (TF1): x and y of one shape; condition a scalar, of that shape, or a vector over
+    x's first dim (shapes compared by TF's compatibility rules: unknown dims match)."""
     if x is None or y is None:
         return where_v2(condition, x, y, name)
     cond = convert_to_tensor(condition)
     a, b = _same_dtype("Select", *convert_pair(x, y), names=("t", "e"))
-    if a.type.shape != b.type.shape:
+    if not compatible(a.type.shape, b.type.shape):
         raise ValueError(f"Select: x and y must have the same shape, got {a.shape} and {b.shape}")
-    if cond.type.shape != a.type.shape:
-        if not (cond.type.rank == 1 and a.type.rank > 1 and cond.type.shape[0] == a.type.shape[0]):
+    if cond.type.rank not in (None, 0) and not compatible(cond.type.shape, a.type.shape):
+        if not (cond.type.rank == 1 and a.type.rank is not None and a.type.rank > 1
+                and compatible(cond.type.shape, a.type.shape[:1])):
             raise ValueError(f"Select: condition of shape {cond.shape} must have the shape of x {a.shape} "
                              f"or be a vector of its first dimension")
         kept = (cond.type.shape[0],) + (1,) * (a.type.rank - 1)
         cond = make_op("reshape", [cond], {"shape": kept}, name="Reshape")
-    return make_op("select", [cond, a, b], name=name or "Select")
+    out = make_op("select", [cond, a, b], name=name or "Select")
+    if out.type.shape is None:  # TF's Select: the shape of x and y, whatever the condition's
+        merged = a.type.shape if a.type.shape == b.type.shape else merge_shapes(a.type.shape, b.type.shape)
+        out.type = TensorType(out.type.dtype, merged)
+    return out
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False, adjoint_a=False, adjoint_b=False,
