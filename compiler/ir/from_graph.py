@@ -9,32 +9,22 @@ fed tensors — TF's ``Session.run`` semantics.  State semantics, written down i
   newest earlier assign to the same variable in this step (so two of them both count).
 * The state output of ``v`` is the newest assign to it; untouched variables pass through.
 * The hidden random counter ``kiln/rng_step`` is advanced by one in any step that reads it.
+* Control flow (``cond``/``while`` graph ops with body graphs, frontend/control_flow.py)
+  becomes ``if``/``while`` instrs whose regions are the lowered body graphs
+  (``control_flow_lowering.py``).  Inside a body, a capture of a variable reads like the
+  variable; the variables a branch assigns are extra results of the ``if``, so the cond op
+  counts as an assign of each of them.
 """
 from __future__ import annotations
 
+from .control_flow_lowering import CONTROL_FLOW_OPS
 from .function import Function, Instr, Param, ValueNamer
+from .graph_walk import ASSIGN_KINDS, LoweringError, needed_ops, var_name
 from .types import TensorType, as_dtype, shape_str
 import numpy as np
 
 RNG_STATE = "kiln/rng_step"
-ASSIGN_KINDS = ("assign", "assign_add", "assign_sub")
-
-
-class LoweringError(ValueError):
-    """The requested fetches cannot be computed (unfed placeholder, bad fetch, ...)."""
-
-
-def needed_ops(fetch_ops, fed):
-    """Backward closure over data and control edges, not entering fed tensors' producers."""
-    seen, stack = set(), list(fetch_ops)
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs if t not in fed)
-        stack.extend(op.control_inputs)
-    return sorted(seen, key=lambda o: o.id)
+__all__ = ["ASSIGN_KINDS", "LoweringError", "RNG_STATE", "describe_feed", "lower_graph", "needed_ops", "var_name"]
 
 
 def _placeholder_error(op) -> LoweringError:
@@ -44,13 +34,21 @@ def _placeholder_error(op) -> LoweringError:
 
 
 class _Lowerer:
-    def __init__(self, name, fed):
+    """Lowers graph ops into ``self.body``: the function's body, or (``namer`` given) a region's.
+
+    In a region lowerer, ``var_params`` maps each variable the body graph captures to the
+    block param holding its value at region entry (what a plain read sees there).
+    """
+
+    def __init__(self, name, fed, namer=None):
         self.fn = Function(name)
-        self.new_value = ValueNamer()
+        self.new_value = namer or ValueNamer()
+        self.body = self.fn.body if namer is None else []
         self.fed = fed
         self.values = {}  # graph Tensor -> IR Value
         self.state_params = {}  # variable name -> Value at step start
-        self.assign_result = {}  # assign Operation -> IR Value of the new variable value
+        self.var_params = None if namer is None else {}  # region: variable name -> block param
+        self.assign_result = {}  # (assign-like Operation, variable name) -> IR Value of the new value
         self.ancestors = {}  # op -> {variable name: newest assign op it depends on}
         self.chain_last = {}  # variable name -> newest assign op lowered so far
 
@@ -62,26 +60,33 @@ class _Lowerer:
             self.values[tensor] = v
         return self.values[tensor]
 
-    def start_value(self, var_op):
-        if var_op.name not in self.state_params:
-            v = self.new_value(var_op.outputs[0].type)
-            self.fn.params.append(Param("state", var_op.name, v))
-            self.state_params[var_op.name] = v
-        return self.state_params[var_op.name]
+    def start_value(self, name, ttype):
+        """Variable ``name``'s value where this body starts: a state param (or a block param)."""
+        if self.var_params is not None:
+            return self.var_params[name]
+        if name not in self.state_params:
+            v = self.new_value(ttype)
+            self.fn.params.append(Param("state", name, v))
+            self.state_params[name] = v
+        return self.state_params[name]
 
     def emit(self, kind, operands, attrs, ttype, loc=""):
         v = self.new_value(ttype)
-        self.fn.body.append(Instr(kind, list(operands), dict(attrs), v, loc))
+        self.body.append(Instr(kind, list(operands), dict(attrs), v, loc))
         return v
+
+    def newest(self, name, anc, ttype):
+        """The value of variable ``name`` as seen by a reader with assign ancestors ``anc``."""
+        op = anc.get(name)
+        return self.assign_result[(op, name)] if op is not None else self.start_value(name, ttype)
 
     # --- reads ------------------------------------------------------------------------
     def read(self, tensor, consumer_ancestors):
         if tensor in self.fed:
             return self.feed_value(tensor)
-        op = tensor.op
-        if op.type == "variable":
-            newest = consumer_ancestors.get(op.name)
-            return self.assign_result[newest] if newest is not None else self.start_value(op)
+        name = var_name(tensor)
+        if name is not None:
+            return self.newest(name, consumer_ancestors, tensor.type)
         return self.values[tensor]
 
     def merged_ancestors(self, op):
@@ -96,36 +101,44 @@ class _Lowerer:
     # --- ops --------------------------------------------------------------------------
     def lower_op(self, op):
         anc = self.merged_ancestors(op)
-        if op.type == "placeholder":
+        if op.type == "placeholder" and op.outputs[0] not in self.values:
             raise _placeholder_error(op)
-        if op.type in ("variable", "no_op"):
+        if op.type in ("variable", "no_op", "placeholder"):
             pass
         elif op.type in ASSIGN_KINDS:
             self.lower_assign(op, anc)
             anc = dict(anc)
-            anc[op.inputs[0].op.name] = op
+            anc[var_name(op.inputs[0])] = op
+        elif op.type in CONTROL_FLOW_OPS:
+            anc = dict(anc)
+            for name in CONTROL_FLOW_OPS[op.type](self, op, anc):
+                anc[name] = op
         else:
             operands = [self.read(t, anc) for t in op.inputs]
             self.values[op.outputs[0]] = self.emit(op.type, operands, op.attrs, op.outputs[0].type, op.name)
         self.ancestors[op] = anc
 
     def lower_assign(self, op, anc):
-        var_op = op.inputs[0].op
-        if var_op.type != "variable":
+        name = var_name(op.inputs[0])
+        if name is None:
+            var_op = op.inputs[0].op
             raise LoweringError(f"{op.type} '{op.name}': the first input must be a variable, got {var_op.type} '{var_op.name}'")
         new = self.read(op.inputs[1], anc)
         if op.type != "assign":
-            prev = self.chain_last.get(var_op.name)
-            old = self.assign_result[prev] if prev is not None else self.start_value(var_op)
+            old = self.newest(name, self.chain_last, op.inputs[0].type)
             kind = "add" if op.type == "assign_add" else "sub"
-            new = self.emit(kind, [old, new], {}, var_op.outputs[0].type, op.name)
-        self.assign_result[op] = new
-        self.chain_last[var_op.name] = op
+            new = self.emit(kind, [old, new], {}, op.inputs[0].type, op.name)
+        self.set_assigned(op, name, new)
         self.values[op.outputs[0]] = new
 
+    def set_assigned(self, op, name, value):
+        """Record that ``op`` writes ``value`` to variable ``name`` (the newest assign so far)."""
+        self.assign_result[(op, name)] = value
+        self.chain_last[name] = op
+
     def finish(self, fetch_tensors, fetch_keys):
-        for var_name, op in self.chain_last.items():
-            self.fn.state_out.append((var_name, self.assign_result[op]))
+        for name, op in self.chain_last.items():
+            self.fn.state_out.append((name, self.assign_result[(op, name)]))
         if RNG_STATE in self.state_params and RNG_STATE not in self.chain_last:
             old = self.state_params[RNG_STATE]
             one = self.emit("constant", [], {"value": np.array(1, dtype=old.type.dtype.np)}, TensorType(old.type.dtype, ()))

@@ -28,9 +28,9 @@ def uses(fn: Function) -> dict:
         for ins in body:
             for v in ins.operands:
                 counts[v] = counts.get(v, 0) + 1
-            if ins.region is not None:
-                visit(ins.region.body)
-                for v in ins.region.yields:
+            for region in ins.regions:
+                visit(region.body)
+                for v in region.yields:
                     counts[v] = counts.get(v, 0) + 1
 
     visit(fn.body)
@@ -54,9 +54,9 @@ def replace_uses(fn: Function, mapping: dict) -> None:
     def visit(body):
         for ins in body:
             ins.operands = [resolve(v) for v in ins.operands]
-            if ins.region is not None:
-                visit(ins.region.body)
-                ins.region.yields = [resolve(v) for v in ins.region.yields]
+            for region in ins.regions:
+                visit(region.body)
+                region.yields = [resolve(v) for v in region.yields]
 
     visit(fn.body)
     fn.state_out = [(k, resolve(v)) for k, v in fn.state_out]

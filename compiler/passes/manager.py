@@ -65,14 +65,14 @@ def clone_function(fn: Function) -> Function:
         out = []
         for ins in body:
             operands = [ref(v) for v in ins.operands]
-            region = None
-            if ins.region is not None:
-                params = [define(p) for p in ins.region.params]
-                inner = clone_body(ins.region.body)
-                region = Region(params, inner, [ref(v) for v in ins.region.yields])
+            regions = []
+            for region in ins.regions:
+                params = [define(p) for p in region.params]
+                inner = clone_body(region.body)
+                regions.append(Region(params, inner, [ref(v) for v in region.yields]))
             buffers = list(ins.buffers) if ins.buffers is not None else None
             results = [define(v) for v in ins.results]
-            out.append(Instr(ins.kind, operands, ins.attrs, results, ins.loc, region, buffers))
+            out.append(Instr(ins.kind, operands, ins.attrs, results, ins.loc, buffers=buffers, regions=regions))
         return out
 
     params = [Param(p.kind, p.key, define(p.value)) for p in fn.params]
