@@ -27,6 +27,7 @@ from llvmlite import ir
 from runtime import abi_spec as spec
 from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
+from ...lower import kernel_ir as K
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
 from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
 
@@ -309,6 +310,32 @@ def _buffer_pointer(abi: _Abi, b, place: Place, env):
     return b.gep(env["ws"], [offset], source_etype=I8)
 
 
+def _emit_steps(b, steps, call, pointer) -> None:
+    """The kernel calls of ``steps`` with their control flow (kernel_ir ``IfStep``/``WhileStep``):
+    a branch on the predicate byte, or a loop that tests it after the cond steps."""
+    for step in steps:
+        if isinstance(step, K.IfStep):
+            taken = b.icmp_unsigned("!=", b.load(pointer(step.pred), typ=I8), ir.Constant(I8, 0))
+            with b.if_else(taken) as (then, otherwise):
+                with then:
+                    _emit_steps(b, step.then, call, pointer)
+                with otherwise:
+                    _emit_steps(b, step.orelse, call, pointer)
+        elif isinstance(step, K.WhileStep):
+            head, body, done = (b.append_basic_block(name) for name in ("loop_cond", "loop_body", "loop_end"))
+            b.branch(head)
+            b.position_at_end(head)
+            _emit_steps(b, step.cond, call, pointer)
+            going = b.icmp_unsigned("!=", b.load(pointer(step.pred), typ=I8), ir.Constant(I8, 0))
+            b.cbranch(going, body, done)
+            b.position_at_end(body)
+            _emit_steps(b, step.body, call, pointer)
+            b.branch(head)
+            b.position_at_end(done)
+        else:
+            call(step)
+
+
 def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
     if len(kernel_names) != len(program.kernels):
@@ -332,12 +359,18 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
         b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     kty = ir.FunctionType(I32, [PTR, I64, PTR])
+    kernels = []
     for kname, kernel in zip(kernel_names, program.kernels):
         kfn = abi.module.globals.get(kname)
         if kfn is None:
             raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
         if kfn.function_type != kty:
             raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
+        kernels.append((kfn, kernel))
+
+    def call(index):
+        """Call kernel ``index``; a failure returns its code with the kernel's origin."""
+        kfn, kernel = kernels[index]
         b.store(ir.Constant(I8, 0), err)
         rc = b.call(kfn, [bufs, n, err])
         with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
@@ -345,6 +378,8 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
             b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
                                   abi.cstring("%s: %s"), abi.cstring(where), err])
             b.ret(rc)
+
+    _emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
