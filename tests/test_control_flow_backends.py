@@ -1,0 +1,125 @@
+"""Control flow on the compiled backends: the LLVM CPU session and the CUDA backend (host
+emulator; a GPU when there is one) against the reference interpreter."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler import tf
+from compiler.compile import finish_entry
+from compiler.frontend.compile_graph import compile_entries
+from compiler.ir.from_graph import lower_graph
+from compiler.lower.kernel_interp import run_program
+from compiler.lower.kernel_printer import print_program
+from tests.cuda_kit import MODES, compile_cuda
+
+COMPILED = {"backend": "compiled"}
+
+
+def _rnn_graph():
+    """A small RNN over a fed sequence (while + cond in the body), its loss, SGD on its weights."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 5, 3], name="x")
+        steps = tf.placeholder(tf.int32, [], name="steps")
+        w = tf.Variable(np.linspace(-0.5, 0.5, 12, dtype=np.float32).reshape(3, 4), name="w")
+        u = tf.Variable(np.linspace(0.3, -0.3, 16, dtype=np.float32).reshape(4, 4), name="u")
+
+        def body(t, h):
+            xt = tf.reshape(tf.gather(tf.transpose(x, [1, 0, 2]), t), [-1, 3])
+            pre = tf.matmul(xt, w) + tf.matmul(h, u)
+            h = tf.cond(tf.equal(tf.mod(t, 2), 0), lambda: tf.tanh(pre), lambda: tf.nn.relu(pre) * 0.5)
+            return t + 1, h
+
+        h0 = tf.zeros_like(tf.matmul(x[:, 0, :], w))
+        _, h = tf.while_loop(lambda t, h: t < steps, body, (tf.constant(0), h0), maximum_iterations=5)
+        loss = tf.reduce_mean(tf.square(h - 0.25), name="loss")
+        train = tf.train.GradientDescentOptimizer(0.5).minimize(loss)
+    return graph, {"x": x, "steps": steps, "loss": loss, "train": train, "h": h, "w": w, "u": u}
+
+
+def _feeds(t, n, seed, steps=5):
+    return {t["x"]: np.random.default_rng(seed).standard_normal((n, 5, 3)).astype(np.float32), t["steps"]: steps}
+
+
+def _train(config, batches):
+    graph, t = _rnn_graph()
+    with graph.as_default(), tf.Session(config=config) as sess:
+        sess.run(tf.global_variables_initializer())
+        losses = [sess.run([t["loss"], t["train"]], _feeds(t, n, s, k))[0] for s, (n, k) in enumerate(batches)]
+        return losses, sess.run([t["w"], t["u"]])
+
+
+BATCHES = [(4, 5), (7, 3), (4, 0), (2, 5)]
+
+
+def test_llvm_session_trains_through_loops_natively_like_the_interpreter():
+    want_losses, want_vars = _train({"backend": "interpreter"}, BATCHES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the interpreter
+        got_losses, got_vars = _train(COMPILED, BATCHES)
+    np.testing.assert_allclose(got_losses, want_losses, rtol=2e-5, atol=1e-6)
+    for g, w in zip(got_vars, want_vars):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+    assert want_vars[0].std() > 0 and abs(want_losses[0] - want_losses[-1]) > 0
+
+
+def test_kernel_program_has_control_steps_and_matches_the_interpreter():
+    graph, t = _rnn_graph()
+    with graph.as_default():
+        fn = lower_graph([t["loss"]], [t["train"]], [t["x"], t["steps"]], name="train")
+    lowered = finish_entry("train", fn)
+    text = print_program(lowered.program)
+    assert "steps:" in text and "while:" in text and "if " in text  # a loop with a branch in it
+    from compiler.ir.interpreter import run_function
+
+    feeds = {"x:0": np.random.default_rng(0).standard_normal((3, 5, 3)).astype(np.float32),
+             "steps:0": np.array(4, np.int32)}
+    state = {"w": np.linspace(-0.5, 0.5, 12, dtype=np.float32).reshape(3, 4),
+             "u": np.linspace(0.3, -0.3, 16, dtype=np.float32).reshape(4, 4)}
+    want_state, want = run_function(fn, state, feeds)
+    got_state, got = run_program(lowered.program, state, feeds, 3)
+    np.testing.assert_allclose(got["loss:0"], want["loss:0"], rtol=1e-5)
+    for key in want_state:
+        np.testing.assert_allclose(got_state[key], want_state[key], rtol=1e-5, atol=1e-7)
+
+
+def test_swapping_loop_values_and_nested_loops_compile():
+    graph = tf.Graph()
+    with graph.as_default():
+        n = tf.placeholder(tf.int32, [], name="n")
+        _, a, b = tf.while_loop(lambda k, a, b: k < n, lambda k, a, b: (k + 1, b, a), (0, tf.constant(1.0), tf.constant(2.0)))
+
+        def outer(i, s):
+            inner = tf.while_loop(lambda j, t: j < i, lambda j, t: (j + 1, t + tf.cast(j, tf.float32)), (0, 0.0))[1]
+            return i + 1, s + inner
+
+        _, s = tf.while_loop(lambda i, s: i < n, outer, (0, 0.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            with tf.Session(config=COMPILED) as sess:
+                for k in (0, 3, 4):
+                    got = sess.run([a, b, s], {n: k})
+                    want_s = sum(j for i in range(k) for j in range(i))
+                    assert got == ([2.0, 1.0] if k % 2 else [1.0, 2.0]) + [want_s], k
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_backend_runs_control_flow_like_the_cpu(mode, tmp_path):
+    graph, t = _rnn_graph()
+    entries = {"train": ([t["loss"]], [t["train"]], [t["x"], t["steps"]]), "predict": ([t["h"]], [], [t["x"], t["steps"]])}
+    cpu = runtime.load_artifact(compile_entries(graph, entries, tmp_path / "cpu", dump_ir=False))
+    gpu = runtime.load_artifact(compile_cuda(graph, entries, tmp_path / "cuda", mode))
+    source = (tmp_path / "cuda" / "src" / "model.cu").read_text()
+    assert "cudaMemcpyDeviceToHost, stream)) != cudaSuccess) return e;" in source and "for (;;) {" in source
+    with cpu.new_state() as c, gpu.new_state() as g:
+        for step, (n, k) in enumerate(BATCHES):
+            feeds = {name.name: v for name, v in _feeds(t, n, step, k).items()}
+            feeds["steps:0"] = np.array(k, np.int32)
+            lc, lg = c.run("train", feeds)["loss:0"], g.run("train", feeds)["loss:0"]
+            np.testing.assert_allclose(lg, lc, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+            key = t["h"].name
+            np.testing.assert_allclose(g.run("predict", feeds)[key], c.run("predict", feeds)[key], rtol=1e-5, atol=1e-6)
