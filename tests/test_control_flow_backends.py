@@ -14,7 +14,9 @@ from compiler.frontend.compile_graph import compile_entries
 from compiler.ir.from_graph import lower_graph
 from compiler.lower.kernel_interp import run_program
 from compiler.lower.kernel_printer import print_program
+from compiler.codegen.cuda.module import program_variables, render_module
 from tests.cuda_kit import MODES, compile_cuda
+from tests.emu_kit import needs_nvcc, nvcc_compile
 
 COMPILED = {"backend": "compiled"}
 
@@ -123,3 +125,16 @@ def test_cuda_backend_runs_control_flow_like_the_cpu(mode, tmp_path):
             np.testing.assert_allclose(lg, lc, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
             key = t["h"].name
             np.testing.assert_allclose(g.run("predict", feeds)[key], c.run("predict", feeds)[key], rtol=1e-5, atol=1e-6)
+
+
+@needs_nvcc
+def test_nvcc_compiles_the_control_flow_step(tmp_path):
+    graph, t = _rnn_graph()
+    with graph.as_default():
+        fns = {"train": lower_graph([t["loss"]], [t["train"]], [t["x"], t["steps"]], name="train"),
+               "predict": lower_graph([t["h"]], [], [t["x"], t["steps"]], name="predict")}
+    programs = {name: finish_entry(name, fn).program for name, fn in fns.items()}
+    source = render_module(programs, program_variables(programs.values()))
+    assert source.count("for (;;) {") >= 3  # the forward loop, the stacks loop and the backward loop
+    nvcc_compile(tmp_path, {"control_flow": source})
+    assert (tmp_path / "control_flow.so").stat().st_size > 0
