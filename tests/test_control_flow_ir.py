@@ -139,3 +139,30 @@ def test_verifier_catches(mutate, message):
     mutate(fn)
     with pytest.raises(IRVerifyError, match=message):
         verify(fn)
+
+
+def test_constant_predicate_inlines_the_taken_branch_with_its_assign():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [3], name="x")
+        v = tf.Variable(np.zeros(3, np.float32), name="v")
+        y = tf.cond(tf.constant(False), lambda: x * 2.0,
+                    lambda: tf.cond(tf.constant(True), lambda: tf.assign(v, x - 1.0), lambda: x))
+        fn = lower_graph([y], feed_tensors=[x])
+    feeds = {"x:0": np.array([1.0, 2.0, 4.0], np.float32)}
+    state = {"v": np.full(3, 7.0, np.float32)}
+    want_state, want = run_function(fn, dict(state), feeds)
+    result = run_pipeline(fn)
+    assert "inlined 2 ifs" in result.stages[1].summary
+    assert not any(ins.regions and ins.kind != "fused" for ins in result.fn.body)
+    got_state, got = run_function(result.fn, dict(state), feeds, check_memory_plan=True)
+    np.testing.assert_array_equal(got["cond:0"], want["cond:0"])
+    np.testing.assert_array_equal(got_state["v"], [0.0, 1.0, 3.0])
+    np.testing.assert_array_equal(want_state["v"], got_state["v"])
+
+
+def test_dot_view_shows_control_flow_as_one_node():
+    from compiler.passes.dot import to_dot
+
+    text = to_dot(parse_function(GOLDEN))
+    assert 'label="while\\ni32[], f32[N,2], f32[N,2], i32[]"' in text and 'label="if\\nf32[N,2]"' in text
+    assert "cluster" not in text and "neg" not in text  # only fused kernels are opened up
