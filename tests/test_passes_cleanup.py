@@ -112,7 +112,7 @@ def test_constant_folding_golden():
     text, result = apply(constant_folding, FOLD_IN)
     assert text == FOLD_OUT
     assert result.summary == "folded 3 ops (4 constants remain)"
-    assert result.stats == {"folded": 3, "too_large": 1, "failed": 1, "removed_constants": 2, "constants": 4}
+    assert result.stats == {"folded": 3, "too_large": 1, "failed": 1, "inlined_ifs": 0, "removed_constants": 2, "constants": 4}
 
 
 def test_folding_size_cap_is_a_keyword():
