@@ -69,8 +69,10 @@ def test_case_first_true_default_and_exclusive():
     fns = [(tf.less(x, 0), lambda: tf.constant(-1)), (tf.less(x, 10), lambda: tf.constant(1))]
     y = tf.case(fns, default=lambda: tf.constant(100))
     assert [ev(y, {x: v}) for v in (-5, 5, 50)] == [-1, 1, 100]
-    no_default = tf.case(fns)  # the last fn is the default (TF1)
-    assert [ev(no_default, {x: v}) for v in (-5, 50)] == [-1, 1]
+    no_default = tf.case(fns)  # the last fn is the default, and one predicate must be true (TF1)
+    assert [ev(no_default, {x: v}) for v in (-5, 5)] == [-1, 1]
+    with pytest.raises(errors.InvalidArgumentError, match="None of conditions evaluated as True"):
+        ev(no_default, {x: 50})
     excl = tf.case(fns, default=lambda: tf.constant(100), exclusive=True)
     assert ev(excl, {x: 5}) == 1
     with pytest.raises(errors.InvalidArgumentError, match="exclusive=True"):

@@ -136,7 +136,8 @@ def case(pred_fn_pairs, default=None, exclusive=False, strict=False, name="case"
     """tf.case: the fn of the first true predicate (``default`` when none is); nested conds.
 
     With ``exclusive``, a step in which more than one predicate is true fails.  With no
-    ``default``, the last pair's fn is the default (TF1).
+    ``default``, the last pair's fn is the default and a step in which no predicate is true
+    fails (TF1).
     """
     pairs = list(pred_fn_pairs.items()) if isinstance(pred_fn_pairs, dict) else list(pred_fn_pairs)
     for pair in pairs:
@@ -151,8 +152,8 @@ def case(pred_fn_pairs, default=None, exclusive=False, strict=False, name="case"
         if exclusive:
             preds[0] = _exclusive_check(preds, name)
         if default is None:
-            preds, default = preds[:-1], fns[-1]
-            fns = fns[:-1]
+            default = _asserting(preds[-1], fns[-1], name)
+            preds, fns = preds[:-1], fns[:-1]
         chain = default
         for p, f in reversed(list(zip(preds, fns))):
             chain = (lambda p, f, rest: lambda: cond(p, f, rest, strict=True))(p, f, chain)
@@ -160,6 +161,23 @@ def case(pred_fn_pairs, default=None, exclusive=False, strict=False, name="case"
     if not strict and isinstance(result, (list, tuple)) and len(result) == 1:
         return result[0]
     return result
+
+
+def _asserting(pred, fn, name):
+    """``fn`` as the default of a case without one: its results wait on a run-time check
+    that its own predicate is true (else no predicate was)."""
+    from .graph import make_op
+    from .ops import math_ops
+
+    def default():
+        flag = math_ops.cast(pred, "int32")
+        checked = make_op("check_range", [flag], {"low": 1, "high": 2, "what": (
+            f"case '{name}': Input error: None of conditions evaluated as True (the last predicate, as 0/1)")})
+        result = fn()
+        with get_default_graph().control_dependencies([checked]):
+            return pack_like(result, [make_op("identity", [convert_to_tensor(t)]) for t in flatten(result)])
+
+    return default
 
 
 def _exclusive_check(preds, name):
