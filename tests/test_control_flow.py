@@ -172,3 +172,15 @@ def test_gradient_of_unbounded_loop_asks_for_maximum_iterations():
         tf.gradients(y, x)
     z = tf.while_loop(lambda z: z < 10.0, lambda z: z * 2.0, [x], back_prop=False, maximum_iterations=5)
     assert tf.gradients(z, x) == [None]
+
+
+def test_fetching_a_tensor_inside_a_branch_is_a_clear_error():
+    inner = []
+    p = tf.placeholder(tf.bool, [])
+    tf.cond(p, lambda: inner.append(tf.constant(1.0) * 2.0) or inner[0], lambda: tf.constant(0.0))
+    with pytest.raises(ValueError, match=r"cond/Mul:0.* is not an element of this graph"):
+        ev(inner[0], {p: True})  # TF's wording
+    from compiler.ir.from_graph import LoweringError, lower_graph
+
+    with pytest.raises(LoweringError, match=r"cond/Mul:0 is inside the body of cond/true_fn"):
+        lower_graph([inner[0]], feed_tensors=[p])

@@ -154,6 +154,11 @@ def lower_graph(fetch_tensors, target_ops=(), feed_tensors=(), name="step", fetc
     ``fetch_keys`` name the fetches in the function (default: the tensor names).
     """
     fed = set(feed_tensors)
+    for x in list(fetch_tensors) + list(target_ops) + list(feed_tensors):
+        body = getattr(x.graph, "body_name", None)
+        if body is not None:
+            raise LoweringError(f"{x.name} is inside the body of {body}: it cannot be fetched or fed on its own; "
+                                "return it from the function and use the control-flow op's output")
     fetch_keys = list(fetch_keys) if fetch_keys is not None else [t.name for t in fetch_tensors]
     lowerer = _Lowerer(name, fed)
     for t in feed_tensors:
