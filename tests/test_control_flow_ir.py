@@ -166,3 +166,12 @@ def test_dot_view_shows_control_flow_as_one_node():
     text = to_dot(parse_function(GOLDEN))
     assert 'label="while\\ni32[], f32[N,2], f32[N,2], i32[]"' in text and 'label="if\\nf32[N,2]"' in text
     assert "cluster" not in text and "neg" not in text  # only fused kernels are opened up
+
+
+def test_session_cache_fingerprint_sees_every_region():
+    from compiler.frontend.session_cache import fingerprint
+
+    other = GOLDEN.replace("%25 : f32[N,2] = neg(%24)", "%25 : f32[N,2] = abs(%24)")
+    body_changed = GOLDEN.replace("%19 : f32[N,2] = mul(%14, %15)", "%19 : f32[N,2] = add(%14, %15)")
+    prints = {fingerprint(parse_function(t)) for t in (GOLDEN, other, body_changed)}
+    assert len(prints) == 3
