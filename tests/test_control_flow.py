@@ -184,3 +184,15 @@ def test_fetching_a_tensor_inside_a_branch_is_a_clear_error():
 
     with pytest.raises(LoweringError, match=r"cond/Mul:0 is inside the body of cond/true_fn"):
         lower_graph([inner[0]], feed_tensors=[p])
+
+
+def test_namedtuple_and_single_dict_loop_vars():
+    import collections
+
+    State = collections.namedtuple("State", "k total")
+    out = tf.while_loop(lambda k, total: k < 4, lambda k, total: State(k + 1, total + tf.cast(k, tf.float32)),
+                        State(tf.constant(0), tf.constant(0.5)))
+    assert isinstance(out, State) and ev(list(out)) == [4, 6.5]
+    d = tf.while_loop(lambda s: s["a"] < 10.0, lambda s: {"a": s["a"] * 2.0, "n": s["n"] + 1},
+                      {"a": tf.constant(1.0), "n": tf.constant(0)})
+    assert ev(d) == {"a": 16.0, "n": 4}

@@ -205,7 +205,7 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
         raise TypeError("body must be callable.")
     if parallel_iterations < 1:
         raise TypeError("parallel_iterations must be a positive integer.")
-    single = not isinstance(loop_vars, (list, tuple, dict)) or hasattr(loop_vars, "_fields")
+    single = not isinstance(loop_vars, (list, tuple))  # the body then gets it as one argument (TF1)
     structure = [loop_vars] if single else loop_vars
     inits = [convert_to_tensor(v) for v in flatten(structure)]
     if not inits:
@@ -252,9 +252,9 @@ def _wrap(cond, body, structure, counter, limit):
 
 
 def _args(structure, flat):
-    """The loop variables as the body's arguments: one per element of ``structure``."""
-    packed = pack_like(structure, list(flat))
-    return list(packed.values()) if isinstance(packed, dict) else list(packed)
+    """The loop variables as the body's arguments: one per element of ``structure`` (a list,
+    tuple or namedtuple)."""
+    return list(pack_like(structure, list(flat)))
 
 
 def _check_invariants(scope, shape_invariants, structure, inits):

@@ -29,10 +29,10 @@ from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
 from ...lower import kernel_ir as K
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
-from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .gemm_kernel import I8, I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .steps import emit_steps
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
-I8 = ir.IntType(8)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
 _LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
 
@@ -310,32 +310,6 @@ def _buffer_pointer(abi: _Abi, b, place: Place, env):
     return b.gep(env["ws"], [offset], source_etype=I8)
 
 
-def _emit_steps(b, steps, call, pointer) -> None:
-    """The kernel calls of ``steps`` with their control flow (kernel_ir ``IfStep``/``WhileStep``):
-    a branch on the predicate byte, or a loop that tests it after the cond steps."""
-    for step in steps:
-        if isinstance(step, K.IfStep):
-            taken = b.icmp_unsigned("!=", b.load(pointer(step.pred), typ=I8), ir.Constant(I8, 0))
-            with b.if_else(taken) as (then, otherwise):
-                with then:
-                    _emit_steps(b, step.then, call, pointer)
-                with otherwise:
-                    _emit_steps(b, step.orelse, call, pointer)
-        elif isinstance(step, K.WhileStep):
-            head, body, done = (b.append_basic_block(name) for name in ("loop_cond", "loop_body", "loop_end"))
-            b.branch(head)
-            b.position_at_end(head)
-            _emit_steps(b, step.cond, call, pointer)
-            going = b.icmp_unsigned("!=", b.load(pointer(step.pred), typ=I8), ir.Constant(I8, 0))
-            b.cbranch(going, body, done)
-            b.position_at_end(body)
-            _emit_steps(b, step.body, call, pointer)
-            b.branch(head)
-            b.position_at_end(done)
-        else:
-            call(step)
-
-
 def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
     if len(kernel_names) != len(program.kernels):
@@ -379,7 +353,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
                                   abi.cstring("%s: %s"), abi.cstring(where), err])
             b.ret(rc)
 
-    _emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
+    emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
