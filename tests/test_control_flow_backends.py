@@ -138,3 +138,29 @@ def test_nvcc_compiles_the_control_flow_step(tmp_path):
     assert source.count("for (;;) {") >= 3  # the forward loop, the stacks loop and the backward loop
     nvcc_compile(tmp_path, {"control_flow": source})
     assert (tmp_path / "control_flow.so").stat().st_size > 0
+
+
+def test_llvm_session_assigns_only_on_the_taken_branch_and_runs_case():
+    def run(config):
+        graph = tf.Graph()
+        with graph.as_default():
+            v = tf.Variable(np.array([1.0, 2.0], np.float32), name="v")
+            x = tf.placeholder(tf.float32, [2], name="x")
+            k = tf.placeholder(tf.int32, [], name="k")
+            upd = tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.assign_add(v, x), lambda: tf.assign(v, v * x))
+            pick = tf.case([(k < 0, lambda: x * 10.0), (k < 5, lambda: x + upd)], default=lambda: -x)
+            with tf.Session(config=config) as sess:
+                sess.run(tf.global_variables_initializer())
+                out = [sess.run(pick, {x: xv, k: kv}) for xv, kv in
+                       (([1.0, 2.0], 1), ([-1.0, 0.5], 7), ([-2.0, 1.0], 2), ([3.0, -1.0], -3))]
+                return out, sess.run(v)
+
+    want = run({"backend": "interpreter"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = run(COMPILED)
+    for g, w in zip(got[0], want[0]):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[1], want[1])
+    # v: [1,2] +[1,2] -> [2,4]; *[-1,.5] -> [-2,2]; *[-2,1] -> [4,2]; +[3,-1] -> [7,1]
+    np.testing.assert_array_equal(want[1], [7.0, 1.0])
