@@ -12,6 +12,7 @@ from compiler import tf
 from compiler.compile import finish_entry
 from compiler.frontend.compile_graph import compile_entries
 from compiler.ir.from_graph import lower_graph
+from compiler.lower import kernel_ir as K
 from compiler.lower.kernel_interp import run_program
 from compiler.lower.kernel_printer import print_program
 from compiler.codegen.cuda.module import program_variables, render_module
@@ -164,3 +165,35 @@ def test_llvm_session_assigns_only_on_the_taken_branch_and_runs_case():
     np.testing.assert_array_equal(got[1], want[1])
     # v: [1,2] +[1,2] -> [2,4]; *[-1,.5] -> [-2,2]; *[-2,1] -> [4,2]; +[3,-1] -> [7,1]
     np.testing.assert_array_equal(want[1], [7.0, 1.0])
+
+
+def _loop_kernels(program, steps, in_loop=False):
+    """The kernels run inside loops (cond or body, at any depth)."""
+    for s in steps:
+        if isinstance(s, K.WhileStep):
+            yield from _loop_kernels(program, s.cond + s.body, True)
+        elif isinstance(s, K.IfStep):
+            yield from _loop_kernels(program, s.then + s.orelse, in_loop)
+        elif in_loop:
+            yield program.kernels[s]
+
+
+def test_gradient_stacks_are_written_one_row_per_iteration_in_place():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [4], name="x")
+        _, y = tf.while_loop(lambda i, y: i < 50, lambda i, y: (i + 1, tf.sin(y) * x), (0, x), maximum_iterations=64)
+        g = tf.gradients(tf.reduce_sum(y), x)[0]
+        fn = lower_graph([g], feed_tensors=[x])
+    program = finish_entry("f", fn).program
+    in_loops = list(_loop_kernels(program, program.steps))
+    pushes = [k for k in in_loops if k.origin.startswith("update_row")]
+    # each writes the loop's carried stack (an arena buffer), without reading or copying it
+    assert pushes and all(program.buffers[k.writes[0]].role == "arena" and k.writes[0] not in k.reads for k in pushes)
+    stack_sized = [k.name for k in in_loops for w in k.writes if program.buffers[w].shape[:1] == (64,)]
+    assert sorted(stack_sized) == sorted(k.name for k in pushes)  # no copy of a whole stack in a loop
+    xv = np.array([0.3, -0.2, 0.9, 1.4], np.float32)
+    from compiler.ir.interpreter import run_function
+
+    want = run_function(fn, {}, {"x:0": xv})[1]
+    got = run_program(program, {}, {"x:0": xv}, 1)[1]
+    np.testing.assert_allclose(got[g.name], want[g.name], rtol=1e-5)

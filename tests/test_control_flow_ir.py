@@ -175,3 +175,30 @@ def test_session_cache_fingerprint_sees_every_region():
     body_changed = GOLDEN.replace("%19 : f32[N,2] = mul(%14, %15)", "%19 : f32[N,2] = add(%14, %15)")
     prints = {fingerprint(parse_function(t)) for t in (GOLDEN, other, body_changed)}
     assert len(prints) == 3
+
+
+def test_update_row_type_rule_and_semantics():
+    from compiler.ir.interpreter import InterpreterError
+    from compiler.ir.opdef import EvalContext, evaluate_op, infer_type
+    from compiler.ir.types import N, ShapeError, TensorType, float32, int32
+
+    stack, row, idx = TensorType(float32, (5, N, 2)), TensorType(float32, (N, 2)), TensorType(int32, ())
+    assert infer_type("update_row", [stack, row, idx], {}) == stack
+    with pytest.raises(ShapeError, match=r"a row of shape \[N,3\] does not fit a stack of shape \[5,N,2\]"):
+        infer_type("update_row", [stack, TensorType(float32, (N, 3)), idx], {})
+    s = np.zeros((3, 2), np.float32)
+    out = evaluate_op("update_row", EvalContext(), [s, np.array([1.0, 2.0], np.float32), np.array(2, np.int32)], {})
+    np.testing.assert_array_equal(out, [[0, 0], [0, 0], [1, 2]])
+    assert not s.any()  # a new array: the operand is not written
+    fn = parse_function("""\
+func @f {
+  %0 : f32[3,2] = feed "s:0"
+  %1 : f32[2] = feed "r:0"
+  %2 : i32[] = feed "k:0"
+  %3 : f32[3,2] = update_row(%0, %1, %2)
+  fetch "out:0" = %3
+}
+""")
+    verify(fn)
+    with pytest.raises(InterpreterError, match=r"update_row index 3 is not in \[0, 3\)"):
+        run_function(fn, {}, {"s:0": s, "r:0": np.ones(2, np.float32), "k:0": np.array(3, np.int32)})

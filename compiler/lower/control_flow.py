@@ -15,6 +15,9 @@ reads the predicate byte back from the device).
   the body yields its own param — is read from its operand's buffer instead).  The body's
   yields are copied back at the end of each iteration, after every new value has been
   computed; a yield that is another param is snapshotted first, so swaps stay correct.
+  An ``update_row`` of a loop value that nothing else in the body reads, yielded back in
+  its place, writes that loop value's buffer in place (one row per iteration, not a copy
+  of the whole stack): the stacks of a loop's gradient cost O(row) per iteration.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import contextlib
 
 import numpy as np
 
+from ..ir.function import walk
 from .copies import emit_copy
 from .kernel_ir import IfStep, WhileStep
 
@@ -64,12 +68,13 @@ def lower_control(ins, ctx, lower_instr) -> None:
         _lower_body(cond.body, ctx, lower_instr)
     step.pred = ctx.buffer(cond.yields[0])
     with _into(ctx, step.body):
-        _lower_body(body.body, ctx, lower_instr)
+        _lower_body(body.body, ctx, lower_instr, _in_place_rows(body, invariant))
         _copy_yields(ctx, body, ins.results, snapshot=True, skip=invariant)
 
 
-def _lower_body(body: list, ctx, lower_instr) -> None:
-    """The kernels of a region's instrs, each result in a fresh scratch (or const) buffer."""
+def _lower_body(body: list, ctx, lower_instr, in_place=()) -> None:
+    """The kernels of a region's instrs, each result in a fresh scratch (or const) buffer;
+    an instr in ``in_place`` writes over its first operand's buffer."""
     saved = ctx.instr
     for sub in body:
         ctx.instr = sub
@@ -78,9 +83,32 @@ def _lower_body(body: list, ctx, lower_instr) -> None:
             ctx.bind(sub.result, ctx.constant(data, sub.result.type.dtype, hint=f"const_{sub.result.name}"))
             continue
         for v in sub.results:
-            ctx.bind(v, ctx.scratch(v.type.dtype, v.type.shape, hint=f"r{v.name}"))
+            if sub in in_place:
+                ctx.bind(v, ctx.buffer(sub.operands[0]))
+            else:
+                ctx.bind(v, ctx.scratch(v.type.dtype, v.type.shape, hint=f"r{v.name}"))
         lower_instr(sub, ctx)
     ctx.instr = saved
+
+
+def _in_place_rows(body, invariant) -> set:
+    """The body's ``update_row`` instrs that may write their loop value in place: the stack is
+    a (carried) block param read by nothing else, and the result is yielded in its place."""
+    reads: dict = {}
+    for ins in walk(body.body):
+        for v in ins.operands:
+            reads[v] = reads.get(v, 0) + 1
+    for region_yields in [body.yields] + [r.yields for ins in walk(body.body) for r in ins.regions]:
+        for v in region_yields:
+            reads[v] = reads.get(v, 0) + 1
+    found = set()
+    for ins in body.body:
+        if ins.kind != "update_row" or ins.operands[0] not in body.params:
+            continue
+        i = body.params.index(ins.operands[0])
+        if not invariant[i] and reads[ins.operands[0]] == 1 and body.yields[i] is ins.result:
+            found.add(ins)
+    return found
 
 
 def _copy_yields(ctx, region, results, snapshot: bool = False, skip=None) -> None:

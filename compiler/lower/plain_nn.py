@@ -217,6 +217,21 @@ def _gather(ins, ctx):
     emit_kernel(ctx, kernel_hint(ins), [check, gather])
 
 
+def _update_row(ins, ctx):
+    """Check the index, copy the stack unless the result is written in place over it (inside
+    a loop, lower/control_flow.py), then store the row."""
+    stack, value, index = ins.operands
+    s_shape, v_shape = tuple(stack.type.shape), tuple(value.type.shape)
+    row = as_i64(Load(ctx.buffer(index), i64(0), index.type.dtype))
+    stmts = [_index_check(ins, ctx, row, s_shape[0], "update_row index")]
+    if ctx.buffer(ins.result) != ctx.buffer(stack):
+        stmts.append(nest(ctx, s_shape, lambda v: [store_out(ctx, ins, v, Load(
+            ctx.buffer(stack), flat_index(v, s_shape), stack.type.dtype))]))
+    stmts.append(nest(ctx, v_shape, lambda v: [store_out(ctx, ins, [row] + list(v), Load(
+        ctx.buffer(value), flat_index(v, v_shape), value.type.dtype))]))
+    emit_kernel(ctx, kernel_hint(ins), stmts)
+
+
 def _nd_rows(ins, ctx, indices, shape):
     """For indices ``[..., K]`` into ``shape``: (row shape, index-expr maker, the check nest)."""
     i_shape = tuple(indices.type.shape)
@@ -336,6 +351,6 @@ def _copy_back(ctx, *pairs_and_rows):
 KINDS = {
     "max_pool": _pool, "avg_pool": _pool, "avg_pool_grad": _avg_pool_grad, "max_pool_grad": _max_pool_grad,
     "argmax": _arg_extreme, "argmin": _arg_extreme,
-    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd,
+    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd, "update_row": _update_row,
     "unsorted_segment_sum": _segment_sum, "random_shuffle": _random_shuffle,
 }

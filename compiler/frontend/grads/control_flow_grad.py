@@ -8,7 +8,8 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
   the forward branches (w.r.t. the captured tensors) — only the taken branch's runs.
 * while: the body's gradient needs each iteration's loop values.  A forward loop with
   stacks runs the loop again and writes the loop variables entering iteration k into row
-  k of one ``[maximum_iterations, ...]`` buffer per loop variable (and counts the trips);
+  k of one ``[maximum_iterations, ...]`` buffer per loop variable (``update_row``, written in
+  place inside the loop: O(row) per iteration) and counts the trips;
   a backward loop then walks k = trips-1 .. 0, reads row k, rebuilds that iteration's body
   from it and applies its gradient, carrying the loop variables' gradients and summing
   the captured tensors' gradients.  The stacks need a static bound: a loop without a Python
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 from ..control_flow import cond, while_loop
 from ..gradients import gradients, register_gradient
-from ..graph import get_default_graph
+from ..graph import get_default_graph, make_op
 from ..ops import array_ops, array_slicing, math_ops
-from ..ops.array_creation import range as tf_range
 
 
 def clone_body(body, inputs: list) -> list:
@@ -112,9 +112,7 @@ def _stacks_forward(op, bound):
 
     def body_fn(k, *rest):
         values, stacks = rest[:n], rest[n:]
-        rows = math_ops.equal(tf_range(bound), k)
-        new_stacks = [math_ops.where_v2(array_ops.reshape(rows, [bound] + [1] * v.type.rank),
-                                        array_ops.expand_dims(v, 0), s) for v, s in zip(values, stacks)]
+        new_stacks = [make_op("update_row", [s, v, k], name="stack_push") for v, s in zip(values, stacks)]
         return [k + 1] + clone_body(op.attrs["body"], list(values) + caps) + new_stacks
 
     out = while_loop(cond_fn, body_fn, [0] + inits + stacks, back_prop=False, name="stacks_forward")
