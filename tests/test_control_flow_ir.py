@@ -202,3 +202,68 @@ func @f {
     verify(fn)
     with pytest.raises(InterpreterError, match=r"update_row index 3 is not in \[0, 3\)"):
         run_function(fn, {}, {"s:0": s, "r:0": np.ones(2, np.float32), "k:0": np.array(3, np.int32)})
+
+
+PRUNABLE = """\
+func @p {
+  %0 : f32[2] = feed "x:0"
+  %1 : i32[] = constant() {value=dense<i32[]>(0)}
+  %2, %3, %4, %5 : i32[], f32[2], f32[2], f32[2] = while(%1, %0, %0, %0) {
+    ^(%6 : i32[], %7 : f32[2], %8 : f32[2], %9 : f32[2]):
+    %10 : i32[] = constant() {value=dense<i32[]>(3)}
+    %11 : bool[] = less(%6, %10)
+    yield %11
+  } {
+    ^(%12 : i32[], %13 : f32[2], %14 : f32[2], %15 : f32[2]):
+    %16 : i32[] = constant() {value=dense<i32[]>(1)}
+    %17 : i32[] = add(%12, %16)
+    %18 : f32[2] = add(%13, %14)
+    %19 : f32[2] = mul(%14, %14)
+    %20 : f32[2] = exp(%15)
+    yield %17, %18, %19, %20
+  }
+  %21, %22 : f32[2], f32[2] = if(%11_outer, %3, %5) {
+    ^(%23 : f32[2], %24 : f32[2]):
+    %25 : f32[2] = neg(%24)
+    yield %23, %25
+  } {
+    ^(%26 : f32[2], %27 : f32[2]):
+    yield %26, %27
+  }
+  fetch "y:0" = %21
+}
+""".replace("%11_outer", "%28").replace("  %21, %22", "  %28 : bool[] = constant() {value=dense<bool[]>(true)}\n  %21, %22")
+
+
+def test_pruning_drops_dead_loop_values_and_if_results():
+    from compiler.passes import pruning
+
+    fn = parse_function(PRUNABLE)
+    verify(fn)
+    feeds = {"x:0": np.array([0.5, 2.0], np.float32)}
+    want = run_function(fn, {}, feeds)[1]
+    stats = pruning.run(fn).stats
+    verify(fn)
+    loop = next(ins for ins in fn.body if ins.kind == "while")
+    # %5 (exp chain) is dead; %4 (mul chain) feeds the kept %3, so it stays; the if loses a result
+    assert len(loop.results) == 3 and stats["loop_values"] == 1 and stats["if_results"] == 1
+    assert "exp" not in print_function(fn) and "neg" not in print_function(fn)
+    np.testing.assert_array_equal(run_function(fn, {}, feeds)[1]["y:0"], want["y:0"])
+
+
+def test_forward_loop_keeps_stacks_only_when_a_gradient_reads_them():
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [3], name="x")
+        _, y = tf.while_loop(lambda i, y: i < 5, lambda i, y: (i + 1, tf.tanh(y) * x), (0, x), maximum_iterations=8)
+        loss = tf.reduce_sum(y)
+        g = tf.gradients(loss, x)[0]
+        forward_only = run_pipeline(lower_graph([loss], feed_tensors=[x])).fn
+        both = run_pipeline(lower_graph([loss, g], feed_tensors=[x])).fn
+    loops = [ins for ins in forward_only.body if ins.kind == "while"]
+    assert len(loops) == 1 and "update_row" not in print_function(forward_only)
+    # counter, i, y and the captured limit and x: the three [8, ...] stacks were pruned
+    assert [str(v.type) for v in loops[0].results] == ["i32[]", "i32[]", "f32[3]", "i32[]", "f32[3]"]
+    loops = [ins for ins in both.body if ins.kind == "while"]
+    # one forward loop (with its stacks) and one backward loop: the forward runs once
+    # and only y's stack is left: the backward loop reads no other (the counter's and i's went)
+    assert len(loops) == 2 and print_function(both).count("update_row(") == 1

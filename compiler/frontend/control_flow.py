@@ -14,7 +14,10 @@ multi-output mechanism), so no extra "get" ops exist.
   with placeholders for the loop variables then the captures), ``num_loop_vars``,
   ``maximum_iterations`` (a Python int when static), ``back_prop``, ``counter``; outputs:
   the final loop variables.  ``maximum_iterations`` is an int32 counter carried as loop
-  variable 0 (``counter=True``) and and-ed into the condition, as TF does.
+  variable 0 (``counter=True``) and and-ed into the condition, as TF does.  With
+  ``back_prop`` and a static bound (``stacked``), the first ``num_core`` loop variables are
+  followed by one ``[maximum_iterations, ...]`` stack each, where the body writes the values
+  entering each iteration: the forward values the gradient needs (unused stacks are pruned).
   Loop variables keep one static type (the IR's values have fixed shapes): a body that
   changes a shape is an error, ``shape_invariants`` are checked but cannot relax it.
 """
@@ -217,36 +220,54 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
         if counter:
             limit = convert_to_tensor(maximum_iterations, dtype_hint="int32")
             inits = [convert_to_tensor(0, dtype="int32", name="iteration_counter")] + inits
-        types = [t.type for t in inits]
         _check_invariants(scope, shape_invariants, structure, inits[counter:])
-        cond_fn, body_fn = _wrap(cond, body, structure, counter, limit if counter else None)
+        core = len(inits)
+        stacked = bool(back_prop) and max_static is not None
+        if stacked:
+            inits = inits + [_empty_stack(t, max_static) for t in inits]
+        types = [t.type for t in inits]
+        cond_fn, body_fn = _wrap(cond, body, structure, counter, limit if counter else None, core, stacked)
         cond_g, _, cond_flat = _trace(graph, scope + "cond", cond_fn, types, list(inits))
         body_g, _, body_flat = _trace(graph, scope + "body", body_fn, types, list(inits))
-    _check_loop(scope[:-1], cond_flat, body_flat, inits, counter)
+    _check_loop(scope[:-1], cond_flat, body_flat, inits, counter, core)
     cond_g.outputs, body_g.outputs = cond_flat, body_flat
     captures = _align_captures([cond_g, body_g])
-    attrs = {"cond": cond_g, "body": body_g, "num_loop_vars": len(inits), "counter": counter,
-             "maximum_iterations": max_static, "back_prop": bool(back_prop),
+    attrs = {"cond": cond_g, "body": body_g, "num_loop_vars": len(inits), "num_core": core, "stacked": stacked,
+             "counter": counter, "maximum_iterations": max_static, "back_prop": bool(back_prop),
              "parallel_iterations": int(parallel_iterations), "swap_memory": bool(swap_memory)}
     op = _create(graph, "while", scope, inits + captures, attrs, types, [cond_g, body_g])
-    outs = pack_like(structure, op.outputs[counter:])
+    outs = pack_like(structure, op.outputs[counter:core])
     return outs[0] if single or (len(outs) == 1 and not return_same_structure and isinstance(outs, list)) else outs
 
 
-def _wrap(cond, body, structure, counter, limit):
-    """The traced cond/body over the flat loop variables (the counter first when there is one)."""
+def _empty_stack(t, bound):
+    """Zeros of shape ``[bound, *t.shape]``: the stack of one loop variable's values."""
+    from .ops import array_ops
+
+    return array_ops.tile(array_ops.expand_dims(array_ops.zeros_like(t), 0), [bound] + [1] * t.type.rank)
+
+
+def _wrap(cond, body, structure, counter, limit, core, stacked):
+    """The traced cond/body over the flat loop variables: the counter first when there is
+    one, then the user's, then (``stacked``) one stack per loop variable before them.  The
+    body writes the values entering iteration k into row k of the stacks (``update_row``);
+    they are what the gradient reads back (grads/control_flow_grad.py), and pruning drops
+    them from a step that takes no gradient (passes/prune_regions.py)."""
+    from .graph import make_op
     from .ops import math_ops
 
     def cond_fn(*flat):
-        ok = cond(*_args(structure, flat[counter:]))
+        ok = cond(*_args(structure, flat[counter:core]))
         if counter:
             ok = math_ops.logical_and(math_ops.less(flat[0], limit), ok)
         return [ok]
 
     def body_fn(*flat):
-        out = body(*_args(structure, flat[counter:]))
+        out = body(*_args(structure, flat[counter:core]))
         out = flatten([out] if len(structure) == 1 and not isinstance(out, (list, tuple)) else out)
-        return ([math_ops.add(flat[0], 1)] if counter else []) + list(out)
+        pushes = [make_op("update_row", [s, v, flat[0]], name="stack_push")
+                  for v, s in zip(flat[:core], flat[core:])] if stacked else []
+        return ([math_ops.add(flat[0], 1)] if counter else []) + list(out) + pushes
 
     return cond_fn, body_fn
 
@@ -277,14 +298,14 @@ def _check_invariants(scope, shape_invariants, structure, inits):
                              f"compatible with the initial shape {t.shape} of loop variable {t.name}")
 
 
-def _check_loop(what, cond_flat, body_flat, inits, counter):
+def _check_loop(what, cond_flat, body_flat, inits, counter, core):
     """cond returns one bool scalar; body returns the loop variables with their types unchanged."""
     if len(cond_flat) != 1 or not cond_flat[0].dtype.is_bool or cond_flat[0].type.shape != ():
         got = ", ".join(f"{t.dtype.name}{shape_str(t.type.shape)}" for t in cond_flat)
         raise ValueError(f"while_loop '{what}': cond must return a scalar bool tensor, got {got}")
     if len(body_flat) != len(inits):
-        raise ValueError(f"while_loop '{what}': body returned {len(body_flat) - counter} tensors for "
-                         f"{len(inits) - counter} loop variables")
+        raise ValueError(f"while_loop '{what}': body returned {len(body_flat) - len(inits) + core - counter} "
+                         f"tensors for {core - counter} loop variables")
     for t, init in zip(body_flat, inits):
         if t.dtype != init.dtype or tuple(t.type.shape) != tuple(init.type.shape):
             raise ValueError(f"while_loop '{what}': loop variable {init.name} enters the loop as "

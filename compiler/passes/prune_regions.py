@@ -1,6 +1,7 @@
 """Pruning inside control flow (part of the pruning pass, pruning.py).
 
-* An ``if`` result nothing reads is dropped, with its yield in both branches.
+* An ``if`` result nothing reads is dropped, with its yield in both branches; so is an
+  argument neither branch needs.
 * A ``while`` loop value is dropped when its result is unused, the cond does not need it,
   and the body needs it only to compute its own next value (found as a fixpoint: dropping
   one value may free another).  That is how the stacks a loop keeps for its gradient
@@ -66,11 +67,18 @@ def _drop(ins, positions: set, regions_params: bool) -> None:
 
 def _prune_if(ins, counts, stats) -> bool:
     dead = {i for i, v in enumerate(ins.results) if not counts.get(v)}
-    if not dead or len(dead) == len(ins.results):  # all dead: dead-code removal drops the instr
+    if len(dead) == len(ins.results):  # all dead: dead-code removal drops the instr
         return False
-    _drop(ins, dead, regions_params=False)
-    stats["if_results"] += len(dead)
-    return True
+    if dead:
+        _drop(ins, dead, regions_params=False)
+        stats["if_results"] += len(dead)
+    needed = [_needed(r, r.yields) for r in ins.regions]
+    unused = {j for j in range(len(ins.operands) - 1) if not any(r.params[j] in n for r, n in zip(ins.regions, needed))}
+    if unused:
+        ins.operands = [ins.operands[0]] + [v for j, v in enumerate(ins.operands[1:]) if j not in unused]
+        for region in ins.regions:
+            region.params = [p for j, p in enumerate(region.params) if j not in unused]
+    return bool(dead or unused)
 
 
 def _prune_while(ins, counts, stats) -> bool:

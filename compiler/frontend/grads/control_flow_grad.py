@@ -6,11 +6,12 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
 
 * cond: the gradient is a cond on the same predicate whose branches are the gradients of
   the forward branches (w.r.t. the captured tensors) — only the taken branch's runs.
-* while: the body's gradient needs each iteration's loop values.  A forward loop with
-  stacks runs the loop again and writes the loop variables entering iteration k into row
-  k of one ``[maximum_iterations, ...]`` buffer per loop variable (``update_row``, written in
-  place inside the loop: O(row) per iteration) and counts the trips;
-  a backward loop then walks k = trips-1 .. 0, reads row k, rebuilds that iteration's body
+* while: the body's gradient needs each iteration's loop values.  The forward loop itself
+  keeps them: ``tf.while_loop`` with ``back_prop`` and a static bound writes the loop
+  variables entering iteration k into row k of one ``[maximum_iterations, ...]`` stack per
+  loop variable (``update_row``, written in place inside the loop: O(row) per iteration),
+  and its counter is the trip count (frontend/control_flow.py).  A backward loop walks
+  k = trips-1 .. 0, reads row k, rebuilds that iteration's body
   from it and applies its gradient, carrying the loop variables' gradients and summing
   the captured tensors' gradients.  The stacks need a static bound: a loop without a Python
   int ``maximum_iterations`` cannot be differentiated (a clear error says so) — Kiln's
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from ..control_flow import cond, while_loop
 from ..gradients import gradients, register_gradient
-from ..graph import get_default_graph, make_op
+from ..graph import get_default_graph
 from ..ops import array_ops, array_slicing, math_ops
 
 
@@ -92,31 +93,13 @@ def _cond_grad(op, grads):
 
 
 def _bound(op) -> int:
+    """The loop's static bound; the stacks exist exactly when there is one (and back_prop)."""
     bound = op.attrs["maximum_iterations"]
-    if bound is None:
+    if bound is None or not op.attrs["stacked"]:
         raise ValueError(f"tf.gradients through tf.while_loop '{op.name}' needs maximum_iterations (a Python int, "
                          "or a constant): Kiln stacks each iteration's loop variables for the backward pass in "
                          "buffers of that many rows")
     return bound
-
-
-def _stacks_forward(op, bound):
-    """The loop run again, stacking each iteration's loop variables; returns (trips, stacks)."""
-    n = op.attrs["num_loop_vars"]
-    inits, caps = list(op.inputs[:n]), list(op.inputs[n:])
-    stacks = [array_ops.tile(array_ops.expand_dims(array_ops.zeros_like(t), 0), [bound] + [1] * t.type.rank)
-              for t in inits]
-
-    def cond_fn(k, *rest):
-        return clone_body(op.attrs["cond"], list(rest[:n]) + caps)[0]
-
-    def body_fn(k, *rest):
-        values, stacks = rest[:n], rest[n:]
-        new_stacks = [make_op("update_row", [s, v, k], name="stack_push") for v, s in zip(values, stacks)]
-        return [k + 1] + clone_body(op.attrs["body"], list(values) + caps) + new_stacks
-
-    out = while_loop(cond_fn, body_fn, [0] + inits + stacks, back_prop=False, name="stacks_forward")
-    return out[0], out[1 + n:]
 
 
 @register_gradient("while", outputs="list")
@@ -124,13 +107,14 @@ def _while_grad(op, grads):
     """Backward loop over the stacked loop variables, last iteration first (module doc)."""
     if not op.attrs["back_prop"]:
         return [None] * len(op.inputs)
-    n = op.attrs["num_loop_vars"]
-    inits, caps = list(op.inputs[:n]), list(op.inputs[n:])
+    n, core = op.attrs["num_loop_vars"], op.attrs["num_core"]
+    inits, caps = list(op.inputs[:core]), list(op.inputs[n:])
     wrt_v, wrt_c = _float(inits), _float(caps)
     if not wrt_v and not wrt_c:
         return [None] * len(op.inputs)
-    trips, stacks = _stacks_forward(op, _bound(op))
-    grads = _or_zeros(grads, op.outputs)
+    _bound(op)
+    trips, stacks = op.outputs[0], list(op.outputs[core:n])
+    grads = _or_zeros(grads[:core], op.outputs[:core])
 
     def cond_fn(k, *rest):
         return math_ops.greater_equal(k, 0)
@@ -138,10 +122,10 @@ def _while_grad(op, grads):
     def body_fn(k, *rest):
         g_v, g_c = rest[:len(wrt_v)], rest[len(wrt_v):]
         values = [array_slicing.gather(s, k) for s in stacks]
-        grad_ys = [None] * n
+        grad_ys = [None] * n  # none for the stack outputs: the rebuilt pushes are pruned
         for i, g in zip(wrt_v, g_v):
             grad_ys[i] = g
-        d = _body_grads(op.attrs["body"], values + caps, grad_ys, wrt_v + [n + i for i in wrt_c])
+        d = _body_grads(op.attrs["body"], values + stacks + caps, grad_ys, wrt_v + [n + i for i in wrt_c])
         return [k - 1] + d[:len(wrt_v)] + [a + b for a, b in zip(g_c, d[len(wrt_v):])]
 
     start = [trips - 1] + [grads[i] for i in wrt_v] + [array_ops.zeros_like(caps[i]) for i in wrt_c]
