@@ -94,7 +94,8 @@ def test_swapping_loop_values_and_nested_loops_compile():
     graph = tf.Graph()
     with graph.as_default():
         n = tf.placeholder(tf.int32, [], name="n")
-        _, a, b = tf.while_loop(lambda k, a, b: k < n, lambda k, a, b: (k + 1, b, a), (0, tf.constant(1.0), tf.constant(2.0)))
+        _, a, b = tf.while_loop(lambda k, a, b: k < n, lambda k, a, b: (k + 1, b, a),
+                                (0, tf.constant(1.0), tf.constant(2.0)))
 
         def outer(i, s):
             inner = tf.while_loop(lambda j, t: j < i, lambda j, t: (j + 1, t + tf.cast(j, tf.float32)), (0, 0.0))[1]
@@ -113,7 +114,8 @@ def test_swapping_loop_values_and_nested_loops_compile():
 @pytest.mark.parametrize("mode", MODES)
 def test_cuda_backend_runs_control_flow_like_the_cpu(mode, tmp_path):
     graph, t = _rnn_graph()
-    entries = {"train": ([t["loss"]], [t["train"]], [t["x"], t["steps"]]), "predict": ([t["h"]], [], [t["x"], t["steps"]])}
+    inputs = [t["x"], t["steps"]]
+    entries = {"train": ([t["loss"]], [t["train"]], inputs), "predict": ([t["h"]], [], inputs)}
     cpu = runtime.load_artifact(compile_entries(graph, entries, tmp_path / "cpu", dump_ir=False))
     gpu = runtime.load_artifact(compile_cuda(graph, entries, tmp_path / "cuda", mode))
     source = (tmp_path / "cuda" / "src" / "model.cu").read_text()

@@ -85,7 +85,7 @@ def _create(graph, kind, scope, inputs, attrs, types, bodies):
 def _check_pred(pred, what):
     pred = convert_to_tensor(pred)
     if not pred.dtype.is_bool or pred.type.shape != ():
-        raise ValueError(f"{what}: pred must be a scalar bool tensor, got {pred.dtype.name}{shape_str(pred.type.shape)}")
+        raise ValueError(f"{what}: pred must be a scalar bool tensor, got {_tstr(pred.type)}")
     return pred
 
 
@@ -290,7 +290,8 @@ def _check_invariants(scope, shape_invariants, structure, inits):
 
     invariants = flatten(shape_invariants, leaf=leaf)
     if len(invariants) != len(inits):
-        raise ValueError(f"while_loop '{scope[:-1]}': {len(invariants)} shape_invariants for {len(inits)} loop variables")
+        raise ValueError(f"while_loop '{scope[:-1]}': {len(invariants)} shape_invariants for {len(inits)} "
+                         "loop variables")
     for inv, t in zip(invariants, inits):
         dims, have = TensorShape(inv).dims, t.shape.dims
         if dims is not None and (len(dims) != len(have) or any(a is not None and a != b for a, b in zip(dims, have))):
