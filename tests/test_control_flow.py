@@ -157,12 +157,36 @@ def test_bad_input_is_a_clear_error(build, message):
         build()
 
 
-def test_assign_inside_a_loop_and_variables_created_in_a_body_are_refused():
+def test_assign_inside_a_loop_is_refused():
     v = tf.Variable(0.0, name="v")
     with pytest.raises(ValueError, match="assign_add .* inside the loop is not supported"):
         tf.while_loop(lambda i: i < 3, lambda i: tf.identity(i + tf.cast(tf.assign_add(v, 1.0), tf.int32)), [0])
-    with pytest.raises(ValueError, match="created inside the body of .*cond"):
-        tf.cond(tf.constant(True), lambda: tf.Variable(1.0, name="inner") * 1.0, lambda: tf.constant(0.0))
+
+
+def test_variables_created_in_a_loop_body_live_in_the_outer_graph():
+    x = tf.placeholder(tf.float32, [2, 3])
+
+    def body(t, h):
+        with tf.variable_scope("cell", reuse=tf.AUTO_REUSE):
+            w = tf.get_variable("w", [3, 3], initializer=tf.constant_initializer(0.5))
+            b = tf.Variable(lambda: tf.fill([3], 0.25), name="b")
+        return t + 1, tf.tanh(tf.matmul(h, w) + x + b)
+
+    _, h = tf.while_loop(lambda t, h: t < 3, body, (0, tf.zeros([2, 3])), maximum_iterations=3)
+    assert sorted(v.name for v in tf.global_variables()) == ["cell/w:0", "while/cell/b:0"]
+    assert all(v.graph is tf.get_default_graph() for v in tf.global_variables())
+    grads = tf.gradients(tf.reduce_sum(h), tf.trainable_variables())
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        xv = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+        got, *g = sess.run([h] + grads, {x: xv})
+    want = np.zeros((2, 3), np.float32)
+    for _ in range(3):
+        want = np.tanh(want @ np.full((3, 3), 0.5, np.float32) + xv + 0.25)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert all(np.all(np.isfinite(a)) and np.any(a != 0) for a in g)
+    with pytest.raises(ValueError, match="is from inside a control-flow construct.*use a lambda as the initializer"):
+        tf.cond(tf.constant(True), lambda: tf.Variable(tf.ones([2]) * 2.0) * 1.0, lambda: tf.zeros([2]))
 
 
 def test_gradient_of_unbounded_loop_asks_for_maximum_iterations():

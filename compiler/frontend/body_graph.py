@@ -9,9 +9,10 @@ A variable read inside a body is such a capture; ``var_name`` follows a capture 
 variable, which is how lowering knows an ``assign`` in a branch writes that variable.
 
 Names are shared with the outer graph (ops in a branch are named ``cond/...`` as in TF),
-and so are collections and the variable store.  Creating a variable inside a body is
-refused (create it before the ``tf.cond``/``tf.while_loop``).  Control dependencies on ops
-of an enclosing graph are hoisted onto the control-flow op (``outer_control``).
+and so are collections and the variable store.  ``tf.get_variable``/``tf.Variable`` called
+inside a body make the variable in the outermost graph (``root``; variables.py), so a
+variable op reaching ``create_op`` here is a bug and is refused.  Control dependencies on
+ops of an enclosing graph are hoisted onto the control-flow op (``outer_control``).
 """
 from __future__ import annotations
 
@@ -75,8 +76,8 @@ class BodyGraph(Graph):
     def create_op(self, kind: str, inputs=(), attrs=None, name=None, **kwargs) -> Operation:
         """Create the op here, capturing inputs that belong to an enclosing graph."""
         if kind == "variable" and kwargs.get("exact_name") and name != "kiln/rng_step":
-            raise ValueError(f"Variable {name} is created inside the body of {self.body_name}; Kiln needs "
-                             "variables created outside tf.cond/tf.while_loop (create it first, then use it)")
+            raise ValueError(f"Variable {name} reached the body graph of {self.body_name}: variables are made "
+                             "in the outermost graph (tf.get_variable / tf.Variable do so)")
         if kind == "variable":  # the hidden rng counter lives in the root graph, outside any scope
             with self.root.name_scope(None), self.root.control_dependencies(None):
                 return self.root.create_op(kind, inputs, attrs, name, **kwargs)
