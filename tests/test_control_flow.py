@@ -157,10 +157,29 @@ def test_bad_input_is_a_clear_error(build, message):
         build()
 
 
-def test_assign_inside_a_loop_is_refused():
-    v = tf.Variable(0.0, name="v")
-    with pytest.raises(ValueError, match="assign_add .* inside the loop is not supported"):
-        tf.while_loop(lambda i: i < 3, lambda i: tf.identity(i + tf.cast(tf.assign_add(v, 1.0), tf.int32)), [0])
+def test_assigns_inside_a_loop_body_carry_the_variable():
+    v = tf.Variable(np.float32(1.0), name="v")
+    u = tf.Variable(np.float32(0.0), name="u")
+    x = tf.placeholder(tf.float32, [])
+
+    def body(i, s):
+        new_v = tf.assign(v, v * 2.0)
+        with tf.control_dependencies([new_v]):
+            grown = tf.cond(tf.equal(tf.mod(i, 2), 0), lambda: tf.assign_add(u, x), lambda: tf.identity(u))
+        return i + 1, s + new_v + grown
+
+    _, s = tf.while_loop(lambda i, s: i < 4, body, (0, tf.constant(0.0)), maximum_iterations=4)
+    with tf.control_dependencies([s]):
+        after = tf.identity(v)
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        # v: 2, 4, 8, 16; u after each iteration: x, x, 2x, 2x (assigned on even i)
+        assert sess.run([s, after], {x: 10.0}) == [2 + 4 + 8 + 16 + 10 + 10 + 20 + 20, 16.0]
+        assert sess.run([v, u]) == [16.0, 20.0]
+    with pytest.raises(ValueError, match=r"whose body assigns variables \(.*Assign.*\) is not supported"):
+        tf.gradients(s, x)
+    with pytest.raises(ValueError, match="in the loop condition; assign in the body instead"):
+        tf.while_loop(lambda i: tf.assign_add(v, 1.0) < 3.0, lambda i: i + 1, [0])
 
 
 def test_variables_created_in_a_loop_body_live_in_the_outer_graph():

@@ -199,3 +199,33 @@ def test_gradient_stacks_are_written_one_row_per_iteration_in_place():
     want = run_function(fn, {}, {"x:0": xv})[1]
     got = run_program(program, {}, {"x:0": xv}, 1)[1]
     np.testing.assert_allclose(got[g.name], want[g.name], rtol=1e-5)
+
+
+def test_llvm_session_carries_variables_assigned_in_a_loop():
+    def run(config):
+        graph = tf.Graph()
+        with graph.as_default():
+            v = tf.Variable(np.array([1.0, -1.0], np.float32), name="v")
+            x = tf.placeholder(tf.float32, [2], name="x")
+
+            def body(i, s):
+                new_v = tf.assign(v, v * 0.5 + x)
+                return i + 1, s + tf.reduce_sum(new_v)
+
+            _, s = tf.while_loop(lambda i, s: i < 3, body, (0, tf.constant(0.0)))
+            with tf.Session(config=config) as sess:
+                sess.run(tf.global_variables_initializer())
+                out = [sess.run(s, {x: np.array(xv, np.float32)}) for xv in ([1.0, 2.0], [0.5, -4.0])]
+                return out, sess.run(v)
+
+    want = run({"backend": "interpreter"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = run(COMPILED)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    v = np.array([1.0, -1.0])
+    for xv in ([1.0, 2.0], [0.5, -4.0]):
+        for _ in range(3):
+            v = v * 0.5 + np.array(xv)
+    np.testing.assert_allclose(want[1], v, rtol=1e-6)

@@ -20,6 +20,8 @@ multi-output mechanism), so no extra "get" ops exist.
   entering each iteration: the forward values the gradient needs (unused stacks are pruned).
   Loop variables keep one static type (the IR's values have fixed shapes): a body that
   changes a shape is an error, ``shape_invariants`` are checked but cannot relax it.
+  A variable assigned in the body is carried through the loop by lowering; assigning in
+  the condition is refused.
 """
 from __future__ import annotations
 
@@ -312,10 +314,10 @@ def _check_loop(what, cond_flat, body_flat, inits, counter, core):
             raise ValueError(f"while_loop '{what}': loop variable {init.name} enters the loop as "
                              f"{_tstr(init.type)} but the body returns {_tstr(t.type)} (Kiln's IR needs "
                              f"each loop variable to keep one static dtype and shape)")
-    for op in cond_flat[0].graph.get_operations() + body_flat[0].graph.get_operations():
+    for op in cond_flat[0].graph.get_operations():
         if op.type in ASSIGN_KINDS:
-            raise ValueError(f"while_loop '{what}': {op.type} '{op.name}' inside the loop is not supported; "
-                             "carry the value as a loop variable and assign it after the loop")
+            raise ValueError(f"while_loop '{what}': {op.type} '{op.name}' in the loop condition; assign in the "
+                             "body instead")
 
 
 def _tstr(t: TensorType) -> str:

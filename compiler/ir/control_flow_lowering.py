@@ -10,8 +10,10 @@ are lowered (Session.run semantics, as at the top level), and its yields are the
   value it received.  The cond op then counts as an assign of those variables.
 * ``while`` -> ``while(*inits, *captures)``: the body region yields the next loop values and
   passes the captures through unchanged (regions see only their params), so the instr has
-  one result per operand; the op's outputs are the first ``num_loop_vars`` results.
-  Assigning a variable inside a loop is refused (the frontend refuses it too).
+  one result per operand; the op's outputs are the first ``num_loop_vars`` results.  A
+  variable the body assigns is carried instead: its capture's yield is the value the body
+  leaves it with, and the matching result is the variable's new value (the while op counts
+  as an assign of it).  Assigning a variable in the loop's condition is refused.
 """
 from __future__ import annotations
 
@@ -52,18 +54,22 @@ def lower_cond(lowerer, op, anc) -> list:
 
 
 def lower_while(lowerer, op, anc) -> list:
-    """Emit the ``while`` of a while op (it assigns no variable)."""
+    """Emit the ``while`` of a while op; returns the names of the variables its body assigns."""
     operands = [lowerer.read(t, anc) for t in op.inputs]
-    (cond, cond_assigned, _), (body, body_assigned, _) = (lower_body(lowerer, op.attrs[k]) for k in ("cond", "body"))
-    if cond_assigned or body_assigned:
-        names = ", ".join(sorted(set(cond_assigned) | set(body_assigned)))
-        raise LoweringError(f"while_loop '{op.name}': variables assigned inside the loop ({names}) are not "
-                            "supported; carry the value as a loop variable and assign it after the loop")
-    body.yields += body.params[op.attrs["num_loop_vars"]:]
+    (cond, cond_assigned, _), (body, assigned, var_params) = (lower_body(lowerer, op.attrs[k])
+                                                             for k in ("cond", "body"))
+    if cond_assigned:
+        raise LoweringError(f"while_loop '{op.name}': the loop condition assigns {', '.join(sorted(cond_assigned))}; "
+                            "assign in the body instead")
+    carried = {body.params.index(var_params[name]): name for name in assigned}
+    body.yields += [assigned[carried[i]] if i in carried else p
+                    for i, p in enumerate(body.params) if i >= op.attrs["num_loop_vars"]]
     results = [lowerer.new_value(v.type) for v in operands]
     lowerer.body.append(Instr("while", operands, _loop_attrs(op), results, op.name, regions=[cond, body]))
     lowerer.values.update(zip(op.outputs, results))
-    return []
+    for i, name in sorted(carried.items()):
+        lowerer.set_assigned(op, name, results[i])
+    return sorted(carried.values())
 
 
 def _loop_attrs(op) -> dict:

@@ -21,6 +21,7 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
 """
 from __future__ import annotations
 
+from ...ir.from_graph import ASSIGN_KINDS
 from ..control_flow import cond, while_loop
 from ..gradients import gradients, register_gradient
 from ..graph import get_default_graph
@@ -92,6 +93,18 @@ def _cond_grad(op, grads):
     return result
 
 
+def _assigns(graph) -> list:
+    """Names of the assign ops in a body graph and in the bodies nested in it."""
+    found = []
+    for op in graph.get_operations():
+        if op.type in ASSIGN_KINDS:
+            found.append(op.name)
+        for key in ("then", "else", "cond", "body"):
+            if op.type in ("cond", "while") and key in op.attrs:
+                found += _assigns(op.attrs[key])
+    return found
+
+
 def _bound(op) -> int:
     """The loop's static bound; the stacks exist exactly when there is one (and back_prop)."""
     bound = op.attrs["maximum_iterations"]
@@ -107,6 +120,11 @@ def _while_grad(op, grads):
     """Backward loop over the stacked loop variables, last iteration first (module doc)."""
     if not op.attrs["back_prop"]:
         return [None] * len(op.inputs)
+    assigns = _assigns(op.attrs["body"])
+    if assigns:
+        raise ValueError(f"tf.gradients through tf.while_loop '{op.name}' whose body assigns variables "
+                         f"({', '.join(assigns)}) is not supported: the backward loop would need each "
+                         "iteration's variable values; carry them as loop variables instead")
     n, core = op.attrs["num_loop_vars"], op.attrs["num_core"]
     inits, caps = list(op.inputs[:core]), list(op.inputs[n:])
     wrt_v, wrt_c = _float(inits), _float(caps)
