@@ -112,9 +112,15 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
     """Render ``lowered`` entries into one module with the ABI (the target's backend renders
     and builds it) and write the artifact."""
     t0 = time.perf_counter()
+    backend = get_backend(target.backend)
+    for e in lowered:
+        if e.program.steps is not None and not backend.control_flow:
+            first = next(s for s in e.program.steps if not isinstance(s, int))
+            raise NotImplementedError(f"backend {backend.name!r} cannot run control flow ({first.origin} in entry "
+                                      f"{e.name!r}): it does not render control steps")
     programs = {e.name: plan_entry(e, target).program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
-    source = get_backend(target.backend).render(programs, var_list, target)
+    source = backend.render(programs, var_list, target)
     build = dict(timings or {})
     build["render_s"] = round(time.perf_counter() - t0, 4)
     entries = {e.name: entry_info(e.fn) for e in lowered}

@@ -121,3 +121,16 @@ def test_a_device_backend_that_cannot_run_is_a_placement_error(toy, monkeypatch)
             sess.run(y, {x: np.ones(2, np.float32)})
         with tf.Session(config=tf.ConfigProto(kiln_backend="compiled", allow_soft_placement=True)) as sess:
             np.testing.assert_allclose(sess.run(y, {x: np.ones(2, np.float32)}), [2.0, 2.0])
+
+
+def test_a_backend_without_control_flow_falls_back_to_the_interpreter(toy):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [3], name="x")
+        with tf.device("/device:TPU:0"):
+            y = tf.cond(tf.reduce_sum(x) > 0.0, lambda: x * 2.0, lambda: -x)
+        with tf.Session(config=tf.ConfigProto(kiln_backend="compiled")) as sess:
+            with pytest.warns(RuntimeWarning, match=r"backend 'toy' cannot run control flow \(if cond"):
+                out = sess.run(y, {x: np.array([1.0, -3.0, 1.0], np.float32)})
+    np.testing.assert_allclose(out, [-1.0, 3.0, -1.0])
+    assert not any(c[0] == "render" for c in CALLS)

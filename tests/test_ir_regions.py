@@ -407,7 +407,7 @@ def _memory_size(fn):
     (_nested, "fused regions are flat"),
     (_two_results, "a plain reduce_sum instr must have exactly one result, got 2"),
     (_no_region, "a fused instr needs a region"),
-    (_region_on_plain, "only fused instrs carry a region, not reduce_sum"),
+    (_region_on_plain, r"only fused instrs carry a region \(if and while carry two\), not reduce_sum"),
     (_buffer_count, "1 buffers for 2 results"),
     (_buffer_space, "buffer space must be one of"),
     (_wrong_arena, r"a value of type f32\[N,3\] belongs in the batch arena, not static"),

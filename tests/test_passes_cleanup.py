@@ -112,7 +112,7 @@ def test_constant_folding_golden():
     text, result = apply(constant_folding, FOLD_IN)
     assert text == FOLD_OUT
     assert result.summary == "folded 3 ops (4 constants remain)"
-    assert result.stats == {"folded": 3, "too_large": 1, "failed": 1, "removed_constants": 2, "constants": 4}
+    assert result.stats == {"folded": 3, "too_large": 1, "failed": 1, "inlined_ifs": 0, "removed_constants": 2, "constants": 4}
 
 
 def test_folding_size_cap_is_a_keyword():
@@ -187,7 +187,8 @@ def test_pruning_golden():
     check_range go, the never-read state param goes, every feed stays."""
     text, result = apply(pruning, PRUNE_IN)
     assert text == PRUNE_OUT
-    assert result.stats == {"identities": 3, "unchanged_state_writes": 1, "dead_ops": 3, "unused_state": 1}
+    assert result.stats == {"identities": 3, "unchanged_state_writes": 1, "dead_ops": 3, "if_results": 0,
+                            "loop_values": 0, "region_ops": 0, "unused_state": 1}
     assert result.summary == ("removed 3 dead ops, 3 identities, 1 unchanged state writes, "
                               "1 unused state (never_read)")
 

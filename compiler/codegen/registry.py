@@ -14,7 +14,10 @@ up here and never branch on a target's name.  A backend declares:
 * functions: ``make_options`` (validate options, fail early when a toolchain is missing),
   ``target_record`` (the manifest's ``target``), ``capabilities`` (what the scheduling
   passes may plan for), ``render`` (kernel-IR programs -> source), ``build`` (source ->
-  library), ``unavailable`` (why it cannot run here, "" when it can).
+  library), ``unavailable`` (why it cannot run here, "" when it can);
+* ``control_flow``: whether ``render`` follows a program's control steps (``Program.steps``:
+  if/while between kernels, docs/lowering.md).  The driver refuses a program with control
+  flow for a backend without it (``NotImplementedError``: ``tf.Session`` then interprets).
 
 See docs/backends.md.
 """
@@ -88,6 +91,7 @@ class Backend:
     make_options: Callable = field(default=lambda options: options)   # (dict) -> dict, may raise
     capabilities: Callable = field(default=lambda target: None)       # (Target) -> capabilities object
     unavailable: Callable = field(default=lambda target: "")          # (Target) -> reason or ""
+    control_flow: bool = False  # render follows Program.steps (if/while between kernels)
 
     def make_target(self, **options) -> Target:
         """A :class:`Target` of this backend; unknown options are refused."""

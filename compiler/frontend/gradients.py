@@ -2,7 +2,9 @@
 
 Gradient rules live in ``compiler/frontend/grads/`` and are registered per op kind with
 ``@register_gradient(kind)``.  A rule receives the forward ``Operation`` and the gradient
-of its output and returns one gradient (a Tensor or None) per input.
+of its output and returns one gradient (a Tensor or None) per input.  A rule registered
+with ``outputs="list"`` (the control-flow ops, which have several outputs) receives a list
+with one gradient per output instead (None where no gradient reaches that output).
 """
 from __future__ import annotations
 
@@ -10,15 +12,18 @@ from .convert import convert_to_tensor
 from .graph import Operation, Tensor
 
 _GRADIENTS: dict = {}
+_LIST_KINDS: set = set()  # kinds whose rule takes one gradient per output (a list)
 # kinds whose outputs carry no gradient (comparisons, integer ops, shape queries, ...)
 _NOT_DIFFERENTIABLE: set = set()
 
 
-def register_gradient(kind: str):
+def register_gradient(kind: str, outputs: str = "one"):
     def deco(fn):
         if kind in _GRADIENTS:
             raise ValueError(f"gradient for {kind!r} registered twice")
         _GRADIENTS[kind] = fn
+        if outputs == "list":
+            _LIST_KINDS.add(kind)
         return fn
 
     return deco
@@ -109,15 +114,16 @@ def gradients(ys, xs, grad_ys=None, name="gradients", stop_gradients=None, **uns
         for op in reversed(_ops_between(ys, xs)):
             if not op.outputs:
                 continue
-            out = op.outputs[0]
-            grad = _sum_grads(pending.get(out, []))
-            pending[out] = [grad] if grad is not None else []
-            if grad is None or op in stop_ops or op.type in _NOT_DIFFERENTIABLE or not op.inputs:
+            grads = []
+            for out in op.outputs:
+                grads.append(_sum_grads(pending.get(out, [])))
+                pending[out] = [grads[-1]] if grads[-1] is not None else []
+            if all(g is None for g in grads) or op in stop_ops or op.type in _NOT_DIFFERENTIABLE or not op.inputs:
                 continue
             if op.type not in _GRADIENTS:
                 raise LookupError(f"No gradient defined for operation '{op.name}' (op type: {op.type})")
             with graph.name_scope(op.name + "_grad"):
-                in_grads = _GRADIENTS[op.type](op, grad)
+                in_grads = _GRADIENTS[op.type](op, grads if op.type in _LIST_KINDS else grads[0])
             in_grads = _as_list(in_grads)
             if len(in_grads) != len(op.inputs):
                 raise ValueError(f"gradient of {op.type} returned {len(in_grads)} grads for {len(op.inputs)} inputs")

@@ -2,8 +2,10 @@
 
 Every op is created through ``Graph.create_op``, which runs the op kind's type rule from
 the registry (``compiler/ir/opdef.py``) so a shape or dtype mismatch fails at construction
-with the op's type and name in the message.  Ops have exactly one output tensor (or none
-for control-only ops such as ``no_op``); multi-output TF ops are built from several ops.
+with the op's type and name in the message.  Most ops have exactly one output tensor (or
+none for control-only ops such as ``no_op``); the control-flow ops (``cond``, ``while``,
+see control_flow.py) declare several (``ttypes=``), named ``op:0``, ``op:1``, ...  Ops built
+while a body graph (``body_graph.BodyGraph``) is the default graph go into that graph.
 """
 from __future__ import annotations
 
@@ -20,14 +22,15 @@ from .tensor_shape import TensorShape, graph_dims
 class Tensor:
     """The single output of an Operation.  Supports TF1's operator overloads."""
 
-    def __init__(self, op: "Operation", ttype: TensorType):
+    def __init__(self, op: "Operation", ttype: TensorType, index: int = 0):
         self.op = op
         self.type = ttype
+        self._index = index
 
     # --- TF1 attributes -------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"{self.op.name}:0"
+        return f"{self.op.name}:{self.value_index}"
 
     @property
     def dtype(self) -> DType:
@@ -60,7 +63,7 @@ class Tensor:
 
     @property
     def value_index(self) -> int:
-        return 0
+        return self._index
 
     def consumers(self):
         return [op for op in self.graph.get_operations() if self in op.inputs]
@@ -97,7 +100,10 @@ class Tensor:
 
 
 class Operation:
-    """A node of the graph: kind (IR op name), inputs, attrs, control inputs, one output."""
+    """A node of the graph: kind (IR op name), inputs, attrs, control inputs, its outputs.
+
+    ``ttype`` is the one output's type, None (no output) or a list of types (one output each).
+    """
 
     host_handler = None  # set by host_ops.register_feeder for ops the Session runs on the host (tf.data)
 
@@ -110,7 +116,8 @@ class Operation:
         self.control_inputs = list(control_inputs)
         self.device = device
         self.id = graph._next_id()
-        self.outputs = [] if ttype is None else [Tensor(self, ttype)]
+        types = [] if ttype is None else ttype if isinstance(ttype, list) else [ttype]
+        self.outputs = [Tensor(self, t, i) for i, t in enumerate(types)]
 
     @property
     def node_def(self):
@@ -311,7 +318,8 @@ class Graph:
     # --- op creation --------------------------------------------------------------------
     def create_op(self, kind: str, inputs=(), attrs=None, name=None, *, has_output=True, ttype=None,
                   exact_name=False) -> Operation:
-        """Create an op; its type comes from the registry rule (or ``ttype`` for graph-only ops).
+        """Create an op; its type comes from the registry rule (or ``ttype`` for graph-only ops;
+        a list of types for an op with several outputs).
 
         ``exact_name`` takes ``name`` as the full op name (variables: their scope-given name).
         """
@@ -389,8 +397,17 @@ def reset_default_graph():
 
 def make_op(kind, inputs=(), attrs=None, name=None) -> Tensor:
     """Create an op in the inputs' graph (or the default graph) and return its output tensor."""
-    graph = inputs[0].graph if inputs else get_default_graph()
-    return graph.create_op(kind, inputs, attrs, name).outputs[0]
+    return graph_for(inputs).create_op(kind, inputs, attrs, name).outputs[0]
+
+
+def graph_for(inputs) -> Graph:
+    """The graph a new op over ``inputs`` goes into: the inputs' graph, or the default graph
+    when that is a body graph nested in it (the op then captures the outer inputs)."""
+    default = get_default_graph()
+    if not inputs:
+        return default
+    graph = inputs[0].graph
+    return default if graph in getattr(default, "outer_graphs", ()) else graph
 
 
 def describe(t: Tensor) -> str:

@@ -58,10 +58,10 @@ def fingerprint(fn) -> str:
             _attr_token(ins.attrs, h)
             h.update(";".join(f"{vid(v)}:{v.type}" for v in ins.results).encode())
             h.update(repr(ins.buffers).encode())
-            if ins.region is not None:
-                h.update(("^" + ",".join(f"{vid(v)}:{v.type}" for v in ins.region.params)).encode())
-                instrs(ins.region.body)
-                h.update(("yield" + ",".join(vid(v) for v in ins.region.yields)).encode())
+            for region in ins.regions:  # a fused instr's one, or an if/while's two
+                h.update(("^" + ",".join(f"{vid(v)}:{v.type}" for v in region.params)).encode())
+                instrs(region.body)
+                h.update(("yield" + ",".join(vid(v) for v in region.yields)).encode())
     for p in fn.params:
         h.update(f"{p.kind} {p.key!r} {vid(p.value)}:{p.value.type};".encode())
     instrs(fn.body)

@@ -50,12 +50,14 @@ _MODULES = [
     "compiler.frontend.data.dataset",
     "compiler.frontend.summary",
     "compiler.frontend.summary_writer",
+    "compiler.frontend.control_flow",
 ]
 # gradient rules register themselves on import
 _GRADIENT_MODULES = [
     "compiler.frontend.grads.math_grad",
     "compiler.frontend.grads.array_grad",
     "compiler.frontend.grads.nn_grad",
+    "compiler.frontend.grads.control_flow_grad",
 ]
 
 

@@ -27,6 +27,11 @@ class Variable(Tensor):
         if initial_value is None:
             raise ValueError("initial_value must be specified.")
         graph = get_default_graph()
+        root = _lifted_to(graph, initial_value, name or "Variable")
+        if root is not None:  # created inside a tf.cond/tf.while_loop body: made in the outermost graph
+            with root.as_default(), root.name_scope(graph.get_name_scope() + "/" if graph.get_name_scope() else None):
+                Variable.__init__(self, initial_value, trainable, collections, validate_shape, name=name, dtype=dtype)
+            return
         with graph.name_scope(name or "Variable") as scope:
             var_name = scope[:-1]
             with graph.control_dependencies(None), graph.name_scope("Initializer"):
@@ -82,6 +87,20 @@ class Variable(Tensor):
 
     def __repr__(self):
         return f"<tf.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}_ref>"
+
+
+def _lifted_to(graph, initial, what):
+    """The outermost graph when ``graph`` is a control-flow body (body_graph.py), else None.
+
+    A variable made inside a tf.cond/tf.while_loop body lives in the outermost graph, and so
+    does its initializer (TF1 lifts it the same way); an initial value computed inside the
+    body cannot be lifted: TF1's error."""
+    root = getattr(graph, "root", None)
+    if root is not None and isinstance(initial, Tensor) and initial.graph is not root:
+        raise ValueError(f"Initializer for variable {what} is from inside a control-flow construct, such as a "
+                         "loop or conditional. When creating a variable inside a loop or conditional, use a "
+                         "lambda as the initializer.")
+    return root
 
 
 def _make(var, graph, name, ttype: TensorType, trainable, collections):
@@ -280,8 +299,18 @@ def get_variable(name, shape=None, dtype=None, initializer=None, regularizer=Non
                  collections=None, caching_device=None, partitioner=None, validate_shape=True,
                  use_resource=None, custom_getter=None, constraint=None, synchronization=None,
                  aggregation=None):
-    """tf.get_variable: create ``scope/name`` or, under reuse, return the existing one."""
+    """tf.get_variable: create ``scope/name`` or, under reuse, return the existing one.
+
+    Inside a tf.cond/tf.while_loop body a new variable (and its initializer, regularizer loss)
+    is made in the outermost graph; the body reads it like any outer tensor."""
     graph = get_default_graph()
+    root = getattr(graph, "root", None)
+    if root is not None:
+        _lifted_to(graph, initializer, name)
+        with root.as_default():
+            return get_variable(name, shape, dtype, initializer, regularizer, trainable, collections,
+                                caching_device, partitioner, validate_shape, use_resource, custom_getter,
+                                constraint, synchronization, aggregation)
     scope = get_variable_scope()
     full = f"{scope.name}/{name}" if scope.name else name
     store = graph._variables_by_name

@@ -20,11 +20,20 @@ constant.  Where the symbolic batch dim cannot flow (a rule refuses ``N`` agains
 size, or a shape needs ``N - 1``), ``NeedsStaticBatch`` asks the caller to lower again with
 ``batch`` set.  Without ``feed_shapes`` (``kiln compile``) every fed tensor must have a
 static shape except the batch dim.
+
+Control flow (``cond``/``while`` graph ops with body graphs, frontend/control_flow.py)
+becomes ``if``/``while`` instrs whose regions are the lowered body graphs
+(``control_flow_lowering.py``).  Inside a body, a capture of a variable reads like the
+variable; the variables a branch assigns are extra results of the ``if``, so the cond op
+counts as an assign of each of them.  A region's ops are re-inferred like the others, from
+the types of the values entering it.
 """
 from __future__ import annotations
 
 from . import deferred
+from .control_flow_lowering import CONTROL_FLOW_OPS
 from .function import Function, Instr, Param, ValueNamer
+from .graph_walk import ASSIGN_KINDS, LoweringError, needed_ops, var_name
 from .opdef import REGISTRY, infer_type
 from .shape_values import NONLINEAR, as_dims, holds_sym, known_value
 from .types import (ALL_DTYPES, ShapeError, Sym, TensorType, as_dtype, dim_div, is_known_shape, num_elements,
@@ -32,29 +41,12 @@ from .types import (ALL_DTYPES, ShapeError, Sym, TensorType, as_dtype, dim_div, 
 import numpy as np
 
 RNG_STATE = "kiln/rng_step"
-ASSIGN_KINDS = ("assign", "assign_add", "assign_sub")
-
-
-class LoweringError(ValueError):
-    """The requested fetches cannot be computed (unfed placeholder, bad fetch, ...)."""
+__all__ = ["ASSIGN_KINDS", "LoweringError", "NeedsStaticBatch", "RNG_STATE", "describe_feed", "lower_graph",
+           "needed_ops", "var_name"]
 
 
 class NeedsStaticBatch(LoweringError):
     """The signature cannot keep the batch dim symbolic: lower it again with ``batch`` set."""
-
-
-def needed_ops(fetch_ops, fed):
-    """Backward closure over data and control edges, not entering fed tensors' producers."""
-    seen, stack = set(), list(fetch_ops)
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs if t not in fed)
-        stack.extend(t.op for t in deferred.attr_tensors(op.attrs) if t not in fed)
-        stack.extend(op.control_inputs)
-    return sorted(seen, key=lambda o: o.id)
 
 
 def _placeholder_error(op) -> LoweringError:
@@ -78,16 +70,24 @@ def undeclared_shape_error(tensor) -> LoweringError:
 
 
 class _Lowerer:
-    def __init__(self, name, fed, feed_shapes=None, batch=None):
+    """Lowers graph ops into ``self.body``: the function's body, or (``namer`` given) a region's.
+
+    In a region lowerer, ``var_params`` maps each variable the body graph captures to the
+    block param holding its value at region entry (what a plain read sees there).
+    """
+
+    def __init__(self, name, fed, feed_shapes=None, batch=None, namer=None):
         self.fn = Function(name)
-        self.new_value = ValueNamer()
+        self.new_value = namer or ValueNamer()
+        self.body = self.fn.body if namer is None else []
         self.fed = fed
         self.feed_shapes = feed_shapes
         self.batch = batch  # None: the batch dim stays symbolic
         self.known = {}  # graph Tensor -> known value of a shape tensor (shape_values)
         self.values = {}  # graph Tensor -> IR Value
         self.state_params = {}  # variable name -> Value at step start
-        self.assign_result = {}  # assign Operation -> IR Value of the new variable value
+        self.var_params = None if namer is None else {}  # region: variable name -> block param
+        self.assign_result = {}  # (assign-like Operation, variable name) -> IR Value of the new value
         self.ancestors = {}  # op -> {variable name: newest assign op it depends on}
         self.chain_last = {}  # variable name -> newest assign op lowered so far
 
@@ -128,30 +128,36 @@ class _Lowerer:
             return type(value)(self.static(v) for v in value)
         return value
 
-    def start_value(self, var_op):
-        if var_op.name not in self.state_params:
-            vtype = var_op.outputs[0].type
-            if not is_known_shape(vtype.shape):
-                raise LoweringError(f"variable '{var_op.name}' has shape {shape_str(vtype.shape)}: Kiln needs "
+    def start_value(self, name, ttype):
+        """Variable ``name``'s value where this body starts: a state param (or a block param)."""
+        if self.var_params is not None:
+            return self.var_params[name]
+        if name not in self.state_params:
+            if not is_known_shape(ttype.shape):
+                raise LoweringError(f"variable '{name}' has shape {shape_str(ttype.shape)}: Kiln needs "
                                     f"variables of static shape")
-            v = self.new_value(self.static(vtype))
-            self.fn.params.append(Param("state", var_op.name, v))
-            self.state_params[var_op.name] = v
-        return self.state_params[var_op.name]
+            v = self.new_value(self.static(ttype))
+            self.fn.params.append(Param("state", name, v))
+            self.state_params[name] = v
+        return self.state_params[name]
 
     def emit(self, kind, operands, attrs, ttype, loc=""):
         v = self.new_value(ttype)
-        self.fn.body.append(Instr(kind, list(operands), dict(attrs), v, loc))
+        self.body.append(Instr(kind, list(operands), dict(attrs), v, loc))
         return v
+
+    def newest(self, name, anc, ttype):
+        """The value of variable ``name`` as seen by a reader with assign ancestors ``anc``."""
+        op = anc.get(name)
+        return self.assign_result[(op, name)] if op is not None else self.start_value(name, ttype)
 
     # --- reads ------------------------------------------------------------------------
     def read(self, tensor, consumer_ancestors):
         if tensor in self.fed:
             return self.feed_value(tensor)
-        op = tensor.op
-        if op.type == "variable":
-            newest = consumer_ancestors.get(op.name)
-            return self.assign_result[newest] if newest is not None else self.start_value(op)
+        name = var_name(tensor)
+        if name is not None:
+            return self.newest(name, consumer_ancestors, tensor.type)
         return self.values[tensor]
 
     def merged_ancestors(self, op):
@@ -166,18 +172,22 @@ class _Lowerer:
     # --- ops --------------------------------------------------------------------------
     def lower_op(self, op):
         anc = self.merged_ancestors(op)
-        if op.type == "placeholder":
+        if op.type == "placeholder" and op.outputs[0] not in self.values:
             raise _placeholder_error(op)
         if op.outputs and op.outputs[0].dtype not in ALL_DTYPES:  # e.g. a tf.summary op
             raise LoweringError(f"{op.type} '{op.name}' makes a {op.outputs[0].dtype.name} value, which Kiln "
                                 "computes on the host after a Session.run: Session.run can fetch it, but "
                                 "no op can consume it or depend on it, and a compiled entry cannot return it")
-        if op.type in ("variable", "no_op"):
+        if op.type in ("variable", "no_op", "placeholder"):
             pass
         elif op.type in ASSIGN_KINDS:
             self.lower_assign(op, anc)
             anc = dict(anc)
-            anc[op.inputs[0].op.name] = op
+            anc[var_name(op.inputs[0])] = op
+        elif op.type in CONTROL_FLOW_OPS:
+            anc = dict(anc)
+            for name in CONTROL_FLOW_OPS[op.type](self, op, anc):
+                anc[name] = op
         else:
             operands = [self.read(t, anc) for t in op.inputs]
             self.lower_computation(op, operands)
@@ -188,7 +198,7 @@ class _Lowerer:
         """The lowered type of a graph tensor (fed, variable, or already lowered)."""
         if tensor in self.fed:
             return self.feed_value(tensor).type
-        if tensor.op.type == "variable":
+        if var_name(tensor) is not None:
             return self.static(tensor.type)
         return self.values[tensor].type
 
@@ -268,22 +278,26 @@ class _Lowerer:
         self.values[out] = self.emit(op.type, operands, attrs, ttype, op.name)
 
     def lower_assign(self, op, anc):
-        var_op = op.inputs[0].op
-        if var_op.type != "variable":
+        name = var_name(op.inputs[0])
+        if name is None:
+            var_op = op.inputs[0].op
             raise LoweringError(f"{op.type} '{op.name}': the first input must be a variable, got {var_op.type} '{var_op.name}'")
         new = self.read(op.inputs[1], anc)
         if op.type != "assign":
-            prev = self.chain_last.get(var_op.name)
-            old = self.assign_result[prev] if prev is not None else self.start_value(var_op)
+            old = self.newest(name, self.chain_last, op.inputs[0].type)
             kind = "add" if op.type == "assign_add" else "sub"
-            new = self.emit(kind, [old, new], {}, self.static(var_op.outputs[0].type), op.name)
-        self.assign_result[op] = new
-        self.chain_last[var_op.name] = op
+            new = self.emit(kind, [old, new], {}, self.static(op.inputs[0].type), op.name)
+        self.set_assigned(op, name, new)
         self.values[op.outputs[0]] = new
 
+    def set_assigned(self, op, name, value):
+        """Record that ``op`` writes ``value`` to variable ``name`` (the newest assign so far)."""
+        self.assign_result[(op, name)] = value
+        self.chain_last[name] = op
+
     def finish(self, fetch_tensors, fetch_keys):
-        for var_name, op in self.chain_last.items():
-            self.fn.state_out.append((var_name, self.assign_result[op]))
+        for name, op in self.chain_last.items():
+            self.fn.state_out.append((name, self.assign_result[(op, name)]))
         if RNG_STATE in self.state_params and RNG_STATE not in self.chain_last:
             old = self.state_params[RNG_STATE]
             one = self.emit("constant", [], {"value": np.array(1, dtype=old.type.dtype.np)}, TensorType(old.type.dtype, ()))
@@ -316,6 +330,11 @@ def lower_graph(fetch_tensors, target_ops=(), feed_tensors=(), name="step", fetc
     fed shapes, ``batch`` on a batch size too (see the module doc, "Shapes").
     """
     fed = set(feed_tensors)
+    for x in list(fetch_tensors) + list(target_ops) + list(feed_tensors):
+        body = getattr(x.graph, "body_name", None)
+        if body is not None:
+            raise LoweringError(f"{x.name} is inside the body of {body}: it cannot be fetched or fed on its own; "
+                                "return it from the function and use the control-flow op's output")
     fetch_keys = list(fetch_keys) if fetch_keys is not None else [t.name for t in fetch_tensors]
     lowerer = _Lowerer(name, fed, feed_shapes, batch)
     for t in feed_tensors:

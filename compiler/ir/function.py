@@ -3,7 +3,9 @@
 * ``Value``  — an SSA value with a ``TensorType`` (dtype + shape, batch dim ``N`` allowed).
 * ``Param``  — a function input: ``state`` (a variable's value at step start) or ``feed``.
 * ``Instr``  — one op: kind (a registry name), operands, attrs, one result value; a
-  ``fused`` instr (made by the fusion pass) holds a ``Region`` and may have several results.
+  ``fused`` instr (made by the fusion pass) holds a ``Region`` and may have several results;
+  the control-flow instrs ``if`` (regions then/else) and ``while`` (regions cond/body) hold
+  two (``regions``; docs/IR.md "Control flow").
 * ``Function`` — params, a body in dependency order, state updates and fetches (outputs).
 """
 from __future__ import annotations
@@ -37,7 +39,11 @@ class Param:
 
 @dataclass(eq=False)
 class Region:
-    """The body of a fused instruction: block params (one per operand), ops, yields (one per result)."""
+    """The body of a fused or control-flow instruction: block params, ops, yields.
+
+    A fused instr's region has one param per operand and one yield per result; see docs/IR.md
+    for the ``if``/``while`` regions.  A region sees only its params and its own values.
+    """
 
     params: list
     body: list
@@ -59,23 +65,35 @@ class Buffer:
 
 
 class Instr:
-    """One op.  Plain ops have one result; a ``fused`` op has a Region and may have several.
+    """One op.  Plain ops have one result; a ``fused`` op has a Region and may have several;
+    ``if``/``while`` have two regions (``regions``) and several results.
 
+    ``region`` is the first region (None for a plain op), so code that only asks "does this
+    instr carry a region" treats control flow as opaque, like a fused kernel.
     ``buffers`` (one per result, or None) is filled by memory planning.
     """
 
-    __slots__ = ("kind", "operands", "attrs", "results", "loc", "region", "buffers")
+    __slots__ = ("kind", "operands", "attrs", "results", "loc", "regions", "buffers")
 
-    def __init__(self, kind, operands, attrs, results, loc="", region=None, buffers=None):
+    def __init__(self, kind, operands, attrs, results, loc="", region=None, buffers=None, regions=None):
         self.kind = kind
         self.operands = list(operands)
         self.attrs = dict(attrs)
         self.results = list(results) if isinstance(results, (list, tuple)) else [results]
         self.loc = loc
-        self.region = region
+        self.regions = list(regions) if regions is not None else [] if region is None else [region]
         self.buffers = buffers
         for v in self.results:
             v.producer = self
+
+    @property
+    def region(self):
+        """The first region (a fused instr's only one), or None."""
+        return self.regions[0] if self.regions else None
+
+    @region.setter
+    def region(self, region):
+        self.regions = [] if region is None else [region]
 
     @property
     def result(self) -> Value:
@@ -112,6 +130,17 @@ class Function:
         from .types import has_sym
 
         return any(has_sym(p.value.type.shape) for p in self.params)
+
+
+CONTROL_FLOW_KINDS = ("if", "while")
+
+
+def walk(body):
+    """Every instr of ``body`` and, depth first, of the regions inside it."""
+    for ins in body:
+        yield ins
+        for region in ins.regions:
+            yield from walk(region.body)
 
 
 class ValueNamer:

@@ -79,14 +79,28 @@ def run_instr(ins, ctx: EvalContext, args: list) -> list:
     """The result arrays of one instr: a registry op, or a fused instr's region run on ``args``.
 
     A region is run like a small function: its block params are bound to the operand arrays,
-    its body is evaluated in order, and its yields are the results.
+    its body is evaluated in order, and its yields are the results.  ``if`` runs the region
+    its predicate picks on the other operands; ``while`` runs its body region while its
+    cond region yields true (a loop whose condition never turns false runs forever, as in TF).
     """
+    if ins.kind == "if":
+        return run_region(ins.regions[0 if args[0] else 1], ctx, args[1:])
+    if ins.kind == "while":
+        cond, body = ins.regions
+        while run_region(cond, ctx, args)[0]:
+            args = run_region(body, ctx, args)
+        return list(args)
     if ins.region is None:
         return [_eval_plain(ins, ctx, args)]
-    local = dict(zip(ins.region.params, args))
-    for sub in ins.region.body:
+    return run_region(ins.region, ctx, args)
+
+
+def run_region(region, ctx: EvalContext, args: list) -> list:
+    """The yields of ``region`` run on ``args`` (one array per block param)."""
+    local = dict(zip(region.params, args))
+    for sub in region.body:
         local.update(zip(sub.results, run_instr(sub, ctx, [local[v] for v in sub.operands])))
-    return [local[v] for v in ins.region.yields]
+    return [local[v] for v in region.yields]
 
 
 def run_function(fn: Function, state: dict, feeds: dict, *, check_memory_plan: bool = False):

@@ -158,7 +158,9 @@ class _Parser(LiteralParser):
         self.expect("(")
         operands = self.separated(")", lambda: scope.use(self.expect_kind("value", "an operand like %3")))
         attrs = self.attr_dict() if self.at("{") and not self._region_next() else {}
-        region = self.region(scope.taken) if self.at("{") else None
+        regions = []
+        while self.at("{"):
+            regions.append(self.region(scope.taken))
         loc = ""
         if self.accept("loc"):
             self.expect("(")
@@ -169,7 +171,7 @@ class _Parser(LiteralParser):
             buffers = [self.buffer()]
             while self.accept(","):
                 buffers.append(self.buffer())
-        return Instr(kind, operands, attrs, results, loc, region=region, buffers=buffers)
+        return Instr(kind, operands, attrs, results, loc, buffers=buffers, regions=regions)
 
     def _region_next(self) -> bool:
         """At ``{``: does a region (``{ ^(...)``) start here rather than an attr dict?"""

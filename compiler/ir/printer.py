@@ -12,7 +12,8 @@
     }
 
 A fused instr prints its region as an indented block (``{ ^(%4 : f32[N,784], ...): ...
-yield %9 }``); planned buffers follow as ``-> batch@0, state "fc1/bias"`` and the memory
+yield %9 }``); an ``if``/``while`` prints its two regions one after the other
+(``{ ^(...): ... yield %5 } { ^(...): ... yield %8 }``); planned buffers follow as ``-> batch@0, state "fc1/bias"`` and the memory
 summary as a ``memory {...}`` line.  Values are renumbered ``%0, %1, ...`` in textual order
 (parameters, then the body, regions included), attrs are printed in sorted key order, so
 printing a parsed function gives the same text again.  ``compiler/ir/parser.py`` reads this
@@ -219,10 +220,10 @@ def value_names(fn: Function) -> dict:
         for ins in body:
             for v in ins.results:
                 names.setdefault(v, str(len(names)))
-            if ins.region is not None:
-                for v in ins.region.params:
+            for region in ins.regions:
+                for v in region.params:
                     names.setdefault(v, str(len(names)))
-                visit(ins.region.body)
+                visit(region.body)
 
     for p in fn.params:
         names.setdefault(p.value, str(len(names)))
@@ -259,14 +260,18 @@ def instr_lines(ins, names: dict, indent: str = "", elide_above: int | None = No
     types = ", ".join(str(v.type) for v in ins.results)
     head = f"{indent}{_refs(ins.results, names)} : {types} = {ins.kind}({_refs(ins.operands, names)})"
     head += format_attrs(ins.attrs, elide_above)
-    if ins.region is None:
+    if not ins.regions:
         return [head + _suffix(ins)]
     inner = indent + "  "
-    block = ", ".join(f"{_ref(v, names)} : {v.type}" for v in ins.region.params)
-    lines = [head + " {", f"{inner}^({block}):"]
-    for sub in ins.region.body:
-        lines += instr_lines(sub, names, inner, elide_above)
-    lines.append(f"{inner}yield {_refs(ins.region.yields, names)}".rstrip())
+    lines = [head + " {"]
+    for i, region in enumerate(ins.regions):
+        if i:
+            lines.append(indent + "} {")
+        block = ", ".join(f"{_ref(v, names)} : {v.type}" for v in region.params)
+        lines.append(f"{inner}^({block}):")
+        for sub in region.body:
+            lines += instr_lines(sub, names, inner, elide_above)
+        lines.append(f"{inner}yield {_refs(region.yields, names)}".rstrip())
     lines.append(indent + "}" + _suffix(ins))
     return lines
 

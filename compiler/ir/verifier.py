@@ -5,7 +5,8 @@ their definition or never defined, values defined twice, unknown or graph-only o
 operand-count mismatches, declared result types that disagree with the op's type rule
 (``opdef.infer_type``), duplicate parameter / output keys, state outputs whose type differs
 from the state parameter of the same variable, fused instrs whose region does not match
-their operands/results (or captures outer values), and planned buffers that do not fit
+their operands/results (or captures outer values), ``if``/``while`` instrs whose regions
+do not match their operands/results (docs/IR.md "Control flow"), and planned buffers that do not fit
 their values or the arenas of ``fn.memory``.  Messages name the instruction by its position
 (``#3``, or ``#3.1`` inside the region of ``#3``), kind, printed result names (as in
 ``printer.print_function``) and loc.
@@ -19,7 +20,9 @@ from .printer import value_names
 from .types import ShapeError, Sym, TensorType, num_elements
 
 PARAM_KINDS = ("state", "feed")
-REGION_KINDS = ("fused",)
+REGION_KINDS = ("fused", "if", "while")
+# the names of a control-flow instr's regions, in order (used in messages and labels)
+REGION_NAMES = {"if": ("then", "else"), "while": ("cond", "body")}
 BUFFER_SPACES = ("static", "batch", "state")
 ARENA_SIZE_KEYS = {"static": "static_bytes", "batch": "batch_bytes"}
 
@@ -57,6 +60,10 @@ def buffer_span(buf: Buffer, ttype: TensorType, batch: int = 1) -> tuple:
     return start, start + size
 
 
+def _is_bool_scalar(t) -> bool:
+    return isinstance(t, TensorType) and t.dtype.is_bool and tuple(t.shape) == ()
+
+
 class _Verifier:
     """Walks one function in order, tracking which values are visible in the current body."""
 
@@ -74,10 +81,10 @@ class _Verifier:
         for ins in body:
             for v in ins.results:
                 self.home.setdefault(v, owner)
-            if ins.region is not None:
-                for v in ins.region.params:
-                    self.home.setdefault(v, ins.region)
-                self._find_homes(ins.region.body, ins.region)
+            for region in ins.regions:
+                for v in region.params:
+                    self.home.setdefault(v, region)
+                self._find_homes(region.body, region)
 
     def _state_types(self) -> dict:
         """Variable name -> type, from the state params, else from the state outputs."""
@@ -144,7 +151,9 @@ class _Verifier:
         where = f"instruction #{label} {outs} = {ins.kind}(...){loc}"
         for v in ins.operands:
             self.use(v, where, visible, owner)
-        if ins.kind in REGION_KINDS or ins.region is not None:
+        if ins.kind in REGION_NAMES:
+            self.control_flow_instr(label, ins, where)
+        elif ins.kind in REGION_KINDS or ins.regions:
             self.region_instr(label, ins, where, owner)
         else:
             self.plain_instr(ins, where)
@@ -182,9 +191,9 @@ class _Verifier:
         """A fused instr: flat region whose block params match the operands and yields the results."""
         region = ins.region
         if ins.kind not in REGION_KINDS:
-            self.fail(where, f"only {', '.join(REGION_KINDS)} instrs carry a region, not {ins.kind}")
-        if region is None:
-            self.fail(where, f"a {ins.kind} instr needs a region")
+            self.fail(where, f"only fused instrs carry a region (if and while carry two), not {ins.kind}")
+        if len(ins.regions) != 1:
+            self.fail(where, f"a {ins.kind} instr needs a region" + (f" (exactly one, got {len(ins.regions)})" if ins.regions else ""))
         if owner is not self.fn.body:
             self.fail(where, "fused regions are flat: a region cannot hold another region")
         if not ins.results:
@@ -194,6 +203,37 @@ class _Verifier:
         for v in region.yields:
             self.use(v, f"{where} yield", visible, region)
         self._match("yield", region.yields, "result", ins.results, where)
+
+    def control_flow_instr(self, label: str, ins, where: str):
+        """``if``: a bool scalar predicate, then/else regions over the other operands, each
+        yielding the results.  ``while``: cond/body regions over all operands; cond yields a
+        bool scalar, body yields the next values (one per operand; the results have the
+        operands' types).  Both may nest anywhere; their regions see only their params."""
+        names = REGION_NAMES[ins.kind]
+        if len(ins.regions) != 2:
+            self.fail(where, f"a {ins.kind} instr needs two regions ({' and '.join(names)}), got {len(ins.regions)}")
+        args = ins.operands
+        if ins.kind == "if":
+            if not ins.operands or not _is_bool_scalar(ins.operands[0].type):
+                got = _type_str(ins.operands[0].type) if ins.operands else "no operands"
+                self.fail(where, f"the first operand of if must be a bool scalar predicate, got {got}")
+            args = ins.operands[1:]
+        elif len(ins.results) != len(ins.operands):
+            self.fail(where, f"a while instr has one result per operand: {len(ins.operands)} operands, "
+                             f"{len(ins.results)} results")
+        else:
+            self._match("result", ins.results, "operand", ins.operands, where)
+        for name, region in zip(names, ins.regions):
+            at = f"{where} {name} region"
+            self._match("block param", region.params, "operand" if ins.kind == "while" else "argument", args, at)
+            visible = self.body(region.body, region, f"{label}.{name}.")
+            for v in region.yields:
+                self.use(v, f"{at} yield", visible, region)
+            if name == "cond":
+                if len(region.yields) != 1 or not _is_bool_scalar(region.yields[0].type):
+                    self.fail(at, "the cond region must yield one bool scalar")
+            else:
+                self._match("yield", region.yields, "result", ins.results, at)
 
     def _match(self, inner_what: str, inner: list, outer_what: str, outer: list, where: str):
         """Region values line up one to one with the instr's, with equal types."""

@@ -51,6 +51,7 @@ class LowerContext:
         self._counters = {}
         self._scratch = {"static": 0, "batch": 0}
         self.instr = None  # the IR instr being lowered (origin of its kernels)
+        self.steps = None  # where emitted kernels' indices go (Program.steps), when it has control flow
 
     # ------------------------------------------------------------------ buffers
     def fresh_name(self, hint: str) -> str:
@@ -141,6 +142,8 @@ class LowerContext:
         kernel = Kernel(name, list(dict.fromkeys(reads)), list(dict.fromkeys(writes)), body,
                         origin or self.origin())
         self.program.kernels.append(kernel)
+        if self.steps is not None:
+            self.steps.append(len(self.program.kernels) - 1)
         return kernel
 
     # ------------------------------------------------------------------ shortcuts

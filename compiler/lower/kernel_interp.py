@@ -32,8 +32,7 @@ def run_program(program: K.Program, state: dict, feeds: dict, batch: int):
     """Run ``program`` at batch size ``batch``: returns ``(new_state, fetches)`` like
     ``compiler.ir.interpreter.run_function`` (new_state holds the variables the step writes)."""
     mem = _Memory(program, state, feeds, batch)
-    for kernel in program.kernels:
-        _Kernel(kernel, mem).run()
+    _run_steps(K.program_steps(program), program, mem)
     for dst, src in program.copies:
         mem.buffers[dst][...] = mem.buffers[src]
     written = {mem.decl(dst).key for dst, _ in program.copies if mem.decl(dst).role == "state"}
@@ -41,6 +40,20 @@ def run_program(program: K.Program, state: dict, feeds: dict, batch: int):
     new_state = {key: mem.array(name) for name, key in mem.state_names.items() if key in written}
     fetches = {mem.decl(n).key: mem.array(n) for n in program.buffers if mem.decl(n).role == "fetch"}
     return new_state, fetches
+
+
+def _run_steps(steps: list, program, mem) -> None:
+    """Run kernels (indices) and control steps in order (kernel_ir's control-step semantics)."""
+    for step in steps:
+        if isinstance(step, K.IfStep):
+            _run_steps(step.then if mem.buffers[step.pred].reshape(-1)[0] else step.orelse, program, mem)
+        elif isinstance(step, K.WhileStep):
+            _run_steps(step.cond, program, mem)
+            while mem.buffers[step.pred].reshape(-1)[0]:
+                _run_steps(step.body, program, mem)
+                _run_steps(step.cond, program, mem)
+        else:
+            _Kernel(program.kernels[step], mem).run()
 
 
 class _Memory:

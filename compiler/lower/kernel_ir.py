@@ -35,6 +35,12 @@ Semantics (every renderer implements exactly this; ``kernel_interp.py`` is the r
   proves their iterations independent, and gives each kernel its ``launches`` when the
   target runs grids of thread blocks (``Launch`` nodes: grid, block reduction, ordered check
   loop, serial); ``Program.planned_for`` names the capabilities it planned for.
+* Control flow lives between kernels (``Program.steps``): an ``IfStep`` runs its ``then`` or
+  ``orelse`` steps as the 1-byte bool buffer ``pred`` holds 1 or 0 when it is reached; a
+  ``WhileStep`` runs ``cond`` steps, reads ``pred``, and while it is 1 runs ``body`` steps
+  and ``cond`` steps again.  A step is a kernel's index in ``Program.kernels`` or such a node;
+  ``steps`` None means every kernel once, in order.  Kernels stay a flat list (each rendered
+  once); only the step function — the host side — follows ``steps``.
 """
 from __future__ import annotations
 
@@ -292,6 +298,32 @@ class Serial(Launch):
     stmts: list
 
 
+# ----------------------------------------------------------------------------- control steps
+@dataclass
+class IfStep:
+    """Run ``then`` if the bool buffer ``pred`` holds 1, else ``orelse`` (lists of steps)."""
+
+    pred: str
+    then: list
+    orelse: list
+    origin: str = ""
+
+
+@dataclass
+class WhileStep:
+    """Run ``cond``; while the bool buffer ``pred`` then holds 1, run ``body`` and ``cond`` again."""
+
+    cond: list
+    pred: str
+    body: list
+    origin: str = ""
+
+
+def program_steps(program) -> list:
+    """The program's top-level steps (every kernel in order when it has no control flow)."""
+    return list(range(len(program.kernels))) if program.steps is None else program.steps
+
+
 # ----------------------------------------------------------------------------- kernels
 @dataclass
 class Kernel:
@@ -332,6 +364,7 @@ class Program:
     feeds: list = field(default_factory=list)  # feed keys in ABI order
     fetches: list = field(default_factory=list)  # fetch keys in ABI order
     planned_for: str = ""  # the Capabilities name the scheduling pass planned it for ("": not yet)
+    steps: list = None  # control flow between kernels (IfStep/WhileStep, kernel indices); None: in order
     plan_summary: str = ""  # the pass's one-line summary of what it decided
 
     def uses_batch(self) -> bool:

@@ -31,9 +31,26 @@ def print_program(program: K.Program) -> str:
     lines += _buffer_table(program.buffers.values())
     for kernel in program.kernels:
         lines += ["", *_kernel(kernel)]
+    if program.steps is not None:
+        lines += ["", "steps:"] + _steps(program.steps, program, INDENT)
     if program.copies:
         lines += ["", "copies:"] + [f"{INDENT}{dst} <- {src}" for dst, src in program.copies]
     return "\n".join(lines) + "\n"
+
+
+def _steps(steps, program, indent) -> list:
+    """The control steps: kernel names, ``if pred:``/``else:`` and ``while:``/``pred``/``do:`` blocks."""
+    lines, inner = [], indent + INDENT
+    for step in steps:
+        if isinstance(step, K.IfStep):
+            lines += [f"{indent}if {step.pred}:  # {step.origin}", *_steps(step.then, program, inner),
+                      f"{indent}else:", *_steps(step.orelse, program, inner)]
+        elif isinstance(step, K.WhileStep):
+            lines += [f"{indent}while:  # {step.origin}", *_steps(step.cond, program, inner),
+                      f"{inner}test {step.pred}", f"{indent}do:", *_steps(step.body, program, inner)]
+        else:
+            lines.append(f"{indent}{program.kernels[step].name}")
+    return lines
 
 
 def _buffer_table(decls) -> list:

@@ -245,6 +245,21 @@ def _reverse_sequence(ins, ctx):
     emit_kernel(ctx, kernel_hint(ins), [check, nest(ctx, shape, body)])
 
 
+def _update_row(ins, ctx):
+    """Check the index, copy the stack unless the result is written in place over it (inside
+    a loop, lower/control_flow.py), then store the row."""
+    stack, value, index = ins.operands
+    s_shape, v_shape = tuple(stack.type.shape), tuple(value.type.shape)
+    row = as_i64(Load(ctx.buffer(index), i64(0), index.type.dtype))
+    stmts = [_index_check(ins, ctx, row, s_shape[0], "update_row index")]
+    if ctx.buffer(ins.result) != ctx.buffer(stack):
+        stmts.append(nest(ctx, s_shape, lambda v: [store_out(ctx, ins, v, Load(
+            ctx.buffer(stack), flat_index(v, s_shape), stack.type.dtype))]))
+    stmts.append(nest(ctx, v_shape, lambda v: [store_out(ctx, ins, [row] + list(v), Load(
+        ctx.buffer(value), flat_index(v, v_shape), value.type.dtype))]))
+    emit_kernel(ctx, kernel_hint(ins), stmts)
+
+
 def _nd_rows(ins, ctx, indices, shape):
     """For indices ``[..., K]`` into ``shape``: (row shape, index-expr maker, the check nest)."""
     i_shape = tuple(indices.type.shape)
@@ -366,5 +381,8 @@ KINDS = {
     "argmax": _arg_extreme, "argmin": _arg_extreme,
     "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd,
     "reverse_sequence": _reverse_sequence,
+
+
+    "gather": _gather, "gather_nd": _gather_nd, "scatter_nd": _scatter_nd, "update_row": _update_row,
     "unsorted_segment_sum": _segment_sum, "random_shuffle": _random_shuffle,
 }

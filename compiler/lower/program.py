@@ -6,7 +6,8 @@ values (from ``ins.buffers``), constants (role "const" with their data; their ar
 not used).  A view shares its operand's buffer when memory planning put it on the same
 bytes, else it becomes a copy kernel.  Then each body instr becomes one or more kernels, in
 order, through ``lower_instr``; finally ``copies`` move fetched values into the fetch buffers
-and state outputs not written in place into their variable.
+and state outputs not written in place into their variable.  ``if``/``while`` instrs become
+control steps around the kernels of their regions (``control_flow.py``).
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import numpy as np
 
 from ..ir.function import Buffer, Function, Param
 from ..ir.opdef import VIEW_KINDS
+from ..ir.function import CONTROL_FLOW_KINDS
 from .context import LowerContext
-from .indexing import i64, size_expr
-from .kernel_ir import BufferDecl, For, Load, Program, Store
+from .control_flow import lower_control
+from .copies import emit_copy
+from .kernel_ir import BufferDecl, Program
 
 # fused pattern -> (module under compiler.lower, function): imported when first needed
 FUSED_LOWERING = {
@@ -41,6 +44,8 @@ def lower_function(fn: Function) -> Program:
                       batch_bytes=int(fn.memory.get("batch_bytes", 0)),
                       feeds=[p.key for p in fn.feeds()], fetches=[k for k, _ in fn.fetches])
     ctx = LowerContext(program, fn)
+    if any(ins.kind in CONTROL_FLOW_KINDS for ins in fn.body):
+        program.steps = ctx.steps = []
     _declare_io(fn, ctx)
     where = {p.value: Buffer("state", 0, p.key) for p in fn.state_in()}
     for ins in fn.body:
@@ -125,6 +130,9 @@ def lower_instr(ins, ctx: LowerContext) -> None:
     """Append the kernels of one body instr (constants and shared views have none)."""
     if ins.kind == "constant":
         return
+    if ins.kind in CONTROL_FLOW_KINDS:
+        lower_control(ins, ctx, lower_instr)
+        return
     if ins.kind in VIEW_KINDS:
         if ctx.buffer(ins.result) != ctx.buffer(ins.operands[0]):
             emit_copy(ctx, ctx.buffer(ins.result), ctx.buffer(ins.operands[0]), f"copy_{ins.kind}")
@@ -147,15 +155,6 @@ def _call(target, what: str, ins, ctx) -> None:
             raise
         raise NotImplementedError(f"lowering of {what} ({ins.loc}) needs compiler/lower/{module_name}.py") from None
     getattr(module, func_name)(ins, ctx)
-
-
-def emit_copy(ctx: LowerContext, dst: str, src: str, hint="copy"):
-    """A kernel copying buffer ``src`` into ``dst`` element by element (same element count)."""
-    decl = ctx.decl(src)
-    i = ctx.var()
-    body = Store(dst, i, Load(src, i, decl.dtype))
-    loop = For(i, i64(0), size_expr(decl.shape), body, parallel=True, vectorize=True)
-    return ctx.emit(hint, [src], [dst], loop)
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.function import Function
+from ..ir.function import Function, Instr, Region, Value
 
 
 @dataclass
@@ -28,9 +28,9 @@ def uses(fn: Function) -> dict:
         for ins in body:
             for v in ins.operands:
                 counts[v] = counts.get(v, 0) + 1
-            if ins.region is not None:
-                visit(ins.region.body)
-                for v in ins.region.yields:
+            for region in ins.regions:
+                visit(region.body)
+                for v in region.yields:
                     counts[v] = counts.get(v, 0) + 1
 
     visit(fn.body)
@@ -54,10 +54,36 @@ def replace_uses(fn: Function, mapping: dict) -> None:
     def visit(body):
         for ins in body:
             ins.operands = [resolve(v) for v in ins.operands]
-            if ins.region is not None:
-                visit(ins.region.body)
-                ins.region.yields = [resolve(v) for v in ins.region.yields]
+            for region in ins.regions:
+                visit(region.body)
+                region.yields = [resolve(v) for v in region.yields]
 
     visit(fn.body)
     fn.state_out = [(k, resolve(v)) for k, v in fn.state_out]
     fn.fetches = [(k, resolve(v)) for k, v in fn.fetches]
+
+
+def clone_instrs(body: list, vmap: dict) -> list:
+    """Copies of ``body``'s instrs (regions included) with fresh result and block-param values.
+
+    ``vmap`` maps old values to new ones: pre-fill it to rebind operands (e.g. a region's
+    params to the values it is inlined on); it is extended with every value defined here.
+    A value neither in ``vmap`` nor defined here is kept as is.  Attr dicts are copied one
+    level deep (constant arrays are shared: passes replace attrs, never write into them).
+    """
+    def define(v):
+        vmap[v] = Value(v.name, v.type)
+        return vmap[v]
+
+    out = []
+    for ins in body:
+        operands = [vmap.get(v, v) for v in ins.operands]
+        regions = []
+        for region in ins.regions:
+            params = [define(p) for p in region.params]
+            inner = clone_instrs(region.body, vmap)
+            regions.append(Region(params, inner, [vmap.get(v, v) for v in region.yields]))
+        buffers = list(ins.buffers) if ins.buffers is not None else None
+        results = [define(v) for v in ins.results]
+        out.append(Instr(ins.kind, operands, ins.attrs, results, ins.loc, buffers=buffers, regions=regions))
+    return out

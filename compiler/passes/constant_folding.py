@@ -10,8 +10,10 @@ Not folded:
     elements (a broadcast of a scalar to a big shape is cheaper to compute than to store);
   * ops whose evaluation fails (``check_range`` of a bad index, an integer division by
     zero): they stay, so the step fails at run time with the interpreter's message;
-  * fused instrs (with a region).
+  * fused instrs (with a region) and loops.
 
+An ``if`` whose predicate is a constant is replaced by a copy of the region it picks (its
+block params bound to the operands; its results replaced by the yields).
 ``shape`` of a value with a static shape folds even when the operand is not a constant.
 Instrs that only fed folded ops (their constant operands, mostly) are dropped.
 """
@@ -23,7 +25,7 @@ from ..ir import ops as _ops  # noqa: F401  (fills the registry)
 from ..ir.function import Function, Instr
 from ..ir.opdef import EvalContext, evaluate_op, get_opdef
 from ..ir.types import has_sym, num_elements
-from .base import PassResult
+from .base import PassResult, clone_instrs, replace_uses
 from .pruning import remove_unused
 
 NAME = "constant-folding"
@@ -64,6 +66,16 @@ def _fold_value(ins: Instr):
     return out, None
 
 
+def _inline_taken(ins: Instr, renamed: dict) -> list:
+    """The instrs of the region a constant predicate picks, bound to the ``if``'s operands;
+    ``renamed`` learns result -> yield."""
+    region = ins.regions[0 if constant_value(ins.operands[0]) else 1]
+    vmap = dict(zip(region.params, ins.operands[1:]))
+    body = clone_instrs(region.body, vmap)
+    renamed.update((r, vmap.get(y, y)) for r, y in zip(ins.results, region.yields))
+    return body
+
+
 def _skip_reason(ins: Instr, max_elements: int):
     """Why ``ins`` is not even tried (None when it is a folding candidate)."""
     if ins.region is not None or ins.kind == "constant" or get_opdef(ins.kind).stateful:
@@ -78,9 +90,16 @@ def _skip_reason(ins: Instr, max_elements: int):
 
 def run(fn: Function, *, max_elements: int = MAX_FOLD_ELEMENTS) -> PassResult:
     """Fold constant subexpressions of ``fn`` in place (results up to ``max_elements`` elements)."""
-    stats = {"folded": 0, "too_large": 0, "failed": 0}
-    body, dropped_operands = [], []
-    for ins in fn.body:
+    stats = {"folded": 0, "too_large": 0, "failed": 0, "inlined_ifs": 0}
+    body, dropped_operands, renamed = [], [], {}
+    pending = list(reversed(fn.body))
+    while pending:
+        ins = pending.pop()
+        if ins.kind == "if" and is_constant(ins.operands[0]):
+            pending += reversed(_inline_taken(ins, renamed))  # folded in turn (a nested if too)
+            dropped_operands.append(ins.operands[0].producer)
+            stats["inlined_ifs"] += 1
+            continue
         reason = _skip_reason(ins, max_elements)
         array = None
         if reason is None:
@@ -94,6 +113,8 @@ def run(fn: Function, *, max_elements: int = MAX_FOLD_ELEMENTS) -> PassResult:
         dropped_operands.extend(v.producer for v in ins.operands if isinstance(v.producer, Instr))
         stats["folded"] += 1
     fn.body = body
+    replace_uses(fn, renamed)
     stats["removed_constants"] = remove_unused(fn, dropped_operands)
     stats["constants"] = sum(1 for ins in fn.body if ins.kind == "constant")
-    return PassResult(fn, f"folded {stats['folded']} ops ({stats['constants']} constants remain)", stats)
+    inlined = f", inlined {stats['inlined_ifs']} ifs" if stats["inlined_ifs"] else ""
+    return PassResult(fn, f"folded {stats['folded']} ops ({stats['constants']} constants remain){inlined}", stats)

@@ -121,7 +121,7 @@ class _DotWriter:
         self.params()
         clusters = 0
         for ins in self.fn.body:
-            if ins.region is not None:
+            if ins.kind == "fused":
                 self.fused(ins, clusters)
                 clusters += 1
             else:

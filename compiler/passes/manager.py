@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from runtime.files import atomic_write
 
-from ..ir.function import Function, Instr, Param, Region, Value
+from ..ir.function import Function, Param, Value
 from ..ir.printer import print_function
-from .base import count_ops
+from .base import clone_instrs, count_ops
 
 # Module names under compiler/passes/, in the order they run.
 PIPELINE = ["constant_folding", "simplify", "cse", "pruning", "fusion", "memory_plan"]
@@ -54,29 +54,14 @@ def clone_function(fn: Function) -> Function:
     vmap: dict = {}
 
     def define(v: Value) -> Value:
-        new = Value(v.name, v.type)
-        vmap[v] = new
-        return new
+        vmap[v] = Value(v.name, v.type)
+        return vmap[v]
 
     def ref(v):
         return vmap.get(v, v)
 
-    def clone_body(body) -> list:
-        out = []
-        for ins in body:
-            operands = [ref(v) for v in ins.operands]
-            region = None
-            if ins.region is not None:
-                params = [define(p) for p in ins.region.params]
-                inner = clone_body(ins.region.body)
-                region = Region(params, inner, [ref(v) for v in ins.region.yields])
-            buffers = list(ins.buffers) if ins.buffers is not None else None
-            results = [define(v) for v in ins.results]
-            out.append(Instr(ins.kind, operands, ins.attrs, results, ins.loc, region, buffers))
-        return out
-
     params = [Param(p.kind, p.key, define(p.value)) for p in fn.params]
-    body = clone_body(fn.body)
+    body = clone_instrs(fn.body, vmap)
     return Function(fn.name, params, body,
                     [(k, ref(v)) for k, v in fn.state_out],
                     [(k, ref(v)) for k, v in fn.fetches],

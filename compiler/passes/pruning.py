@@ -12,12 +12,15 @@ In order:
 4. ``state`` params nobody reads any more are dropped.  ``feed`` params always stay: they are
    the entry point's signature, and a fed-but-unused tensor is still accepted.
 
+Control flow is pruned inside (``prune_regions.py``, after step 3, then dead code again):
+unused ``if`` results and ``while`` loop values go, and so do region instrs nothing needs.
 Fused instrs (with a region) are kept or dropped as a whole and never looked into.
 """
 from __future__ import annotations
 
 from ..ir.function import Function, Instr
 from .base import PassResult, replace_uses, uses
+from .prune_regions import prune_control_flow
 
 NAME = "pruning"
 IDENTITY_KINDS = ("identity", "stop_gradient")
@@ -90,10 +93,17 @@ def run(fn: Function) -> PassResult:
     stats = {"identities": remove_identities(fn),
              "unchanged_state_writes": remove_unchanged_state_writes(fn),
              "dead_ops": remove_dead_code(fn)}
+    inner = prune_control_flow(fn)
+    if any(inner.values()):
+        stats["dead_ops"] += remove_dead_code(fn)
+    stats.update(inner)
     dropped = remove_unused_state_params(fn)
     stats["unused_state"] = len(dropped)
     summary = (f"removed {stats['dead_ops']} dead ops, {stats['identities']} identities, "
                f"{stats['unchanged_state_writes']} unchanged state writes, {len(dropped)} unused state")
     if dropped:
         summary += f" ({', '.join(dropped)})"
+    if any(inner.values()):
+        summary += (f"; in control flow {inner['loop_values']} loop values, {inner['if_results']} if results, "
+                    f"{inner['region_ops']} region ops")
     return PassResult(fn, summary, stats)

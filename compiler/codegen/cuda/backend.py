@@ -76,4 +76,5 @@ BACKEND = Backend(
                          "testing without a GPU; also KILN_CUDA_EMULATE=1)")),
     make_options=_options,
     unavailable=_unavailable,
+    control_flow=True,
 )

@@ -75,7 +75,7 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     """Everything the templates need for one entry point (``program`` planned for CUDA first)."""
     program = plan_program(program, CAPABILITIES)
     renderer = KernelRenderer(program, name, checks.add, tf32=tf32)
-    kernels = [renderer.kernel(k) for k in program.kernels]
+    kernels, per_kernel = render_kernels(renderer, program)
     by_role = {"feed": {}, "fetch": {}}
     for d in program.buffers.values():
         if d.role in by_role:
@@ -89,10 +89,12 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     feeds, fetches = io_bytes[:n_feeds], io_bytes[n_feeds:]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}  # feeds, then fetches
     slot = {n: i for i, n in enumerate(program.buffers)}
+    launches = host_steps(K.program_steps(program), per_kernel, slot)
     fixed, per = workspace_bytes(program)
     io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
-        "index": index, "name": name, "kernels": kernels, "launches": renderer.launches,
+        "index": index, "name": name, "kernels": kernels, "launches": launches,
+        "host_control": program.steps is not None,
         "buffers": [f"{d.name}: {d.dtype.short}{list(d.shape)} {d.role}" for d in program.buffers.values()],
         "pointers": [pointer(p, consts, io_slot) for p in places(program, variables, consts)],
         "feeds": feeds, "fetches": fetches, "io": feeds + fetches, "io_slots": len(feeds) + len(fetches) + 1,
@@ -101,6 +103,64 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
         "uses_batch": program.uses_batch(), "arena_bytes": f"{fixed}LL + {per}LL * N",
         "per_bytes": per + io_per, "max_batch": max_batch(fixed, per + io_per + ALIGN),
     }
+
+
+def render_kernels(renderer: KernelRenderer, program: K.Program) -> tuple:
+    """Each kernel's text and its own host launch lines (one-thread launches are merged only
+    within a straight run of kernels, never across a control step)."""
+    texts, per_kernel = [], []
+    barriers = segment_starts(K.program_steps(program))
+    for i, k in enumerate(program.kernels):
+        if i in barriers:
+            renderer.open_serial = None
+        start = len(renderer.launches)
+        texts.append(renderer.kernel(k))
+        per_kernel.append(renderer.launches[start:])
+    return texts, per_kernel
+
+
+def segment_starts(steps, found=None) -> set:
+    """Indices of the kernels that start a straight run of kernels (first in a step list, or
+    right after a control step): launches must not be merged across those points."""
+    found = set() if found is None else found
+    previous = None
+    for step in steps:
+        if isinstance(step, K.IfStep):
+            segment_starts(step.then, found)
+            segment_starts(step.orelse, found)
+        elif isinstance(step, K.WhileStep):
+            segment_starts(step.cond, found)
+            segment_starts(step.body, found)
+        elif not isinstance(previous, int):
+            found.add(step)
+        previous = step
+    return found
+
+
+def host_steps(steps, per_kernel: list, slot: dict, counter=None) -> list:
+    """The host lines of ``steps``: each kernel's launch lines, and for control steps (kernel_ir
+    ``IfStep``/``WhileStep``) C ``if``/``for`` blocks testing the predicate byte copied back
+    from the device (the stream is synchronized first).  The template follows every line
+    with a launch-error check, which is harmless after a brace."""
+    counter = counter if counter is not None else [0]
+    lines = []
+    for step in steps:
+        if isinstance(step, (K.IfStep, K.WhileStep)):
+            pred = f"kiln_p{counter[0]}"
+            counter[0] += 1
+            read = (f"unsigned char {pred} = 0;  // {step.origin}\n"
+                    f"  if ((e = cudaMemcpyAsync(&{pred}, b.p[{slot[step.pred]}], 1, cudaMemcpyDeviceToHost, stream)) "
+                    f"!= cudaSuccess) return e;\n"
+                    f"  if ((e = cudaStreamSynchronize(stream)) != cudaSuccess) return e;")
+        if isinstance(step, K.IfStep):
+            lines += [read, f"if ({pred}) {{", *host_steps(step.then, per_kernel, slot, counter), "} else {",
+                      *host_steps(step.orelse, per_kernel, slot, counter), "}"]
+        elif isinstance(step, K.WhileStep):
+            lines += [f"for (;;) {{  // {step.origin}", *host_steps(step.cond, per_kernel, slot, counter), read,
+                      f"if (!{pred}) break;", *host_steps(step.body, per_kernel, slot, counter), "}"]
+        else:
+            lines += per_kernel[step]
+    return lines
 
 
 def entry_symbol(name: str) -> str:
@@ -137,5 +197,5 @@ def global_functions(program: K.Program, entry: str = "run") -> dict:
     kernel may run inside the function of the one-thread kernel before it)."""
     program = plan_program(program, CAPABILITIES)
     r = KernelRenderer(program, entry_symbol(entry), lambda *a: 0)
-    texts = [r.kernel(k) for k in program.kernels]
+    texts, _ = render_kernels(r, program)
     return {k.name: [f.name for f in t.functions] + t.merged_into for k, t in zip(program.kernels, texts)}

@@ -41,4 +41,5 @@ BACKEND = Backend(
     build=_build,
     target_record=_record,
     capabilities=_capabilities,
+    control_flow=True,
 )

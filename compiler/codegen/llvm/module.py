@@ -27,11 +27,12 @@ from llvmlite import ir
 from runtime import abi_spec as spec
 from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
+from ...lower import kernel_ir as K
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
-from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .gemm_kernel import I8, I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .steps import emit_steps
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
-I8 = ir.IntType(8)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
 _LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
 
@@ -332,12 +333,18 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
         b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     kty = ir.FunctionType(I32, [PTR, I64, PTR])
+    kernels = []
     for kname, kernel in zip(kernel_names, program.kernels):
         kfn = abi.module.globals.get(kname)
         if kfn is None:
             raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
         if kfn.function_type != kty:
             raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
+        kernels.append((kfn, kernel))
+
+    def call(index):
+        """Call kernel ``index``; a failure returns its code with the kernel's origin."""
+        kfn, kernel = kernels[index]
         b.store(ir.Constant(I8, 0), err)
         rc = b.call(kfn, [bufs, n, err])
         with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
@@ -345,6 +352,8 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
             b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
                                   abi.cstring("%s: %s"), abi.cstring(where), err])
             b.ret(rc)
+
+    emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])

@@ -183,6 +183,31 @@ register_op("reverse_sequence", _infer_reverse_sequence, _eval_reverse_sequence,
             doc="each batch row's first lengths[b] steps reversed; attrs seq_axis, batch_axis")
 
 
+def _infer_update_row(inputs):
+    stack, value, index = inputs
+    _check_indices(index, "update_row index")
+    if index.rank != 0:
+        raise ShapeError(f"update_row index must be a scalar, got {shape_str(index.shape)}")
+    if stack.dtype != value.dtype:
+        raise ShapeError(f"update_row: the row is {value.dtype.name} but the stack is {stack.dtype.name}")
+    if stack.rank != value.rank + 1 or tuple(stack.shape[1:]) != tuple(value.shape):
+        raise ShapeError(f"update_row: a row of shape {shape_str(value.shape)} does not fit a stack of shape "
+                         f"{shape_str(stack.shape)}")
+    return stack
+
+
+def _eval_update_row(ctx, stack, value, index):
+    out = np.array(stack, copy=True)
+    out[int(_checked(np.asarray(index), stack.shape[0], "update_row index"))] = value
+    return out
+
+
+# The row store of the stacks a while loop's gradient keeps (frontend/grads/control_flow_grad.py):
+# inside a loop it is lowered in place over the loop value it updates (lower/control_flow.py).
+register_op("update_row", _infer_update_row, _eval_update_row, arity=3,
+            doc="the stack (operand 0) with row `index` (a scalar) replaced by the value (operand 1)")
+
+
 # ----------------------------------------------------------------------------- scatter-adds
 def _infer_segment_sum(inputs, *, num_segments):
     data, ids = inputs

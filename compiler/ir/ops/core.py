@@ -75,3 +75,16 @@ def _region_only(*_args, **_attrs):
 # passes looking up any kind find it; it is stateful when an op inside its region is.
 register_op("fused", _region_only, _region_only, arity=None,
             doc="a kernel: a Region of ops run together (attr pattern names the fusion kind)")
+
+
+def _control_flow_only(*_args, **_attrs):
+    raise ShapeError("if/while have no type rule or kernel of their own: their result types and values come "
+                     "from their regions (see verifier.control_flow_instr and interpreter.run_instr)")
+
+
+# Control flow (docs/IR.md): registered so passes looking up any kind find them.  They are
+# pure (state effects are results); passes leave them alone because they carry regions.
+register_op("if", _control_flow_only, _control_flow_only, arity=None,
+            doc="runs its then or else region on its operands (after the predicate) and yields the results")
+register_op("while", _control_flow_only, _control_flow_only, arity=None,
+            doc="repeats its body region on the loop values while its cond region yields true")
