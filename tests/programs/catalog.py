@@ -60,7 +60,7 @@ PROGRAMS = [
     Program("save_restore_model"),
     Program("tensorboard_basic", events=("logs/tensorboard_basic",)),
     Program("cnn_layers_dataset", ("--dropout_rate", "0")),
-    Program("control_flow", blocker="not yet: tf.while_loop, tf.cond, tf.case"),
+    Program("control_flow"),
 ]
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
