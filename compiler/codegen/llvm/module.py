@@ -12,7 +12,8 @@ module and adds the exported functions of the Kiln C ABI:
   and indices checked, KILN_EINVAL with a message otherwise;
 * ``kiln_entry_<name>(state, batch, feeds, fetches)``: checks the batch, grows the
   workspace (``static + batch_bytes*N + scratch``), fills the ``bufs[]`` array the kernels
-  index (program.buffers order), calls the kernels in order (the first non-zero code stops
+  index (program.buffers order), calls the kernels in order, each distinct kernel one
+  function called with a table of its own buffers (compiler/lower/dedup.py; the first non-zero code stops
   the step; its message is copied into the state's error, prefixed with the kernel's
   origin), then runs the program's copies.
 
@@ -332,14 +333,20 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
         b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     kty = ir.FunctionType(I32, [PTR, I64, PTR])
-    for kname, kernel in zip(kernel_names, program.kernels):
+    calls = [(k, None) if isinstance(k, str) else k for k in kernel_names]
+    width = max([len(args) for _, args in calls if args is not None] + [0])
+    table = _opaque(b.alloca(ir.ArrayType(PTR, max(width, 1)), name="args")) if width else None
+    for (kname, args), kernel in zip(calls, program.kernels):
         kfn = abi.module.globals.get(kname)
         if kfn is None:
             raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
         if kfn.function_type != kty:
             raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
+        if args is not None:
+            for j, a in enumerate(args):
+                b.store(b.load(slot[a], typ=PTR), b.gep(table, [c64(j)], source_etype=PTR))
         b.store(ir.Constant(I8, 0), err)
-        rc = b.call(kfn, [bufs, n, err])
+        rc = b.call(kfn, [bufs if args is None else table, n, err])
         with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
             where = kernel.origin or kernel.name
             b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
@@ -356,11 +363,13 @@ def build_module(programs: dict, variables, render=None, module: ir.Module | Non
     """One LLVM module: every program's kernels plus the Kiln C ABI over ``variables``.
 
     ``programs`` maps entry names (C identifiers) to kernel-IR ``Program``s; ``variables``
-    is ``[(name, dtype, shape)]`` in ABI index order.  ``render(module, program, prefix) ->
-    [kernel function names]`` defaults to the LLVM kernel renderer.
+    is ``[(name, dtype, shape)]`` in ABI index order.  ``render(module, program, prefix)``
+    gives per kernel either a function name (called with the whole buffer table) or
+    ``(name, argument buffer names)`` (called with a table of those buffers: a kernel
+    function shared by several kernels); the default renders each distinct kernel once.
     """
     if render is None:
-        from .render import render_program_kernels as render
+        from .render import render_program_functions as render
     module = module or ir.Module(name="kiln_model")
     abi = _Abi(module, variables)
     _emit_constants(abi)
