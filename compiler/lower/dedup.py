@@ -24,6 +24,7 @@ the target plans: the plan is part of the form.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 from . import kernel_ir as K
@@ -75,18 +76,18 @@ def canonical_kernel(kernel: K.Kernel, buffers: dict) -> tuple:
     """``(canonical kernel, argument buffer names)``: ``kernel`` with buffers renamed to
     parameters and bound scalars renumbered (see the module doc)."""
     order = list(dict.fromkeys(list(kernel.reads) + list(kernel.writes)))
-    bound = {}
+    bound, has_check = {}, False
     for node in _walk([kernel.body, kernel.launches]):
         if isinstance(node, (K.Load, K.Store, K.Operand)) and node.buffer not in order:
             order.append(node.buffer)
-        if isinstance(node, _BINDERS) and node.var.name not in bound:
+        elif isinstance(node, _BINDERS) and node.var.name not in bound:
             bound[node.var.name] = f"v{len(bound)}"
+        has_check = has_check or isinstance(node, K.Check)
     missing = [b for b in order if b not in buffers]
     if missing:
         raise KeyError(f"kernel {kernel.name}: buffers {missing} are not declared")
     param = {b: f"p{i}" for i, b in enumerate(order)}
     rename = _Renamer(param, bound)
-    has_check = any(isinstance(n, K.Check) for n in _walk([kernel.body, kernel.launches]))
     canon = K.Kernel(kernel.name, [param[b] for b in kernel.reads], [param[b] for b in kernel.writes],
                      rename(kernel.body), origin=kernel.origin if has_check else "",
                      launches=rename(kernel.launches))
@@ -98,6 +99,12 @@ def _param_decl(name: str, decl: K.BufferDecl) -> K.BufferDecl:
     return K.BufferDecl(name, decl.dtype, decl.shape, decl.role, space=decl.space)
 
 
+@functools.cache
+def _fields(cls) -> tuple:
+    """The field names of a kernel-IR node class."""
+    return tuple(f.name for f in fields(cls))
+
+
 def _walk(node):
     """Every kernel-IR node under ``node`` (lists, tuples, dataclass fields), depth first."""
     stack = [node]
@@ -107,7 +114,7 @@ def _walk(node):
             stack.extend(reversed(n))
         elif isinstance(n, _NODES):
             yield n
-            stack.extend(reversed([getattr(n, f.name) for f in fields(n)]))
+            stack.extend(reversed([getattr(n, f) for f in _fields(type(n))]))
 
 
 class _Renamer:
@@ -129,7 +136,7 @@ class _Renamer:
         if isinstance(node, K.Var):
             new = K.Var(self.variables.get(node.name, node.name), node.dtype)
         else:
-            values = {f.name: self(getattr(node, f.name)) for f in fields(node)}
+            values = {f: self(getattr(node, f)) for f in _fields(type(node))}
             if isinstance(node, (K.Load, K.Store, K.Operand)):
                 values["buffer"] = self.buffers[node.buffer]
             new = type(node)(**values)

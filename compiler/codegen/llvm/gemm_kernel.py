@@ -50,6 +50,20 @@ def intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:
     return fn
 
 
+class Indirect:
+    """A function pointer seen as an opaque ``ptr`` (e.g. in a table of functions) and as a
+    callee of type ``function_type`` (llvmlite's ``call`` reads the callee's function type;
+    an opaque ``ptr`` value has none)."""
+
+    def __init__(self, ptr, function_type):
+        self.ptr, self.function_type, self.type = ptr, function_type, PTR
+
+    def get_reference(self):
+        return self.ptr.get_reference()
+
+    __str__ = get_reference  # as an element of a constant array
+
+
 def new_function(module, name, ret, args, arg_names, internal=True):
     """A function with named arguments and an entry block; returns (fn, builder)."""
     fn = ir.Function(module, ir.FunctionType(ret, args), name)

@@ -29,7 +29,7 @@ from runtime import abi_spec as spec
 from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
-from .gemm_kernel import I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .gemm_kernel import I32, I64, PTR, Indirect, c64, counted_loop, intrinsic, new_function
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
 I8 = ir.IntType(8)
@@ -80,8 +80,8 @@ class _Abi:
         self.memmove = intrinsic(m, "memmove", PTR, [PTR, PTR, I64])
         self.snprintf = m.globals.get("snprintf") or ir.Function(
             m, ir.FunctionType(I32, [PTR, I64, PTR], var_arg=True), "snprintf")
-        self.var_bytes = self._table("kiln.abi.var_bytes", I64, self.variables.nbytes)
-        self.var_names = self._table("kiln.abi.var_names", PTR, [self.cstring(n) for n in self.variables.names])
+        self.var_bytes = self.table("kiln.abi.var_bytes", I64, self.variables.nbytes)
+        self.var_names = self.table("kiln.abi.var_names", PTR, [self.cstring(n) for n in self.variables.names])
 
     # -- module data
     def cstring(self, text: str):
@@ -94,7 +94,7 @@ class _Abi:
             self.strings[text] = _opaque(g)
         return self.strings[text]
 
-    def _table(self, name, elt, values):
+    def table(self, name, elt, values):
         g = ir.GlobalVariable(self.module, ir.ArrayType(elt, len(values)), name)
         g.initializer = ir.Constant(g.value_type, [v if isinstance(v, ir.Value) else ir.Constant(elt, v)
                                                    for v in values])
@@ -310,6 +310,25 @@ def _buffer_pointer(abi: _Abi, b, place: Place, env):
     return b.gep(env["ws"], [offset], source_etype=I8)
 
 
+def _emit_workspace_pointers(abi: _Abi, b, entry: str, located, bufs, env) -> None:
+    """``bufs[i] = ws + base + per_n * N`` for every ``(i, Place)`` in ``located``, as tables
+    and one loop (the entry's code does not grow with the number of buffers)."""
+    if not located:
+        return
+    count = len(located)
+    prefix = f"kiln.places.{entry}."
+    tables = [abi.table(prefix + name, I64, [f(i, p) for i, p in located]) for name, f in
+              (("slot", lambda i, p: i), ("base", lambda i, p: p.base), ("per_n", lambda i, p: p.per_n))]
+    ty = ir.ArrayType(I64, count)
+
+    def body(b, j, _):
+        slot, base, per_n = (b.load(b.gep(t, [i32(0), j], source_etype=ty), typ=I64) for t in tables)
+        ptr = b.gep(env["ws"], [b.add(base, b.mul(env["n"], per_n))], source_etype=I8)
+        b.store(ptr, b.gep(bufs, [slot], source_etype=PTR))
+        return []
+    counted_loop(b, c64(0), c64(count), c64(1), body, name="place")
+
+
 def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
     if len(kernel_names) != len(program.kernels):
@@ -328,34 +347,84 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         n = batch
     env = {"n": n, "state": state, "feeds": feeds, "fetches": fetches,
            "ws": _grow_workspace(abi, b, state, program, n)}
-    slot = {}
-    for i, (d, place) in enumerate(zip(decls, places(program, abi.variables, abi.consts))):
-        slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
-        b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
-    kty = ir.FunctionType(I32, [PTR, I64, PTR])
+    slot = {d.name: b.gep(bufs, [c64(i)], source_etype=PTR) for i, d in enumerate(decls)}
+    at = places(program, abi.variables, abi.consts)
+    in_workspace = [i for i, p in enumerate(at) if p.kind == "workspace"]
+    _emit_workspace_pointers(abi, b, entry, [(i, at[i]) for i in in_workspace], bufs, env)
+    for i, (d, place) in enumerate(zip(decls, at)):
+        if place.kind != "workspace":
+            b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     calls = [(k, None) if isinstance(k, str) else k for k in kernel_names]
-    width = max([len(args) for _, args in calls if args is not None] + [0])
-    table = _opaque(b.alloca(ir.ArrayType(PTR, max(width, 1)), name="args")) if width else None
-    for (kname, args), kernel in zip(calls, program.kernels):
-        kfn = abi.module.globals.get(kname)
-        if kfn is None:
-            raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
-        if kfn.function_type != kty:
-            raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
-        if args is not None:
-            for j, a in enumerate(args):
-                b.store(b.load(slot[a], typ=PTR), b.gep(table, [c64(j)], source_etype=PTR))
-        b.store(ir.Constant(I8, 0), err)
-        rc = b.call(kfn, [bufs if args is None else table, n, err])
-        with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
-            where = kernel.origin or kernel.name
-            b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
-                                  abi.cstring("%s: %s"), abi.cstring(where), err])
-            b.ret(rc)
+    functions = [_kernel_function(abi, entry, name) for name, _ in calls]
+    if calls and all(args is not None for _, args in calls):
+        _emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
+    for (_, args), kfn, kernel in zip(calls, functions, program.kernels):
+        if args is None:
+            _emit_call(abi, b, kfn, kernel.origin or kernel.name, (state, bufs, n, err))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
     b.ret(i32(0))
+
+
+_KERNEL_TYPE = ir.FunctionType(I32, [PTR, I64, PTR])
+
+
+def _kernel_function(abi: _Abi, entry: str, name: str) -> ir.Function:
+    """The rendered kernel function ``name`` (checked to have the kernel signature)."""
+    kfn = abi.module.globals.get(name)
+    if kfn is None:
+        raise ValueError(f"entry {entry!r}: rendered kernel {name!r} not in the module")
+    if kfn.function_type != _KERNEL_TYPE:
+        raise ValueError(f"kernel {name!r} has type {kfn.function_type}, expected {_KERNEL_TYPE}")
+    return kfn
+
+
+def _emit_call(abi: _Abi, b, kfn, where, env) -> None:
+    """Call kernel ``kfn`` with a buffer table; a non-zero code stops the step with the
+    kernel's message prefixed by ``where`` (a string constant or pointer)."""
+    state, table, n, err = env
+    b.store(ir.Constant(I8, 0), err)
+    rc = b.call(kfn, [table, n, err])
+    with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
+        where = abi.cstring(where) if isinstance(where, str) else where
+        b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
+                              abi.cstring("%s: %s"), where, err])
+        b.ret(rc)
+
+
+def _emit_call_table(abi: _Abi, b, entry: str, program, calls, functions, env) -> None:
+    """The kernels as data and one loop (the entry's code does not grow with the kernels):
+    per call its function, its origin and the indices (into ``bufs``) of its arguments;
+    the loop fills an argument table and calls through the function pointer."""
+    state, bufs, n, err = env
+    index = {name: i for i, name in enumerate(program.buffers)}
+    flat, starts = [], [0]
+    for _, args in calls:
+        flat += [index[a] for a in args]
+        starts.append(len(flat))
+    prefix = f"kiln.calls.{entry}."
+    fns = abi.table(prefix + "fn", PTR, [Indirect(f, _KERNEL_TYPE) for f in functions])
+    where = abi.table(prefix + "origin", PTR, [abi.cstring(k.origin or k.name) for k in program.kernels])
+    start_of = abi.table(prefix + "start", I32, starts)
+    arg_of = abi.table(prefix + "args", I32, flat or [0])
+    width = max(len(args) for _, args in calls)
+    table = _opaque(b.alloca(ir.ArrayType(PTR, max(width, 1)), name="args"))
+    at = (lambda b, g, ty, i, count: b.load(b.gep(g, [i32(0), i], source_etype=ir.ArrayType(ty, count)), typ=ty))
+
+    def one_call(b, c, _):
+        lo = b.sext(at(b, start_of, I32, c, len(starts)), I64)
+        hi = b.sext(at(b, start_of, I32, b.add(c, c64(1)), len(starts)), I64)
+
+        def fill(b, j, _):
+            slot = b.gep(bufs, [b.sext(at(b, arg_of, I32, j, len(flat) or 1), I64)], source_etype=PTR)
+            b.store(b.load(slot, typ=PTR), b.gep(table, [b.sub(j, lo)], source_etype=PTR))
+            return []
+        counted_loop(b, lo, hi, c64(1), fill, name="arg")
+        kfn = Indirect(at(b, fns, PTR, c, len(calls)), _KERNEL_TYPE)
+        _emit_call(abi, b, kfn, at(b, where, PTR, c, len(calls)), (state, table, n, err))
+        return []
+    counted_loop(b, c64(0), c64(len(calls)), c64(1), one_call, name="call")
 
 
 # ----------------------------------------------------------------------------- driver
