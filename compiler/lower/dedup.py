@@ -28,6 +28,7 @@ import functools
 from dataclasses import dataclass, fields
 
 from . import kernel_ir as K
+from .dedup_offsets import buffer_offsets, shifted_index
 
 _NODES = (K.Expr, K.Stmt, K.Operand)
 _BINDERS = (K.For, K.Let, K.DeclareAcc)
@@ -48,50 +49,84 @@ class KernelFunction:
 
 @dataclass(frozen=True)
 class Call:
-    """Kernel ``kernel`` of the program runs function ``function`` with ``args`` (program
-    buffer names, one per parameter)."""
+    """A kernel of the program runs function ``function`` with ``args`` (program buffer
+    names, one per parameter), parameter i starting ``offsets[i]`` elements into its buffer."""
 
     function: int
     args: tuple
+    offsets: tuple = ()
+
+    def offset(self, i: int) -> int:
+        return self.offsets[i] if self.offsets else 0
 
 
 def kernel_functions(program: K.Program) -> tuple:
     """``(functions, calls)``: the distinct kernels of ``program`` and one ``Call`` per kernel,
-    in kernel order (see the module doc)."""
+    in kernel order (see the module doc).  Kernels alike only up to constant offsets into
+    their buffers share a function when no exact twin exists (``dedup_offsets``)."""
+    forms = [_form(k, program.buffers, shift=False) for k in program.kernels]
+    count = {}
+    for form in forms:
+        count[form[0]] = count.get(form[0], 0) + 1
+    for i, kernel in enumerate(program.kernels):
+        if count[forms[i][0]] == 1 and not _has_gemm(kernel):
+            shifted = _form(kernel, program.buffers, shift=True)
+            if any(shifted[3]):
+                forms[i] = shifted
     functions, calls, index = [], [], {}
-    for kernel in program.kernels:
-        canon, args = canonical_kernel(kernel, program.buffers)
-        params = {f"p{i}": _param_decl(f"p{i}", program.buffers[a]) for i, a in enumerate(args)}
-        key = (repr((canon.reads, canon.writes, canon.body, canon.origin, canon.launches)), tuple((d.dtype.short, tuple(map(str, d.shape)), d.role, d.space) for d in params.values()))
+    for kernel, (key, canon, params, args, offsets) in zip(program.kernels, forms):
         if key not in index:
             index[key] = len(functions)
             functions.append(KernelFunction(K.Program(f"{program.name}__{kernel.name}", params, [canon],
                                                       planned_for=program.planned_for)))
         functions[index[key]].calls += 1
-        calls.append(Call(index[key], tuple(args)))
+        calls.append(Call(index[key], tuple(args), tuple(offsets) if any(offsets) else ()))
     return functions, calls
 
 
-def canonical_kernel(kernel: K.Kernel, buffers: dict) -> tuple:
-    """``(canonical kernel, argument buffer names)``: ``kernel`` with buffers renamed to
-    parameters and bound scalars renumbered (see the module doc)."""
+def _form(kernel, buffers, shift) -> tuple:
+    """``(key, canonical kernel, parameter decls, argument buffers, element offsets)``."""
+    canon, args, offsets = canonical_kernel(kernel, buffers, shift)
+    params = {f"p{i}": _param_decl(f"p{i}", buffers[a]) for i, a in enumerate(args)}
+    key = (repr((canon.reads, canon.writes, canon.body, canon.origin, canon.launches)),
+           tuple((d.dtype.short, tuple(map(str, d.shape)), d.role, d.space) for d in params.values()))
+    return key, canon, params, args, offsets
+
+
+def _has_gemm(kernel) -> bool:
+    return any(isinstance(n, K.Gemm) for n in _walk([kernel.body, kernel.launches]))
+
+
+def canonical_kernel(kernel: K.Kernel, buffers: dict, shift: bool = False) -> tuple:
+    """``(canonical kernel, argument buffer names, element offsets)``: ``kernel`` with buffers
+    renamed to parameters and bound scalars renumbered (see the module doc); with ``shift``,
+    constant offsets moved out of the indices into the arguments where possible."""
     order = list(dict.fromkeys(list(kernel.reads) + list(kernel.writes)))
-    bound, has_check = {}, False
+    bound, has_check, accesses, loops = {}, False, {}, set()
     for node in _walk([kernel.body, kernel.launches]):
         if isinstance(node, (K.Load, K.Store, K.Operand)) and node.buffer not in order:
             order.append(node.buffer)
-        elif isinstance(node, _BINDERS) and node.var.name not in bound:
+        if isinstance(node, (K.Load, K.Store)):
+            accesses.setdefault(node.buffer, []).append(node.index)
+        elif isinstance(node, K.Operand):
+            accesses.setdefault(node.buffer, []).append(None)  # a GEMM operand: never shifted
+        if isinstance(node, K.For):
+            loops.add(node.var.name)
+        if isinstance(node, _BINDERS) and node.var.name not in bound:
             bound[node.var.name] = f"v{len(bound)}"
         has_check = has_check or isinstance(node, K.Check)
     missing = [b for b in order if b not in buffers]
     if missing:
         raise KeyError(f"kernel {kernel.name}: buffers {missing} are not declared")
     param = {b: f"p{i}" for i, b in enumerate(order)}
-    rename = _Renamer(param, bound)
+    offsets = {}
+    if shift:
+        offsets = buffer_offsets({b: ix for b, ix in accesses.items() if None not in ix}, loops)
+    rename = _Renamer(param, bound, {param[b]: c for b, c in offsets.items()}, loops)
     canon = K.Kernel(kernel.name, [param[b] for b in kernel.reads], [param[b] for b in kernel.writes],
                      rename(kernel.body), origin=kernel.origin if has_check else "",
                      launches=rename(kernel.launches))
-    return canon, order
+    return canon, order, [offsets.get(b, 0) for b in order]
 
 
 def _param_decl(name: str, decl: K.BufferDecl) -> K.BufferDecl:
@@ -121,8 +156,9 @@ class _Renamer:
     """Rebuilds a kernel-IR tree with buffers and bound variables renamed; a node shared
     within the tree (a loop both in the body and in a launch) stays shared."""
 
-    def __init__(self, buffers: dict, variables: dict):
+    def __init__(self, buffers: dict, variables: dict, offsets=None, loops=()):
         self.buffers, self.variables, self.memo = buffers, variables, {}
+        self.offsets, self.loops = offsets or {}, loops
 
     def __call__(self, node):
         if isinstance(node, list):
@@ -139,6 +175,8 @@ class _Renamer:
             values = {f: self(getattr(node, f)) for f in _fields(type(node))}
             if isinstance(node, (K.Load, K.Store, K.Operand)):
                 values["buffer"] = self.buffers[node.buffer]
+                if values["buffer"] in self.offsets:  # shift the original index, then rename
+                    values["index"] = self(shifted_index(node.index, self.offsets[values["buffer"]], self.loops))
             new = type(node)(**values)
         self.memo[id(node)] = (node, new)  # keeps node alive so its id is not reused
         return new

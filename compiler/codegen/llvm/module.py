@@ -354,11 +354,11 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     for i, (d, place) in enumerate(zip(decls, at)):
         if place.kind != "workspace":
             b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
-    calls = [(k, None) if isinstance(k, str) else k for k in kernel_names]
-    functions = [_kernel_function(abi, entry, name) for name, _ in calls]
-    if calls and all(args is not None for _, args in calls):
+    calls = [(k, None, None) if isinstance(k, str) else tuple(k) for k in kernel_names]
+    functions = [_kernel_function(abi, entry, name) for name, _, _ in calls]
+    if calls and all(args is not None for _, args, _ in calls):
         _emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
-    for (_, args), kfn, kernel in zip(calls, functions, program.kernels):
+    for (_, args, _), kfn, kernel in zip(calls, functions, program.kernels):
         if args is None:
             _emit_call(abi, b, kfn, kernel.origin or kernel.name, (state, bufs, n, err))
     for dst, src in program.copies:
@@ -395,20 +395,22 @@ def _emit_call(abi: _Abi, b, kfn, where, env) -> None:
 
 def _emit_call_table(abi: _Abi, b, entry: str, program, calls, functions, env) -> None:
     """The kernels as data and one loop (the entry's code does not grow with the kernels):
-    per call its function, its origin and the indices (into ``bufs``) of its arguments;
-    the loop fills an argument table and calls through the function pointer."""
+    per call its function, its origin and the indices (into ``bufs``) and byte offsets of its
+    arguments; the loop fills an argument table and calls through the function pointer."""
     state, bufs, n, err = env
     index = {name: i for i, name in enumerate(program.buffers)}
-    flat, starts = [], [0]
-    for _, args in calls:
+    flat, shifts, starts = [], [], [0]
+    for _, args, offsets in calls:
         flat += [index[a] for a in args]
+        shifts += list(offsets)
         starts.append(len(flat))
     prefix = f"kiln.calls.{entry}."
     fns = abi.table(prefix + "fn", PTR, [Indirect(f, _KERNEL_TYPE) for f in functions])
     where = abi.table(prefix + "origin", PTR, [abi.cstring(k.origin or k.name) for k in program.kernels])
     start_of = abi.table(prefix + "start", I32, starts)
     arg_of = abi.table(prefix + "args", I32, flat or [0])
-    width = max(len(args) for _, args in calls)
+    shift_of = abi.table(prefix + "offsets", I64, shifts or [0]) if any(shifts) else None
+    width = max(len(args) for _, args, _ in calls)
     table = _opaque(b.alloca(ir.ArrayType(PTR, max(width, 1)), name="args"))
     at = (lambda b, g, ty, i, count: b.load(b.gep(g, [i32(0), i], source_etype=ir.ArrayType(ty, count)), typ=ty))
 
@@ -418,7 +420,10 @@ def _emit_call_table(abi: _Abi, b, entry: str, program, calls, functions, env) -
 
         def fill(b, j, _):
             slot = b.gep(bufs, [b.sext(at(b, arg_of, I32, j, len(flat) or 1), I64)], source_etype=PTR)
-            b.store(b.load(slot, typ=PTR), b.gep(table, [b.sub(j, lo)], source_etype=PTR))
+            ptr = b.load(slot, typ=PTR)
+            if shift_of is not None:
+                ptr = b.gep(ptr, [at(b, shift_of, I64, j, len(flat))], source_etype=I8)
+            b.store(ptr, b.gep(table, [b.sub(j, lo)], source_etype=PTR))
             return []
         counted_loop(b, lo, hi, c64(1), fill, name="arg")
         kfn = Indirect(at(b, fns, PTR, c, len(calls)), _KERNEL_TYPE)

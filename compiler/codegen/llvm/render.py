@@ -91,8 +91,8 @@ def render_program_functions(module: ir.Module, program: K.Program, prefix: str 
                              target: HostTarget | None = None) -> list:
     """Render each distinct kernel of ``program`` once (``lower.dedup.kernel_functions``, after
     planning for the host's capabilities) as ``i32 @name(ptr args, i64 N, ptr err)`` whose
-    ``args[i]`` is its parameter i; returns ``(function name, argument buffer names)`` per
-    kernel, in kernel order, for the entry point to call.  Shared functions are ``noinline``
+    ``args[i]`` is its parameter i; returns ``(function name, argument buffer names, byte
+    offsets into them)`` per kernel, in kernel order, for the entry point to call.  Shared functions are ``noinline``
     so that each is compiled once."""
     opts = options_for(target)
     program = plan_program(program, host_capabilities(target))
@@ -103,7 +103,9 @@ def render_program_functions(module: ir.Module, program: K.Program, prefix: str 
         fn = render_kernel(module, f.kernel, f.program, names[-1], options=opts)
         if f.calls > 1:
             fn.attributes.add("noinline")
-    return [(names[c.function], list(c.args)) for c in calls]
+    size = (lambda name: program.buffers[name].dtype.np.itemsize)
+    return [(names[c.function], list(c.args), [c.offset(i) * size(a) for i, a in enumerate(c.args)])
+            for c in calls]
 
 
 def render_kernel(module: ir.Module, kernel: K.Kernel, program: K.Program, name: str,
