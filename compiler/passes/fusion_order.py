@@ -34,12 +34,21 @@ class UnitOrder:
     def merge_plan(self, a, b):
         """None when a path leads between units ``a`` and ``b`` (either way) through another
         unit (a direct read of one by the other is no such path); else the plan that
-        ``merged`` needs to renumber once the two are one unit."""
+        ``merged`` needs to renumber once the two are one unit.
+
+        The units between the two that reach the later one (``behind``) are found first: a
+        path from the earlier one through another unit must enter one of them, so it exists
+        exactly when the earlier one reads one of them.  When there are none (a consumer
+        that reads only the producer and older values), the merged unit can take the
+        earlier one's place and nothing else is searched."""
         lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
-        ahead = self._forward(lo, hi)
+        behind = self._backward(hi, lo)
+        if behind is None:
+            return None
+        ahead = self._forward(lo, hi) if behind else []
         if ahead is None:
             return None
-        return lo, hi, ahead, self._backward(hi, lo)
+        return lo, hi, ahead, behind
 
     def merged(self, plan, keep, gone) -> None:
         """Renumber after ``gone`` was merged into ``keep`` (``plan`` from ``merge_plan``,
@@ -76,14 +85,19 @@ class UnitOrder:
         return out
 
     def _backward(self, src, dst):
-        """The units reaching ``src`` that come after ``dst`` (``dst`` itself excluded)."""
+        """The units reaching ``src`` that come after ``dst`` (``dst`` itself excluded), or
+        None when ``dst`` reaches ``src`` through another unit."""
         limit = self.pos[dst]
         seen, out, stack = set(), [], [src]
         while stack:
             g = stack.pop()
             for h in self.pred(g):
                 self.work += 1
-                if h is dst or h in seen or self.pos[h] <= limit:
+                if h is dst:
+                    if g is not src:
+                        return None
+                    continue
+                if h in seen or self.pos[h] <= limit:
                     continue
                 seen.add(h)
                 out.append(h)
