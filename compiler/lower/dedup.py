@@ -63,25 +63,36 @@ class Call:
 def kernel_functions(program: K.Program) -> tuple:
     """``(functions, calls)``: the distinct kernels of ``program`` and one ``Call`` per kernel,
     in kernel order (see the module doc).  Kernels alike only up to constant offsets into
-    their buffers share a function when no exact twin exists (``dedup_offsets``)."""
+    their buffers share a function when no exact twin exists (``dedup_offsets``).  A kernel
+    that shares with none keeps its own names (readable sources and dumps)."""
     forms = [_form(k, program.buffers, shift=False) for k in program.kernels]
-    count = {}
-    for form in forms:
-        count[form[0]] = count.get(form[0], 0) + 1
-    for i, kernel in enumerate(program.kernels):
-        if count[forms[i][0]] == 1 and not _has_gemm(kernel):
-            shifted = _form(kernel, program.buffers, shift=True)
-            if any(shifted[3]):
-                forms[i] = shifted
+    exact = _counts(f[0] for f in forms)
+    alone = [i for i, f in enumerate(forms) if exact[f[0]] == 1 and not _has_gemm(program.kernels[i])]
+    shifted = {i: _form(program.kernels[i], program.buffers, shift=True) for i in alone}
+    shared = _counts(f[0] for f in shifted.values() if any(f[4]))
+    for i, f in shifted.items():
+        if any(f[4]) and shared[f[0]] > 1:
+            forms[i] = f
+    uses = _counts(f[0] for f in forms)
     functions, calls, index = [], [], {}
     for kernel, (key, canon, params, args, offsets) in zip(program.kernels, forms):
         if key not in index:
             index[key] = len(functions)
+            if uses[key] == 1:  # its own function: keep its names
+                canon = kernel
+                params = {a: _param_decl(a, program.buffers[a]) for a in args}
             functions.append(KernelFunction(K.Program(f"{program.name}__{kernel.name}", params, [canon],
                                                       planned_for=program.planned_for)))
         functions[index[key]].calls += 1
         calls.append(Call(index[key], tuple(args), tuple(offsets) if any(offsets) else ()))
     return functions, calls
+
+
+def _counts(keys) -> dict:
+    out = {}
+    for k in keys:
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def _form(kernel, buffers, shift) -> tuple:
