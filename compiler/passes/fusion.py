@@ -99,7 +99,39 @@ class _Graph:
         # unit -> the instrs outside it whose values it reads
         self.in_producers = {self.unit[ins]: list(dict.fromkeys(
             p for p in map(self.producer.get, ins.operands) if p is not None and p is not ins)) for ins in fn.body}
-        self.order = UnitOrder([self.unit[ins] for ins in fn.body], self.succ, self.pred)
+        self.order = UnitOrder([self.unit[ins] for ins in fn.body], self.succ, self.pred, self.known_path)
+        self._landmark_masks(fn.body)
+
+    def _landmark_masks(self, body) -> None:
+        """Reachability of a few landmark instrs (evenly spread over the body), as bit masks
+        per unit: ``down`` the landmarks a member reaches, ``up`` those reaching a member."""
+        self.landmarks = body[::max(1, len(body) // _LANDMARKS)][:_LANDMARKS]
+        bit = {ins: 1 << k for k, ins in enumerate(self.landmarks)}
+        down, up = {}, {}
+        for ins in reversed(body):
+            mask = 0
+            for u in {u for r in ins.results for u in self.value_users.get(r, ())}:
+                mask |= down[u] | bit.get(u, 0)
+            down[ins] = mask
+        for ins in body:
+            mask = 0
+            for p in {self.producer[v] for v in ins.operands if v in self.producer}:
+                mask |= up[p] | bit.get(p, 0)
+            up[ins] = mask
+        self.down = {self.unit[ins]: down[ins] for ins in body}
+        self.up = {self.unit[ins]: up[ins] for ins in body}
+
+    def known_path(self, lo, hi) -> bool:
+        """A path lo -> landmark -> hi in the original body, the landmark in a third unit:
+        merged units keep every path of their members, so lo reaches hi through it."""
+        mask = self.down[lo] & self.up[hi]
+        while mask:
+            low = mask & -mask
+            g = self.unit[self.landmarks[low.bit_length() - 1]]
+            if g is not lo and g is not hi:
+                return True
+            mask ^= low
+        return False
 
     def use_count(self, v: Value) -> int:
         return self.counts.get(v, 0)
@@ -124,6 +156,8 @@ class _Graph:
         keep.member_set |= gone.member_set
         for m in gone.members:
             self.unit[m] = keep
+        self.down[keep] |= self.down.pop(gone)
+        self.up[keep] |= self.up.pop(gone)
         for edges in (self.out_users, self.in_producers):
             both = edges[keep] + edges.pop(gone)
             edges[keep] = [u for u in dict.fromkeys(both) if u not in keep.member_set]
@@ -184,6 +218,8 @@ def _siblings(graph: _Graph) -> bool:
     return changed
 
 
+# landmark instrs whose reachability short-cuts the cycle checks (fusion_order.UnitOrder)
+_LANDMARKS = 64
 # readers of one value above which the sibling cycle checks come from one sweep
 _SWEEP_READERS = 8
 

@@ -23,12 +23,14 @@ class UnitOrder:
     """Topological positions of the units of a fusion graph (see the module doc).
 
     ``succ(unit)`` and ``pred(unit)`` give the units reading / read by a unit; they are
-    the fusion graph's own (kept up to date by it across merges)."""
+    the fusion graph's own (kept up to date by it across merges).  ``known_path(lo, hi)``
+    may certify cheaply that a path through a third unit exists (landmarks)."""
 
-    def __init__(self, units, succ, pred):
+    def __init__(self, units, succ, pred, known_path=None):
         self.pos = {g: i for i, g in enumerate(units)}
         self.succ = succ
         self.pred = pred
+        self.known_path = known_path or (lambda lo, hi: False)
         self.work = 0
 
     def merge_plan(self, a, b):
@@ -42,6 +44,8 @@ class UnitOrder:
         that reads only the producer and older values), the merged unit can take the
         earlier one's place and nothing else is searched."""
         lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
+        if self.known_path(lo, hi):
+            return None
         behind = self._backward(hi, lo)
         if behind is None:
             return None
