@@ -195,26 +195,32 @@ def _siblings(graph: _Graph) -> bool:
     """Merge loop (or reduce) groups with the same space that read one outer value.
 
     A value read by many groups (a weight or a constant read at every step of an unrolled
-    RNN) has its cycle checks answered from one sweep (``UnitOrder.blocked_pairs``), taken
-    again after each merge; a merge the sweep allows is still checked by ``_try_merge``."""
+    RNN) gets its cycle checks for all pairs from one sweep (``UnitOrder.related``), taken
+    again after each merge, and visits only the pairs the sweep leaves open; a merge the
+    sweep allows is still checked by ``_try_merge``."""
     changed = False
     values = [p.value for p in graph.fn.params] + [r for ins in graph.fn.body for r in ins.results]
     for v in values:
         p = graph.producer.get(v)
         readers = [u for u in graph.value_users.get(v, ()) if graph.unit[u].pattern in ("loop", "reduce")]
-        blocked = None
+        swept = len(readers) > _SWEEP_READERS
+        near = None
         for i, x in enumerate(readers):
-            for y in readers[i + 1:]:
-                gx, gy = graph.unit[x], graph.unit[y]
+            j = i + 1
+            while j < len(readers):
+                if swept:
+                    near = near or graph.order.related([graph.unit[u] for u in readers])
+                    open_ = (~near[graph.unit[x]] >> j) << j & ((1 << len(readers)) - 1)
+                    if not open_:
+                        break
+                    j = (open_ & -open_).bit_length() - 1
+                gx, gy = graph.unit[x], graph.unit[readers[j]]
+                j += 1
                 if gx.pattern != gy.pattern or gx.pattern not in ("loop", "reduce") \
                         or graph.unit.get(p) in (gx, gy) or gx is gy:
                     continue
-                if len(readers) > _SWEEP_READERS:
-                    blocked = blocked or graph.order.blocked_pairs([graph.unit[u] for u in readers])
-                    if blocked(gx, gy):
-                        continue
                 if _try_merge(graph, gx, gy):
-                    changed, blocked = True, None
+                    changed, near = True, None
     return changed
 
 

@@ -108,33 +108,40 @@ class UnitOrder:
                 stack.append(h)
         return out
 
-    def blocked_pairs(self, sources):
-        """``blocked(x, y)`` for units x, y among ``sources``: whether a path through another
-        unit leads between them (what ``merge_plan`` refuses), for all pairs from one sweep.
+    def related(self, sources) -> dict:
+        """For the units among ``sources`` (a list; a unit may appear more than once): unit ->
+        bit mask of the positions in ``sources`` holding that unit or a unit that a path
+        through another unit joins to it, either way (what ``merge_plan`` refuses), for
+        all pairs from two sweeps.
 
-        The sweep visits the units reachable from the sources up to the last source, in
-        topological order, carrying the set of sources that reach each (a bit mask); it is
-        valid until the next merge."""
-        bit = {g: 1 << i for i, g in enumerate(dict.fromkeys(sources))}
-        limit = max(self.pos[g] for g in bit)
+        The forward sweep visits the units reachable from the sources up to the last
+        source in topological order, carrying the sources that reach each; the backward
+        sweep does the same the other way.  Valid until the next merge."""
+        bit = {}
+        for i, g in enumerate(sources):
+            bit[g] = bit.get(g, 0) | (1 << i)
+        lo, hi = min(self.pos[g] for g in bit), max(self.pos[g] for g in bit)
+        ahead = self._sweep(bit, self.succ, self.pred, lambda g: self.pos[g] <= hi, False)
+        behind = self._sweep(bit, self.pred, self.succ, lambda g: self.pos[g] >= lo, True)
+        return {g: ahead[g] | behind[g] | bit[g] for g in bit}
+
+    def _sweep(self, bit, out, into, inside, reverse) -> dict:
+        """Unit -> sources reaching it through another unit along ``out`` edges (``into``
+        the reverse ones), over the units ``inside`` the window reachable from the sources."""
         seen, stack = set(bit), list(bit)
         while stack:
-            for h in self.succ(stack.pop()):
+            for h in out(stack.pop()):
                 self.work += 1
-                if h not in seen and self.pos[h] <= limit:
+                if h not in seen and inside(h):
                     seen.add(h)
                     stack.append(h)
         reach, via = {}, {}
-        for g in sorted(seen, key=self.pos.__getitem__):
+        for g in sorted(seen, key=self.pos.__getitem__, reverse=reverse):
             mask = thru = 0
-            for p in self.pred(g):
+            for p in into(g):
                 self.work += 1
                 r = reach.get(p, 0)
                 thru |= r
                 mask |= r | bit.get(p, 0)
             reach[g], via[g] = mask, thru
-
-        def blocked(x, y) -> bool:
-            """Is there a path between ``x`` and ``y`` through another unit?"""
-            return bool(via[y] & bit[x] or via[x] & bit[y])
-        return blocked
+        return via
