@@ -22,6 +22,17 @@ def c64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def i32(v: int) -> ir.Constant:
+    """An i32 constant."""
+    return ir.Constant(I32, v)
+
+
+def opaque(v):
+    """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
+    v.type = PTR
+    return v
+
+
 def imin(b: ir.IRBuilder, x, y):
     """Signed minimum of two integers."""
     return b.select(b.icmp_signed("<", x, y), x, y)

@@ -29,22 +29,13 @@ from runtime import abi_spec as spec
 from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
-from .gemm_kernel import I32, I64, PTR, Indirect, c64, counted_loop, intrinsic, new_function
+from .calls import emit_call, emit_call_table, emit_workspace_pointers, kernel_function
+from .gemm_kernel import I32, I64, PTR, c64, counted_loop, i32, intrinsic, new_function, opaque
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
 I8 = ir.IntType(8)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
 _LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
-
-
-def i32(v: int) -> ir.Constant:
-    return ir.Constant(I32, v)
-
-
-def _opaque(v):
-    """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
-    v.type = PTR
-    return v
 
 
 def _llvm_type(ctype: str) -> ir.Type:
@@ -91,7 +82,7 @@ class _Abi:
             g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)), self.module.get_unique_name("kiln.abi.str"))
             g.initializer = ir.Constant(g.value_type, data)
             g.global_constant, g.linkage, g.unnamed_addr = True, "private", True
-            self.strings[text] = _opaque(g)
+            self.strings[text] = opaque(g)
         return self.strings[text]
 
     def table(self, name, elt, values):
@@ -99,7 +90,7 @@ class _Abi:
         g.initializer = ir.Constant(g.value_type, [v if isinstance(v, ir.Value) else ir.Constant(elt, v)
                                                    for v in values])
         g.global_constant, g.linkage = True, "private"
-        return _opaque(g)
+        return opaque(g)
 
     def const_global(self, const_id: int) -> ir.GlobalVariable:
         """The private, 64-byte aligned global holding constant ``const_id`` of the pool."""
@@ -108,7 +99,7 @@ class _Abi:
             g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(raw)), self.module.get_unique_name("kiln.abi.const"))
             g.initializer = ir.Constant(g.value_type, bytearray(raw))
             g.global_constant, g.linkage, g.align = True, "private", ALIGN
-            self.const_globals.append(_opaque(g))
+            self.const_globals.append(opaque(g))
         return self.const_globals[const_id]
 
     @property
@@ -126,6 +117,10 @@ class _Abi:
         b.call(self.snprintf, [self.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
                                self.cstring(fmt), *args])
         b.ret(i32(code))
+
+    def error(self, b, state):
+        """Address of the state's error message buffer."""
+        return self.field(b, state, ERROR, i32(0))
 
     def clear_error(self, b, state):
         b.store(ir.Constant(I8, 0), self.field(b, state, ERROR, i32(0)))
@@ -310,25 +305,6 @@ def _buffer_pointer(abi: _Abi, b, place: Place, env):
     return b.gep(env["ws"], [offset], source_etype=I8)
 
 
-def _emit_workspace_pointers(abi: _Abi, b, entry: str, located, bufs, env) -> None:
-    """``bufs[i] = ws + base + per_n * N`` for every ``(i, Place)`` in ``located``, as tables
-    and one loop (the entry's code does not grow with the number of buffers)."""
-    if not located:
-        return
-    count = len(located)
-    prefix = f"kiln.places.{entry}."
-    tables = [abi.table(prefix + name, I64, [f(i, p) for i, p in located]) for name, f in
-              (("slot", lambda i, p: i), ("base", lambda i, p: p.base), ("per_n", lambda i, p: p.per_n))]
-    ty = ir.ArrayType(I64, count)
-
-    def body(b, j, _):
-        slot, base, per_n = (b.load(b.gep(t, [i32(0), j], source_etype=ty), typ=I64) for t in tables)
-        ptr = b.gep(env["ws"], [b.add(base, b.mul(env["n"], per_n))], source_etype=I8)
-        b.store(ptr, b.gep(bufs, [slot], source_etype=PTR))
-        return []
-    counted_loop(b, c64(0), c64(count), c64(1), body, name="place")
-
-
 def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
     if len(kernel_names) != len(program.kernels):
@@ -337,8 +313,8 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     fn, b = _define(abi.module, spec.ENTRY, spec.entry_symbol(entry))
     state, batch, feeds, fetches = fn.args
     decls = list(program.buffers.values())
-    bufs = _opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
-    err = _opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
+    bufs = opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
+    err = opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
     abi.clear_error(b, state)
     n = c64(1)
     if program.uses_batch():
@@ -350,86 +326,21 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     slot = {d.name: b.gep(bufs, [c64(i)], source_etype=PTR) for i, d in enumerate(decls)}
     at = places(program, abi.variables, abi.consts)
     in_workspace = [i for i, p in enumerate(at) if p.kind == "workspace"]
-    _emit_workspace_pointers(abi, b, entry, [(i, at[i]) for i in in_workspace], bufs, env)
+    emit_workspace_pointers(abi, b, entry, [(i, at[i]) for i in in_workspace], bufs, env)
     for i, (d, place) in enumerate(zip(decls, at)):
         if place.kind != "workspace":
             b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
     calls = [(k, None, None) if isinstance(k, str) else tuple(k) for k in kernel_names]
-    functions = [_kernel_function(abi, entry, name) for name, _, _ in calls]
+    functions = [kernel_function(abi, entry, name) for name, _, _ in calls]
     if calls and all(args is not None for _, args, _ in calls):
-        _emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
+        emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
     for (_, args, _), kfn, kernel in zip(calls, functions, program.kernels):
         if args is None:
-            _emit_call(abi, b, kfn, kernel.origin or kernel.name, (state, bufs, n, err))
+            emit_call(abi, b, kfn, kernel.origin or kernel.name, (state, bufs, n, err))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
     b.ret(i32(0))
-
-
-_KERNEL_TYPE = ir.FunctionType(I32, [PTR, I64, PTR])
-
-
-def _kernel_function(abi: _Abi, entry: str, name: str) -> ir.Function:
-    """The rendered kernel function ``name`` (checked to have the kernel signature)."""
-    kfn = abi.module.globals.get(name)
-    if kfn is None:
-        raise ValueError(f"entry {entry!r}: rendered kernel {name!r} not in the module")
-    if kfn.function_type != _KERNEL_TYPE:
-        raise ValueError(f"kernel {name!r} has type {kfn.function_type}, expected {_KERNEL_TYPE}")
-    return kfn
-
-
-def _emit_call(abi: _Abi, b, kfn, where, env) -> None:
-    """Call kernel ``kfn`` with a buffer table; a non-zero code stops the step with the
-    kernel's message prefixed by ``where`` (a string constant or pointer)."""
-    state, table, n, err = env
-    b.store(ir.Constant(I8, 0), err)
-    rc = b.call(kfn, [table, n, err])
-    with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
-        where = abi.cstring(where) if isinstance(where, str) else where
-        b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
-                              abi.cstring("%s: %s"), where, err])
-        b.ret(rc)
-
-
-def _emit_call_table(abi: _Abi, b, entry: str, program, calls, functions, env) -> None:
-    """The kernels as data and one loop (the entry's code does not grow with the kernels):
-    per call its function, its origin and the indices (into ``bufs``) and byte offsets of its
-    arguments; the loop fills an argument table and calls through the function pointer."""
-    state, bufs, n, err = env
-    index = {name: i for i, name in enumerate(program.buffers)}
-    flat, shifts, starts = [], [], [0]
-    for _, args, offsets in calls:
-        flat += [index[a] for a in args]
-        shifts += list(offsets)
-        starts.append(len(flat))
-    prefix = f"kiln.calls.{entry}."
-    fns = abi.table(prefix + "fn", PTR, [Indirect(f, _KERNEL_TYPE) for f in functions])
-    where = abi.table(prefix + "origin", PTR, [abi.cstring(k.origin or k.name) for k in program.kernels])
-    start_of = abi.table(prefix + "start", I32, starts)
-    arg_of = abi.table(prefix + "args", I32, flat or [0])
-    shift_of = abi.table(prefix + "offsets", I64, shifts or [0]) if any(shifts) else None
-    width = max(len(args) for _, args, _ in calls)
-    table = _opaque(b.alloca(ir.ArrayType(PTR, max(width, 1)), name="args"))
-    at = (lambda b, g, ty, i, count: b.load(b.gep(g, [i32(0), i], source_etype=ir.ArrayType(ty, count)), typ=ty))
-
-    def one_call(b, c, _):
-        lo = b.sext(at(b, start_of, I32, c, len(starts)), I64)
-        hi = b.sext(at(b, start_of, I32, b.add(c, c64(1)), len(starts)), I64)
-
-        def fill(b, j, _):
-            slot = b.gep(bufs, [b.sext(at(b, arg_of, I32, j, len(flat) or 1), I64)], source_etype=PTR)
-            ptr = b.load(slot, typ=PTR)
-            if shift_of is not None:
-                ptr = b.gep(ptr, [at(b, shift_of, I64, j, len(flat))], source_etype=I8)
-            b.store(ptr, b.gep(table, [b.sub(j, lo)], source_etype=PTR))
-            return []
-        counted_loop(b, lo, hi, c64(1), fill, name="arg")
-        kfn = Indirect(at(b, fns, PTR, c, len(calls)), _KERNEL_TYPE)
-        _emit_call(abi, b, kfn, at(b, where, PTR, c, len(calls)), (state, table, n, err))
-        return []
-    counted_loop(b, c64(0), c64(len(calls)), c64(1), one_call, name="call")
 
 
 # ----------------------------------------------------------------------------- driver
