@@ -142,3 +142,37 @@ def lenet_train_step(batch=8, seed=0):
         train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss, name="train")
         images, ys = _images_and_labels(rng, batch, one_hot=False)
         return _finish(loss, train, {x: images, labels: ys})
+
+
+def lstm_tensors(steps=28, hidden=128, inputs=28, classes=10, optimizer="adam", seed=0):
+    """Build an unrolled ``steps``-step LSTM over MNIST rows in plain TF1 ops, as
+    ``BasicLSTMCell`` computes it: one kernel [inputs+hidden, 4*hidden] and one bias shared by
+    every step, gates i, j, f, o with forget bias 1.0; softmax over ``classes`` on the last
+    output, sparse cross-entropy, Adam 1e-3 (or plain gradient descent 0.1 with
+    ``optimizer="sgd"``).  Returns x f32[None, steps, inputs], labels, loss and train."""
+    tf.set_random_seed(seed)
+    x = tf.placeholder(tf.float32, [None, steps, inputs], name="x")
+    labels = tf.placeholder(tf.int64, [None], name="labels")
+    kernel = tf.Variable(tf.truncated_normal([inputs + hidden, 4 * hidden], stddev=0.1), name="lstm_kernel")
+    bias = tf.Variable(tf.zeros([4 * hidden]), name="lstm_bias")
+    rows = [tf.reshape(r, [-1, inputs]) for r in tf.split(x, steps, axis=1)]
+    c = h = tf.zeros_like(tf.matmul(rows[0], kernel[:inputs, :hidden]))
+    for row in rows:
+        gates = tf.matmul(tf.concat([row, h], 1), kernel) + bias
+        i, j, f, o = tf.split(gates, 4, axis=1)
+        c = c * tf.sigmoid(f + 1.0) + tf.sigmoid(i) * tf.tanh(j)
+        h = tf.tanh(c) * tf.sigmoid(o)
+    w_out = tf.Variable(tf.truncated_normal([hidden, classes], stddev=0.1), name="out_w")
+    b_out = tf.Variable(tf.zeros([classes]), name="out_b")
+    logits = tf.matmul(h, w_out) + b_out
+    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    loss = tf.reduce_mean(xent, name="loss")
+    opt = tf.train.AdamOptimizer(1e-3) if optimizer == "adam" else tf.train.GradientDescentOptimizer(0.1)
+    return {"x": x, "labels": labels, "loss": loss, "train": opt.minimize(loss, name="train")}
+
+
+def lstm_feeds(steps=28, batch=8, inputs=28, classes=10, seed=0):
+    """Feeds (by tensor name) for ``lstm_tensors``: random rows in [0, 1) and labels."""
+    rng = np.random.default_rng(seed)
+    return {"x:0": rng.random((batch, steps, inputs), dtype=np.float32),
+            "labels:0": rng.integers(0, classes, batch).astype(np.int64)}

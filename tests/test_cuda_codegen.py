@@ -157,7 +157,7 @@ def test_elementwise_text():
     assert "KILN_ST(b_fetch_y_0, v_i0, (float)(kiln_relu<float>(KILN_LD(b_feed_x_0, v_i0))));" in src
     assert "float* __restrict__ b_feed_x_0 = (float*)bufs.p[0];" in src
     assert "KILN_EXPORT int32_t kiln_entry_relu(kiln_state* s, int64_t batch, const void* const* feeds, void* const* fetches)" in src
-    assert "KILN_LAUNCH(k_relu__loop_relu_s0, kiln_blocks(trip), KILN_BLOCK, stream, b, N);" in src
+    assert "KILN_LAUNCH(k_relu__loop_relu_s0, kiln_blocks(trip), KILN_BLOCK, stream, a, N);" in src
     assert "cudaGetLastError()" in src
 
 
@@ -173,7 +173,7 @@ def test_semantic_helpers_text():
     assert '{ "reduce: label %1$lld out of range", \'i\' },' in src
     assert "__int_as_float(0x7f800000)" in src  # -inf accumulator start
     # the reduction shares an accumulator: one sequential launch
-    assert "KILN_LAUNCH(k_all_ops__reduce_s0, 1, 1, stream, b, N);" in src
+    assert "KILN_LAUNCH(k_all_ops__reduce_s0, 1, 1, stream, a, N);" in src
     # the (N x 4) nest is one flattened iteration space
     assert "const long long v_i = (0LL) + kiln_f / (((4LL) - (0LL)));" in src
     assert "const long long v_j = (0LL) + v_i_rest;" in src

@@ -69,7 +69,8 @@ import heapq
 
 from ..ir.function import Function, Instr, Region, Value
 from .base import PassResult, uses
-from .fusion_rules import PATTERNS, VIEWS, combine, is_small_constant, new_group, reads
+from .fusion_order import UnitOrder
+from .fusion_rules import PATTERNS, VIEWS, combine, is_small_constant, new_group
 
 NAME = "fusion"
 
@@ -93,8 +94,44 @@ class _Graph:
         self.counts = uses(fn)
         self.unit = {ins: new_group(ins, i) for i, ins in enumerate(fn.body)}
         # unit -> the instrs outside it that read its values (kept up to date by absorb)
-        self.out_users = {id(self.unit[ins]): list(dict.fromkeys(
+        self.out_users = {self.unit[ins]: list(dict.fromkeys(
             u for r in ins.results for u in self.value_users.get(r, ()) if u is not ins)) for ins in fn.body}
+        # unit -> the instrs outside it whose values it reads
+        self.in_producers = {self.unit[ins]: list(dict.fromkeys(
+            p for p in map(self.producer.get, ins.operands) if p is not None and p is not ins)) for ins in fn.body}
+        self.order = UnitOrder([self.unit[ins] for ins in fn.body], self.succ, self.pred, self.known_path)
+        self._landmark_masks(fn.body)
+
+    def _landmark_masks(self, body) -> None:
+        """Reachability of a few landmark instrs (evenly spread over the body), as bit masks
+        per unit: ``down`` the landmarks a member reaches, ``up`` those reaching a member."""
+        self.landmarks = body[::max(1, len(body) // _LANDMARKS)][:_LANDMARKS]
+        bit = {ins: 1 << k for k, ins in enumerate(self.landmarks)}
+        down, up = {}, {}
+        for ins in reversed(body):
+            mask = 0
+            for u in {u for r in ins.results for u in self.value_users.get(r, ())}:
+                mask |= down[u] | bit.get(u, 0)
+            down[ins] = mask
+        for ins in body:
+            mask = 0
+            for p in {self.producer[v] for v in ins.operands if v in self.producer}:
+                mask |= up[p] | bit.get(p, 0)
+            up[ins] = mask
+        self.down = {self.unit[ins]: down[ins] for ins in body}
+        self.up = {self.unit[ins]: up[ins] for ins in body}
+
+    def known_path(self, lo, hi) -> bool:
+        """A path lo -> landmark -> hi in the original body, the landmark in a third unit:
+        merged units keep every path of their members, so lo reaches hi through it."""
+        mask = self.down[lo] & self.up[hi]
+        while mask:
+            low = mask & -mask
+            g = self.unit[self.landmarks[low.bit_length() - 1]]
+            if g is not lo and g is not hi:
+                return True
+            mask ^= low
+        return False
 
     def use_count(self, v: Value) -> int:
         return self.counts.get(v, 0)
@@ -106,11 +143,11 @@ class _Graph:
 
     def succ(self, group) -> list:
         """Units that read a value of the group."""
-        out = []
-        for u in self.out_users[id(group)]:
-            if self.unit[u] not in out:
-                out.append(self.unit[u])
-        return out
+        return list(dict.fromkeys(map(self.unit.__getitem__, self.out_users[group])))
+
+    def pred(self, group) -> list:
+        """Units whose values the group reads."""
+        return list(dict.fromkeys(map(self.unit.__getitem__, self.in_producers[group])))
 
     def absorb(self, keep, gone, combined) -> None:
         """Make ``gone``'s members part of ``keep`` with the combined pattern and roles."""
@@ -119,41 +156,27 @@ class _Graph:
         keep.member_set |= gone.member_set
         for m in gone.members:
             self.unit[m] = keep
-        users = self.out_users[id(keep)] + self.out_users.pop(id(gone))
-        self.out_users[id(keep)] = [u for u in dict.fromkeys(users) if u not in keep.member_set]
-
-
-def _reaches(graph: _Graph, src, dst) -> bool:
-    """Is there a path src -> X -> ... -> dst through a unit X outside both?"""
-    stack = [g for g in graph.succ(src) if g is not dst]
-    seen = set(map(id, stack))
-    while stack:
-        g = stack.pop()
-        for u in graph.out_users[id(g)]:
-            h = graph.unit[u]
-            if h is dst:
-                return True
-            if h is not src and id(h) not in seen:
-                seen.add(id(h))
-                stack.append(h)
-    return False
+        self.down[keep] |= self.down.pop(gone)
+        self.up[keep] |= self.up.pop(gone)
+        for edges in (self.out_users, self.in_producers):
+            both = edges[keep] + edges.pop(gone)
+            edges[keep] = [u for u in dict.fromkeys(both) if u not in keep.member_set]
 
 
 def _try_merge(graph: _Graph, a, b) -> bool:
-    """Merge units ``a`` and ``b`` when a pattern allows it and no cycle (F4) would appear.
-
-    Where one unit reads the other, a path the other way round cannot exist (the units
-    form a DAG), so only one direction is searched.
-    """
+    """Merge units ``a`` and ``b`` when a pattern allows it and no cycle (F4) would appear
+    (no path between them through another unit: ``UnitOrder.merge_plan``)."""
     if a is b:
         return False
     combined = combine(a, b, graph)
     if combined is None:
         return False
-    if (not reads(a, b) and _reaches(graph, a, b)) or (not reads(b, a) and _reaches(graph, b, a)):
+    plan = graph.order.merge_plan(a, b)
+    if plan is None:
         return False
     keep, gone = (a, b) if a.first <= b.first else (b, a)
     graph.absorb(keep, gone, combined)
+    graph.order.merged(plan, keep, gone)
     return True
 
 
@@ -169,19 +192,42 @@ def _producer_consumer(graph: _Graph) -> bool:
 
 
 def _siblings(graph: _Graph) -> bool:
-    """Merge loop (or reduce) groups with the same space that read one outer value."""
+    """Merge loop (or reduce) groups with the same space that read one outer value.
+
+    A value read by many groups (a weight or a constant read at every step of an unrolled
+    RNN) gets its cycle checks for all pairs from one sweep (``UnitOrder.related``), taken
+    again after each merge, and visits only the pairs the sweep leaves open; a merge the
+    sweep allows is still checked by ``_try_merge``."""
     changed = False
     values = [p.value for p in graph.fn.params] + [r for ins in graph.fn.body for r in ins.results]
     for v in values:
         p = graph.producer.get(v)
-        readers = graph.value_users.get(v, ())
+        readers = [u for u in graph.value_users.get(v, ()) if graph.unit[u].pattern in ("loop", "reduce")]
+        swept = len(readers) > _SWEEP_READERS
+        near = None
         for i, x in enumerate(readers):
-            for y in readers[i + 1:]:
-                gx, gy = graph.unit[x], graph.unit[y]
-                if gx.pattern == gy.pattern and gx.pattern in ("loop", "reduce") \
-                        and graph.unit.get(p) not in (gx, gy) and _try_merge(graph, gx, gy):
-                    changed = True
+            j = i + 1
+            while j < len(readers):
+                if swept:
+                    near = near or graph.order.related([graph.unit[u] for u in readers])
+                    open_ = (~near[graph.unit[x]] >> j) << j & ((1 << len(readers)) - 1)
+                    if not open_:
+                        break
+                    j = (open_ & -open_).bit_length() - 1
+                gx, gy = graph.unit[x], graph.unit[readers[j]]
+                j += 1
+                if gx.pattern != gy.pattern or gx.pattern not in ("loop", "reduce") \
+                        or graph.unit.get(p) in (gx, gy) or gx is gy:
+                    continue
+                if _try_merge(graph, gx, gy):
+                    changed, near = True, None
     return changed
+
+
+# landmark instrs whose reachability short-cuts the cycle checks (fusion_order.UnitOrder)
+_LANDMARKS = 64
+# readers of one value above which the sibling cycle checks come from one sweep
+_SWEEP_READERS = 8
 
 
 def _grow(graph: _Graph) -> None:
@@ -234,10 +280,7 @@ def _region_instr(group, graph: _Graph, namer: _Namer) -> tuple:
 
 def _schedule(graph: _Graph) -> list:
     """Units in a dependency order; ties go to the unit whose first member came first."""
-    units = []
-    for ins in graph.fn.body:
-        if graph.unit[ins] not in units:
-            units.append(graph.unit[ins])
+    units = list(dict.fromkeys(graph.unit[ins] for ins in graph.fn.body))
     succ = {id(g): graph.succ(g) for g in units}
     indeg = {id(g): 0 for g in units}
     for g in units:

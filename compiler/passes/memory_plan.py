@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir.function import Buffer, Function, Instr, Value
 from ..ir.ops.math import ARITH, COMPARE, LOGICAL, UNARY
 from ..ir.types import Sym
@@ -130,19 +132,35 @@ class Block:
 
 
 def assign_offsets(blocks: list) -> int:
-    """Place blocks (greedy by size, best-fit gap); returns the arena size in bytes."""
-    placed: list = []
-    for block in sorted(blocks, key=lambda b: (-b.size, b.interval.start, b.order)):
-        live = sorted((p for p in placed if p.interval.overlaps(block.interval)), key=lambda p: p.offset)
-        best, top = None, 0
-        for other in live:
-            gap = other.offset - top
-            if gap >= block.size and (best is None or gap < best[1]):
-                best = (top, gap)
-            top = max(top, other.offset + other.size)
-        block.offset = best[0] if best else top
-        placed.append(block)
+    """Place blocks (greedy by size, best-fit gap); returns the arena size in bytes.
+
+    Each block goes into the smallest gap, lowest first, between the blocks already placed
+    whose lifetimes overlap its own (in offset order), else above them all.  The placed
+    blocks are kept in arrays so that finding the overlapping ones and their gaps is a few
+    vector operations per block, not a Python loop over every placed block."""
+    ordered = sorted(blocks, key=lambda b: (-b.size, b.interval.start, b.order))
+    starts, ends, offsets, sizes = (np.zeros(len(ordered), np.int64) for _ in range(4))
+    for count, block in enumerate(ordered):
+        live = np.flatnonzero((starts[:count] <= block.interval.end) & (ends[:count] >= block.interval.start))
+        block.offset = _best_fit(offsets[live], sizes[live], block.size)
+        starts[count], ends[count] = block.interval.start, block.interval.end
+        offsets[count], sizes[count] = block.offset, block.size
     return max((b.offset + b.size for b in blocks), default=0)
+
+
+def _best_fit(offsets, sizes, size: int) -> int:
+    """The offset for ``size`` bytes among blocks at ``offsets`` (placement order): the start
+    of the smallest gap that fits (the lowest of equal ones), else the top of them all."""
+    if not len(offsets):
+        return 0
+    by_offset = np.argsort(offsets, kind="stable")
+    lo, tops = offsets[by_offset], np.maximum.accumulate(offsets[by_offset] + sizes[by_offset])
+    below = np.concatenate(([0], np.maximum(tops[:-1], 0)))
+    gaps = lo - below
+    fits = np.flatnonzero(gaps >= size)
+    if not len(fits):
+        return int(max(tops[-1], 0))
+    return int(below[fits[np.argmin(gaps[fits])]])
 
 
 def _arena_blocks(fn: Function, roots: dict, intervals: dict, inplace: dict) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from ...lower import kernel_ir as K
+from ...lower.dedup import kernel_functions
 from ...lower.schedule import plan_program
 from ..c.environment import environment
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
@@ -74,8 +75,8 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
            checks: Checks, tf32: bool) -> dict:
     """Everything the templates need for one entry point (``program`` planned for CUDA first)."""
     program = plan_program(program, CAPABILITIES)
-    renderer = KernelRenderer(program, name, checks.add, tf32=tf32)
-    kernels, per_kernel = render_kernels(renderer, program)
+    kernels, per_kernel = render_kernels(program, name, checks.add, tf32)
+    kernel_programs = [f.program for f in kernel_functions(program)[0]]
     by_role = {"feed": {}, "fetch": {}}
     for d in program.buffers.values():
         if d.role in by_role:
@@ -89,12 +90,13 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     feeds, fetches = io_bytes[:n_feeds], io_bytes[n_feeds:]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}  # feeds, then fetches
     slot = {n: i for i, n in enumerate(program.buffers)}
-    launches = host_steps(K.program_steps(program), per_kernel, slot)
+    launches = host_steps(K.program_steps(program), [[block] for block in per_kernel], slot)
     fixed, per = workspace_bytes(program)
     io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
         "index": index, "name": name, "kernels": kernels, "launches": launches,
         "host_control": program.steps is not None,
+        "params": max([len(k.buffers) for k in kernel_programs] + [1]),
         "buffers": [f"{d.name}: {d.dtype.short}{list(d.shape)} {d.role}" for d in program.buffers.values()],
         "pointers": [pointer(p, consts, io_slot) for p in places(program, variables, consts)],
         "feeds": feeds, "fetches": fetches, "io": feeds + fetches, "io_slots": len(feeds) + len(fetches) + 1,
@@ -103,38 +105,6 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
         "uses_batch": program.uses_batch(), "arena_bytes": f"{fixed}LL + {per}LL * N",
         "per_bytes": per + io_per, "max_batch": max_batch(fixed, per + io_per + ALIGN),
     }
-
-
-def render_kernels(renderer: KernelRenderer, program: K.Program) -> tuple:
-    """Each kernel's text and its own host launch lines (one-thread launches are merged only
-    within a straight run of kernels, never across a control step)."""
-    texts, per_kernel = [], []
-    barriers = segment_starts(K.program_steps(program))
-    for i, k in enumerate(program.kernels):
-        if i in barriers:
-            renderer.open_serial = None
-        start = len(renderer.launches)
-        texts.append(renderer.kernel(k))
-        per_kernel.append(renderer.launches[start:])
-    return texts, per_kernel
-
-
-def segment_starts(steps, found=None) -> set:
-    """Indices of the kernels that start a straight run of kernels (first in a step list, or
-    right after a control step): launches must not be merged across those points."""
-    found = set() if found is None else found
-    previous = None
-    for step in steps:
-        if isinstance(step, K.IfStep):
-            segment_starts(step.then, found)
-            segment_starts(step.orelse, found)
-        elif isinstance(step, K.WhileStep):
-            segment_starts(step.cond, found)
-            segment_starts(step.body, found)
-        elif not isinstance(previous, int):
-            found.add(step)
-        previous = step
-    return found
 
 
 def host_steps(steps, per_kernel: list, slot: dict, counter=None) -> list:
@@ -163,6 +133,28 @@ def host_steps(steps, per_kernel: list, slot: dict, counter=None) -> list:
     return lines
 
 
+def render_kernels(program: K.Program, entry: str, add_check, tf32: bool = False) -> tuple:
+    """``(texts, launch lines)`` of a planned program: each distinct kernel
+    (``lower.dedup.kernel_functions``) rendered once over its parameters, and per kernel a
+    block that fills a buffer table ``a`` with its arguments (``b.p[i]`` plus the call's
+    byte offset) and launches the function's ``__global__`` functions with it."""
+    functions, calls = kernel_functions(program)
+    rendered = []
+    for f in functions:
+        r = KernelRenderer(f.program, entry, add_check, tf32=tf32)
+        rendered.append((r.kernel(f.kernel), r.launches))
+    slot = {n: i for i, n in enumerate(program.buffers)}
+    launches = []
+    for call in calls:
+        lines = ["KilnBufs a; memset(&a, 0, sizeof a); a.err = b.err;"]
+        for i, arg in enumerate(call.args):
+            shift = call.offset(i) * program.buffers[arg].dtype.np.itemsize
+            lines.append(f"a.p[{i}] = (char*)b.p[{slot[arg]}] + {shift}LL;" if shift else f"a.p[{i}] = b.p[{slot[arg]}];")
+        body = [line.replace("stream, b, N)", "stream, a, N)") for line in rendered[call.function][1]]
+        launches.append("{ " + " ".join(lines) + "\n    " + "\n    ".join(body) + " }")
+    return [t for t, _ in rendered], launches
+
+
 def entry_symbol(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
@@ -175,9 +167,10 @@ def render_module(programs: dict, variables, target: str = "CUDA", tf32: bool = 
     var_rows = [{"bytes": n, "cname": c_string(name)} for name, n in zip(variables.names, variables.nbytes)]
     consts, checks = ConstantPool(ALIGN), Checks()
     entries = [_entry(i, entry_symbol(n), p, variables, consts, checks, tf32) for i, (n, p) in enumerate(programs.items())]
-    nbufs = max([len(p.buffers) for p in programs.values()] + [1])
+    ntable = max([len(p.buffers) for p in programs.values()] + [1])
+    nbufs = max([e["params"] for e in entries] + [1])
     return environment().get_template("cuda/module.cu.j2").render(
-        target=target, entries=entries, nbufs=nbufs, variables=var_rows, const_lines=const_lines(consts),
+        target=target, entries=entries, nbufs=nbufs, ntable=ntable, variables=var_rows, const_lines=const_lines(consts),
         const_bytes=len(consts.blob()), checks=checks.rows)
 
 
@@ -193,9 +186,10 @@ def program_variables(programs) -> list:
 
 
 def global_functions(program: K.Program, entry: str = "run") -> dict:
-    """Kernel name -> the names of the ``__global__`` functions that run it (a one-thread
-    kernel may run inside the function of the one-thread kernel before it)."""
+    """Kernel name -> the names of the ``__global__`` functions that run it (those of its
+    kernel function, shared by the kernels alike up to their buffers)."""
     program = plan_program(program, CAPABILITIES)
-    r = KernelRenderer(program, entry_symbol(entry), lambda *a: 0)
-    texts, _ = render_kernels(r, program)
-    return {k.name: [f.name for f in t.functions] + t.merged_into for k, t in zip(program.kernels, texts)}
+    texts, _ = render_kernels(program, entry_symbol(entry), lambda *a: 0)
+    _, calls = kernel_functions(program)
+    return {k.name: [f.name for f in texts[c.function].functions] + texts[c.function].merged_into
+            for k, c in zip(program.kernels, calls)}

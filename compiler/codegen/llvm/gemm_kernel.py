@@ -22,6 +22,17 @@ def c64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def i32(v: int) -> ir.Constant:
+    """An i32 constant."""
+    return ir.Constant(I32, v)
+
+
+def opaque(v):
+    """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
+    v.type = PTR
+    return v
+
+
 def imin(b: ir.IRBuilder, x, y):
     """Signed minimum of two integers."""
     return b.select(b.icmp_signed("<", x, y), x, y)
@@ -48,6 +59,20 @@ def intrinsic(module: ir.Module, name: str, ret, args) -> ir.Function:
     if fn is None:
         fn = ir.Function(module, ir.FunctionType(ret, args), name)
     return fn
+
+
+class Indirect:
+    """A function pointer seen as an opaque ``ptr`` (e.g. in a table of functions) and as a
+    callee of type ``function_type`` (llvmlite's ``call`` reads the callee's function type;
+    an opaque ``ptr`` value has none)."""
+
+    def __init__(self, ptr, function_type):
+        self.ptr, self.function_type, self.type = ptr, function_type, PTR
+
+    def get_reference(self):
+        return self.ptr.get_reference()
+
+    __str__ = get_reference  # as an element of a constant array
 
 
 def new_function(module, name, ret, args, arg_names, internal=True):

@@ -12,7 +12,8 @@ module and adds the exported functions of the Kiln C ABI:
   and indices checked, KILN_EINVAL with a message otherwise;
 * ``kiln_entry_<name>(state, batch, feeds, fetches)``: checks the batch, grows the
   workspace (``static + batch_bytes*N + scratch``), fills the ``bufs[]`` array the kernels
-  index (program.buffers order), calls the kernels in order (the first non-zero code stops
+  index (program.buffers order), calls the kernels in order, each distinct kernel one
+  function called with a table of its own buffers (compiler/lower/dedup.py; the first non-zero code stops
   the step; its message is copied into the state's error, prefixed with the kernel's
   origin), then runs the program's copies.
 
@@ -29,22 +30,13 @@ from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
 from ...lower import kernel_ir as K
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
-from .gemm_kernel import I8, I32, I64, PTR, c64, counted_loop, intrinsic, new_function
+from .calls import emit_call, emit_call_args, emit_call_table, emit_workspace_pointers, kernel_function
+from .gemm_kernel import I8, I32, I64, PTR, c64, counted_loop, i32, intrinsic, new_function, opaque
 from .steps import emit_steps
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
 VARS, OWNED, WORKSPACE, WORKSPACE_BYTES, ERROR = range(5)
 _LLVM_TYPES = {"void": ir.VoidType(), "int32_t": I32, "int64_t": I64}
-
-
-def i32(v: int) -> ir.Constant:
-    return ir.Constant(I32, v)
-
-
-def _opaque(v):
-    """llvmlite types globals and allocas as typed pointers; the module uses opaque ``ptr``."""
-    v.type = PTR
-    return v
 
 
 def _llvm_type(ctype: str) -> ir.Type:
@@ -80,8 +72,8 @@ class _Abi:
         self.memmove = intrinsic(m, "memmove", PTR, [PTR, PTR, I64])
         self.snprintf = m.globals.get("snprintf") or ir.Function(
             m, ir.FunctionType(I32, [PTR, I64, PTR], var_arg=True), "snprintf")
-        self.var_bytes = self._table("kiln.abi.var_bytes", I64, self.variables.nbytes)
-        self.var_names = self._table("kiln.abi.var_names", PTR, [self.cstring(n) for n in self.variables.names])
+        self.var_bytes = self.table("kiln.abi.var_bytes", I64, self.variables.nbytes)
+        self.var_names = self.table("kiln.abi.var_names", PTR, [self.cstring(n) for n in self.variables.names])
 
     # -- module data
     def cstring(self, text: str):
@@ -91,15 +83,15 @@ class _Abi:
             g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)), self.module.get_unique_name("kiln.abi.str"))
             g.initializer = ir.Constant(g.value_type, data)
             g.global_constant, g.linkage, g.unnamed_addr = True, "private", True
-            self.strings[text] = _opaque(g)
+            self.strings[text] = opaque(g)
         return self.strings[text]
 
-    def _table(self, name, elt, values):
+    def table(self, name, elt, values):
         g = ir.GlobalVariable(self.module, ir.ArrayType(elt, len(values)), name)
         g.initializer = ir.Constant(g.value_type, [v if isinstance(v, ir.Value) else ir.Constant(elt, v)
                                                    for v in values])
         g.global_constant, g.linkage = True, "private"
-        return _opaque(g)
+        return opaque(g)
 
     def const_global(self, const_id: int) -> ir.GlobalVariable:
         """The private, 64-byte aligned global holding constant ``const_id`` of the pool."""
@@ -108,7 +100,7 @@ class _Abi:
             g = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(raw)), self.module.get_unique_name("kiln.abi.const"))
             g.initializer = ir.Constant(g.value_type, bytearray(raw))
             g.global_constant, g.linkage, g.align = True, "private", ALIGN
-            self.const_globals.append(_opaque(g))
+            self.const_globals.append(opaque(g))
         return self.const_globals[const_id]
 
     @property
@@ -126,6 +118,10 @@ class _Abi:
         b.call(self.snprintf, [self.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
                                self.cstring(fmt), *args])
         b.ret(i32(code))
+
+    def error(self, b, state):
+        """Address of the state's error message buffer."""
+        return self.field(b, state, ERROR, i32(0))
 
     def clear_error(self, b, state):
         b.store(ir.Constant(I8, 0), self.field(b, state, ERROR, i32(0)))
@@ -318,8 +314,8 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     fn, b = _define(abi.module, spec.ENTRY, spec.entry_symbol(entry))
     state, batch, feeds, fetches = fn.args
     decls = list(program.buffers.values())
-    bufs = _opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
-    err = _opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
+    bufs = opaque(b.alloca(ir.ArrayType(PTR, max(len(decls), 1)), name="bufs"))
+    err = opaque(b.alloca(ir.ArrayType(I8, ERROR_BYTES), name="err"))
     abi.clear_error(b, state)
     n = c64(1)
     if program.uses_batch():
@@ -328,32 +324,29 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         n = batch
     env = {"n": n, "state": state, "feeds": feeds, "fetches": fetches,
            "ws": _grow_workspace(abi, b, state, program, n)}
-    slot = {}
-    for i, (d, place) in enumerate(zip(decls, places(program, abi.variables, abi.consts))):
-        slot[d.name] = b.gep(bufs, [c64(i)], source_etype=PTR)
-        b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
-    kty = ir.FunctionType(I32, [PTR, I64, PTR])
-    kernels = []
-    for kname, kernel in zip(kernel_names, program.kernels):
-        kfn = abi.module.globals.get(kname)
-        if kfn is None:
-            raise ValueError(f"entry {entry!r}: rendered kernel {kname!r} not in the module")
-        if kfn.function_type != kty:
-            raise ValueError(f"kernel {kname!r} has type {kfn.function_type}, expected {kty}")
-        kernels.append((kfn, kernel))
+    slot = {d.name: b.gep(bufs, [c64(i)], source_etype=PTR) for i, d in enumerate(decls)}
+    at = places(program, abi.variables, abi.consts)
+    in_workspace = [i for i, p in enumerate(at) if p.kind == "workspace"]
+    emit_workspace_pointers(abi, b, entry, [(i, at[i]) for i in in_workspace], bufs, env)
+    for i, (d, place) in enumerate(zip(decls, at)):
+        if place.kind != "workspace":
+            b.store(_buffer_pointer(abi, b, place, env), slot[d.name])
+    calls = [(k, None, None) if isinstance(k, str) else tuple(k) for k in kernel_names]
+    functions = [kernel_function(abi, entry, name) for name, _, _ in calls]
+    if program.steps is None and calls and all(args is not None for _, args, _ in calls):
+        emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
+    else:  # control flow (or kernels of their own): the calls in the program's steps
+        width = max([len(args) for _, args, _ in calls if args is not None] + [1])
+        table = opaque(b.alloca(ir.ArrayType(PTR, width), name="args"))
 
-    def call(index):
-        """Call kernel ``index``; a failure returns its code with the kernel's origin."""
-        kfn, kernel = kernels[index]
-        b.store(ir.Constant(I8, 0), err)
-        rc = b.call(kfn, [bufs, n, err])
-        with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
-            where = kernel.origin or kernel.name
-            b.call(abi.snprintf, [abi.field(b, state, ERROR, i32(0)), c64(ERROR_BYTES),
-                                  abi.cstring("%s: %s"), abi.cstring(where), err])
-            b.ret(rc)
+        def call(index):
+            (_, args, offsets), kernel = calls[index], program.kernels[index]
+            if args is not None:
+                emit_call_args(b, program, args, offsets, bufs, table)
+            emit_call(abi, b, functions[index], kernel.origin or kernel.name,
+                      (state, bufs if args is None else table, n, err))
 
-    emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
+        emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
@@ -365,11 +358,13 @@ def build_module(programs: dict, variables, render=None, module: ir.Module | Non
     """One LLVM module: every program's kernels plus the Kiln C ABI over ``variables``.
 
     ``programs`` maps entry names (C identifiers) to kernel-IR ``Program``s; ``variables``
-    is ``[(name, dtype, shape)]`` in ABI index order.  ``render(module, program, prefix) ->
-    [kernel function names]`` defaults to the LLVM kernel renderer.
+    is ``[(name, dtype, shape)]`` in ABI index order.  ``render(module, program, prefix)``
+    gives per kernel either a function name (called with the whole buffer table) or
+    ``(name, argument buffer names)`` (called with a table of those buffers: a kernel
+    function shared by several kernels); the default renders each distinct kernel once.
     """
     if render is None:
-        from .render import render_program_kernels as render
+        from .render import render_program_functions as render
     module = module or ir.Module(name="kiln_model")
     abi = _Abi(module, variables)
     _emit_constants(abi)

@@ -32,6 +32,7 @@ from runtime.abi_spec import ERROR_BYTES, KILN_ECHECK
 
 from ...lower import kernel_ir as K
 from ...lower.combine import identity_value
+from ...lower.dedup import kernel_functions
 from ...lower.schedule import plan_program
 from .affine import same_index
 from .capabilities import PARALLEL_MIN_WORK, host_capabilities
@@ -84,6 +85,27 @@ def render_program_kernels(module: ir.Module, program: K.Program, prefix: str = 
         render_kernel(module, kernel, program, name, options=opts)
         names.append(name)
     return names
+
+
+def render_program_functions(module: ir.Module, program: K.Program, prefix: str = "kiln_kernel_",
+                             target: HostTarget | None = None) -> list:
+    """Render each distinct kernel of ``program`` once (``lower.dedup.kernel_functions``, after
+    planning for the host's capabilities) as ``i32 @name(ptr args, i64 N, ptr err)`` whose
+    ``args[i]`` is its parameter i; returns ``(function name, argument buffer names, byte
+    offsets into them)`` per kernel, in kernel order, for the entry point to call.  Shared functions are ``noinline``
+    so that each is compiled once."""
+    opts = options_for(target)
+    program = plan_program(program, host_capabilities(target))
+    functions, calls = kernel_functions(program)
+    names = []
+    for i, f in enumerate(functions):
+        names.append(f"{prefix}{i}_{_ident(f.kernel.name)}")
+        fn = render_kernel(module, f.kernel, f.program, names[-1], options=opts)
+        if f.calls > 1:
+            fn.attributes.add("noinline")
+    size = (lambda name: program.buffers[name].dtype.np.itemsize)
+    return [(names[c.function], list(c.args), [c.offset(i) * size(a) for i, a in enumerate(c.args)])
+            for c in calls]
 
 
 def render_kernel(module: ir.Module, kernel: K.Kernel, program: K.Program, name: str,

@@ -34,7 +34,7 @@ from ...lower import kernel_ir as K
 from .affine import lane_stride, same_index
 from .exprs import AccSlot, Lanes
 from .gemm import Epilogue, emit_sgemm
-from .gemm_kernel import c64, counted_loop, if_then_values
+from .gemm_kernel import Indirect, c64, counted_loop, if_then_values
 from .vals import F32, I32, I64, PTR, broadcast, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
@@ -175,17 +175,6 @@ def _epilogue_type(vec, masked):
     return ir.FunctionType(acc_t, [PTR, I64, I64, acc_t, *mask])
 
 
-class _Indirect:
-    """A function pointer value seen as a callee of type ``function_type`` (llvmlite's
-    ``call`` reads the callee's function type; an opaque ``ptr`` argument has none)."""
-
-    def __init__(self, ptr, function_type):
-        self.ptr, self.function_type, self.type = ptr, function_type, ptr.type
-
-    def get_reference(self):
-        return self.ptr.get_reference()
-
-
 def _shared_engine(r):
     """One ``kiln_sgemm`` variant per module whose tiles call the epilogue functions passed as
     arguments (context, full-tile function, edge-tile function, M): every fused GEMM of the
@@ -197,7 +186,7 @@ def _shared_engine(r):
 
     def emit(b, tctx):
         ctx, full, masked, m = tctx.args[:4]
-        ep = _Indirect(masked if tctx.masked else full, _epilogue_type(cfg.vec, tctx.masked))
+        ep = Indirect(masked if tctx.masked else full, _epilogue_type(cfg.vec, tctx.masked))
         rows = []
         for i in range(cfg.mr):
             row = tctx.row_index(i)
