@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from dynamic_shape_cases import graph_cases
 
 tf.disable_v2_behavior()
 
@@ -39,27 +40,9 @@ def tensor_shape_cases():
     return cases
 
 
-def graph_cases():
+def graph_shapes():
     """Static shapes of graph ops over placeholders of partly unknown shape."""
-    def ph(shape):
-        return tf.placeholder(tf.float32, shape)
-
-    built = {
-        "add_unknown_rank": lambda: ph(None) * ph([None, 4]),
-        "add_none_5": lambda: ph([None, 1]) + ph([None, 5]),
-        "add_1_none": lambda: ph([3, 1]) + ph([None]),
-        "matmul_none": lambda: tf.matmul(ph([None, None]), tf.ones([7, 3])),
-        "reduce_all_unknown_rank": lambda: tf.reduce_sum(ph(None)),
-        "shape_of_unknown_rank": lambda: tf.shape(ph(None)),
-        "reshape_minus_one": lambda: tf.reshape(ph([None, None]), [-1, 2]),
-        "expand_dims": lambda: tf.expand_dims(ph([None, None]), 1),
-        "concat_axis1": lambda: tf.concat([ph([None, None]), ph([None, 4])], 1),
-        "random_from_shape": lambda: tf.random_normal(tf.shape(ph([None, 4]))),
-        "range_of_batch": lambda: tf.range(0, tf.shape(ph([None, 4]))[0]),
-        "softmax_xent_merge": lambda: tf.nn.softmax_cross_entropy_with_logits_v2(
-            labels=tf.constant(np.ones((3, 4), np.float32)), logits=ph([None, 4])),
-        "dropout_unknown_keep_prob": lambda: tf.nn.dropout(ph([None, 4]), ph(None)),
-    }
+    built = graph_cases(tf)
     out = {}
     for name, fn in built.items():
         with tf.Graph().as_default():
@@ -81,7 +64,7 @@ def feed_errors():
 
 
 def main():
-    data = {"tensorflow": tf.__version__, "tensor_shape": tensor_shape_cases(), "graph": graph_cases(),
+    data = {"tensorflow": tf.__version__, "tensor_shape": tensor_shape_cases(), "graph": graph_shapes(),
             "feed_errors": feed_errors()}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
