@@ -114,8 +114,10 @@ def main(argv=None) -> int:
                  str(int(med["kernels"])), str(int(med["distinct"])), f"{med['wall'] / steps:.3f}"]
         print(" | ".join(cells), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        sys.path.insert(0, ROOT)
+        from runtime.files import atomic_write
+
+        atomic_write(args.json, json.dumps(rows, indent=1) + "\n")
     return 0
 
 
