@@ -21,6 +21,7 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
 """
 from __future__ import annotations
 
+from ...ir.deferred import attr_tensors, remap
 from ...ir.from_graph import ASSIGN_KINDS
 from ..control_flow import cond, while_loop
 from ..gradients import gradients, register_gradient
@@ -29,8 +30,9 @@ from ..ops import array_ops, array_slicing, math_ops
 
 
 def clone_body(body, inputs: list) -> list:
-    """Copy ``body``'s ops into the default graph with ``body.inputs`` mapped to ``inputs``;
-    returns the copies of ``body.outputs``."""
+    """Copy ``body``'s ops into the default graph with ``body.inputs`` mapped to ``inputs``
+    (deferred attrs too: a ``DimOf`` of a body tensor reads its copy); returns the copies of
+    ``body.outputs``."""
     graph = get_default_graph()
     mapping = dict(zip(body.inputs, inputs))
     ops = {}
@@ -40,7 +42,8 @@ def clone_body(body, inputs: list) -> list:
         control = [ops[c] for c in op.control_inputs if c in ops]
         types = [t.type for t in op.outputs]
         with graph.control_dependencies(control):
-            new = graph.create_op(op.type, [mapping[t] for t in op.inputs], op.attrs, op.name.rsplit("/", 1)[-1],
+            attrs = {k: remap(v, mapping) for k, v in op.attrs.items()} if attr_tensors(op.attrs) else op.attrs
+            new = graph.create_op(op.type, [mapping[t] for t in op.inputs], attrs, op.name.rsplit("/", 1)[-1],
                                   has_output=bool(types), ttype=types if len(types) > 1 else (types or [None])[0])
         ops[op] = new
         mapping.update(zip(op.outputs, new.outputs))

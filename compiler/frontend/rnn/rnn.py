@@ -52,7 +52,7 @@ def _sequence_length(sequence_length, batch_size, what):
     lengths = math_ops.cast(convert_to_tensor(sequence_length), int32)
     if lengths.shape.ndims != 1:
         raise ValueError(f"sequence_length must be a vector of length batch_size, but saw shape: {lengths.shape}")
-    if lengths.type.shape[0] != batch_size:
+    if batch_size is not None and lengths.type.shape[0] != batch_size:  # None: unknown until the feed
         symbolic = not isinstance(batch_size, (int, np.integer))
         hint = (" (a placeholder's None batch stays symbolic in Kiln: give sequence_length a None batch too, "
                 "e.g. tf.placeholder(tf.int32, [None]))") if symbolic else ""
@@ -167,7 +167,8 @@ def _while_rnn(cell, inputs, state, lengths, time_axis):
     first = flat[0]
     batch_axis = 1 - time_axis
     steps = array_ops.shape(first)[time_axis]
-    batch = array_ops.shape(first)[batch_axis]
+    known = nest.flatten(state)[0].type.shape  # the batch the outputs get (maybe static from sequence_length)
+    batch = known[0] if known and known[0] is not None else array_ops.shape(first)[batch_axis]
     sizes = nest.flatten(cell.output_size)
     buffers = [array_ops.zeros([steps, batch] + _output_dims(size), dtype=first.dtype) for size in sizes]
 
@@ -203,6 +204,10 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, dtype=No
         time_axis, batch_axis = (0, 1) if time_major else (1, 0)
         batch = flat[0].type.shape[batch_axis]
         lengths = _sequence_length(sequence_length, batch, "dynamic_rnn")
+        if batch is None and lengths is not None and isinstance(lengths.type.shape[0], int):
+            batch = lengths.type.shape[0]  # the state's batch must be the one the loop body gives it
+        if batch is None:  # unknown until the feed (e.g. time-major [None, None, depth]): TF's tf.shape
+            batch = array_ops.shape(flat[0])[batch_axis]
         state = _initial_state(cell, initial_state, dtype, batch,
                                "If there is no initial_state, you must give a dtype.")
         return rnn_loop(cell, inputs, state, lengths, time_axis, varscope)
