@@ -13,8 +13,9 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
   and its counter is the trip count (frontend/control_flow.py).  A backward loop walks
   k = trips-1 .. 0, reads row k, rebuilds that iteration's body
   from it and applies its gradient, carrying the loop variables' gradients and summing
-  the captured tensors' gradients.  The stacks need a static bound: a loop without a Python
-  int ``maximum_iterations`` cannot be differentiated (a clear error says so) — Kiln's
+  the captured tensors' gradients.  The stacks need a bound known when a run is lowered: a
+  loop whose ``maximum_iterations`` is neither a Python int (or constant) nor a scalar
+  computed from shapes (``tf.shape(x)[1]``) cannot be differentiated (a clear error) — Kiln's
   buffers have static sizes on every backend, so stacks do not grow dynamically.
   ``back_prop=False`` loops pass no gradient.  The values inside one iteration are
   recomputed from its stacked inputs rather than stacked themselves.
@@ -113,7 +114,7 @@ def _bound(op) -> int:
     bound = op.attrs["maximum_iterations"]
     if bound is None or not op.attrs["stacked"]:
         raise ValueError(f"tf.gradients through tf.while_loop '{op.name}' needs maximum_iterations (a Python int, "
-                         "or a constant): Kiln stacks each iteration's loop variables for the backward pass in "
+                         "a constant, or a scalar computed from shapes such as tf.shape(x)[1]): Kiln stacks each iteration's loop variables for the backward pass in "
                          "buffers of that many rows")
     return bound
 
