@@ -12,7 +12,8 @@ multi-output mechanism), so no extra "get" ops exist.
   ``if`` (the other branch yields the value unchanged).
 * ``while``: inputs ``[*loop_var_inits, *captures]``; attrs ``cond``/``body`` (body graphs
   with placeholders for the loop variables then the captures), ``num_loop_vars``,
-  ``maximum_iterations`` (a Python int when static), ``back_prop``, ``counter``; outputs:
+  ``maximum_iterations`` (a Python int when static; a ``ValueOf`` deferred attr when it is a
+  tensor computed from shapes, known when a run is lowered), ``back_prop``, ``counter``; outputs:
   the final loop variables.  ``maximum_iterations`` is an int32 counter carried as loop
   variable 0 (``counter=True``) and and-ed into the condition, as TF does.  With
   ``back_prop`` and a static bound (``stacked``), the first ``num_core`` loop variables are
@@ -74,6 +75,18 @@ def _static_int(value, what):
     if isinstance(value, Tensor):
         return None
     raise TypeError(f"{what} must be an int or an int32 scalar tensor, got {value!r}")
+
+
+def _lowering_bound(limit):
+    """``ValueOf(limit)`` when the scalar tensor ``limit`` is computed from shapes and constants
+    (e.g. ``tf.shape(x)[1]`` of a dim unknown until the feed): its value is known when a run
+    signature is lowered, so it can size the gradient's stacks; else None."""
+    from ..ir.deferred import ValueOf
+    from .ops.dynamic_dims import value_source
+
+    if limit.type.shape != () or not limit.dtype.is_integer or value_source(limit) is not None:
+        return None
+    return ValueOf(limit)
 
 
 def _create(graph, kind, scope, inputs, attrs, types, bodies):
@@ -222,11 +235,14 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
         if counter:
             limit = convert_to_tensor(maximum_iterations, dtype_hint="int32")
             inits = [convert_to_tensor(0, dtype="int32", name="iteration_counter")] + inits
+            if max_static is None:
+                max_static = _lowering_bound(limit)
         _check_invariants(scope, shape_invariants, structure, inits[counter:])
         core = len(inits)
         stacked = bool(back_prop) and max_static is not None
         if stacked:
-            inits = inits + [_empty_stack(t, max_static) for t in inits]
+            rows = max_static if isinstance(max_static, int) else limit
+            inits = inits + [_empty_stack(t, rows) for t in inits]
         types = [t.type for t in inits]
         cond_fn, body_fn = _wrap(cond, body, structure, counter, limit if counter else None, core, stacked)
         cond_g, _, cond_flat = _trace(graph, scope + "cond", cond_fn, types, list(inits))

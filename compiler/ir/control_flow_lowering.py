@@ -17,6 +17,7 @@ are lowered (Session.run semantics, as at the top level), and its yields are the
 """
 from __future__ import annotations
 
+from .deferred import Deferred
 from .function import Instr, Region
 from .graph_walk import LoweringError, needed_ops, var_name
 
@@ -72,18 +73,21 @@ def lower_while(lowerer, op, anc) -> list:
     body.yields += [assigned[carried[i]] if i in carried else p
                     for i, p in enumerate(body.params) if i >= op.attrs["num_loop_vars"]]
     results = [lowerer.new_value(v.type) for v in operands]
-    lowerer.body.append(Instr("while", operands, _loop_attrs(op), results, op.name, regions=[cond, body]))
+    lowerer.body.append(Instr("while", operands, _loop_attrs(lowerer, op), results, op.name, regions=[cond, body]))
     lowerer.values.update(zip(op.outputs, results))
     for i, name in sorted(carried.items()):
         lowerer.set_assigned(op, name, results[i])
     return sorted(carried.values())
 
 
-def _loop_attrs(op) -> dict:
-    """The IR attrs of a while: the static trip bound (when known) and parallel_iterations (hints only)."""
+def _loop_attrs(lowerer, op) -> dict:
+    """The IR attrs of a while: the trip bound (when known; a shape value resolved here) and parallel_iterations (hints only)."""
     attrs = {"parallel_iterations": op.attrs["parallel_iterations"]}
-    if op.attrs.get("maximum_iterations") is not None:
-        attrs["maximum_iterations"] = op.attrs["maximum_iterations"]
+    bound = op.attrs.get("maximum_iterations")
+    if isinstance(bound, Deferred):  # a shape value (frontend while_loop): known now, maybe k*N
+        bound = lowerer.static(lowerer.value_of(bound))
+    if isinstance(bound, int):
+        attrs["maximum_iterations"] = bound
     return attrs
 
 

@@ -17,6 +17,8 @@ computes for shape tensors, so IR attrs are always plain ints and batch dims (``
 """
 from __future__ import annotations
 
+import copy
+
 
 class Deferred:
     """Base of the deferred attr parts: ``tensors`` they read, ``partial()`` (graph view)
@@ -219,6 +221,26 @@ def attr_tensors(attrs: dict) -> list:
     for v in attrs.values():
         walk(v)
     return out
+
+
+def remap(value, mapping: dict):
+    """``value`` (an attr) with the tensors its deferred parts read replaced by ``mapping[t]``
+    where given (an op copied onto other inputs, e.g. a body graph rebuilt for a gradient)."""
+    if isinstance(value, DEFERRED):
+        new = copy.copy(value)
+        for cls in type(value).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                setattr(new, slot, _remap_part(getattr(value, slot), mapping))
+        return new
+    if isinstance(value, (tuple, list)) and any(_holds_deferred(v) for v in value):
+        return type(value)(remap(v, mapping) for v in value)
+    return value
+
+
+def _remap_part(part, mapping):
+    if isinstance(part, tuple):
+        return tuple(_remap_part(p, mapping) for p in part)
+    return mapping.get(part, part) if hasattr(part, "op") else part
 
 
 def resolve(value, type_of, value_of):

@@ -123,6 +123,16 @@ def _gather_grad(op, grad):
     return [transpose(summed, back) if back != list(range(params.type.rank)) else summed, None]
 
 
+@register_gradient("update_row")
+def _update_row_grad(op, grad):
+    """``out = stack`` with row ``index`` replaced by ``value``: the stack's gradient is
+    ``grad`` with that row zeroed, the value's is that row (reads neither input's value, so
+    a while loop's gradient does not stack a buffer written with it)."""
+    _, value, index = op.inputs
+    return [make_op("update_row", [grad, zeros_like(value), index]),
+            make_op("gather", [grad, index], {"axis": 0}), None]
+
+
 @register_gradient("unsorted_segment_sum")
 def _segment_sum_grad(op, grad):
     """Gather the gradient at each id; negative ids (dropped rows) get zero."""

@@ -13,14 +13,16 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
   and its counter is the trip count (frontend/control_flow.py).  A backward loop walks
   k = trips-1 .. 0, reads row k, rebuilds that iteration's body
   from it and applies its gradient, carrying the loop variables' gradients and summing
-  the captured tensors' gradients.  The stacks need a static bound: a loop without a Python
-  int ``maximum_iterations`` cannot be differentiated (a clear error says so) — Kiln's
+  the captured tensors' gradients.  The stacks need a bound known when a run is lowered: a
+  loop whose ``maximum_iterations`` is neither a Python int (or constant) nor a scalar
+  computed from shapes (``tf.shape(x)[1]``) cannot be differentiated (a clear error) — Kiln's
   buffers have static sizes on every backend, so stacks do not grow dynamically.
   ``back_prop=False`` loops pass no gradient.  The values inside one iteration are
   recomputed from its stacked inputs rather than stacked themselves.
 """
 from __future__ import annotations
 
+from ...ir.deferred import attr_tensors, remap
 from ...ir.from_graph import ASSIGN_KINDS
 from ..control_flow import cond, while_loop
 from ..gradients import gradients, register_gradient
@@ -29,8 +31,9 @@ from ..ops import array_ops, array_slicing, math_ops
 
 
 def clone_body(body, inputs: list) -> list:
-    """Copy ``body``'s ops into the default graph with ``body.inputs`` mapped to ``inputs``;
-    returns the copies of ``body.outputs``."""
+    """Copy ``body``'s ops into the default graph with ``body.inputs`` mapped to ``inputs``
+    (deferred attrs too: a ``DimOf`` of a body tensor reads its copy); returns the copies of
+    ``body.outputs``."""
     graph = get_default_graph()
     mapping = dict(zip(body.inputs, inputs))
     ops = {}
@@ -40,7 +43,8 @@ def clone_body(body, inputs: list) -> list:
         control = [ops[c] for c in op.control_inputs if c in ops]
         types = [t.type for t in op.outputs]
         with graph.control_dependencies(control):
-            new = graph.create_op(op.type, [mapping[t] for t in op.inputs], op.attrs, op.name.rsplit("/", 1)[-1],
+            attrs = {k: remap(v, mapping) for k, v in op.attrs.items()} if attr_tensors(op.attrs) else op.attrs
+            new = graph.create_op(op.type, [mapping[t] for t in op.inputs], attrs, op.name.rsplit("/", 1)[-1],
                                   has_output=bool(types), ttype=types if len(types) > 1 else (types or [None])[0])
         ops[op] = new
         mapping.update(zip(op.outputs, new.outputs))
@@ -110,7 +114,7 @@ def _bound(op) -> int:
     bound = op.attrs["maximum_iterations"]
     if bound is None or not op.attrs["stacked"]:
         raise ValueError(f"tf.gradients through tf.while_loop '{op.name}' needs maximum_iterations (a Python int, "
-                         "or a constant): Kiln stacks each iteration's loop variables for the backward pass in "
+                         "a constant, or a scalar computed from shapes such as tf.shape(x)[1]): Kiln stacks each iteration's loop variables for the backward pass in "
                          "buffers of that many rows")
     return bound
 

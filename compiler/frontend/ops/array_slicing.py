@@ -18,6 +18,7 @@ from ...ir.types import Sym, dim_div, int32, normalize_axis, shape_str
 from ..convert import convert_to_tensor
 from ..graph import Tensor, make_op
 from .array_ops import concat, reshape, static_int, static_value, with_static
+from .dynamic_dims import dims_of
 
 _pyslice = builtins.slice  # this module defines tf.slice
 _INDEX_ERROR = ("Only integers, slices (`:`), ellipsis (`...`), tf.newaxis (`None`) and scalar "
@@ -174,10 +175,11 @@ def slice(input_, begin, size, name=None):  # noqa: A001  (TF's name)
 
 
 def _window_along(x, axis, begin, count, name=None):
-    """x restricted to ``count`` elements from ``begin`` on one axis (begin/count may be batch dims)."""
+    """x restricted to ``count`` elements from ``begin`` on one axis (begin/count may be batch dims;
+    the other dims may be unknown until the feed: deferred ``DimOf``)."""
     rank = x.type.rank
     attrs = {"begin": tuple(begin if i == axis else 0 for i in range(rank)),
-             "size": tuple(count if i == axis else d for i, d in enumerate(x.type.shape)),
+             "size": tuple(count if i == axis else d for i, d in enumerate(dims_of(x))),
              "strides": (1,) * rank}
     return make_op("slice", [x], attrs, name=name)
 

@@ -9,20 +9,26 @@ With ``sequence_length`` a row whose sequence has ended (step ``t >= length``) o
 zeros and keeps its state (TF's copy-through), so the returned state is each row's state
 at its last valid step.
 
-Kiln has no control flow yet, so ``dynamic_rnn`` is unrolled at graph-build time when the
-time dimension is static; :func:`rnn_loop` is the one place that decides this (and the
-place a ``tf.while_loop`` version goes).  The numbers match TF's ``dynamic_rnn`` exactly
-(it evaluates the same cell per step); only the graph is larger for long sequences.
+:func:`rnn_loop` is the one place that decides how ``dynamic_rnn`` runs: unrolled at
+graph-build time when the time dimension is static (the numbers match TF's ``dynamic_rnn``
+exactly: it evaluates the same cell per step); a ``tf.while_loop`` over time, as TF builds
+it, when the time dimension is unknown until the feed.  The loop carries the time counter,
+the state and one ``[T, batch, ...]`` output buffer per (flat) output, written row by row
+with ``update_row`` (Kiln has no TensorArray); ``T = tf.shape(inputs)[time_axis]`` is a
+shape value known when a run signature is lowered, so it bounds the loop
+(``maximum_iterations``), sizes the buffers and the gradient's stacks.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...ir.types import int32
+from ..control_flow import while_loop
 from ..convert import convert_to_tensor
 from ..core_api import identity
+from ..graph import make_op
 from ..ops import array_ops, math_ops
-from ..ops.array_slicing import reverse, reverse_sequence, unstack
+from ..ops.array_slicing import gather, reverse, reverse_sequence, unstack
 from .. import variables as vs
 from . import nest
 
@@ -46,7 +52,7 @@ def _sequence_length(sequence_length, batch_size, what):
     lengths = math_ops.cast(convert_to_tensor(sequence_length), int32)
     if lengths.shape.ndims != 1:
         raise ValueError(f"sequence_length must be a vector of length batch_size, but saw shape: {lengths.shape}")
-    if lengths.type.shape[0] != batch_size:
+    if batch_size is not None and lengths.type.shape[0] != batch_size:  # None: unknown until the feed
         symbolic = not isinstance(batch_size, (int, np.integer))
         hint = (" (a placeholder's None batch stays symbolic in Kiln: give sequence_length a None batch too, "
                 "e.g. tf.placeholder(tf.int32, [None]))") if symbolic else ""
@@ -65,11 +71,13 @@ def _initial_state(cell, initial_state, dtype, batch_size, message):
 
 
 def _step(cell, inputs, state, time, lengths):
-    """One cell call; rows with ``time >= length`` give zeros and keep their state."""
+    """One cell call; rows with ``time >= length`` give zeros and keep their state.
+
+    ``time`` is the step: a Python int (unrolled) or the loop's int32 counter (while loop)."""
     output, new_state = cell(inputs, state)
     if lengths is None:
         return output, new_state
-    done = math_ops.greater_equal(np.int32(time), lengths)
+    done = math_ops.greater_equal(np.int32(time) if isinstance(time, int) else time, lengths)
     output = nest.map_structure(lambda o: math_ops.where(done, array_ops.zeros_like(o), o), output)
     nest.assert_same_structure(new_state, state, "cell states")
     new_state = nest.map_structure(lambda new, old: math_ops.where(done, old, new), new_state, state)
@@ -107,14 +115,13 @@ def static_rnn(cell, inputs, initial_state=None, dtype=None, sequence_length=Non
 
 
 def _static_time_steps(flat_inputs, time_axis, what):
-    """The number of steps, which must be static and equal over all inputs (for unrolling)."""
+    """The number of steps when it is static and equal over all inputs (for unrolling); None
+    when some input's time dimension is unknown until the feed (a while loop runs it)."""
     counts = set()
     for x in flat_inputs:
         steps = x.type.shape[time_axis]
         if not isinstance(steps, (int, np.integer)):
-            raise ValueError(f"{what}: the time dimension (axis {time_axis}) of input {x.name} with shape "
-                             f"{x.shape} must be static: Kiln unrolls {what} at graph-build time for now "
-                             "(tf.while_loop is not available yet); give the inputs a fixed number of steps")
+            return None
         counts.add(int(steps))
     if len(counts) != 1:
         raise ValueError(f"{what}: all inputs must have the same number of time steps, got {sorted(counts)}")
@@ -128,10 +135,12 @@ def rnn_loop(cell, inputs, state, lengths, time_axis, varscope, what="dynamic_rn
     """Run ``cell`` along ``time_axis`` of (nested) ``inputs``: (outputs stacked on that axis, state).
 
     The one place that decides how a dynamic recurrence runs: unrolled at graph-build
-    time, which needs a static number of steps (else a ValueError naming the input).
+    time when the number of steps is static, else a ``tf.while_loop`` over time.
     """
     flat = nest.flatten(inputs)
     steps = _static_time_steps(flat, time_axis, what)
+    if steps is None:
+        return _while_rnn(cell, inputs, state, lengths, time_axis)
     per_input = [unstack(x, num=steps, axis=time_axis) for x in flat]
     step_inputs = [nest.pack_sequence_as(inputs, [slices[t] for slices in per_input]) for t in range(steps)]
     outputs, state = _unroll(cell, step_inputs, state, lengths, varscope)
@@ -140,12 +149,49 @@ def rnn_loop(cell, inputs, state, lengths, time_axis, varscope, what="dynamic_rn
     return nest.pack_sequence_as(outputs[0], stacked), state
 
 
+def _output_dims(size) -> list:
+    """The dims of one output of ``cell.output_size`` (an int or a shape) after batch."""
+    if isinstance(size, (int, np.integer)):
+        return [int(size)]
+    dims = list(getattr(size, "as_list", lambda: size)())
+    if any(d is None for d in dims):
+        raise ValueError(f"dynamic_rnn: the cell's output_size {size} must be static to allocate the outputs")
+    return [int(d) for d in dims]
+
+
+def _while_rnn(cell, inputs, state, lengths, time_axis):
+    """The recurrence as TF's ``tf.while_loop`` over time (module doc): (outputs on ``time_axis``,
+    state), with ``_step``'s ``sequence_length`` semantics.  The cell is traced once, in the
+    loop body, so its variables are the unrolled path's (``rnn/<cell>/kernel``)."""
+    flat = nest.flatten(inputs)
+    first = flat[0]
+    batch_axis = 1 - time_axis
+    steps = array_ops.shape(first)[time_axis]
+    known = nest.flatten(state)[0].type.shape  # the batch the outputs get (maybe static from sequence_length)
+    batch = known[0] if known and known[0] is not None else array_ops.shape(first)[batch_axis]
+    sizes = nest.flatten(cell.output_size)
+    buffers = [array_ops.zeros([steps, batch] + _output_dims(size), dtype=first.dtype) for size in sizes]
+
+    def body(time, state, buffers):
+        step_inputs = nest.pack_sequence_as(inputs, [gather(x, time, axis=time_axis) for x in flat])
+        output, new_state = _step(cell, step_inputs, state, time, lengths)
+        written = [make_op("update_row", [b, o, time], name="write_output")
+                   for b, o in zip(buffers, nest.flatten(output))]
+        return time + 1, new_state, written
+
+    time = convert_to_tensor(0, dtype=int32, name="time")
+    _, state, buffers = while_loop(lambda time, *_: math_ops.less(time, steps), body, [time, state, buffers],
+                                   maximum_iterations=steps, name="while")
+    if time_axis == 1:
+        buffers = [array_ops.transpose(b, [1, 0] + list(range(2, b.type.rank))) for b in buffers]
+    return nest.pack_sequence_as(cell.output_size, buffers), state
+
+
 def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, dtype=None, parallel_iterations=None,
                 swap_memory=False, time_major=False, scope=None):
     """tf.nn.dynamic_rnn: ``[batch, time, depth]`` (or time-major) inputs -> (outputs, final state).
 
-    ``parallel_iterations`` and ``swap_memory`` tune TF's while loop; they are accepted and
-    have nothing to act on in the unrolled recurrence.
+    ``parallel_iterations`` and ``swap_memory`` tune TF's while loop; they are accepted (hints).
     """
     assert_like_rnncell("cell", cell)
     with vs.variable_scope(scope or "rnn") as varscope:
@@ -158,6 +204,10 @@ def dynamic_rnn(cell, inputs, sequence_length=None, initial_state=None, dtype=No
         time_axis, batch_axis = (0, 1) if time_major else (1, 0)
         batch = flat[0].type.shape[batch_axis]
         lengths = _sequence_length(sequence_length, batch, "dynamic_rnn")
+        if batch is None and lengths is not None and isinstance(lengths.type.shape[0], int):
+            batch = lengths.type.shape[0]  # the state's batch must be the one the loop body gives it
+        if batch is None:  # unknown until the feed (e.g. time-major [None, None, depth]): TF's tf.shape
+            batch = array_ops.shape(flat[0])[batch_axis]
         state = _initial_state(cell, initial_state, dtype, batch,
                                "If there is no initial_state, you must give a dtype.")
         return rnn_loop(cell, inputs, state, lengths, time_axis, varscope)
