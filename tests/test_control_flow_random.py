@@ -179,3 +179,18 @@ def test_dropout_gradient_in_a_loop_on_the_llvm_backend_matches_the_interpreter(
         np.testing.assert_allclose(g_run[0], w_run[0], rtol=1e-5)
         np.testing.assert_allclose(g_run[1], w_run[1], rtol=1e-4, atol=1e-6)
     assert not np.allclose(want[0][1], want[1][1])  # new masks each run
+
+
+def test_loops_under_a_graph_seed_get_their_own_op_seeds():
+    """Body ops take ids from the outermost graph's counter (as in TF1), so op seeds derived
+    from ``tf.set_random_seed`` differ between two loops, a branch and the ops outside."""
+    with tf.Graph().as_default():
+        tf.set_random_seed(5)
+        before = tf.random_uniform([4])
+        loops = [tf.while_loop(lambda i, x: i < 2, lambda i, x: (i + 1, _shift_in(x, tf.random_uniform([4]))),
+                               (0, tf.zeros([2, 4])))[1] for _ in range(2)]
+        branch = tf.cond(tf.constant(True), lambda: tf.random_uniform([4]), lambda: tf.zeros([4]))
+        with tf.Session() as sess:
+            draws = sess.run([before, branch] + loops)
+    rows = np.concatenate([draws[0][None], draws[1][None]] + draws[2:])
+    assert len(np.unique(rows[:, 0])) == 6

@@ -44,6 +44,7 @@ class BodyGraph(Graph):
         self._var_scope_stack = outer._var_scope_stack
         self._device_stack = list(outer._device_stack)
         self.seed = self.root.seed
+        self._id_counter = self.root._id_counter  # ids are the root's (``_next_id``)
         self.captures: dict = {}  # outer Tensor -> placeholder Tensor in this graph
         self.capture_source: dict = {}  # placeholder -> outer Tensor
         self.inputs: list = []  # placeholders in order: loop variables first, then captures
@@ -51,6 +52,13 @@ class BodyGraph(Graph):
         self.loop = loop  # a while loop's cond or body: runs once per iteration
         self.iteration = None  # the iteration number's placeholder, once used (module doc)
         self.rng_key = None  # the step random ops here are keyed by (ops/random_ops.py)
+
+    def _next_id(self) -> int:
+        """Op ids come from the outermost graph's counter, as if the body's ops were in it (as
+        in TF1): an op seed derived from it (``tf.set_random_seed`` without an op seed) then
+        differs between the random ops of two loops, and from the ones outside."""
+        self._id_counter = self.root._next_id()
+        return self._id_counter
 
     # --- inputs ----------------------------------------------------------------------
     def _placeholder(self, ttype, name) -> Tensor:
