@@ -17,6 +17,9 @@ from compiler.ir.from_graph import RNG_STATE, lower_graph
 from compiler.ir.interpreter import run_function
 from compiler.ir.ops.random import bits_to_unit, random_bits
 from compiler.ir.opdef import get_opdef
+from compiler.ir.parser import parse_function
+from compiler.ir.printer import print_function
+from compiler.ir.verifier import verify
 from tests.cuda_kit import MODES, compile_cuda
 from tests.emu_kit import needs_nvcc, nvcc_compile
 
@@ -194,3 +197,21 @@ def test_loops_under_a_graph_seed_get_their_own_op_seeds():
             draws = sess.run([before, branch] + loops)
     rows = np.concatenate([draws[0][None], draws[1][None]] + draws[2:])
     assert len(np.unique(rows[:, 0])) == 6
+
+
+def test_only_loops_that_draw_carry_an_iteration_counter_through_the_ir_text():
+    graph, t = _draw_graph()
+    with graph.as_default():
+        plain = tf.while_loop(lambda i: i < 3, lambda i: i + 1, 0)
+        fn = lower_graph([t["rows"], plain], [], [t["n"]], name="draw")
+    verify(fn)
+    text = print_function(fn)
+    assert print_function(parse_function(text)) == text
+    loops = [ins for ins in fn.body if ins.kind == "while"]
+    drawing = [ins for ins in loops if any(sub.kind == "rng_fold" for sub in ins.regions[1].body)]
+    assert len(loops) == 2 and len(drawing) == 1
+    counter = drawing[0].operands[-1]  # after the captures: i64 0, yielded plus one
+    assert counter.type.dtype.name == "int64" and int(counter.producer.attrs["value"]) == 0
+    body = drawing[0].regions[1]
+    step = body.yields[-1].producer
+    assert step.kind == "add" and step.operands[0] is body.params[-1]

@@ -88,7 +88,7 @@ def lower_while(lowerer, op, anc) -> list:
     body.yields += [assigned[carried[i]] if i in carried else p
                     for i, p in enumerate(body.params) if op.attrs["num_loop_vars"] <= i < len(op.inputs)]
     if counted:
-        body.yields.append(_increment(lowerer, body, body.params[-1]))
+        body.yields.append(_increment(lowerer, body, body.params[-1], op.name))
     results = [lowerer.new_value(v.type) for v in operands]
     lowerer.body.append(Instr("while", operands, _loop_attrs(op), results, op.name, regions=[cond, body]))
     lowerer.values.update(zip(op.outputs, results))
@@ -97,11 +97,12 @@ def lower_while(lowerer, op, anc) -> list:
     return sorted(carried.values())
 
 
-def _increment(lowerer, region, counter):
+def _increment(lowerer, region, counter, name):
     """``counter + 1``, appended to ``region``'s body (a region defines its own constants)."""
     one, out = lowerer.new_value(_I64), lowerer.new_value(_I64)
-    region.body += [Instr("constant", [], {"value": np.array(1, np.int64)}, one),
-                    Instr("add", [counter, one], {}, out)]
+    loc = f"{name}/next_iteration"
+    region.body += [Instr("constant", [], {"value": np.array(1, np.int64)}, one, loc),
+                    Instr("add", [counter, one], {}, out, loc)]
     return out
 
 
