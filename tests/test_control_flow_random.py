@@ -118,31 +118,26 @@ def test_nvcc_compiles_random_draws_in_loops(tmp_path):
 
 
 # ----------------------------------------------------------------------------- gradients
-def _dropout_rnn():
-    """h <- tanh(dropout(h) @ w) three times in a while_loop; loss and d loss / d w (float64)."""
+def _lowered_gradient(shape, make_h):
+    """loss = weighted sum of ``make_h(x, w)`` and d loss / d w, float64, lowered (x, w fed)."""
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(3)
-        x = tf.placeholder(tf.float64, [2, 4], name="x")
-        w = tf.placeholder(tf.float64, [4, 4], name="w")
-
-        def body(h):
-            return tf.tanh(tf.matmul(tf.nn.dropout(h, keep_prob=0.5), w))
-
-        h = tf.while_loop(lambda h: True, body, x, maximum_iterations=3)
-        loss = tf.reduce_sum(h * np.linspace(-1.0, 1.0, 8).reshape(2, 4))
+        x = tf.placeholder(tf.float64, shape, name="x")
+        w = tf.placeholder(tf.float64, [shape[1], shape[1]], name="w")
+        h = make_h(x, w)
+        loss = tf.reduce_sum(h * np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape))
         grad = tf.gradients(loss, w)[0]
-        fn = lower_graph([loss, grad], [], [x, w], name="f")
-    return fn, loss.name, grad.name
+        return lower_graph([loss, grad], [], [x, w], name="f"), loss.name, grad.name
 
 
-def test_dropout_gradient_in_a_loop_replays_the_forward_masks():
-    """Same step (rng state) for every evaluation: the masks are fixed, so central differences
+def _check_at_a_fixed_step(lowered, shape):
+    """Same step (rng state) for every evaluation: the draws are fixed, so central differences
     of the loss must match the gradient, which only holds if the backward loop rebuilds each
-    iteration with the mask that iteration drew."""
-    fn, loss_key, grad_key = _dropout_rnn()
+    iteration with the numbers that iteration drew."""
+    fn, loss_key, grad_key = lowered
     rng = np.random.default_rng(0)
-    xv, wv = rng.standard_normal((2, 4)), rng.standard_normal((4, 4)) * 0.7
+    xv, wv = rng.standard_normal(shape), rng.standard_normal((shape[1], shape[1])) * 0.7
     state = {RNG_STATE: np.array(9, np.int64)}
 
     def run(w):
@@ -157,6 +152,28 @@ def test_dropout_gradient_in_a_loop_replays_the_forward_masks():
         numeric[idx] = (run(up)[loss_key] - run(down)[loss_key]) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
     assert np.abs(grad).max() > 1e-3
+
+
+def _dropout_step(w):
+    return lambda h: tf.tanh(tf.matmul(tf.nn.dropout(h, keep_prob=0.5), w))
+
+
+def test_dropout_gradient_in_a_loop_replays_the_forward_masks():
+    """h <- tanh(dropout(h) @ w) three times."""
+    _check_at_a_fixed_step(_lowered_gradient(
+        (2, 4), lambda x, w: tf.while_loop(lambda h: True, _dropout_step(w), x, maximum_iterations=3)), (2, 4))
+
+
+def test_gradient_through_nested_loops_replays_every_pair_of_iterations():
+    """An inner dropout loop inside an outer loop that also draws (a random scale)."""
+    def make_h(x, w):
+        def outer(h):
+            h = tf.while_loop(lambda h: True, _dropout_step(w), h, maximum_iterations=2)
+            return h * tf.random_uniform([2, 3], dtype=tf.float64) + 0.1
+
+        return tf.while_loop(lambda h: True, outer, x, maximum_iterations=3)
+
+    _check_at_a_fixed_step(_lowered_gradient((2, 3), make_h), (2, 3))
 
 
 def test_dropout_gradient_in_a_loop_on_the_llvm_backend_matches_the_interpreter():
