@@ -13,9 +13,16 @@ and so are collections and the variable store.  ``tf.get_variable``/``tf.Variabl
 inside a body make the variable in the outermost graph (``root``; variables.py), so a
 variable op reaching ``create_op`` here is a bug and is refused.  Control dependencies on
 ops of an enclosing graph are hoisted onto the control-flow op (``outer_control``).
+
+A while loop's cond and body (``loop=True``) may have one more input, ``iteration``: an
+int64 placeholder for the number of the current iteration (0 for the first), made on first
+use (``iteration_input``) and kept out of ``inputs``: no loop variable carries it in the
+graph; lowering counts the iterations, and the loop's gradient binds it to the forward
+iteration it replays.  Random ops key their draws by it (ops/random_ops.py ``rng_step``).
 """
 from __future__ import annotations
 
+from ..ir.types import TensorType, int64
 from .graph import Graph, Operation, Tensor
 
 LOOP_VAR = "loop_var"  # the ``role`` of a placeholder standing for a loop variable
@@ -24,7 +31,7 @@ LOOP_VAR = "loop_var"  # the ``role`` of a placeholder standing for a loop varia
 class BodyGraph(Graph):
     """A graph traced from one function of a control-flow op; see the module doc."""
 
-    def __init__(self, outer: Graph, name: str):
+    def __init__(self, outer: Graph, name: str, loop: bool = False):
         super().__init__()
         self.outer = outer
         self.outer_graphs = (outer,) + tuple(getattr(outer, "outer_graphs", ()))
@@ -37,10 +44,21 @@ class BodyGraph(Graph):
         self._var_scope_stack = outer._var_scope_stack
         self._device_stack = list(outer._device_stack)
         self.seed = self.root.seed
+        self._id_counter = self.root._id_counter  # ids are the root's (``_next_id``)
         self.captures: dict = {}  # outer Tensor -> placeholder Tensor in this graph
         self.capture_source: dict = {}  # placeholder -> outer Tensor
         self.inputs: list = []  # placeholders in order: loop variables first, then captures
         self.outer_control: list = []  # control inputs on ops of enclosing graphs
+        self.loop = loop  # a while loop's cond or body: runs once per iteration
+        self.iteration = None  # the iteration number's placeholder, once used (module doc)
+        self.rng_key = None  # the step random ops here are keyed by (ops/random_ops.py)
+
+    def _next_id(self) -> int:
+        """Op ids come from the outermost graph's counter, as if the body's ops were in it (as
+        in TF1): an op seed derived from it (``tf.set_random_seed`` without an op seed) then
+        differs between the random ops of two loops, and from the ones outside."""
+        self._id_counter = self.root._next_id()
+        return self._id_counter
 
     # --- inputs ----------------------------------------------------------------------
     def _placeholder(self, ttype, name) -> Tensor:
@@ -48,6 +66,17 @@ class BodyGraph(Graph):
                              name, ttype=ttype)
         self.inputs.append(op.outputs[0])
         return op.outputs[0]
+
+    def iteration_input(self) -> Tensor:
+        """The placeholder for the current iteration's number (int64[]; a loop's graphs only)."""
+        if not self.loop:
+            raise ValueError(f"{self.body_name} is not the cond or body of a while loop: it has no iteration")
+        if self.iteration is None:
+            with self.name_scope(self.body_name.rstrip("/") + "/"), self.control_dependencies(None):
+                op = Graph.create_op(self, "placeholder", (), {"dtype": int64, "shape": ()}, "iteration",
+                                     ttype=TensorType(int64, ()))
+            self.iteration = op.outputs[0]
+        return self.iteration
 
     def add_loop_var(self, ttype, name="loop_var") -> Tensor:
         """A placeholder standing for one loop variable (the body's argument)."""

@@ -34,14 +34,14 @@ from ..ir.from_graph import ASSIGN_KINDS
 from ..ir.types import TensorType, shape_str
 
 
-def _trace(outer, name, fn, arg_types=(), structure=None):
+def _trace(outer, name, fn, arg_types=(), structure=None, loop=False):
     """Trace ``fn`` into a new body graph; returns (graph, python result, flat result tensors).
 
     ``arg_types`` are the loop variables' types (none for a cond branch); the function gets
     them packed like ``structure``.  Results are tensors of the body (outer tensors and
     python values are captured / converted inside it).
     """
-    body = BodyGraph(outer, name)
+    body = BodyGraph(outer, name, loop=loop)
     args = [body.add_loop_var(t) for t in arg_types]
     with body.as_default():
         result = fn(*pack_like(structure, args)) if structure is not None else fn()
@@ -245,8 +245,8 @@ def while_loop(cond, body, loop_vars, shape_invariants=None, parallel_iterations
             inits = inits + [_empty_stack(t, rows) for t in inits]
         types = [t.type for t in inits]
         cond_fn, body_fn = _wrap(cond, body, structure, counter, limit if counter else None, core, stacked)
-        cond_g, _, cond_flat = _trace(graph, scope + "cond", cond_fn, types, list(inits))
-        body_g, _, body_flat = _trace(graph, scope + "body", body_fn, types, list(inits))
+        cond_g, _, cond_flat = _trace(graph, scope + "cond", cond_fn, types, list(inits), loop=True)
+        body_g, _, body_flat = _trace(graph, scope + "body", body_fn, types, list(inits), loop=True)
     _check_loop(scope[:-1], cond_flat, body_flat, inits, counter, core)
     cond_g.outputs, body_g.outputs = cond_flat, body_flat
     captures = _align_captures([cond_g, body_g])

@@ -14,22 +14,35 @@ are lowered (Session.run semantics, as at the top level), and its yields are the
   variable the body assigns is carried instead: its capture's yield is the value the body
   leaves it with, and the matching result is the variable's new value (the while op counts
   as an assign of it).  Assigning a variable in the loop's condition is refused.
+  When the cond or body graph uses its ``iteration`` input (random ops there key their
+  draws by it: frontend/ops/random_ops.py), the loop carries one more value, an i64
+  iteration counter: operand ``0`` after the captures, bound to that input in both
+  regions, yielded by the body as itself plus one.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from .deferred import Deferred
 from .function import Instr, Region
 from .graph_walk import LoweringError, needed_ops, var_name
+from .types import TensorType, int64
+
+_I64 = TensorType(int64, ())
 
 
-def lower_body(lowerer, graph, operands, outer):
+def lower_body(lowerer, graph, operands, outer, counted=False):
     """``graph`` (a body graph) as a Region; returns (region, {var: assigned value}, {var: param}).
 
     ``operands`` are the lowered values entering the body (their types, re-inferred from the
     fed shapes, are the params'), ``outer`` the graph tensors they come from (a known shape
-    value stays known inside; None for a loop variable, which changes every iteration)."""
+    value stays known inside; None for a loop variable, which changes every iteration).
+    ``counted``: the last operand is a loop's iteration counter, bound to the graph's
+    ``iteration`` input (if it has one)."""
     sub = type(lowerer)(lowerer.fn.name, set(), batch=lowerer.batch, namer=lowerer.new_value)
     params = [lowerer.new_value(v.type) for v in operands]
+    if counted and graph.iteration is not None:
+        sub.values[graph.iteration] = params[-1]
     for t, p, o in zip(graph.inputs, params, outer):
         sub.values[t] = p
         if o is not None and o in lowerer.known:
@@ -62,22 +75,36 @@ def lower_cond(lowerer, op, anc) -> list:
 def lower_while(lowerer, op, anc) -> list:
     """Emit the ``while`` of a while op; returns the names of the variables its body assigns."""
     operands = [lowerer.read(t, anc) for t in op.inputs]
+    counted = any(op.attrs[k].iteration is not None for k in ("cond", "body"))
+    if counted:
+        operands.append(lowerer.emit("constant", [], {"value": np.array(0, np.int64)}, _I64, op.name))
     # loop variables change every iteration: only the captures' known shape values hold inside
     invariant = [None] * op.attrs["num_loop_vars"] + list(op.inputs[op.attrs["num_loop_vars"]:])
-    (cond, cond_assigned, _), (body, assigned, var_params) = (lower_body(lowerer, op.attrs[k], operands, invariant)
-                                                             for k in ("cond", "body"))
+    (cond, cond_assigned, _), (body, assigned, var_params) = (
+        lower_body(lowerer, op.attrs[k], operands, invariant, counted) for k in ("cond", "body"))
     if cond_assigned:
         raise LoweringError(f"while_loop '{op.name}': the loop condition assigns {', '.join(sorted(cond_assigned))}; "
                             "assign in the body instead")
     carried = {body.params.index(var_params[name]): name for name in assigned}
     body.yields += [assigned[carried[i]] if i in carried else p
-                    for i, p in enumerate(body.params) if i >= op.attrs["num_loop_vars"]]
+                    for i, p in enumerate(body.params) if op.attrs["num_loop_vars"] <= i < len(op.inputs)]
+    if counted:
+        body.yields.append(_increment(lowerer, body, body.params[-1], op.name))
     results = [lowerer.new_value(v.type) for v in operands]
     lowerer.body.append(Instr("while", operands, _loop_attrs(lowerer, op), results, op.name, regions=[cond, body]))
     lowerer.values.update(zip(op.outputs, results))
     for i, name in sorted(carried.items()):
         lowerer.set_assigned(op, name, results[i])
     return sorted(carried.values())
+
+
+def _increment(lowerer, region, counter, name):
+    """``counter + 1``, appended to ``region``'s body (a region defines its own constants)."""
+    one, out = lowerer.new_value(_I64), lowerer.new_value(_I64)
+    loc = f"{name}/next_iteration"
+    region.body += [Instr("constant", [], {"value": np.array(1, np.int64)}, one, loc),
+                    Instr("add", [counter, one], {}, out, loc)]
+    return out
 
 
 def _loop_attrs(lowerer, op) -> dict:

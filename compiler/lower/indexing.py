@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.ops.math import ARITH, COMPARE, LOGICAL, UNARY
+from ..ir.ops.random import FOLD_KEYS
 from ..ir.types import Sym, as_dtype, int64
 from .kernel_ir import Batch, Block, Cast, Const, Expr, For, Op, Random, Stmt
 
@@ -206,6 +207,13 @@ def const_expr(value, dtype) -> Const:
     return Const(float(v), dtype)
 
 
+def fold_expr(step, iteration) -> Expr:
+    """ir/ops/random.py's ``rng_fold``: two Philox words of (iteration, step) as one 63-bit i64
+    (the high word halved so that nothing overflows)."""
+    hi, lo = (Random("bits", k0, k1, iteration, step, int64) for k0, k1 in FOLD_KEYS)
+    return add(mul(idiv(hi, 2), 2 ** 32), lo)
+
+
 def elementwise_expr(ins, operand_exprs, index_expr=None, step_expr=None) -> Expr:
     """The scalar Expr of one elementwise IR instr, given the Exprs of its operands' elements.
 
@@ -233,6 +241,8 @@ def elementwise_expr(ins, operand_exprs, index_expr=None, step_expr=None) -> Exp
             raise ValueError("range needs the element index")
         step = Op("mul", (const_expr(ins.attrs["delta"], dtype), Cast(index_expr, dtype)), dtype)
         return Op("add", (const_expr(ins.attrs["start"], dtype), step), dtype)
+    if kind == "rng_fold":
+        return fold_expr(*args)
     if kind in RANDOM_DIST:
         if index_expr is None:
             raise ValueError(f"{kind} needs the element index")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.opdef import EvalContext, get_opdef
-from ..ir.ops.random import _ERF_SQRT2, bits_to_unit, erfinv, philox4x32
+from ..ir.ops.random import _ERF_SQRT2, bits_to_unit, erfinv, philox_word
 from ..ir.types import resolve_shape
 from . import kernel_ir as K
 from .combine import COMBINES, identity_value
@@ -277,12 +277,7 @@ def _lane_safe(stmt) -> bool:
 def random_values(dist, seed, seed2, index, step, dtype):
     """Philox draws for element ``index`` (an int or an array) at ``step``, mapped exactly as
     compiler/ir/ops/random.py maps a whole array."""
-    index = np.asarray(index, np.int64).astype(np.uint64)
-    step = np.uint64(step & 0xFFFFFFFFFFFFFFFF)
-    mask, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
-    counter = np.stack([index & mask, index >> shift, np.broadcast_to(step & mask, index.shape),
-                        np.broadcast_to(step >> shift, index.shape)], axis=-1)
-    bits = philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
+    bits = philox_word(np.asarray(index, np.int64), seed, seed2, step)
     if dist == "bits":
         return bits.astype(np.int64)[()]
     u = bits_to_unit(bits)

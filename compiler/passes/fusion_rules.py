@@ -13,7 +13,7 @@ from ..ir.ops import math as _math
 
 # ----------------------------------------------------------------------------- kinds
 ELEMENTWISE = frozenset(_math.UNARY) | frozenset(_math.ARITH) | frozenset(_math.COMPARE) \
-    | frozenset(_math.LOGICAL) | frozenset({"select", "cast", "add_n", "broadcast_to"})
+    | frozenset(_math.LOGICAL) | frozenset({"select", "cast", "add_n", "broadcast_to", "rng_fold"})
 # pure functions of (seed, step operand, element index): may be generated inside a loop
 RANDOM = frozenset({"random_uniform", "random_normal", "truncated_normal"})
 # functions of the element index alone (tf.range of a batch-dependent length)

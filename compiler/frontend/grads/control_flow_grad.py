@@ -18,7 +18,9 @@ with ``tf.gradients``; nested control flow is differentiated the same way, recur
   computed from shapes (``tf.shape(x)[1]``) cannot be differentiated (a clear error) — Kiln's
   buffers have static sizes on every backend, so stacks do not grow dynamically.
   ``back_prop=False`` loops pass no gradient.  The values inside one iteration are
-  recomputed from its stacked inputs rather than stacked themselves.
+  recomputed from its stacked inputs rather than stacked themselves; the rebuilt body's
+  ``iteration`` input is k (the stack row = the forward iteration's number), so its random
+  ops (dropout) draw the numbers the forward iteration drew.
 """
 from __future__ import annotations
 
@@ -30,12 +32,17 @@ from ..graph import get_default_graph
 from ..ops import array_ops, array_slicing, math_ops
 
 
-def clone_body(body, inputs: list) -> list:
+def clone_body(body, inputs: list, iteration=None) -> list:
     """Copy ``body``'s ops into the default graph with ``body.inputs`` mapped to ``inputs``
-    (deferred attrs too: a ``DimOf`` of a body tensor reads its copy); returns the copies of
-    ``body.outputs``."""
+    (deferred attrs too: a ``DimOf`` of a body tensor reads its copy; and a loop body's
+    ``iteration`` input to ``iteration``: the random ops it keys then draw what they drew in
+    that iteration); returns the copies of ``body.outputs``."""
     graph = get_default_graph()
     mapping = dict(zip(body.inputs, inputs))
+    if getattr(body, "iteration", None) is not None:
+        if iteration is None:
+            raise ValueError(f"{body.body_name}: rebuilding a loop body needs its iteration number")
+        mapping[body.iteration] = iteration
     ops = {}
     for op in body.get_operations():
         if op.outputs and op.outputs[0] in mapping:
@@ -59,15 +66,16 @@ def _or_zeros(grads, like) -> list:
     return [g if g is not None else array_ops.zeros_like(t) for g, t in zip(grads, like)]
 
 
-def _body_grads(body, inputs, grad_ys, wrt) -> list:
+def _body_grads(body, inputs, grad_ys, wrt, iteration=None) -> list:
     """Gradients of ``body``'s float outputs (weighted by ``grad_ys``, one per output) w.r.t.
-    ``inputs[i]`` for i in ``wrt``, the body rebuilt on ``inputs``; zeros where none flows.
+    ``inputs[i]`` for i in ``wrt``, the body rebuilt on ``inputs`` (and ``iteration``, a loop
+    body's iteration number); zeros where none flows.
 
     Inputs from an enclosing graph are captured first, so the gradient w.r.t. them is the
     gradient w.r.t. their placeholders in the current body."""
     graph = get_default_graph()
     inputs = [graph.capture(t) if t.graph is not graph else t for t in inputs]
-    outs = clone_body(body, inputs)
+    outs = clone_body(body, inputs, iteration)
     pairs = [(o, g) for o, g in zip(outs, grad_ys) if o.dtype.is_floating and g is not None]
     xs = [inputs[i] for i in wrt]
     if not pairs:
@@ -147,7 +155,8 @@ def _while_grad(op, grads):
         grad_ys = [None] * n  # none for the stack outputs: the rebuilt pushes are pruned
         for i, g in zip(wrt_v, g_v):
             grad_ys[i] = g
-        d = _body_grads(op.attrs["body"], values + stacks + caps, grad_ys, wrt_v + [n + i for i in wrt_c])
+        d = _body_grads(op.attrs["body"], values + stacks + caps, grad_ys, wrt_v + [n + i for i in wrt_c],
+                        iteration=math_ops.cast(k, "int64"))
         return [k - 1] + d[:len(wrt_v)] + [a + b for a, b in zip(g_c, d[len(wrt_v):])]
 
     start = [trips - 1] + [grads[i] for i in wrt_v] + [array_ops.zeros_like(caps[i]) for i in wrt_c]

@@ -13,9 +13,9 @@ from ...ir.from_graph import RNG_STATE
 from ...ir.types import TensorType, as_dtype, int64
 from ..convert import convert_pair, convert_to_tensor
 from ..gradients import not_differentiable
-from ..graph import get_default_graph, make_op
+from ..graph import get_default_graph, graph_for, make_op
 
-not_differentiable("random_uniform", "random_normal", "truncated_normal", "random_shuffle")
+not_differentiable("random_uniform", "random_normal", "truncated_normal", "random_shuffle", "rng_fold")
 
 DEFAULT_GRAPH_SEED = 87654321
 
@@ -34,8 +34,11 @@ def get_seed(op_seed):
 
 
 def rng_step(graph=None):
-    """The graph's hidden int64 step counter (created on first use, outside any scope)."""
+    """The int64 step random ops in ``graph`` are keyed by: the hidden counter (created on
+    first use, outside any scope), or in a control-flow body its own key (``_body_key``)."""
     graph = graph or get_default_graph()
+    if getattr(graph, "outer", None) is not None:
+        return _body_key(graph)
     try:
         return graph.get_operation_by_name(RNG_STATE).outputs[0]
     except KeyError:
@@ -48,6 +51,22 @@ def rng_step(graph=None):
     finally:
         graph._name_stack, graph._control_stack = saved_scope, saved_control
     return op.outputs[0]
+
+
+def _body_key(body):
+    """The step of the random ops in a body graph, made once: the enclosing graph's step
+    (captured), folded with the iteration number in a while loop's cond or body
+    (``rng_fold``), so each iteration, and each (outer, inner) pair of nested loops, draws
+    fresh numbers.  The loop's gradient rebuilds the fold from the forward iteration's number
+    (grads/control_flow_grad.py), so a replayed iteration draws what the forward one drew."""
+    if body.rng_key is None:
+        key = body.capture(rng_step(body.outer))
+        if body.loop:
+            with body.as_default(), body.name_scope(body.body_name.rstrip("/") + "/"), \
+                    body.control_dependencies(None):
+                key = make_op("rng_fold", [key, body.iteration_input()], {}, name="rng_key")
+        body.rng_key = key
+    return body.rng_key
 
 
 def _shape_attr(shape):
@@ -115,7 +134,7 @@ def truncated_normal(shape, mean=0.0, stddev=1.0, dtype="float32", seed=None, na
 def random_shuffle(value, seed=None, name=None):
     value = convert_to_tensor(value)
     seed, seed2 = get_seed(seed)
-    return make_op("random_shuffle", [rng_step(value.graph), value], {"seed": seed, "seed2": seed2},
+    return make_op("random_shuffle", [rng_step(graph_for([value])), value], {"seed": seed, "seed2": seed2},
                    name=name or "RandomShuffle")
 
 

@@ -5,6 +5,12 @@ Every random kind takes one operand, the step counter (``i64[]``, the hidden sta
 ``seed2``.  Element ``i`` of a draw uses Philox with key ``(seed, seed2)`` and counter
 ``(i_lo, i_hi, step_lo, step_hi)``, and takes output word 0.  So a value depends only on
 (seed, op seed, step, position): reproducible, resumable, and the same on every backend.
+
+Inside a ``tf.while_loop`` the step operand is not ``kiln/rng_step`` itself but
+``rng_fold(step, iteration)`` (one fold per enclosing loop, outermost first), so each
+iteration draws fresh numbers; outside loops draws are keyed by the plain step.
+``rng_fold`` hashes its two i64 operands with Philox (like JAX's ``fold_in``) into a 63-bit
+non-negative i64: two keys of one op collide with probability about 2**-63.
 """
 from __future__ import annotations
 
@@ -31,13 +37,37 @@ def philox4x32(counter: np.ndarray, key: tuple) -> np.ndarray:
     return np.stack(c, axis=-1)
 
 
+def philox_word(index: np.ndarray, seed: int, seed2: int, step: int) -> np.ndarray:
+    """Word 0 of Philox with key (seed, seed2) and counter (index lo, index hi, step lo, step hi)
+    for each element of ``index`` (int64 or uint64 array; uint32 result)."""
+    i = np.asarray(index).astype(np.uint64)
+    step = np.uint64(int(step) & 0xFFFFFFFFFFFFFFFF)
+    counter = np.stack([i & _MASK, i >> np.uint64(32), np.broadcast_to(step & _MASK, i.shape),
+                        np.broadcast_to(step >> np.uint64(32), i.shape)], -1)
+    return philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
+
+
 def random_bits(size: int, seed: int, seed2: int, step: int) -> np.ndarray:
     """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32)."""
-    i = np.arange(size, dtype=np.uint64)
-    step = np.uint64(int(step) & 0xFFFFFFFFFFFFFFFF)
-    counter = np.stack([i & _MASK, i >> np.uint64(32),
-                        np.full(size, step & _MASK, np.uint64), np.full(size, step >> np.uint64(32), np.uint64)], -1)
-    return philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
+    return philox_word(np.arange(size, dtype=np.uint64), seed, seed2, step)
+
+
+# the two Philox keys of rng_fold's high and low word (arbitrary odd constants)
+FOLD_KEYS = ((0x6A09E667, 0xBB67AE85), (0x3C6EF372, 0xA54FF53A))
+
+
+def _infer_fold(inputs):
+    for what, t in zip(("step", "iteration"), inputs):
+        if t.dtype.name != "int64" or t.shape != ():
+            raise ShapeError(f"rng_fold: the {what} operand must be i64[], got {t}")
+    return inputs[0]
+
+
+def _eval_fold(ctx, step, iteration):
+    """(word_hi // 2) * 2**32 + word_lo, with the words Philox(index=iteration, step=step) under
+    the two FOLD_KEYS: 63 bits, never negative, no i64 overflow on any backend."""
+    hi, lo = (int(philox_word(np.asarray(iteration, np.int64), k0, k1, int(step))) for k0, k1 in FOLD_KEYS)
+    return np.array((hi // 2) * 2 ** 32 + lo, np.int64)
 
 
 def bits_to_unit(bits: np.ndarray) -> np.ndarray:
@@ -112,5 +142,7 @@ register_op("random_uniform", _infer_draw, _eval_uniform, arity=1, stateful=True
 register_op("random_normal", _infer_draw, _eval_normal, arity=1, stateful=True, doc="N(0,1) via erfinv")
 register_op("truncated_normal", _infer_draw, _eval_truncated, arity=1, stateful=True,
             doc="N(0,1) restricted to (-2, 2) via erfinv of a scaled uniform")
+register_op("rng_fold", _infer_fold, _eval_fold, arity=2,
+            doc="the random step of a loop iteration: a Philox hash of (step, iteration)")
 register_op("random_shuffle", _infer_shuffle, _eval_shuffle, arity=2, stateful=True,
             doc="permute along axis 0 by sorting Philox keys")
