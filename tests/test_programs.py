@@ -1,8 +1,9 @@
 """Tutorial-style TF1 programs (tests/programs/) run unchanged under Kiln and print what
 TensorFlow printed.
 
-Each program runs on the interpreter and (most) on the compiled backend, in a scratch folder, through ``tests/programs/harness.py kiln`` (only the
-import changes; both frameworks start from the same seeded weights) and its output is
+Each program runs on the interpreter and on the compiled backend, in a scratch folder,
+through ``tests/programs/harness.py kiln`` (only the import changes; both frameworks start
+from the same seeded weights) and its output is
 compared, number by number, with TensorFlow's recorded in ``tests/programs/goldens/`` by
 ``record_goldens.py``.  Programs that write TensorBoard event files are read back with
 TensorBoard's reader and compared tag by tag, step by step.  Accuracies printed over a few

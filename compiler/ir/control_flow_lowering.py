@@ -108,7 +108,8 @@ def _increment(lowerer, region, counter, name):
 
 
 def _loop_attrs(lowerer, op) -> dict:
-    """The IR attrs of a while: the trip bound (when known; a shape value resolved here) and parallel_iterations (hints only)."""
+    """The IR attrs of a while: the trip bound (when known; a shape value is resolved here)
+    and parallel_iterations (hints only)."""
     attrs = {"parallel_iterations": op.attrs["parallel_iterations"]}
     bound = op.attrs.get("maximum_iterations")
     if isinstance(bound, Deferred):  # a shape value (frontend while_loop): known now, maybe k*N

@@ -111,5 +111,3 @@ def emit_call_table(abi, b, entry: str, program, calls, functions, env) -> None:
         emit_call(abi, b, kfn, at(b, where, PTR, c, len(calls)), (state, table, n, err))
         return []
     counted_loop(b, c64(0), c64(len(calls)), c64(1), one_call, name="call")
-
-
