@@ -1,0 +1,82 @@
+"""Build BANG C (``.mlu``) into a shared library: ``cncc`` for an MLU, or ``g++`` against the
+host emulator (``templates/mlu/kiln_mlu_emulate.h``) to run the same code on the CPU.
+
+``find_cncc()`` takes ``$KILN_CNCC`` if set, else PATH, then ``$NEUWARE_HOME/bin`` and
+``/usr/local/neuware/bin``; no cncc exists on Kiln's test machines, so ``emulate`` is the
+default and a non-emulated build fails early saying cncc is missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..llvm.build import BuildResult
+from ..registry import BuildError
+
+ARCH = "mtp_372"  # MLU370
+STANDARD_ROOTS = ("/usr/local/neuware",)
+EMULATOR_HEADER = Path(__file__).resolve().parents[3] / "templates" / "mlu" / "kiln_mlu_emulate.h"
+
+
+class MluToolchainError(BuildError):
+    """cncc (or the host compiler for emulation) is missing or unusable."""
+
+
+def find_cncc() -> str:
+    """The cncc executable: $KILN_CNCC, else PATH, then $NEUWARE_HOME/bin and /usr/local/neuware/bin."""
+    forced = os.environ.get("KILN_CNCC")
+    if forced:
+        if not (Path(forced).is_file() and os.access(forced, os.X_OK)):
+            raise MluToolchainError(f"KILN_CNCC={forced} is not an executable file")
+        return forced
+    found = shutil.which("cncc")
+    if found:
+        return found
+    for root in filter(None, [os.environ.get("NEUWARE_HOME"), *STANDARD_ROOTS]):
+        candidate = Path(root) / "bin" / "cncc"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise MluToolchainError(
+        "cncc not found: a non-emulated MLU target needs Cambricon's BANG C compiler (Neuware). Put cncc on "
+        "PATH or set NEUWARE_HOME, or build for Kiln's MLU emulator (looked on PATH, in $NEUWARE_HOME/bin "
+        "and /usr/local/neuware/bin)")
+
+
+def cncc_command(cncc: str, src: str, out: str) -> list:
+    """cncc's command line for a shared library of ``src`` (MLU370)."""
+    return [cncc, f"--bang-mlu-arch={ARCH}", "-O3", "-fPIC", "-shared", src, "-o", out, "-lcnrt"]
+
+
+def emulator_command(src: str, out: str) -> list:
+    """g++'s command line building ``src`` against the MLU emulator header."""
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise MluToolchainError(f"C++ compiler {cxx!r} not found: the MLU emulator builds with it")
+    return [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-x", "c++",
+            "-DKILN_MLU_EMULATE", "-include", str(EMULATOR_HEADER), src, "-o", out, "-lm"]
+
+
+def compile_mlu(source: str, out_path, emulate: bool = True) -> BuildResult:
+    """Compile ``source`` (BANG C text) into the shared library ``out_path`` (written
+    atomically); ``timings`` holds ``cncc_s`` or ``emulator_build_s``."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kiln-mlu-") as tmp:
+        src = os.path.join(tmp, "model.mlu")
+        Path(src).write_text(source)
+        lib = os.path.join(tmp, "model.so")
+        cmd = emulator_command(src, lib) if emulate else cncc_command(find_cncc(), src, lib)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            tool = "the MLU emulator build" if emulate else "cncc"
+            raise BuildError(f"{tool} failed ({' '.join(cmd[:3])} ...):\n{(proc.stderr or proc.stdout)[-4000:]}")
+        tmp_out = out.with_name(out.name + ".tmp")
+        shutil.copyfile(lib, tmp_out)
+        os.replace(tmp_out, out)
+    return BuildResult(str(out), {"emulator_build_s" if emulate else "cncc_s": seconds})

@@ -1,0 +1,39 @@
+"""The MLU part Kiln's BANG C is written for (MLU370-class), in one place: the emulator header
+(templates/mlu/kiln_mlu_emulate.h) enforces the same numbers, and docs/codegen-mlu.md says
+where each comes from.
+
+* 4 MLU cores per cluster: a Union1 kernel's task dimension is a multiple of it;
+* NRAM: 768 KiB per core, of which cncc keeps 128 KiB for the stack (Cambricon's
+  mlu-ops ``REM_FOR_STACK``), so kernels may place 640 KiB of ``__nram__`` tiles;
+* vector intrinsics (``__bang_*``) take NRAM operands aligned to 64 bytes whose length is a
+  multiple of 128 bytes (``NFU_ALIGN_SIZE``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MluPart:
+    """One MLU part's on-chip limits (see the module doc)."""
+
+    name: str = "mlu370"
+    cores_per_cluster: int = 4
+    clusters: int = 8
+    nram_bytes: int = 768 * 1024
+    stack_reserve_bytes: int = 128 * 1024
+    align_bytes: int = 64
+    vector_align_bytes: int = 128
+
+    @property
+    def usable_nram_bytes(self) -> int:
+        """NRAM a kernel's ``__nram__`` tiles may use (capacity less the stack reserve)."""
+        return self.nram_bytes - self.stack_reserve_bytes
+
+    @property
+    def cores(self) -> int:
+        """Cores of the part (clusters x cores per cluster): the task dimension Kiln launches."""
+        return self.clusters * self.cores_per_cluster
+
+
+MLU370 = MluPart()
