@@ -3,7 +3,9 @@ artifact's ``target`` record (written by the backend that built it, docs/backend
 
 * ``"host"`` — a plain shared library for this CPU (the CPU backend, and CUDA code built
   for the host emulator): always runnable;
-* ``"cuda"`` — CUDA device code: needs an NVIDIA GPU the driver can use (``runtime.cuda``).
+* ``"cuda"`` — CUDA device code: needs an NVIDIA GPU the driver can use (``runtime.cuda``);
+* ``"mlu"`` — BANG C built by cncc for a Cambricon MLU: this runtime has no CNRT check yet,
+  so such a library is refused (MLU code built for the emulator is ``"host"``).
 
 A new backend whose library needs a device adds one entry to :data:`LIBRARY_KINDS`.
 """
@@ -31,6 +33,7 @@ def _cuda_missing() -> str:
 LIBRARY_KINDS = {
     "host": LibraryKind("this CPU", lambda: ""),
     "cuda": LibraryKind("a usable CUDA GPU", _cuda_missing),
+    "mlu": LibraryKind("a usable Cambricon MLU", lambda: "Kiln's runtime cannot drive CNRT devices yet"),
 }
 
 

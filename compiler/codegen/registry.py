@@ -31,6 +31,7 @@ from typing import Any, Callable
 BUILTIN = {
     "cpu": "compiler.codegen.llvm.backend",
     "cuda": "compiler.codegen.cuda.backend",
+    "mlu": "compiler.codegen.mlu.backend",
 }
 
 _registered: dict = {}

@@ -21,7 +21,7 @@
 //     a cluster; BLOCK kernels take any positive dimension.
 // How: tasks run one after the other on the calling thread in a seeded order
 // ($KILN_MLU_SCHEDULE = forward | reverse | shuffle:SEED, or kiln_mlu_set_schedule) so no
-// kernel may depend on the order of its tasks; each task starts with NRAM filled with 0xCD
+// kernel may depend on the order of its tasks; each KILN_NRAM tile starts filled with 0xCD
 // (reading a tile that was never loaded shows).  GDRAM is plain host memory from
 // cnrtMalloc, filled with 0xFF (NaN floats) like the CUDA emulator's cudaMalloc.
 #ifndef KILN_MLU_EMULATE_H_
@@ -114,6 +114,7 @@ static void* nram_alloc(size_t bytes, const char* name) {
     violate("NRAM capacity", "__nram__ %s needs %zu bytes at offset %zu, past the %d bytes of NRAM a core has "
             "after cncc's stack reserve", name, bytes, at, KILN_MLU_NRAM_BYTES);
   s.nram_used = at + bytes;
+  memset(s.nram + at, 0xCD, bytes);  // a tile never loaded reads as garbage
   return s.nram + at;
 }
 
@@ -201,7 +202,6 @@ static cnrtRet_t invoke(const char* name, cnrtDim3_t dim, cnrtFunctionType_t typ
       s.task_id = t;
       s.task_dim = total;
       s.nram_used = 0;
-      memset(s.nram, 0xCD, sizeof s.nram);
       body();
     }
   } catch (Violation&) {

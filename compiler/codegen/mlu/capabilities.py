@@ -37,3 +37,16 @@ class MluPart:
 
 
 MLU370 = MluPart()
+
+
+def _plan():
+    """How the scheduling pass plans kernels for the MLU renderer (compiler/codegen/mlu/kernels.py):
+    loops threaded in place over the part's cores (no grid launches: tasks never cooperate
+    through barriers yet), every proven-parallel loop worth splitting."""
+    from ...lower.capabilities import Capabilities
+
+    return Capabilities(name="mlu", threads=MLU370.cores, shared_memory_bytes=MLU370.usable_nram_bytes,
+                        vector_width=MLU370.vector_align_bytes // 4, min_parallel_work=1)
+
+
+PLAN = _plan()
