@@ -66,7 +66,7 @@ def test_the_driver_and_runtime_use_a_registered_backend(toy, tmp_path):
 
 def test_unknown_backend_and_option_are_refused(toy, tmp_path):
     graph, x, y = _graph()
-    with pytest.raises(registry.UnknownBackendError, match="unknown target 'nope'.*cpu, cuda, toy"):
+    with pytest.raises(registry.UnknownBackendError, match="unknown target 'nope'.*cpu, cuda, mlu, toy"):
         compile_entries(graph, {"predict": ([y], [], [x])}, tmp_path / "a", target="nope")
     with pytest.raises(registry.UnknownBackendError, match="backend 'toy' has no option arch"):
         compile_entries(graph, {"predict": ([y], [], [x])}, tmp_path / "a", target="toy", arch="sm_90")
