@@ -1,0 +1,61 @@
+"""The MLU backend through the runtime: an emulator violation planted in a generated kernel
+comes back as the step's error naming the kernel and the rule; a graph the backend cannot
+render yet (control flow between kernels) runs on the interpreter with a RuntimeWarning."""
+import re
+from dataclasses import replace
+import warnings
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.abi import KilnRuntimeError
+from compiler import tf
+from compiler.codegen import registry
+from compiler.codegen.mlu.backend import BACKEND
+from compiler.frontend.compile_graph import compile_entries
+
+
+def _artifact(tmp_path, name):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 3], name="x")
+        y = tf.nn.relu(x * 2.0, name="y")
+    return compile_entries(graph, {"predict": ([y], [], [x])}, tmp_path / name, target="mlu", dump_ir=False)
+
+
+PLANTED = "  { KILN_NRAM(float, t, 8); __bang_active_relu(t, t, 8); }  // 32 bytes: not a 128-byte multiple\n"
+
+
+def test_generated_module_runs_and_a_planted_violation_is_surfaced(tmp_path, monkeypatch):
+    feed = {"x:0": np.array([[1, -2, 3]], np.float32)}
+    with runtime.load_artifact(_artifact(tmp_path, "clean")).new_state() as state:
+        np.testing.assert_array_equal(state.run("predict", feed)["y:0"], [[2, 0, 6]])
+    planted = {}
+
+    def render(programs, variables, target):
+        """The backend's source with a violating statement at the top of its first kernel."""
+        source = BACKEND.render(programs, variables, target)
+        first = re.search(r"__mlu_entry__ void (\w+)\(KilnBufs bufs, long long N\) \{\n", source)
+        planted["kernel"] = first.group(1)
+        return source[:first.end()] + PLANTED + source[first.end():]
+
+    monkeypatch.setitem(registry._registered, "mlu", replace(BACKEND, render=render))
+    with runtime.load_artifact(_artifact(tmp_path, "planted")).new_state() as state:
+        with pytest.raises(KilnRuntimeError, match=rf"MLU emulator: kernel {planted['kernel']}: vector length: "
+                                                   r"__bang_active_relu: 8 elements of 4 bytes"):
+            state.run("predict", feed)
+
+
+def test_control_flow_falls_back_to_the_interpreter():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 3])
+        y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+        feed = {x: np.array([[1, 2, 3]], np.float32)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with tf.Session(config={"backend": "mlu"}) as sess:
+                got = sess.run(y, feed)
+    assert any(issubclass(w.category, RuntimeWarning) and "reference interpreter" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(got, [[2, 4, 6]])
