@@ -59,3 +59,20 @@ def test_control_flow_falls_back_to_the_interpreter():
                 got = sess.run(y, feed)
     assert any(issubclass(w.category, RuntimeWarning) and "reference interpreter" in str(w.message) for w in caught)
     np.testing.assert_array_equal(got, [[2, 4, 6]])
+
+
+def test_elementwise_over_several_nram_tiles_per_task():
+    """50,000 elements over 32 tasks: each task's span (1563) takes two NRAM tiles, the last
+    one partial (a flat elementwise loop: its buffers are staged, docs/codegen-mlu.md)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None])
+        y = tf.tanh(x * 1.5) - x
+        feed = {x: np.random.default_rng(5).standard_normal(50000).astype(np.float32)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with tf.Session(config={"backend": "mlu"}) as sess:
+                got = sess.run(y, feed)
+        with tf.Session(config={"backend": "interpreter"}) as sess:
+            want = sess.run(y, feed)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)

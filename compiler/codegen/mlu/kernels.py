@@ -21,7 +21,8 @@ from ...lower import kernel_ir as K
 from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
-from .capabilities import PLAN
+from .capabilities import MLU370, PLAN
+from .staging import LOCAL, TILE, retarget, staged_buffers
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
@@ -48,12 +49,13 @@ class MluKernels:
         self.functions: list = []
         self.launches: list = []
 
-    def decls(self, tree) -> str:
-        """Typed GDRAM pointers for the buffers ``tree`` uses, then the early exit after a check failed."""
+    def decls(self, tree, gdram=frozenset()) -> str:
+        """Typed GDRAM pointers for the buffers ``tree`` uses (``g_<name>`` for those in
+        ``gdram``, staged in NRAM tiles named ``b_<name>``), then the early exit after a check failed."""
         lines = []
         for name in sorted(_buffers_used(tree, set()), key=self.slot.__getitem__):
             ct = c.ctype(self.program.buffers[name].dtype)
-            lines.append(f"  {ct}* {c.ident(name, 'b_')} = ({ct}*)bufs.p[{self.slot[name]}];")
+            lines.append(f"  {ct}* {c.ident(name, 'g_' if name in gdram else 'b_')} = ({ct}*)bufs.p[{self.slot[name]}];")
         lines.append("  if (bufs.err->code) return;  // an earlier check failed: skip the rest of the step")
         return "\n".join(lines)
 
@@ -74,8 +76,9 @@ class MluKernels:
             else:
                 self.serial(f"{base}_s{j}", [s])
 
-    def _add(self, name, tree, lines, dim, kind) -> None:
-        self.functions.append(MluFunction(name, self.decls(tree), "\n".join(lines)))
+    def _add(self, name, tree, lines, dim, kind, gdram=frozenset()) -> None:
+        """One function over ``tree`` with body ``lines``, invoked over ``dim`` tasks of ``kind``."""
+        self.functions.append(MluFunction(name, self.decls(tree, gdram), "\n".join(lines)))
         self.launches.append(f"KILN_MLU_RUN({name}, {dim}, {kind});")
 
     def serial(self, name, stmts) -> None:
@@ -83,7 +86,36 @@ class MluKernels:
         self._add(name, stmts, self.stmts.block(stmts, 1), "1LL", "CNRT_FUNC_TYPE_BLOCK")
 
     def split_loop(self, name, f: K.For) -> None:
-        """A parallel loop's iterations strided over the tasks."""
+        """A parallel loop over the tasks: contiguous spans in NRAM tiles when some of its
+        buffers can be staged (``staging.py``), else iterations strided over the tasks."""
+        staged, stored = staged_buffers(f, self.program.buffers, MLU370.usable_nram_bytes)
+        if not staged:
+            return self.strided_loop(name, f)
+        x, v = self.x, c.ident(f.var.name, "v_")
+        start, t = x(f.start), c.ident(LOCAL.name, "v_")
+        ptr = (lambda n, p: c.ident(n, p))
+        lines = [f"  const long long kiln_trip = ({x(f.stop)}) - ({start}), kiln_per = (kiln_trip + taskDim - 1) / taskDim;",
+                 "  const long long kiln_lo = taskId * kiln_per;",
+                 "  const long long kiln_hi = kiln_lo + kiln_per < kiln_trip ? kiln_lo + kiln_per : kiln_trip;"]
+        for n in staged:
+            lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {TILE});")
+        copy = (lambda n, direction: f"__memcpy({ptr(n, 'b_')}, {ptr(n, 'g_')} + ({start}) + kiln_i0, "
+                f"kiln_len * sizeof(*{ptr(n, 'b_')}), GDRAM2NRAM);" if direction == "in" else
+                f"__memcpy({ptr(n, 'g_')} + ({start}) + kiln_i0, {ptr(n, 'b_')}, kiln_len * sizeof(*{ptr(n, 'b_')}), "
+                "NRAM2GDRAM);")
+        lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {TILE}) {{",
+                  f"    const long long kiln_len = kiln_hi - kiln_i0 < {TILE} ? kiln_hi - kiln_i0 : {TILE};",
+                  *[f"    {copy(n, 'in')}" for n in staged],
+                  f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
+                  f"      const long long {v} = ({start}) + kiln_i0 + {t};",
+                  f"      (void){v};",
+                  *self.stmts.lines(retarget(f.body, set(staged)), 3), "    }",
+                  *[f"    {copy(n, 'out')}" for n in sorted(stored)], "  }"]
+        self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
+                  gdram=set(staged))
+
+    def strided_loop(self, name, f: K.For) -> None:
+        """A parallel loop's iterations strided over the tasks (scalar code on GDRAM)."""
         x, v = self.x, c.ident(f.var.name, "v_")
         trip = f"(({x(f.stop)}) - ({x(f.start)}))"
         lines = [f"  for (long long {v} = ({x(f.start)}) + taskId, {v}_stop = {x(f.stop)}; {v} < {v}_stop; "

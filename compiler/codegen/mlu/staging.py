@@ -1,0 +1,69 @@
+"""NRAM staging of a split loop's elementwise buffers (docs/codegen-mlu.md, "NRAM tiles").
+
+A buffer every access of which, in the loop's body, is at exactly the loop's index (``x[i]``)
+is *staged*: each task walks its contiguous span of iterations in tiles of ``TILE``
+elements, copies the tile of every staged buffer GDRAM -> NRAM (``__memcpy(...,
+GDRAM2NRAM)``), runs the iterations on the NRAM tiles (scalar code), and copies the tiles of
+the staged buffers it stores back NRAM -> GDRAM.  Other buffers (broadcast operands,
+gathers) stay scalar accesses to GDRAM.  ``staged_buffers`` picks them, ``retarget`` rewrites
+their accesses to the tile-local index.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ...ir.types import as_dtype
+from ...lower import kernel_ir as K
+
+TILE = 1024  # elements per NRAM tile (8 KiB at most; a multiple of the 128-byte vector length)
+LOCAL = K.Var("kiln_t", as_dtype("int64"))  # the index inside the tile
+
+
+def _accesses(tree, out: list) -> list:
+    """``(buffer, index, is_store)`` of every load and store under ``tree``."""
+    if isinstance(tree, (list, tuple)):
+        for t in tree:
+            _accesses(t, out)
+        return out
+    if isinstance(tree, (K.Load, K.Store)):
+        out.append((tree.buffer, tree.index, isinstance(tree, K.Store)))
+    if isinstance(tree, (K.Expr, K.Stmt)):
+        for name in tree.__dataclass_fields__:
+            value = getattr(tree, name)
+            if isinstance(value, (K.Expr, K.Stmt, list, tuple)):
+                _accesses(value, out)
+    return out
+
+
+def staged_buffers(loop: K.For, buffers: dict, nram_bytes: int) -> tuple:
+    """``(staged, stored)``: the buffers accessed only at ``loop.var`` (sorted), and those of
+    them the loop stores; none when their tiles would not fit ``nram_bytes``."""
+    ok, stored = {}, set()
+    for name, index, is_store in _accesses(loop.body, []):
+        ok[name] = ok.get(name, True) and index == loop.var
+        if is_store:
+            stored.add(name)
+    staged = sorted(n for n, fine in ok.items() if fine)
+    if sum(TILE * buffers[n].dtype.np.itemsize for n in staged) > nram_bytes:
+        return [], set()
+    return staged, stored & set(staged)
+
+
+def retarget(tree, staged: set):
+    """``tree`` with the accesses of ``staged`` buffers at the tile-local index ``LOCAL``."""
+    if isinstance(tree, list):
+        return [retarget(t, staged) for t in tree]
+    if isinstance(tree, tuple):
+        return tuple(retarget(t, staged) for t in tree)
+    if not isinstance(tree, (K.Expr, K.Stmt)):
+        return tree
+    if isinstance(tree, (K.Load, K.Store)) and tree.buffer in staged:
+        tree = replace(tree, index=LOCAL)
+    changes = {}
+    for name in tree.__dataclass_fields__:
+        value = getattr(tree, name)
+        if isinstance(value, (K.Expr, K.Stmt, list, tuple)):
+            new = retarget(value, staged)
+            if new != value:
+                changes[name] = new
+    return replace(tree, **changes) if changes else tree
