@@ -76,3 +76,22 @@ def test_elementwise_over_several_nram_tiles_per_task():
         with tf.Session(config={"backend": "interpreter"}) as sess:
             want = sess.run(y, feed)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 31, 50000])
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_vector_intrinsic_tiles_match_numpy(n, op):
+    """y = a op b on flat float32 vectors runs as one __bang_* intrinsic per NRAM tile, over
+    the tile rounded up to 128 bytes (lengths 1, 31: one partial group; 50,000: two tiles per
+    task); IEEE add/sub/mul give numpy's values exactly."""
+    rng = np.random.default_rng(n)
+    a_val, b_val = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    graph = tf.Graph()
+    with graph.as_default():
+        a, b = tf.placeholder(tf.float32, [None]), tf.placeholder(tf.float32, [None])
+        y = {"add": tf.add, "sub": tf.subtract, "mul": tf.multiply}[op](a, b)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with tf.Session(config={"backend": "mlu"}) as sess:
+                got = sess.run(y, {a: a_val, b: b_val})
+    np.testing.assert_array_equal(got, {"add": np.add, "sub": np.subtract, "mul": np.multiply}[op](a_val, b_val))

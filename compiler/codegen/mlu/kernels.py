@@ -22,7 +22,7 @@ from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
-from .staging import LOCAL, TILE, retarget, staged_buffers
+from .staging import LOCAL, TILE, VECTOR_LANES, retarget, staged_buffers, vector_form
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
@@ -93,6 +93,8 @@ class MluKernels:
             return self.strided_loop(name, f)
         x, v = self.x, c.ident(f.var.name, "v_")
         start, t = x(f.start), c.ident(LOCAL.name, "v_")
+        vector = vector_form(f, staged)  # its destination is overwritten whole: not loaded
+        overwritten = {vector[1]} - set(vector[2]) if vector else set()
         ptr = (lambda n, p: c.ident(n, p))
         lines = [f"  const long long kiln_trip = ({x(f.stop)}) - ({start}), kiln_per = (kiln_trip + taskDim - 1) / taskDim;",
                  "  const long long kiln_lo = taskId * kiln_per;",
@@ -105,14 +107,26 @@ class MluKernels:
                 "NRAM2GDRAM);")
         lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {TILE}) {{",
                   f"    const long long kiln_len = kiln_hi - kiln_i0 < {TILE} ? kiln_hi - kiln_i0 : {TILE};",
-                  *[f"    {copy(n, 'in')}" for n in staged],
-                  f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
-                  f"      const long long {v} = ({start}) + kiln_i0 + {t};",
-                  f"      (void){v};",
-                  *self.stmts.lines(retarget(f.body, set(staged)), 3), "    }",
+                  *[f"    {copy(n, 'in')}" for n in staged if n not in overwritten],
+                  *self.tile_body(f, staged, v, t, start),
                   *[f"    {copy(n, 'out')}" for n in sorted(stored)], "  }"]
         self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
                   gdram=set(staged))
+
+    def tile_body(self, f: K.For, staged, v, t, start) -> list:
+        """The lines computing one tile: one ``__bang_*`` intrinsic over the tile rounded up to
+        whole 128-byte groups (``staging.vector_form``; the padding is never copied back), else
+        the loop's body as scalar code on the NRAM tiles."""
+        vector = vector_form(f, staged)
+        if vector is not None:
+            op, dst, (a, b) = vector
+            ptr = (lambda n: c.ident(n, "b_"))
+            return [f"    {op}({ptr(dst)}, {ptr(a)}, {ptr(b)}, (int)((kiln_len + {VECTOR_LANES - 1}) / "
+                    f"{VECTOR_LANES} * {VECTOR_LANES}));"]
+        return [f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
+                f"      const long long {v} = ({start}) + kiln_i0 + {t};",
+                f"      (void){v};",
+                *self.stmts.lines(retarget(f.body, set(staged)), 3), "    }"]
 
     def strided_loop(self, name, f: K.For) -> None:
         """A parallel loop's iterations strided over the tasks (scalar code on GDRAM)."""

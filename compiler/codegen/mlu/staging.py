@@ -67,3 +67,30 @@ def retarget(tree, staged: set):
             if new != value:
                 changes[name] = new
     return replace(tree, **changes) if changes else tree
+
+
+# float32 ops whose __bang_* intrinsic rounds like the scalar op (IEEE add, sub, mul)
+VECTOR_BINARY = {"add": "__bang_add", "sub": "__bang_sub", "mul": "__bang_mul"}
+VECTOR_LANES = 128 // 4  # float32 elements of one 128-byte vector group
+
+
+def vector_form(loop: K.For, staged: list):
+    """``(intrinsic, dst, (src0, src1))`` when the loop's body is one float32 add / sub / mul
+    of two staged loads stored to a staged buffer (``y[i] = a[i] op b[i]``, possibly through
+    one ``Let``), so the tile is computed by one vector intrinsic; else None."""
+    body = loop.body.body if isinstance(loop.body, K.Block) else [loop.body]
+    if len(body) == 2 and isinstance(body[0], K.Let) and isinstance(body[1], K.Store) \
+            and body[1].value == body[0].var:
+        value, store = body[0].value, body[1]
+    elif len(body) == 1 and isinstance(body[0], K.Store):
+        value, store = body[0].value, body[0]
+    else:
+        return None
+    f32 = as_dtype("float32")
+    if not (isinstance(value, K.Op) and value.kind in VECTOR_BINARY and value.dtype == f32
+            and store.buffer in staged and store.index == loop.var and len(value.args) == 2):
+        return None
+    if not all(isinstance(a, K.Load) and a.buffer in staged and a.index == loop.var and a.dtype == f32
+               for a in value.args):
+        return None
+    return VECTOR_BINARY[value.kind], store.buffer, tuple(a.buffer for a in value.args)
