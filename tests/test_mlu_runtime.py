@@ -1,9 +1,9 @@
 """The MLU backend through the runtime: an emulator violation planted in a generated kernel
-comes back as the step's error naming the kernel and the rule; a graph the backend cannot
-render yet (control flow between kernels) runs on the interpreter with a RuntimeWarning."""
+comes back as the step's error naming the kernel and the rule; control flow between kernels;
+NRAM tiles and vector intrinsics over several tiles."""
 import re
-from dataclasses import replace
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from compiler import tf
 from compiler.codegen import registry
 from compiler.codegen.mlu.backend import BACKEND
 from compiler.frontend.compile_graph import compile_entries
+from tests.test_control_flow_backends import BATCHES, _feeds, _rnn_graph
 
 
 def _artifact(tmp_path, name):
@@ -47,18 +48,24 @@ def test_generated_module_runs_and_a_planted_violation_is_surfaced(tmp_path, mon
             state.run("predict", feed)
 
 
-def test_control_flow_falls_back_to_the_interpreter():
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_control_flow_between_kernels_matches_interpreter(sign):
+    """tf.cond and tf.while_loop run as host control steps (the predicate read back from
+    GDRAM after the queued kernels), both branches and several iterations."""
     graph = tf.Graph()
     with graph.as_default():
         x = tf.placeholder(tf.float32, [None, 3])
         y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
-        feed = {x: np.array([[1, 2, 3]], np.float32)}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        _, z = tf.while_loop(lambda i, v: i < 5, lambda i, v: (i + 1, v * 1.5 + y), [tf.constant(0), x])
+        feed = {x: sign * np.array([[1, 2, 3], [0.5, -1, 2]], np.float32)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a fallback to the interpreter would warn
             with tf.Session(config={"backend": "mlu"}) as sess:
-                got = sess.run(y, feed)
-    assert any(issubclass(w.category, RuntimeWarning) and "reference interpreter" in str(w.message) for w in caught)
-    np.testing.assert_array_equal(got, [[2, 4, 6]])
+                got = sess.run([y, z], feed)
+        with tf.Session(config={"backend": "interpreter"}) as sess:
+            want = sess.run([y, z], feed)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
 
 
 def test_elementwise_over_several_nram_tiles_per_task():
@@ -95,3 +102,22 @@ def test_vector_intrinsic_tiles_match_numpy(n, op):
             with tf.Session(config={"backend": "mlu"}) as sess:
                 got = sess.run(y, {a: a_val, b: b_val})
     np.testing.assert_array_equal(got, {"add": np.add, "sub": np.subtract, "mul": np.multiply}[op](a_val, b_val))
+
+
+def test_rnn_with_loops_trains_like_the_cpu(tmp_path):
+    """The control-flow RNN of test_control_flow_backends.py (while + cond in the body, SGD)
+    on the MLU emulator gives the CPU artifact's losses and outputs, step after step."""
+    graph, t = _rnn_graph()
+    inputs = [t["x"], t["steps"]]
+    entries = {"train": ([t["loss"]], [t["train"]], inputs), "predict": ([t["h"]], [], inputs)}
+    arts = {target: runtime.load_artifact(compile_entries(graph, entries, tmp_path / target, target=target,
+                                                          dump_ir=False)) for target in ("cpu", "mlu")}
+    assert "for (;;) {" in (tmp_path / "mlu" / "src" / "model.mlu").read_text()
+    with arts["cpu"].new_state() as c, arts["mlu"].new_state() as m:
+        for step, (n, k) in enumerate(BATCHES):
+            feeds = {name.name: v for name, v in _feeds(t, n, step, k).items()}
+            feeds["steps:0"] = np.array(k, np.int32)
+            np.testing.assert_allclose(m.run("train", feeds)["loss:0"], c.run("train", feeds)["loss:0"],
+                                       rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+            key = t["h"].name
+            np.testing.assert_allclose(m.run("predict", feeds)[key], c.run("predict", feeds)[key], rtol=1e-5, atol=1e-6)

@@ -107,10 +107,15 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     }
 
 
-def host_steps(steps, per_kernel: list, slot: dict, counter=None) -> list:
+CUDA_READ_PRED = ("if ((e = cudaMemcpyAsync(&{pred}, {src}, 1, cudaMemcpyDeviceToHost, stream)) != cudaSuccess) "
+                  "return e;\n  if ((e = cudaStreamSynchronize(stream)) != cudaSuccess) return e;")
+
+
+def host_steps(steps, per_kernel: list, slot: dict, counter=None, read_pred: str = CUDA_READ_PRED) -> list:
     """The host lines of ``steps``: each kernel's launch lines, and for control steps (kernel_ir
     ``IfStep``/``WhileStep``) C ``if``/``for`` blocks testing the predicate byte copied back
-    from the device (the stream is synchronized first).  The template follows every line
+    from the device (``read_pred``: the target's lines copying ``{src}`` into the host byte
+    ``{pred}`` after the queued work; CUDA's by default).  The template follows every line
     with a launch-error check, which is harmless after a brace."""
     counter = counter if counter is not None else [0]
     lines = []
@@ -118,16 +123,14 @@ def host_steps(steps, per_kernel: list, slot: dict, counter=None) -> list:
         if isinstance(step, (K.IfStep, K.WhileStep)):
             pred = f"kiln_p{counter[0]}"
             counter[0] += 1
-            read = (f"unsigned char {pred} = 0;  // {step.origin}\n"
-                    f"  if ((e = cudaMemcpyAsync(&{pred}, b.p[{slot[step.pred]}], 1, cudaMemcpyDeviceToHost, stream)) "
-                    f"!= cudaSuccess) return e;\n"
-                    f"  if ((e = cudaStreamSynchronize(stream)) != cudaSuccess) return e;")
+            read = (f"unsigned char {pred} = 0;  // {step.origin}\n  "
+                    + read_pred.format(pred=pred, src=f"b.p[{slot[step.pred]}]"))
+        nested = (lambda sub: host_steps(sub, per_kernel, slot, counter, read_pred))
         if isinstance(step, K.IfStep):
-            lines += [read, f"if ({pred}) {{", *host_steps(step.then, per_kernel, slot, counter), "} else {",
-                      *host_steps(step.orelse, per_kernel, slot, counter), "}"]
+            lines += [read, f"if ({pred}) {{", *nested(step.then), "} else {", *nested(step.orelse), "}"]
         elif isinstance(step, K.WhileStep):
-            lines += [f"for (;;) {{  // {step.origin}", *host_steps(step.cond, per_kernel, slot, counter), read,
-                      f"if (!{pred}) break;", *host_steps(step.body, per_kernel, slot, counter), "}"]
+            lines += [f"for (;;) {{  // {step.origin}", *nested(step.cond), read,
+                      f"if (!{pred}) break;", *nested(step.body), "}"]
         else:
             lines += per_kernel[step]
     return lines

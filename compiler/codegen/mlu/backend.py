@@ -71,5 +71,5 @@ BACKEND = Backend(
                          "cncc exists, KILN_MLU_EMULATE=0 turns the default off)"),),
     make_options=_options,
     unavailable=_unavailable,
-    control_flow=False,
+    control_flow=True,
 )

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from ...lower import kernel_ir as K
 from ..c.environment import environment
-from ..cuda.module import ALIGN, Checks, bytes_expr, c_string, const_lines, entry_symbol, pointer
+from ..cuda.module import ALIGN, Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
 from ..layout import ConstantPool, Variables, max_batch, places, workspace_bytes
 from .capabilities import MLU370
 from .kernels import MluKernels
+
+# a control step's predicate byte, read back after the queued kernels (host_steps)
+READ_PRED = ("KILN_CNRT(s, cnrtQueueSync(s->queue));\n"
+             "  KILN_CNRT(s, cnrtMemcpy(&{pred}, {src}, 1, cnrtMemcpyDevToHost));")
 
 
 def _io(program: K.Program) -> list:
@@ -32,21 +36,22 @@ def _io(program: K.Program) -> list:
 
 def _entry(index: int, name: str, program: K.Program, variables: Variables, consts: ConstantPool, checks: Checks) -> dict:
     """Everything the templates need for one entry point."""
-    if program.steps is not None:
-        raise NotImplementedError(f"program {program.name!r}: control flow between kernels (tf.cond / "
-                                  "tf.while_loop) is not supported by the MLU backend yet")
     renderer = MluKernels(program, name, checks.add)
+    per_kernel = []
     for k in program.kernels:
+        first = len(renderer.launches)
         renderer.kernel(k)
+        per_kernel.append(renderer.launches[first:])
     io_decls = _io(program)
     n_feeds = sum(d.role == "feed" for d in io_decls)
     io_bytes = [bytes_expr(d) for d in io_decls]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}
     slot = {n: i for i, n in enumerate(program.buffers)}
+    launches = host_steps(K.program_steps(program), per_kernel, slot, read_pred=READ_PRED)
     fixed, per = workspace_bytes(program)
     io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
-        "index": index, "name": name, "functions": renderer.functions, "launches": renderer.launches,
+        "index": index, "name": name, "functions": renderer.functions, "launches": launches,
         "buffers": [f"{d.name}: {d.dtype.short}{list(d.shape)} {d.role}" for d in program.buffers.values()],
         "pointers": [pointer(p, consts, io_slot) for p in places(program, variables, consts)],
         "feeds": io_bytes[:n_feeds], "fetches": io_bytes[n_feeds:], "io": io_bytes, "io_slots": len(io_bytes) + 1,
