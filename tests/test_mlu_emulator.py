@@ -102,3 +102,32 @@ def test_non_emulated_build_needs_cncc(monkeypatch, tmp_path):
         find_cncc()
     with pytest.raises(MluToolchainError, match="cncc not found"):
         compile_mlu("int x;", tmp_path / "x.so", emulate=False)
+
+
+def test_non_emulated_target_fails_early_without_cncc(monkeypatch, tmp_path):
+    """`--target mlu` without emulation is refused when the target is made, before rendering."""
+    from compiler.codegen.registry import make_target
+
+    monkeypatch.delenv("KILN_CNCC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("NEUWARE_HOME", str(tmp_path))
+    with pytest.raises(MluToolchainError, match="cncc not found"):
+        make_target("mlu", emulate=False)
+    monkeypatch.setenv("KILN_MLU_EMULATE", "0")
+    with pytest.raises(MluToolchainError, match="cncc not found"):
+        make_target("mlu")
+    monkeypatch.delenv("KILN_MLU_EMULATE")
+    assert make_target("mlu").get("emulate") is True
+
+
+def test_schedule_comes_from_the_environment(lib, tmp_path, monkeypatch):
+    """$KILN_MLU_SCHEDULE is read by a freshly loaded library at its first kernel."""
+    import shutil
+
+    monkeypatch.setenv("KILN_MLU_SCHEDULE", "reverse")
+    fresh = tmp_path / "fresh.so"
+    shutil.copyfile(lib._name, fresh)  # another file: its own emulator state
+    so = ctypes.CDLL(str(fresh))
+    log = np.zeros(9, np.int32)
+    assert so.run_order_log(_ptr(log, ctypes.c_int), 8) == 0
+    assert list(log[1:]) == list(range(8))[::-1]

@@ -19,8 +19,11 @@ from tests.test_cuda_training import ROOT, _feeds, _graph
 SIZES = {"mlp": (8, 20), "cnn": (2, 3)}
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_training_losses_match_cpu(tmp_path, model):
+@pytest.mark.parametrize("model, schedule", [("mlp", "forward"), ("mlp", "shuffle:3"), ("mlp", "reverse"),
+                                             ("cnn", "shuffle:5")])
+def test_training_losses_match_cpu(tmp_path, monkeypatch, model, schedule):
+    """Under every task order ($KILN_MLU_SCHEDULE, read by each library at its first kernel)."""
+    monkeypatch.setenv("KILN_MLU_SCHEDULE", schedule)
     batch, steps = SIZES[model]
     graph, entries = _graph(model)
     losses = {}
