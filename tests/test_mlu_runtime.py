@@ -121,3 +121,20 @@ def test_rnn_with_loops_trains_like_the_cpu(tmp_path):
                                        rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
             key = t["h"].name
             np.testing.assert_allclose(m.run("predict", feeds)[key], c.run("predict", feeds)[key], rtol=1e-5, atol=1e-6)
+
+
+def test_states_on_two_threads_run_concurrently(tmp_path):
+    """Each host thread drives its own emulated core (NRAM, task ids), GDRAM is shared: two
+    states of one artifact stepping at once on two threads both give the right values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    art = runtime.load_artifact(_artifact(tmp_path, "threads"))
+
+    def run(seed):
+        x = np.random.default_rng(seed).standard_normal((100000, 3)).astype(np.float32)
+        with art.new_state() as state:
+            return all(np.array_equal(state.run("predict", {"x:0": x})["y:0"], np.maximum(x * 2, 0))
+                       for _ in range(5))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert all(pool.map(run, range(4)))

@@ -19,7 +19,9 @@
 //     memory spaces of both pointers, and the GDRAM side stays inside one cnrtMalloc block;
 //   * kernel invocation: a Union1 kernel's task dimension is a multiple of the 4 cores of
 //     a cluster; BLOCK kernels take any positive dimension.
-// How: tasks run one after the other on the calling thread in a seeded order
+// How: a host thread's kernels use their own emulated core (NRAM, task ids, first violation);
+// GDRAM blocks and the schedule are shared by the library's threads.  Tasks run one after
+// the other on the calling thread in a seeded order
 // ($KILN_MLU_SCHEDULE = forward | reverse | shuffle:SEED, or kiln_mlu_set_schedule) so no
 // kernel may depend on the order of its tasks; each KILN_NRAM tile starts filled with 0xCD
 // (reading a tile that was never loaded shows).  GDRAM is plain host memory from
@@ -36,6 +38,8 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -64,18 +68,25 @@ struct Violation {};  // thrown out of a task: the kernel stops there
 
 struct Block { char* base; size_t bytes; };
 
-struct State {
+// What the library's threads share (under `mu`): GDRAM blocks and the schedule.
+struct Shared {
+  std::mutex mu;
   std::map<char*, size_t> gdram;            // cnrtMalloc blocks: base -> bytes
-  alignas(KILN_MLU_ALIGN) char nram[KILN_MLU_NRAM_BYTES];  // the running core's NRAM
+  int mode = -1;                            // schedule: 0 forward, 1 reverse, 2 shuffle; -1 unset
+  uint64_t seed = 0, launches = 0;
+};
+
+// What one host thread's kernels use: the running core's NRAM, task and first violation.
+struct State {
+  alignas(KILN_MLU_ALIGN) char nram[KILN_MLU_NRAM_BYTES];
   size_t nram_used = 0;
   const char* kernel = "";                 // the running kernel's name
   std::string error;                        // first violation, "" when none
-  int mode = -1;                            // schedule: 0 forward, 1 reverse, 2 shuffle; -1 unset
-  uint64_t seed = 0, launches = 0;
   unsigned task_id = 0, task_dim = 1;
 };
 
-static State& state() { static State* s = new State(); return *s; }
+static Shared& shared() { static Shared* s = new Shared(); return *s; }
+static State& state() { static thread_local std::unique_ptr<State> s(new State()); return *s; }
 
 // Record the first violation (kernel, rule, detail) and stop the running task.
 [[noreturn]] static void violate(const char* rule, const char* fmt, ...) {
@@ -97,7 +108,8 @@ static bool in_nram(const void* p, size_t bytes) {
 
 // The cnrtMalloc block holding [p, p + bytes), or {nullptr, 0}.
 static Block gdram_block(const void* p, size_t bytes) {
-  State& s = state();
+  Shared& s = shared();
+  std::lock_guard<std::mutex> lock(s.mu);
   char* c = (char*)p;
   auto it = s.gdram.upper_bound(c);
   if (it == s.gdram.begin()) return {nullptr, 0};
@@ -158,8 +170,7 @@ static uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-static void load_schedule() {
-  State& s = state();
+static void load_schedule(Shared& s) {
   if (s.mode >= 0) return;
   const char* v = getenv("KILN_MLU_SCHEDULE");
   s.mode = 0;
@@ -171,8 +182,9 @@ static void load_schedule() {
 
 // The order tasks run in for this launch (a permutation of 0..dim-1).
 static std::vector<unsigned> task_order(unsigned dim) {
-  State& s = state();
-  load_schedule();
+  Shared& s = shared();
+  std::lock_guard<std::mutex> lock(s.mu);
+  load_schedule(s);
   std::vector<unsigned> order(dim);
   for (unsigned i = 0; i < dim; ++i) order[i] = i;
   if (s.mode == 1) std::reverse(order.begin(), order.end());
@@ -277,13 +289,17 @@ static inline cnrtRet_t cnrtMalloc(void** p, size_t bytes) {
   char* c = (char*)aligned_alloc(KILN_MLU_ALIGN, (bytes + KILN_MLU_ALIGN - 1) / KILN_MLU_ALIGN * KILN_MLU_ALIGN + KILN_MLU_ALIGN);
   if (!c) return cnrtErrorNoMem;
   memset(c, 0xFF, bytes);
-  kiln_mlu::state().gdram[c] = bytes;
+  std::lock_guard<std::mutex> lock(kiln_mlu::shared().mu);
+  kiln_mlu::shared().gdram[c] = bytes;
   *p = c;
   return cnrtSuccess;
 }
 static inline cnrtRet_t cnrtFree(void* p) {
   if (!p) return cnrtSuccess;
-  if (!kiln_mlu::state().gdram.erase((char*)p)) return cnrtErrorArgsInvalid;
+  {
+    std::lock_guard<std::mutex> lock(kiln_mlu::shared().mu);
+    if (!kiln_mlu::shared().gdram.erase((char*)p)) return cnrtErrorArgsInvalid;
+  }
   free(p);
   return cnrtSuccess;
 }
@@ -310,9 +326,10 @@ extern "C" __attribute__((visibility("default"))) const char* kiln_mlu_last_erro
 extern "C" __attribute__((visibility("default"))) void kiln_mlu_clear_error(void) { kiln_mlu::state().error.clear(); }
 // mode 0 forward, 1 reverse, 2 shuffle with `seed`.
 extern "C" __attribute__((visibility("default"))) void kiln_mlu_set_schedule(int mode, unsigned long long seed) {
-  kiln_mlu::state().mode = mode;
-  kiln_mlu::state().seed = seed;
-  kiln_mlu::state().launches = 0;
+  std::lock_guard<std::mutex> lock(kiln_mlu::shared().mu);
+  kiln_mlu::shared().mode = mode;
+  kiln_mlu::shared().seed = seed;
+  kiln_mlu::shared().launches = 0;
 }
 
 #endif  // KILN_MLU_EMULATE_H_
