@@ -138,3 +138,23 @@ def test_states_on_two_threads_run_concurrently(tmp_path):
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         assert all(pool.map(run, range(4)))
+
+
+@pytest.mark.parametrize("rows, cols", [(2000, 50), (40, 5000)])
+def test_row_loops_are_staged_in_nram_tiles(rows, cols):
+    """x[i * C + j] rows staged in NRAM tiles (20 rows of 50 per tile, several tiles per task;
+    or one 5000-element row per tile), the broadcast bias staying a GDRAM access."""
+    rng = np.random.default_rng(rows)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, cols])
+        bias = tf.constant(rng.standard_normal(cols).astype(np.float32))
+        y = tf.tanh(x + bias) * 0.5
+        feed = {x: rng.standard_normal((rows, cols)).astype(np.float32)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with tf.Session(config={"backend": "mlu"}) as sess:
+                got = sess.run(y, feed)
+        with tf.Session(config={"backend": "interpreter"}) as sess:
+            want = sess.run(y, feed)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)

@@ -22,7 +22,7 @@ from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
-from .staging import LOCAL, TILE, VECTOR_LANES, retarget, staged_buffers, vector_form
+from .staging import LOCAL, VECTOR_LANES, index_forms, retarget, staged_buffers, vector_form
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
@@ -88,9 +88,10 @@ class MluKernels:
     def split_loop(self, name, f: K.For) -> None:
         """A parallel loop over the tasks: contiguous spans in NRAM tiles when some of its
         buffers can be staged (``staging.py``), else iterations strided over the tasks."""
-        staged, stored = staged_buffers(f, self.program.buffers, MLU370.usable_nram_bytes)
-        if not staged:
+        units, stored, rows = staged_buffers(f, self.program.buffers, MLU370.usable_nram_bytes)
+        if not units:
             return self.strided_loop(name, f)
+        staged = sorted(units)
         x, v = self.x, c.ident(f.var.name, "v_")
         start, t = x(f.start), c.ident(LOCAL.name, "v_")
         vector = vector_form(f, staged)  # its destination is overwritten whole: not loaded
@@ -100,16 +101,15 @@ class MluKernels:
                  "  const long long kiln_lo = taskId * kiln_per;",
                  "  const long long kiln_hi = kiln_lo + kiln_per < kiln_trip ? kiln_lo + kiln_per : kiln_trip;"]
         for n in staged:
-            lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {TILE});")
-        copy = (lambda n, direction: f"__memcpy({ptr(n, 'b_')}, {ptr(n, 'g_')} + ({start}) + kiln_i0, "
-                f"kiln_len * sizeof(*{ptr(n, 'b_')}), GDRAM2NRAM);" if direction == "in" else
-                f"__memcpy({ptr(n, 'g_')} + ({start}) + kiln_i0, {ptr(n, 'b_')}, kiln_len * sizeof(*{ptr(n, 'b_')}), "
-                "NRAM2GDRAM);")
-        lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {TILE}) {{",
-                  f"    const long long kiln_len = kiln_hi - kiln_i0 < {TILE} ? kiln_hi - kiln_i0 : {TILE};",
-                  *[f"    {copy(n, 'in')}" for n in staged if n not in overwritten],
+            lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {rows * units[n]});")
+        gdram = (lambda n: f"{ptr(n, 'g_')} + (({start}) + kiln_i0) * {units[n]}LL")
+        size = (lambda n: f"kiln_len * {units[n]}LL * sizeof(*{ptr(n, 'b_')})")
+        lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {rows}) {{",
+                  f"    const long long kiln_len = kiln_hi - kiln_i0 < {rows} ? kiln_hi - kiln_i0 : {rows};",
+                  *[f"    __memcpy({ptr(n, 'b_')}, {gdram(n)}, {size(n)}, GDRAM2NRAM);"
+                    for n in staged if n not in overwritten],
                   *self.tile_body(f, staged, v, t, start),
-                  *[f"    {copy(n, 'out')}" for n in sorted(stored)], "  }"]
+                  *[f"    __memcpy({gdram(n)}, {ptr(n, 'b_')}, {size(n)}, NRAM2GDRAM);" for n in sorted(stored)], "  }"]
         self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
                   gdram=set(staged))
 
@@ -126,7 +126,7 @@ class MluKernels:
         return [f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
                 f"      const long long {v} = ({start}) + kiln_i0 + {t};",
                 f"      (void){v};",
-                *self.stmts.lines(retarget(f.body, set(staged)), 3), "    }"]
+                *self.stmts.lines(retarget(f.body, set(staged), index_forms(f)), 3), "    }"]
 
     def strided_loop(self, name, f: K.For) -> None:
         """A parallel loop's iterations strided over the tasks (scalar code on GDRAM)."""

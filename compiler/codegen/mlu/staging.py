@@ -1,8 +1,9 @@
 """NRAM staging of a split loop's elementwise buffers (docs/codegen-mlu.md, "NRAM tiles").
 
 A buffer every access of which, in the loop's body, is at exactly the loop's index (``x[i]``)
-is *staged*: each task walks its contiguous span of iterations in tiles of ``TILE``
-elements, copies the tile of every staged buffer GDRAM -> NRAM (``__memcpy(...,
+or at the loop's row (``x[i * C + j]``, the body being one loop ``j`` over ``[0, C)``) is
+*staged*: each task walks its contiguous span of iterations in tiles of about ``TILE``
+elements (``TILE // C`` rows, at least one), copies the tile of every staged buffer GDRAM -> NRAM (``__memcpy(...,
 GDRAM2NRAM)``), runs the iterations on the NRAM tiles (scalar code), and copies the tiles of
 the staged buffers it stores back NRAM -> GDRAM.  Other buffers (broadcast operands,
 gathers) stay scalar accesses to GDRAM.  ``staged_buffers`` picks them, ``retarget`` rewrites
@@ -35,35 +36,53 @@ def _accesses(tree, out: list) -> list:
     return out
 
 
+def index_forms(loop: K.For) -> dict:
+    """Stageable index forms -> ``(elements per iteration, the form in the tile)``: ``x[i]``,
+    and ``x[i * C + j]`` when the body is one loop ``j`` over ``[0, C)`` (a row per iteration)."""
+    forms = {loop.var: (1, LOCAL)}
+    inner = loop.body.body[0] if isinstance(loop.body, K.Block) and len(loop.body.body) == 1 else loop.body
+    i64 = loop.var.dtype
+    if isinstance(inner, K.For) and inner.start == K.Const(0, i64) and isinstance(inner.stop, K.Const) \
+            and int(inner.stop.value) > 0:
+        size = K.Const(int(inner.stop.value), i64)
+        row = (lambda var: K.Op("add", (K.Op("mul", (var, size), i64), inner.var), i64))
+        forms[row(loop.var)] = (int(size.value), row(LOCAL))
+    return forms
+
+
 def staged_buffers(loop: K.For, buffers: dict, nram_bytes: int) -> tuple:
-    """``(staged, stored)``: the buffers accessed only at ``loop.var`` (sorted), and those of
-    them the loop stores; none when their tiles would not fit ``nram_bytes``."""
-    ok, stored = {}, set()
+    """``(units, stored, rows)``: the buffers every access of which has one stageable form
+    (name -> elements per iteration), those of them the loop stores, and the iterations per
+    tile; no buffers when their tiles would not fit ``nram_bytes``."""
+    forms = index_forms(loop)
+    found, stored = {}, set()
     for name, index, is_store in _accesses(loop.body, []):
-        ok[name] = ok.get(name, True) and index == loop.var
+        found.setdefault(name, set()).add(index)
         if is_store:
             stored.add(name)
-    staged = sorted(n for n, fine in ok.items() if fine)
-    if sum(TILE * buffers[n].dtype.np.itemsize for n in staged) > nram_bytes:
-        return [], set()
-    return staged, stored & set(staged)
+    units = {n: forms[next(iter(idx))][0] for n, idx in found.items() if len(idx) == 1 and next(iter(idx)) in forms}
+    rows = max(1, TILE // max(units.values(), default=1))
+    if sum(rows * u * buffers[n].dtype.np.itemsize for n, u in units.items()) > nram_bytes:
+        return {}, set(), rows
+    return units, stored & set(units), rows
 
 
-def retarget(tree, staged: set):
-    """``tree`` with the accesses of ``staged`` buffers at the tile-local index ``LOCAL``."""
+def retarget(tree, staged: set, forms: dict):
+    """``tree`` with the accesses of ``staged`` buffers at their form in the tile (``forms``:
+    ``index_forms(loop)``)."""
     if isinstance(tree, list):
-        return [retarget(t, staged) for t in tree]
+        return [retarget(t, staged, forms) for t in tree]
     if isinstance(tree, tuple):
-        return tuple(retarget(t, staged) for t in tree)
+        return tuple(retarget(t, staged, forms) for t in tree)
     if not isinstance(tree, (K.Expr, K.Stmt)):
         return tree
     if isinstance(tree, (K.Load, K.Store)) and tree.buffer in staged:
-        tree = replace(tree, index=LOCAL)
+        tree = replace(tree, index=forms[tree.index][1])
     changes = {}
     for name in tree.__dataclass_fields__:
         value = getattr(tree, name)
         if isinstance(value, (K.Expr, K.Stmt, list, tuple)):
-            new = retarget(value, staged)
+            new = retarget(value, staged, forms)
             if new != value:
                 changes[name] = new
     return replace(tree, **changes) if changes else tree
