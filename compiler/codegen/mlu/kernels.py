@@ -4,9 +4,11 @@
 A kernel is planned like the CPU's (loops threaded in place: ``For.parallel``) and each of
 its top-level statements becomes one invocation, so no two tasks ever need a barrier:
 
-* a top-level ``For`` marked parallel: a Union1 kernel of ``kiln_tasks(trip)`` tasks, task
-  ``taskId`` taking iterations ``start + taskId, start + taskId + taskDim, ...`` (scalar code
-  on GDRAM: elementwise work is not staged through NRAM tiles yet);
+* a top-level ``For`` marked parallel: a Union1 kernel of ``kiln_tasks(trip)`` tasks; when
+  some of its buffers are accessed elementwise (``staging.py``), task ``taskId`` takes a
+  contiguous span of iterations through NRAM tiles (one ``__bang_*`` intrinsic per tile for
+  a flat float32 add/sub/mul, else scalar code on the tiles); otherwise it takes iterations
+  ``start + taskId, start + taskId + taskDim, ...`` with scalar code on GDRAM;
 * a top-level ``Gemm``: a Union1 kernel, tasks striding over the output rows of every batch
   item, each output a scalar dot product (no NRAM/WRAM tiles or matrix intrinsic yet);
 * anything else (serial loops, loops holding checks, kernels whose statements share
