@@ -12,63 +12,16 @@ The same text builds with ``nvcc`` for a GPU or with ``g++`` and the host emulat
 """
 from __future__ import annotations
 
-import re
-
 from ...lower import kernel_ir as K
 from ...lower.dedup import kernel_functions
 from ...lower.schedule import plan_program
 from ..c.environment import environment
-from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
+from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
+from ..layout import ConstantPool, Variables, max_batch, places, workspace_bytes
 from .capabilities import CAPABILITIES
 from .kernels import KernelRenderer
 
 ALIGN = 256  # device allocations, io slots and constants (cudaMalloc's alignment)
-
-
-def c_string(text: str) -> str:
-    """A C string literal for ``text`` (non-printable characters as octal escapes)."""
-    return '"' + "".join(c if (c.isprintable() and c not in '"\\?') else f"\\{ord(c):03o}"
-                         for c in text) + '"'
-
-
-def bytes_expr(decl: K.BufferDecl) -> str:
-    """C expression for a buffer's byte size with the batch size ``N``."""
-    size, syms = decl.byte_size()
-    return " * ".join([f"{size}LL"] + ["N"] * syms)
-
-
-class Checks:
-    """The module's failed-check table: a printf format per check (the kernel's origin,
-    then the message with ``{value}`` as positional argument 1) and the value's kind."""
-
-    def __init__(self):
-        self.rows: list = []
-
-    def add(self, origin: str, message: str, dtype) -> int:
-        kind = "f" if dtype.is_floating else ("b" if dtype.is_bool else "i")
-        spec = {"f": "%1$g", "i": "%1$lld", "b": "%1$s"}[kind]
-        parts = [p.replace("%", "%%").replace("{{", "{").replace("}}", "}") for p in message.split("{value}")]
-        fmt = origin.replace("%", "%%") + ": " + spec.join(parts)
-        self.rows.append({"format": c_string(fmt), "kind": kind})
-        return len(self.rows) - 1
-
-
-def const_lines(consts: ConstantPool) -> list:
-    """The constants blob as lines of C initializers (32 bytes each)."""
-    blob = consts.blob()
-    return [", ".join(str(v) for v in blob[i:i + 32]) + "," for i in range(0, len(blob), 32)]
-
-
-def pointer(place: Place, consts: ConstantPool, io_slot: dict) -> str:
-    """The C expression (host side of a step) of the device address of a buffer at ``place``
-    (compiler/codegen/layout.py; feeds and fetches live in the io region)."""
-    if place.kind in ("feed", "fetch"):
-        return f"(void*)(io + off[{io_slot[place.kind, place.index]}])"
-    if place.kind == "state":
-        return f"s->vars[{place.index}]"
-    if place.kind == "const":
-        return f"(void*)(s->consts + {consts.offsets[place.index]}LL)"
-    return f"(void*)(ws + {place.base}LL + {place.per_n}LL * N)" if place.per_n else f"(void*)(ws + {place.base}LL)"
 
 
 def _entry(index: int, name: str, program: K.Program, variables: Variables, consts: ConstantPool,
@@ -90,7 +43,7 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     feeds, fetches = io_bytes[:n_feeds], io_bytes[n_feeds:]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}  # feeds, then fetches
     slot = {n: i for i, n in enumerate(program.buffers)}
-    launches = host_steps(K.program_steps(program), [[block] for block in per_kernel], slot)
+    launches = host_steps(K.program_steps(program), [[block] for block in per_kernel], slot, CUDA_READ_PRED)
     fixed, per = workspace_bytes(program)
     io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
@@ -109,31 +62,6 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
 
 CUDA_READ_PRED = ("if ((e = cudaMemcpyAsync(&{pred}, {src}, 1, cudaMemcpyDeviceToHost, stream)) != cudaSuccess) "
                   "return e;\n  if ((e = cudaStreamSynchronize(stream)) != cudaSuccess) return e;")
-
-
-def host_steps(steps, per_kernel: list, slot: dict, counter=None, read_pred: str = CUDA_READ_PRED) -> list:
-    """The host lines of ``steps``: each kernel's launch lines, and for control steps (kernel_ir
-    ``IfStep``/``WhileStep``) C ``if``/``for`` blocks testing the predicate byte copied back
-    from the device (``read_pred``: the target's lines copying ``{src}`` into the host byte
-    ``{pred}`` after the queued work; CUDA's by default).  The template follows every line
-    with a launch-error check, which is harmless after a brace."""
-    counter = counter if counter is not None else [0]
-    lines = []
-    for step in steps:
-        if isinstance(step, (K.IfStep, K.WhileStep)):
-            pred = f"kiln_p{counter[0]}"
-            counter[0] += 1
-            read = (f"unsigned char {pred} = 0;  // {step.origin}\n  "
-                    + read_pred.format(pred=pred, src=f"b.p[{slot[step.pred]}]"))
-        nested = (lambda sub: host_steps(sub, per_kernel, slot, counter, read_pred))
-        if isinstance(step, K.IfStep):
-            lines += [read, f"if ({pred}) {{", *nested(step.then), "} else {", *nested(step.orelse), "}"]
-        elif isinstance(step, K.WhileStep):
-            lines += [f"for (;;) {{  // {step.origin}", *nested(step.cond), read,
-                      f"if (!{pred}) break;", *nested(step.body), "}"]
-        else:
-            lines += per_kernel[step]
-    return lines
 
 
 def render_kernels(program: K.Program, entry: str, add_check, tf32: bool = False) -> tuple:
@@ -156,10 +84,6 @@ def render_kernels(program: K.Program, entry: str, add_check, tf32: bool = False
         body = [line.replace("stream, b, N)", "stream, a, N)") for line in rendered[call.function][1]]
         launches.append("{ " + " ".join(lines) + "\n    " + "\n    ".join(body) + " }")
     return [t for t, _ in rendered], launches
-
-
-def entry_symbol(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
 def render_module(programs: dict, variables, target: str = "CUDA", tf32: bool = False) -> str:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from ...lower import kernel_ir as K
 from ..c.environment import environment
-from ..cuda.module import ALIGN, Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
+from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
 from ..layout import ConstantPool, Variables, max_batch, places, workspace_bytes
 from .capabilities import MLU370
 from .kernels import MluKernels
+
+ALIGN = 256  # io slots and constants: kiln_round256 in templates/mlu/host.mlu.j2
 
 # a control step's predicate byte, read back after the queued kernels (host_steps)
 READ_PRED = ("KILN_CNRT(s, cnrtQueueSync(s->queue));\n"
@@ -47,7 +49,7 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     io_bytes = [bytes_expr(d) for d in io_decls]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}
     slot = {n: i for i, n in enumerate(program.buffers)}
-    launches = host_steps(K.program_steps(program), per_kernel, slot, read_pred=READ_PRED)
+    launches = host_steps(K.program_steps(program), per_kernel, slot, READ_PRED)
     fixed, per = workspace_bytes(program)
     io_per = sum(size for size, syms in (d.byte_size() for d in io_decls) if syms)
     return {
