@@ -10,6 +10,7 @@ import pytest
 
 import runtime
 from compiler.cli import main
+from compiler.codegen.registry import backend_names
 from compiler.model_file import ModelFileError, load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,7 +144,8 @@ def test_unknown_target(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:   # argparse: usage + the choices
         compile_err(capsys, path, "--target", "tpu")
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "invalid choice: 'tpu' (choose from 'cpu', 'cuda')" in err
+    choices = ", ".join(repr(name) for name in backend_names())
+    assert stop.value.code == 2 and f"invalid choice: 'tpu' (choose from {choices})" in err and "'mlu'" in choices
     assert not (tmp_path / "out").exists()
 
 
