@@ -42,7 +42,8 @@ PROGRAMS = [
     Program("mnist_softmax"),
     Program("mnist_with_summaries", ("--dropout", "1.0"),
             events=("logs/mnist_with_summaries/train", "logs/mnist_with_summaries/test"),
-            racy_tags=("/weights/summaries/", "/biases/summaries/")),
+            racy_tags=("/weights/summaries/", "/biases/summaries/"),
+            rtol=5e-3),  # 40 Adam steps in float32: the summation order's drift reaches 2e-3
     Program("mnist_deep", ("--keep_prob", "1.0")),
     Program("linear_regression"),
     Program("nearest_neighbor"),
