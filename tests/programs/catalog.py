@@ -8,7 +8,7 @@ Needs only the standard library (the recorder imports it beside TensorFlow).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
