@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
+from ..c.build import build_library
 from ..llvm.build import BuildResult
 from ..registry import BuildError
 
@@ -84,22 +82,9 @@ def compile_cuda(source: str, out_path, arch: str = DEFAULT_ARCH, emulate: bool 
     """Compile ``source`` (CUDA C text) into the shared library ``out_path`` (written
     atomically); ``timings`` holds ``nvcc_s`` (or ``emulator_build_s``)."""
     emulate = emulate_default() if emulate is None else emulate
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kiln-cuda-") as tmp:
-        src = os.path.join(tmp, "model.cu")
-        Path(src).write_text(source)
-        lib = os.path.join(tmp, "model.so")
-        cmd = emulator_command(src, lib) if emulate else nvcc_command(find_nvcc(), src, lib, check_arch(arch))
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            tool = "the CUDA emulator build" if emulate else "nvcc"
-            raise BuildError(f"{tool} failed ({' '.join(cmd[:3])} ...):\n{(proc.stderr or proc.stdout)[-4000:]}")
-        tmp_out = out.with_name(out.name + ".tmp")
-        shutil.copyfile(lib, tmp_out)
-        with open(tmp_out, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_out, out)
-    return BuildResult(str(out), {"emulator_build_s" if emulate else "nvcc_s": seconds})
+    if emulate:
+        return build_library(source, out_path, "model.cu", emulator_command, "the CUDA emulator build",
+                             "emulator_build_s")
+    nvcc, arch = find_nvcc(), check_arch(arch)
+    return build_library(source, out_path, "model.cu", lambda src, lib: nvcc_command(nvcc, src, lib, arch),
+                         "nvcc", "nvcc_s")

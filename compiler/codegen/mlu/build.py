@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
+from ..c.build import build_library
 from ..llvm.build import BuildResult
 from ..registry import BuildError
 
@@ -63,20 +61,8 @@ def emulator_command(src: str, out: str) -> list:
 def compile_mlu(source: str, out_path, emulate: bool = True) -> BuildResult:
     """Compile ``source`` (BANG C text) into the shared library ``out_path`` (written
     atomically); ``timings`` holds ``cncc_s`` or ``emulator_build_s``."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kiln-mlu-") as tmp:
-        src = os.path.join(tmp, "model.mlu")
-        Path(src).write_text(source)
-        lib = os.path.join(tmp, "model.so")
-        cmd = emulator_command(src, lib) if emulate else cncc_command(find_cncc(), src, lib)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            tool = "the MLU emulator build" if emulate else "cncc"
-            raise BuildError(f"{tool} failed ({' '.join(cmd[:3])} ...):\n{(proc.stderr or proc.stdout)[-4000:]}")
-        tmp_out = out.with_name(out.name + ".tmp")
-        shutil.copyfile(lib, tmp_out)
-        os.replace(tmp_out, out)
-    return BuildResult(str(out), {"emulator_build_s" if emulate else "cncc_s": seconds})
+    if emulate:
+        return build_library(source, out_path, "model.mlu", emulator_command, "the MLU emulator build",
+                             "emulator_build_s")
+    cncc = find_cncc()
+    return build_library(source, out_path, "model.mlu", lambda src, lib: cncc_command(cncc, src, lib), "cncc", "cncc_s")
