@@ -1,4 +1,5 @@
-"""Peer implementations of the benchmarked training steps: numpy by hand, PyTorch, TensorFlow.
+"""Peer implementations of the benchmarked training steps: numpy by hand, PyTorch, TensorFlow
+(with or without XLA).
 
 Each ``make_*`` returns a zero-argument callable that runs one training step (forward,
 backward, Adam update) on fixed data, or raises ImportError when the framework is absent.
@@ -112,7 +113,8 @@ def make_torch(model, batch, threads=2):
 
 
 # ----------------------------------------------------------------------------- TensorFlow
-def make_tensorflow(model, batch, threads=2):
+def make_tensorflow(model, batch, threads=2, xla=False):
+    """The Keras model's step as a ``tf.function`` (``xla``: compiled by XLA, jit_compile=True)."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -131,7 +133,7 @@ def make_tensorflow(model, batch, threads=2):
     x, y = tf.constant(x), tf.constant(y)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function
+    @tf.function(jit_compile=xla)
     def step():
         with tf.GradientTape() as tape:
             loss = loss_fn(y, net(x, training=True))
