@@ -97,6 +97,8 @@ def test_odd_sizes(sgemm, ta, tb, beta, nthreads):
 @pytest.mark.parametrize("ta,tb", FLAGS)
 @pytest.mark.parametrize("m,n,k", [(200, 150, 90),   # threads split rows
                                    (7, 400, 200),    # few rows: threads split columns
+                                   (50, 700, 300),   # skinny M (9 row panels): columns
+                                   (20, 25, 500),    # one column panel, 4 row panels: rows
                                    (301, 97, 800)])  # several K and M blocks
 def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
     rng = np.random.default_rng(1)

@@ -14,8 +14,8 @@ allocated (C is then incomplete).
 Structure (Goto/BLIS): per thread, loop over NC-column blocks of C, KC-deep blocks of K
 (B block packed into NR-wide panels), MC-row blocks (A block packed into MR-high panels),
 then MR x NR tiles computed by the register micro-kernel (``gemm_kernel.emit_tile``).
-Threads come from libgomp's ``GOMP_parallel``: the rows of C (or its columns when M is
-small) are split in MR (NR) multiples, one contiguous range per thread, each thread
+Threads come from libgomp's ``GOMP_parallel``: the rows of C (its columns when N > M, see
+``_split_rows``) are split in MR (NR) multiples, one contiguous range per thread, each thread
 running the serial algorithm on its range.  Packing buffers are ``aligned_alloc``'d per
 call and per thread and freed before returning: no globals, so calls from several
 states or threads at once are safe.
@@ -223,8 +223,7 @@ def _emit_worker(module, name, cfg, struct, serial):
     m, n = vals[0], vals[1]
     tid = b.sext(b.call(intrinsic(module, "omp_get_thread_num", I32, []), []), I64)
     team = b.sext(b.call(intrinsic(module, "omp_get_num_threads", I32, []), []), I64)
-    by_rows = b.or_(b.icmp_signed(">=", ceil_div(b, m, cfg.mr), b.mul(team, c64(4))),
-                    b.icmp_signed(">=", m, n))
+    by_rows = _split_rows(b, m, n, team, cfg)
     extent, unit = b.select(by_rows, m, n), b.select(by_rows, c64(cfg.mr), c64(cfg.nr))
     units = b.sdiv(b.sub(b.add(extent, unit), c64(1)), unit)
     per = b.mul(b.sdiv(b.sub(b.add(units, team), c64(1)), team), unit)
@@ -240,6 +239,17 @@ def _emit_worker(module, name, cfg, struct, serial):
             b.atomic_rmw("or", slot, status, "monotonic")
     b.ret_void()
     return fn
+
+
+def _split_rows(b, m, n, team, cfg):
+    """Whether threads split C's rows (else its columns).  Each thread packs all of the
+    operand along the unsplit dimension, so the split goes along the longer side (a row
+    split repacks B per thread: wasteful for a skinny M x K times a large K x N), unless that
+    side has fewer MR (NR) units than there are threads and the other side has more."""
+    rows, cols = ceil_div(b, m, cfg.mr), ceil_div(b, n, cfg.nr)
+    rows_fill = b.or_(b.icmp_signed(">=", rows, team), b.icmp_signed(">=", rows, cols))
+    cols_short = b.and_(b.icmp_signed("<", cols, team), b.icmp_signed(">", rows, cols))
+    return b.select(b.icmp_signed(">=", m, n), rows_fill, cols_short)
 
 
 def _emit_entry(module, name, extra, struct, serial, worker):
