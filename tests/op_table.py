@@ -51,6 +51,7 @@ def _ops(x, img, ids, m):
                                                  [None, 6, 6, 2], [1, 1, 1, 1], "SAME"),
         "max_pool": tf.nn.max_pool(img, [1, 2, 2, 1], [1, 2, 2, 1], "VALID"),
         "max_pool_same": tf.nn.max_pool(img, [1, 3, 3, 1], [1, 2, 2, 1], "SAME"),
+        "max_pool_3x3_tiled": tf.nn.max_pool(img, [1, 3, 3, 1], [1, 3, 3, 1], "SAME"),
         "avg_pool": tf.nn.avg_pool(img, [1, 3, 3, 1], [1, 2, 2, 1], "SAME"),
         "dropout": tf.nn.dropout(x, 0.5, seed=3),
         "random_normal_scaled": x * tf.random_normal([6], seed=4),

@@ -160,6 +160,35 @@ def test_pools_and_gradients(pool, padding, ksize, stride):
     assert {pool, pool + "_grad"} <= kinds(fn)
 
 
+def _nan_images(*shape):
+    """make(batch): small integers (ties) with a NaN in some windows."""
+    base = floats(*shape, integers=True)
+
+    def make(batch):
+        a = base(batch)
+        a[:, 0, 1, 0] = np.nan
+        a[:, -1, -1, -1] = np.nan
+        return a
+
+    return make
+
+
+@pytest.mark.parametrize("shape, ksize, padding, make", [
+    ((4, 6, 3), 2, "VALID", floats(None, 4, 6, 3, integers=True)),
+    ((4, 6, 3), 2, "SAME", _nan_images(None, 4, 6, 3)),   # even plane: SAME pads nothing
+    ((6, 3, 5), 3, "VALID", floats(None, 6, 3, 5, integers=True))])
+def test_max_pool_grad_of_tiling_windows(shape, ksize, padding, make):
+    """Windows that tile the input (stride = window): one nest writing every tap, no zeroing
+    pass and no scatter; ties and NaNs go to the first max like the interpreter's."""
+    x = tf.placeholder(tf.float32, [None, *shape], name="x")
+    y = tf.nn.max_pool(x, [1, ksize, ksize, 1], [1, ksize, ksize, 1], padding)
+    (gx,) = tf.gradients(sum_sq(y), [x])
+    fn, program = check([y, gx], {x: make})
+    assert "max_pool_grad" in kinds(fn)
+    grads = [k for k in program.kernels if k.name.startswith("max_pool_grad")]
+    assert len(grads) == 1 and "If(" not in repr(grads[0].body), grads
+
+
 # ----------------------------------------------------------------------------- array kinds
 def test_transpose_slices_reverse_concat_and_gradients():
     x = tf.placeholder(tf.float32, [None, 3, 4], name="x")

@@ -4,7 +4,8 @@ and scatter-adds, random_shuffle.  Semantics are compiler/ir/ops/{nn,conv,array_
 Windows (``Window``) follow conv.py's geometry: input position ``o*stride - pad + k*dilation``;
 a position outside the input is loaded at a clamped index and masked (padding never wins a max,
 adds nothing to a sum).  Gradients are written in gather form where each input element can
-find the windows that cover it (avg_pool_grad, col2im); max_pool_grad scatters to the first
+find the windows that cover it (avg_pool_grad, col2im); max_pool_grad writes each tap of a
+window (dy at its first max, else 0) when the windows tile the input, else scatters to the first
 max of each window, serially within a batch item.  Gathers (and reverse_sequence, whose
 lengths give each row's source steps) check their indices first with a ``Check`` carrying
 the interpreter's message; scatter-adds run serially over their rows.
@@ -124,10 +125,64 @@ def _avg_pool_grad(ins, ctx):
     out_nest(ins, ctx, body, vectorize=False, work=win.window[0] * win.window[1])
 
 
+#: the most taps of a window that tiles its input that max_pool_grad unrolls (see _tiles)
+MAX_UNROLLED_TAPS = 16
+
+
+def _tiles(win: Window) -> bool:
+    """Windows that tile the input exactly: stride = window, no padding, no remainder (the
+    common 2x2/2 pool of an even plane).  Every input element then lies in exactly one window."""
+    return (win.strides == win.window and win.before == (0, 0) and win.dilations == (1, 1)
+            and all(o * k == s for o, k, s in zip(win.out, win.window, win.size))
+            and win.window[0] * win.window[1] <= MAX_UNROLLED_TAPS)
+
+
+def _hit(load, best, dtype):
+    """Whether a tap holds the window's max (a NaN max: the first NaN)."""
+    hit = cmp("equal", load, best)
+    return any_of(hit, Op("is_nan", (load,), bool_)) if dtype.is_floating else hit
+
+
+def _max_pool_grad_tiled(ins, ctx, win: Window):
+    """Windows that tile the input, in gather form: one parallel, vectorizable nest over dx
+    (C innermost); each element finds its window's first max (the taps unrolled) and takes
+    dy there, else 0.  Every dx element is written once, by the iteration that owns it: no
+    zeroing pass, no scatter, and the whole plane can be spread over threads."""
+    x, dy = ins.operands
+    dtype = x.type.dtype
+    xb = ctx.buffer(x)
+    kh_n, kw_n = win.window
+    offsets = [(i, j) for i in range(kh_n) for j in range(kw_n)]
+
+    def element(v):
+        n, h, w, c = v
+        oh, ow = idiv(h, kh_n), idiv(w, kw_n)
+        loads = [ctx.scalar("x", dtype) for _ in offsets]
+        best, first = ctx.scalar("best", dtype), ctx.scalar("first", int64)
+        stmts = [Let(var, Load(xb, flat_index([n, add(mul(oh, kh_n), i), add(mul(ow, kw_n), j), c], x.type.shape), dtype))
+                 for var, (i, j) in zip(loads, offsets)]
+        top = loads[0]
+        for load in loads[1:]:
+            top = Op("maximum", (top, load), dtype)
+        pick = i64(len(offsets) - 1)
+        for t in range(len(offsets) - 2, -1, -1):
+            pick = select(_hit(loads[t], best, dtype), i64(t), pick)
+        mine = add(mul(imod(h, kh_n), kw_n), imod(w, kw_n))
+        grad = Load(ctx.buffer(dy), flat_index([n, oh, ow, c], dy.type.shape), dtype)
+        return stmts + [Let(best, top), Let(first, pick),
+                        store_out(ctx, ins, v, select(cmp("equal", first, mine), grad, zero(dtype)))]
+
+    out_nest(ins, ctx, element, work=2 * len(offsets))
+
+
 def _max_pool_grad(ins, ctx):
-    """Per batch item (parallel): zero dx, then for each window (serially) add dy to its first max."""
+    """dy to the first max of each window.  Windows that tile the input: ``_max_pool_grad_tiled``;
+    else per batch item (parallel): zero dx, then for each window (serially) add dy to its
+    first max (overlapping windows accumulate)."""
     x, dy = ins.operands
     dtype, win = x.type.dtype, pool_window(ins, x.type.shape)
+    if _tiles(win):
+        return _max_pool_grad_tiled(ins, ctx, win)
     dx, xb = ctx.buffer(ins.result), ctx.buffer(x)
     kh_n, kw_n = win.window
     none = i64(kh_n * kw_n)
