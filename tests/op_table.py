@@ -46,6 +46,7 @@ def _ops(x, img, ids, m):
         "one_hot": tf.one_hot(ids, 6) * x, "argmax": tf.cast(tf.argmax(x, 1), tf.float32),
         "conv_same": tf.nn.conv2d(img, kernel, [1, 1, 1, 1], "SAME"),
         "conv_valid_s2": tf.nn.conv2d(img, kernel, [1, 2, 2, 1], "VALID"),
+        "conv_direct_cin1": tf.nn.relu(tf.nn.conv2d(img[:, :, :, :1], kernel[:, :, :1, :], [1, 1, 1, 1], "SAME") + m[0, :4]),
         "depthwise": tf.nn.depthwise_conv2d(img, kernel[:, :, :, :1] + 0.0 * tf.ones([3, 3, 2, 1]), [1, 1, 1, 1], "SAME"),
         "conv_transpose": tf.nn.conv2d_transpose(tf.nn.conv2d(img, kernel, [1, 1, 1, 1], "SAME"), kernel,
                                                  [None, 6, 6, 2], [1, 1, 1, 1], "SAME"),

@@ -3,8 +3,8 @@ compiler/codegen/cuda/kernels.py and loops.py), without running a kernel; the em
 in test_cuda_kernels_parallel_emulated.py and test_cuda_kernels_parallel_checks.py, the
 pass's analysis on small hand-made nests in test_lower_schedule.py.
 
-* geometry: the CNN's im2col / col2im / max-pool / max-pool-gradient launches spread the
-  whole image (trip counts grow with N*H*W, not N), bias gradients and full reductions are
+* geometry: the CNN's im2col / direct conv / col2im / max-pool / max-pool-gradient launches
+  spread the whole image (trip counts grow with N*H*W, not N), bias gradients and full reductions are
   block reductions, only scalar kernels run on one thread, and the GEMM tile choice;
 * loops holding checks (label ranges, gather indices) are ordered block loops, not one
   thread; a check inside a loop whose iterations depend on each other stays serial;
@@ -69,7 +69,8 @@ def cnn():
 def test_cnn_image_loops_spread_over_the_image(cnn):
     program, launches, functions = cnn
     expected = {  # kernel name prefix -> per-image trip counts of its launches
-        "im2col_conv2d_Conv2D_1": [14 * 14 * 25 * 32], "im2col_conv2d_Conv2D": [28 * 28 * 25],
+        "im2col_conv2d_Conv2D_1": [14 * 14 * 25 * 32],
+        "direct_conv2d_Conv2D": [28 * 28 * 32],  # the one-channel first layer: a direct nest
         "max_pool_MaxPool_1": [7 * 7 * 64], "max_pool_MaxPool": [14 * 14 * 32],
         "col2im_conv2d_backprop_input_gradients_Conv2D_1": [14 * 14 * 32],
         # the 2x2/2 windows tile the plane: one gather nest over the input gradient

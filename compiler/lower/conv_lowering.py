@@ -10,6 +10,8 @@ reference semantics are compiler/ir/ops/conv.py's, pads explicit).
   input element sums the cols entries of the windows that cover it (no write races, parallel
   over the batch) and the epilogue runs in that loop.
 * A 1x1 convolution with stride 1 and no padding needs no im2col: the input is the matrix.
+* A ``conv2d`` with few input elements per window (``DIRECT_MAX_TAPS``: a first layer of one
+  or three channels) is a direct nest over the output, taps unrolled, epilogue after the sum.
 * ``depthwise_conv2d`` and its gradients: direct loop nests (one accumulator per output
   element, taps inside), the epilogue after the sum.
 """
@@ -58,11 +60,44 @@ def _im2col(scope, x, win: Window) -> tuple:
     return cols, kh * kw * c
 
 
+#: a convolution whose window holds at most this many input elements (KH*KW*C_in: 25 for
+#: the usual 5x5 first layer of one channel, 27 for 3x3 RGB) runs as a direct nest
+DIRECT_MAX_TAPS = 32
+
+
+def _direct(scope, x, w, win: Window) -> None:
+    """A direct convolution for few input elements per window: a nest over the output (output
+    channels innermost, vectorized; the whole plane spread over threads), each element's taps
+    unrolled into one accumulator, then the group's epilogue.  An im2col round trip plus a GEMM
+    with K = KH*KW*C would mostly move memory for so short a dot product."""
+    ctx, dtype = scope.ctx, x.type.dtype
+    kh, kw, c, o = (int(d) for d in w.type.shape)
+    n = x.type.shape[0]
+    xb, wb = scope.buffer_of(x), scope.buffer_of(w)
+    out_shape = (n, win.out[0], win.out[1], o)
+
+    def body(v):
+        b, oh, ow, oc = v
+        acc = ctx.scalar("acc", dtype)
+        stmts = [DeclareAcc(acc, zero(dtype))]
+        for i in range(kh):
+            for j in range(kw):
+                for ch in range(c):
+                    load, valid = win.tap(xb, dtype, b, oh, ow, i64(i), i64(j), i64(ch))
+                    weight = Load(wb, flat_index([i64(i), i64(j), i64(ch), oc], w.type.shape), dtype)
+                    stmts.append(Accumulate(acc, "add", select(valid, _mul(load, weight), zero(dtype))))
+        return stmts + scope.epilogue(acc, IndexSpace.of_loop(out_shape, v))
+
+    emit_kernel(ctx, scope.hint("direct"), nest(ctx, out_shape, body, work=2 * kh * kw * c))
+
+
 def _conv2d(scope):
     x, w = scope.anchor.operands
     win = _window(scope.anchor, x.type.shape, w.type.shape)
     n = x.type.shape[0]
     kh, kw, c, o = (int(d) for d in w.type.shape)
+    if kh * kw * c <= DIRECT_MAX_TAPS and not _pointwise(win):
+        return _direct(scope, x, w, win)
     cols, ld = _im2col(scope, x, win)
     rows = (n, win.out[0], win.out[1])
     a = Operand(cols, i64(0), i64(ld))
