@@ -8,7 +8,8 @@ reference semantics are compiler/ir/ops/conv.py's, pads explicit).
   fused there runs per filter element).
 * ``conv2d_backprop_input``: ``dy · Wᵀ`` into scratch cols, then col2im in gather form: each
   input element sums the cols entries of the windows that cover it (no write races, parallel
-  over the batch) and the epilogue runs in that loop.
+  over the batch; taps unrolled up to 7x7, so the sum is vectorized over channels) and the
+  epilogue runs in that loop.
 * A 1x1 convolution with stride 1 and no padding needs no im2col: the input is the matrix.
 * A ``conv2d`` with few input elements per window (``DIRECT_MAX_TAPS``: a first layer of one
   or three channels) is a direct nest over the output, taps unrolled, epilogue after the sum.
@@ -59,6 +60,9 @@ def _im2col(scope, x, win: Window) -> tuple:
     emit_kernel(ctx, scope.hint("im2col"), nest(ctx, shape, body))
     return cols, kh * kw * c
 
+
+#: col2im unrolls windows of at most this many taps (the sum is then vectorized over channels)
+COL2IM_MAX_UNROLLED = 49
 
 #: a convolution whose window holds at most this many input elements (KH*KW*C_in: 25 for
 #: the usual 5x5 first layer of one channel, 27 for 3x3 RGB) runs as a direct nest
@@ -135,6 +139,8 @@ def _conv2d_backprop_input(scope):
     emit_kernel(ctx, scope.hint("gemm"), gemm)
     col_shape = (n, win.out[0], win.out[1], kh, kw, c)
 
+    unrolled = kh * kw <= COL2IM_MAX_UNROLLED
+
     def body(v):
         b_, h, w_, ch = v
         acc = ctx.scalar("acc", dtype)
@@ -145,9 +151,10 @@ def _conv2d_backprop_input(scope):
             return [Accumulate(acc, "add", select(all_of(vh, vw), load, zero(dtype)))]
 
         space = IndexSpace.of_loop(in_shape, v)
-        return [DeclareAcc(acc, zero(dtype)), taps(ctx, win, tap)] + scope.epilogue(acc, space)
+        sums = [s for i in range(kh) for j in range(kw) for s in tap(i64(i), i64(j))] if unrolled else [taps(ctx, win, tap)]
+        return [DeclareAcc(acc, zero(dtype))] + sums + scope.epilogue(acc, space)
 
-    emit_kernel(ctx, scope.hint("col2im"), nest(ctx, in_shape, body, vectorize=False, work=kh * kw))
+    emit_kernel(ctx, scope.hint("col2im"), nest(ctx, in_shape, body, vectorize=unrolled, work=kh * kw))
 
 
 # ----------------------------------------------------------------------------- depthwise
