@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..ir.types import dim_mul
 from .indexing import add, dim_expr, flat_index, i64, loop_nest, mul
-from .kernel_ir import Accumulate, DeclareAcc, Gemm, Load, Op, Operand, Store
+from .kernel_ir import Accumulate, DeclareAcc, Gemm, Let, Load, Op, Operand, Store
 from .plain_nn import Window, taps
 from .contraction import IndexSpace
 from .plain_ops import all_of, emit_kernel, nest, select, zero
@@ -70,29 +70,36 @@ DIRECT_MAX_TAPS = 32
 
 
 def _direct(scope, x, w, win: Window) -> None:
-    """A direct convolution for few input elements per window: a nest over the output (output
-    channels innermost, vectorized; the whole plane spread over threads), each element's taps
-    unrolled into one accumulator, then the group's epilogue.  An im2col round trip plus a GEMM
-    with K = KH*KW*C would mostly move memory for so short a dot product."""
+    """A direct convolution for few input elements per window: per output pixel (the pixels
+    spread over threads) the window's input elements are loaded once (zero in the padding),
+    then a loop over the output channels (vectorized) sums them times the filter, taps
+    unrolled, and runs the group's epilogue.  An im2col round trip plus a GEMM with
+    K = KH*KW*C would mostly move memory for so short a dot product."""
     ctx, dtype = scope.ctx, x.type.dtype
     kh, kw, c, o = (int(d) for d in w.type.shape)
     n = x.type.shape[0]
     xb, wb = scope.buffer_of(x), scope.buffer_of(w)
     out_shape = (n, win.out[0], win.out[1], o)
-
-    def body(v):
-        b, oh, ow, oc = v
-        acc = ctx.scalar("acc", dtype)
-        stmts = [DeclareAcc(acc, zero(dtype))]
-        for i in range(kh):
-            for j in range(kw):
-                for ch in range(c):
-                    load, valid = win.tap(xb, dtype, b, oh, ow, i64(i), i64(j), i64(ch))
-                    weight = Load(wb, flat_index([i64(i), i64(j), i64(ch), oc], w.type.shape), dtype)
-                    stmts.append(Accumulate(acc, "add", select(valid, _mul(load, weight), zero(dtype))))
-        return stmts + scope.epilogue(acc, IndexSpace.of_loop(out_shape, v))
-
-    emit_kernel(ctx, scope.hint("direct"), nest(ctx, out_shape, body, work=2 * kh * kw * c))
+    b, oh, ow, oc = (ctx.var() for _ in out_shape)
+    taps = [(i, j, ch) for i in range(kh) for j in range(kw) for ch in range(c)]
+    inputs = [ctx.scalar("x", dtype) for _ in taps]
+    pixel = []
+    for var, (i, j, ch) in zip(inputs, taps):
+        load, valid = win.tap(xb, dtype, b, oh, ow, i64(i), i64(j), i64(ch))
+        pixel.append(Let(var, select(valid, load, zero(dtype))))  # zero padding, as im2col
+    # one partial sum per window row: independent add chains instead of one of KH*KW*C adds
+    accs = [ctx.scalar("acc", dtype) for _ in range(kh)]
+    sums = [Accumulate(accs[i], "add", _mul(var, Load(wb, flat_index([i64(i), i64(j), i64(ch), oc], w.type.shape), dtype)))
+            for var, (i, j, ch) in zip(inputs, taps)]
+    total, value = ctx.scalar("sum", dtype), accs[0]
+    for part in accs[1:]:
+        value = Op("add", (value, part), dtype)
+    epilogue = scope.epilogue(total, IndexSpace.of_loop(out_shape, [b, oh, ow, oc]))
+    channels = loop_nest([oc], (o,), [DeclareAcc(a, zero(dtype)) for a in accs] + sums + [Let(total, value)] + epilogue,
+                         parallel_outer=False, work=2 * len(taps))
+    body = loop_nest([b, oh, ow], out_shape[:3], pixel + [channels], vectorize_inner=False,
+                     work=2 * len(taps) * o)
+    emit_kernel(ctx, scope.hint("direct"), body)
 
 
 def _conv2d(scope):
