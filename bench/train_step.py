@@ -8,7 +8,9 @@ run, on this machine's cores.
 Each (model, batch, peer) runs in its own subprocess (so thread pools and BLAS settings do
 not leak between peers; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are removed for numpy's sake),
 warms up, then times ``repeats`` steps; the table shows the median in ms and the ratio of
-each peer to Kiln (> 1 means Kiln is faster).  The TensorFlow and PyTorch peers run under
+each peer to Kiln (> 1 means Kiln is faster), then the best step and the median process CPU
+time per step (all threads, spinning included): on a shared, loaded machine the medians of
+threaded peers mostly measure the scheduler, the best step and CPU time much less so.  The TensorFlow and PyTorch peers run under
 the interpreter that has the framework: this one when it imports it, else the first of
 ``/work/tfenv`` / ``/work/torchenv`` (or ``--tf-python`` / ``--torch-python``) that does.
 Missing frameworks show as "-".
@@ -83,12 +85,14 @@ def worker(peer, model, batch, threads, repeats):
         return
     for _ in range(5):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append((time.perf_counter() - start) * 1e3)
-    print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times), "compile_s": compile_s}))
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times),
+                      "cpu_ms": statistics.median(cpu), "compile_s": compile_s}))
 
 
 def find_python(framework, given=None):
@@ -133,7 +137,9 @@ def main(argv=None):
     if args.worker:
         peer, model, batch = args.worker
         return worker(peer, model, int(batch), args.threads, args.repeats)
-    print(f"train step, median ms over {args.repeats} steps, {args.threads} threads; ratio = peer / kiln")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"train step, median ms over {args.repeats} steps, {args.threads} threads; ratio = peer / kiln "
+          f"(load average {load}; per case also the best step and the median process CPU ms per step)")
     header = f"{'model':<5} {'batch':>5} " + " ".join(f"{p:>12}" for p in PEERS) + "   " + " ".join(f"{p + '/kiln':>16}" for p in PEERS[1:])
     cases = [(m, int(b)) for m, b in (c.split(":") for c in args.cases.split(","))] if args.cases else CASES
     given = {"tensorflow": args.tf_python, "torch": args.torch_python}
@@ -148,6 +154,8 @@ def main(argv=None):
         kiln = res["kiln"].get("median_ms")
         ratios = [f"{res[p]['median_ms'] / kiln:16.2f}" if kiln and "median_ms" in res[p] else f"{'-':>16}" for p in PEERS[1:]]
         print(f"{model:<5} {batch:>5} " + " ".join(cells) + "   " + " ".join(ratios))
+        for key, what in (("min_ms", "best step"), ("cpu_ms", "cpu/step")):
+            print(f"{what:>11} " + " ".join(f"{res[p][key]:12.3f}" if key in res[p] else f"{'-':>12}" for p in PEERS))
         for p in PEERS:
             if "error" in res[p]:
                 print(f"      {p}: error: {res[p]['error']}")
