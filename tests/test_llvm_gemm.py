@@ -99,6 +99,8 @@ def test_odd_sizes(sgemm, ta, tb, beta, nthreads):
                                    (7, 400, 200),    # few rows: threads split columns
                                    (50, 700, 300),   # skinny M (9 row panels): columns
                                    (20, 25, 500),    # one column panel, 4 row panels: rows
+                                   (150, 64, 500),   # two column panels: A read in place, 2 M and K blocks
+                                   (150, 65, 70),    # three: A packed
                                    (301, 97, 800)])  # several K and M blocks
 def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
     rng = np.random.default_rng(1)

@@ -14,6 +14,8 @@ allocated (C is then incomplete).
 Structure (Goto/BLIS): per thread, loop over NC-column blocks of C, KC-deep blocks of K
 (B block packed into NR-wide panels), MC-row blocks (A block packed into MR-high panels),
 then MR x NR tiles computed by the register micro-kernel (``gemm_kernel.emit_tile``).
+When the thread's columns are at most ``DIRECT_A_PANELS`` NR panels (a convolution with 64
+output channels), each A element would feed one or two tiles: the tiles read A in place.
 Threads come from libgomp's ``GOMP_parallel``: the rows of C (its columns when N > M, see
 ``_split_rows``) are split in MR (NR) multiples, one contiguous range per thread, each thread
 running the serial algorithm on its range.  Packing buffers are ``aligned_alloc``'d per
@@ -35,6 +37,11 @@ from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
 PARALLEL_MIN_WORK = 64 ** 3
+
+#: a thread's range of at most this many NR panels reads A in place instead of packing it,
+#: when consecutive k of op(A) are at most this many floats apart (1 when A is not transposed)
+DIRECT_A_PANELS = 2
+DIRECT_A_MAX_K_STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,12 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     a_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, mt, c64(cfg.mc)), cfg.mr)))
     b_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, nt, c64(cfg.nc)), cfg.nr)))
     nkb = imax(b, ceil_div(b, k, cfg.kc), c64(1))  # one (empty) K block when K == 0
+    # Few columns: each A element feeds at most DIRECT_A_PANELS B panels, too few to repay
+    # packing it; the tiles read A in place (its own strides) instead, unless consecutive k
+    # of op(A) lie far apart (a transposed A with a long leading dim: measured slower).
+    direct = b.and_(b.icmp_signed("<=", nt, c64(DIRECT_A_PANELS * cfg.nr)),
+                    b.icmp_signed("<=", sa_k, c64(DIRECT_A_MAX_K_STRIDE)))
+    a_rs, a_ks = b.select(direct, sa_row, c64(1)), b.select(direct, sa_k, c64(cfg.mr))
     ok = b.and_(b.icmp_unsigned("!=", a_buf, ir.Constant(PTR, None)),
                 b.icmp_unsigned("!=", b_buf, ir.Constant(PTR, None)))
 
@@ -161,8 +174,10 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
             def i_block(b, ic, _):
                 mc = imin(b, c64(cfg.mc), b.sub(mt, ic))
                 a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
-                b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
-                tiles = dict(cfg=cfg, tile=tile, a_buf=a_buf, b_buf=b_buf, kc=kc, c=c,
+                with b.if_then(b.not_(direct)):
+                    b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
+                a_panels = (b.select(direct, a_src, a_buf), b.select(direct, sa_row, kc), a_rs, a_ks)
+                tiles = dict(cfg=cfg, tile=tile, a_panels=a_panels, b_buf=b_buf, kc=kc, c=c,
                              ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
                              beta=beta_k, last=last, ep_args=ep_args)
                 _tile_loops(b, **tiles)
@@ -181,16 +196,19 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     return fn
 
 
-def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
-    """For each NR-column panel, for each MR-row panel of the packed block: one tile call."""
+def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
+    """For each NR-column panel, for each MR-row panel of the block: one tile call.
+    ``a_panels``: (A block, elements per row of it, A's row and k strides in the tile)."""
+    a_base, a_row, a_rs, a_ks = a_panels
+
     def jr_loop(b, jr, _):
         bp = fptr(b, b_buf, b.mul(jr, kc))
         nr = imin(b, c64(cfg.nr), b.sub(nc, jr))
 
         def ir_loop(b, i, _):
-            ap = fptr(b, a_buf, b.mul(i, kc))
+            ap = fptr(b, a_base, b.mul(i, a_row))
             mr = imin(b, c64(cfg.mr), b.sub(mc, i))
-            b.call(tile, [ap, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
+            b.call(tile, [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
                           beta, last, *ep_args])
             return []
         counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")

@@ -278,25 +278,28 @@ class TileContext:
 
 
 def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
-    """``void tile(Ap, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
+    """``void tile(Ap, a_rs, a_ks, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
 
-    Multiplies an MR-row panel of packed A by an NR-column panel of packed B over ``kc``
-    and stores the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR):
-    ``C = acc + beta*C`` (C is not read when beta == 0), then the epilogue when ``last``.
+    Multiplies an MR-row panel of A by an NR-column panel of packed B over ``kc`` and stores
+    the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR): ``C = acc + beta*C`` (C is
+    not read when beta == 0), then the epilogue when ``last``.  A's element (r, k) is at
+    ``Ap[r*a_rs + k*a_ks]``: packed A is ``(1, MR)``, A read in place its own strides; rows
+    r >= mr read row mr-1 (their results are not stored), so no read leaves A.
     """
     extra = list(epilogue.extra_args) if epilogue else []
     fn, b = new_function(
         module, name, ir.VoidType(),
-        [PTR, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
-        ["Ap", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
+        [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
+        ["Ap", "a_rs", "a_ks", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
         + [f"e{i}" for i in range(len(extra))])
-    ap, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:11]
-    for a in (ap, bp, c):
+    ap, a_rs, a_ks, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:13]
+    for a in (bp, c):
         a.add_attribute("noalias")
-    accs = _microkernel(b, module, cfg, ap, bp, kc)
+    rows = [fptr(b, ap, b.mul(imin(b, c64(r), b.sub(mr, c64(1))), a_rs)) for r in range(cfg.mr)]
+    accs = _microkernel(b, module, cfg, rows, a_ks, bp, kc)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
-                 last=last, epilogue=epilogue, extra=fn.args[11:])
+                 last=last, epilogue=epilogue, extra=fn.args[13:])
     with b.if_else(full) as (then, other):
         with then:
             _store_tile(b, accs, masks=None, **store)
@@ -306,20 +309,21 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
     return fn
 
 
-def _microkernel(b, module, cfg, ap, bp, kc):
-    """The k loop: per k, NR/VEC vectors of B, MR broadcasts of A, MR*NR/VEC FMAs."""
+def _microkernel(b, module, cfg, rows, a_ks, bp, kc):
+    """The k loop: per k, NR/VEC vectors of B, MR broadcasts of A (row r's element k at
+    ``rows[r][k*a_ks]``), MR*NR/VEC FMAs."""
     vty = ir.VectorType(F32, cfg.vec)
     nv = cfg.nr // cfg.vec
     zero = ir.Constant(vty, None)
 
     def body(b, k, accs):
-        a_k = fptr(b, ap, b.mul(k, c64(cfg.mr)))
+        a_off = b.mul(k, a_ks)
         b_k = fptr(b, bp, b.mul(k, c64(cfg.nr)))
         bv = [b.load(fptr(b, b_k, c64(j * cfg.vec)), typ=vty, align=cfg.vec * 4)
               for j in range(nv)]
         out = []
         for r in range(cfg.mr):
-            a = splat(b, b.load(fptr(b, a_k, c64(r)), typ=F32, align=4), cfg.vec)
+            a = splat(b, b.load(fptr(b, rows[r], a_off), typ=F32, align=4), cfg.vec)
             out += [vfma(b, module, a, bv[j], accs[r * nv + j], cfg.fma) for j in range(nv)]
         return out
 
