@@ -2,15 +2,16 @@
 (docs/codegen-mlu.md).
 
 A kernel is planned like the CPU's (loops threaded in place: ``For.parallel``) and each of
-its top-level statements becomes one invocation, so no two tasks ever need a barrier:
+its top-level statements becomes one invocation (only a GEMM's tasks meet at barriers):
 
 * a top-level ``For`` marked parallel: a Union1 kernel of ``kiln_tasks(trip)`` tasks; when
   some of its buffers are accessed elementwise (``staging.py``), task ``taskId`` takes a
   contiguous span of iterations through NRAM tiles (one ``__bang_*`` intrinsic per tile for
   a flat float32 add/sub/mul, else scalar code on the tiles); otherwise it takes iterations
   ``start + taskId, start + taskId + taskDim, ...`` with scalar code on GDRAM;
-* a top-level ``Gemm``: a Union1 kernel, tasks striding over the output rows of every batch
-  item, each output a scalar dot product (no NRAM/WRAM tiles or matrix intrinsic yet);
+* a top-level ``Gemm``: a Union1 kernel (``gemm.py``): float32 ones in NRAM/WRAM tiles
+  through ``__bang_matmul`` (filter tiles shared through cluster SRAM when the rows span
+  several tiles), other dtypes as scalar dot products;
 * anything else (serial loops, loops holding checks, kernels whose statements share
   top-level ``Let``s): one task (``CNRT_FUNC_TYPE_BLOCK``, dimension 1).
 A failed check records the first failure in the step's error record and ends the task.
@@ -24,6 +25,7 @@ from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
+from .gemm import gemm_kernel
 from .staging import LOCAL, VECTOR_LANES, index_forms, retarget, staged_buffers, vector_form
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
@@ -139,27 +141,7 @@ class MluKernels:
         self._add(name, [f], lines, f"kiln_tasks({trip})", "CNRT_FUNC_TYPE_UNION1")
 
     def gemm(self, name, g: K.Gemm) -> None:
-        """C_b = A'_b B'_b: tasks stride over (batch item, row); each output a dot product,
-        stored, accumulated or handed to the epilogue (``v_acc``, ``v_row``, ``v_col``, ``v_bidx``)."""
-        x = self.x
-        if g.c.transposed:
-            raise NotImplementedError(f"gemm {name}: a transposed C is not supported by the MLU backend yet")
-        ct = c.ctype(self.program.buffers[g.c.buffer].dtype)
-        batch = x(g.batch) if g.batch is not None else "1LL"
-        bs = (lambda o: f"({x(o.batch_stride)})" if o.batch_stride is not None else "0LL")
-        elem = (lambda o, r, cc: f"{c.ident(o.buffer, 'b_')}[({x(o.offset)}) + v_bidx * {bs(o)} + "
-                + (f"({cc}) * ({x(o.ld)}) + ({r})]" if o.transposed else f"({r}) * ({x(o.ld)}) + ({cc})]"))
-        lines = [f"  const long long m = {x(g.m)}, n = {x(g.n)}, kk = {x(g.k)}, nb = {batch};",
-                 "  for (long long kiln_r = taskId; kiln_r < nb * m; kiln_r += taskDim) {",
-                 "    const long long v_bidx = kiln_r / m, row = kiln_r % m, v_row = row;",
-                 "    for (long long col = 0; col < n; ++col) {",
-                 "      const long long v_col = col;",
-                 f"      {ct} acc_ = ({ct})0;",
-                 f"      for (long long i = 0; i < kk; ++i) acc_ += {elem(g.a, 'row', 'i')} * {elem(g.b, 'i', 'col')};"]
-        if g.epilogue is not None:
-            lines += [f"      const {ct} v_acc = acc_;", *self.stmts.lines(g.epilogue, 3)]
-        else:
-            out = f"{c.ident(g.c.buffer, 'b_')}[({x(g.c.offset)}) + v_bidx * {bs(g.c)} + row * ({x(g.c.ld)}) + col]"
-            lines.append(f"      {out} = {out + ' + ' if g.accumulate else ''}acc_;")
-        lines += ["      (void)v_row; (void)v_col;", "    }", "  }"]
-        self._add(name, [g], lines, f"kiln_tasks(({batch}) * ({x(g.m)}))", "CNRT_FUNC_TYPE_UNION1")
+        """A Union1 kernel computing ``g`` (``gemm.py``: NRAM/WRAM tiles and the matrix
+        intrinsic for float32, scalar dot products otherwise)."""
+        lines, tasks = gemm_kernel(self.x, self.stmts, g, self.program.buffers, name)
+        self._add(name, [g], lines, tasks, "CNRT_FUNC_TYPE_UNION1")
