@@ -55,8 +55,8 @@ MLU370 = MluPart()
 
 def _plan():
     """How the scheduling pass plans kernels for the MLU renderer (compiler/codegen/mlu/kernels.py):
-    loops threaded in place over the part's cores (no grid launches: tasks never cooperate
-    through barriers yet), every proven-parallel loop worth splitting."""
+    loops threaded in place over the part's cores (no grid launches: only a GEMM's tasks
+    cooperate, at cluster barriers inside its kernel), every proven-parallel loop worth splitting."""
     from ...lower.capabilities import Capabilities
 
     return Capabilities(name="mlu", threads=MLU370.cores, shared_memory_bytes=MLU370.usable_nram_bytes,
