@@ -374,11 +374,14 @@ static inline void __bang_matmul(T* dst, const T* src, const T* filter, int m, i
   kiln_mlu::check_matmul_operand("dst", dst, (size_t)m * n * sizeof(T), kiln_mlu::NRAM_SPACE);
   kiln_mlu::check_matmul_operand("src", src, (size_t)m * k * sizeof(T), kiln_mlu::NRAM_SPACE);
   kiln_mlu::check_matmul_operand("filter", filter, (size_t)n * k * sizeof(T), kiln_mlu::WRAM_SPACE);
-  std::vector<T> out((size_t)m * n);
+  std::vector<T> f((size_t)n * k), out((size_t)m * n);  // the filter back to N x K rows
+  for (int j = 0; j < n; ++j)
+    for (int p = 0; p < k; ++p) f[(size_t)j * k + p] = filter[kiln_mlu::filter_at<T>(j, p, n)];
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) {
       T acc = (T)0;
-      for (int p = 0; p < k; ++p) acc += src[(size_t)i * k + p] * filter[kiln_mlu::filter_at<T>(j, p, n)];
+      const T *a = src + (size_t)i * k, *b = f.data() + (size_t)j * k;
+      for (int p = 0; p < k; ++p) acc += a[p] * b[p];
       out[(size_t)i * n + j] = acc;
     }
   memcpy(dst, out.data(), out.size() * sizeof(T));
