@@ -17,8 +17,9 @@ is gathered by a strided ``__memcpy`` of one-element segments.
 
 When the rows of A' span several tiles (a static ``m`` of at least ``SHARED_MIN_ROWS``), the
 4 cores of a cluster take 4 row tiles of the same output columns and share the filter tile:
-core 0 stages and reshapes it into the cluster's SRAM, ``__sync_cluster()``, every core copies
-SRAM -> WRAM, ``__sync_cluster()`` again before core 0 may overwrite SRAM.  Otherwise every
+each core stages and reshapes a quarter of its K columns into its quarter of the cluster's
+SRAM, ``__sync_cluster()``, every core copies the whole tile SRAM -> WRAM,
+``__sync_cluster()`` again before SRAM is refilled.  Otherwise every
 task stages its own filter (NRAM -> WRAM).  Other dtypes keep scalar dot products on GDRAM.
 """
 from __future__ import annotations
@@ -33,6 +34,8 @@ from .capabilities import MLU370
 F32 = as_dtype("float32")
 MAX_TM, MAX_TK, MAX_TN = 64, 128, 256  # rows of A', K, columns of B' per tile (float32)
 K_STEP = MLU370.vector_align_bytes // 4  # tk is a multiple of 128 bytes (the intrinsic needs 64)
+CORES = MLU370.cores_per_cluster
+SHARED_K_STEP = CORES * MLU370.matmul_k_align_bytes // 4  # shared: each core reshapes a quarter of tk
 N_STEP = MLU370.matmul_n_align
 SHARED_MIN_ROWS = 4  # a static m at least this shares filter tiles over a cluster's cores
 
@@ -46,9 +49,14 @@ class Tiles:
     n: int
     shared: bool
 
+    @property
+    def kpart(self) -> int:
+        """K columns of the filter tile one core stages (a quarter of ``k`` when shared)."""
+        return self.k // CORES if self.shared else self.k
+
     def nram_bytes(self) -> int:
-        """NRAM the kernel declares: A tile, sum and partial tiles, the raw and reshaped filter."""
-        return 4 * (self.m * self.k + 2 * self.m * self.n + 2 * self.n * self.k)
+        """NRAM the kernel declares: A tile, sum and partial tiles, the raw and reshaped filter part."""
+        return 4 * (self.m * self.k + 2 * self.m * self.n + 2 * self.n * self.kpart)
 
 
 def _const(e):
@@ -63,9 +71,9 @@ def plan_tiles(g: K.Gemm) -> Tiles:
     """Tiles fitting the GEMM's static sizes (the largest ones for dynamic sizes); a static
     ``m`` of at least ``SHARED_MIN_ROWS`` is cut into at least 4 row tiles, one per core."""
     m, k, n = _const(g.m), _const(g.k), _const(g.n)
-    tk = MAX_TK if k is None else min(MAX_TK, _round_up(k, K_STEP))
-    tn = MAX_TN if n is None else min(MAX_TN, _round_up(n, N_STEP))
     shared = m is not None and m >= SHARED_MIN_ROWS
+    tk = MAX_TK if k is None else min(MAX_TK, _round_up(k, SHARED_K_STEP if shared else K_STEP))
+    tn = MAX_TN if n is None else min(MAX_TN, _round_up(n, N_STEP))
     tm = MAX_TM if m is None else max(1, min(MAX_TM, -(-m // MLU370.cores_per_cluster) if shared else m))
     tiles = Tiles(tm, tk, tn, shared)
     assert tiles.nram_bytes() <= MLU370.usable_nram_bytes and 4 * tn * tk <= MLU370.wram_bytes
@@ -88,14 +96,18 @@ class GemmLines:
         bs = f" + v_bidx * ({self.x(o.batch_stride)})" if o.batch_stride is not None else ""
         return f"({c.ident(o.buffer, 'b_')} + ({self.x(o.offset)}){bs})"
 
-    def stage(self, dst, shape, o: K.Operand, rows_contiguous, origin, extent, pad, depth) -> list:
+    def stage(self, dst, shape, o: K.Operand, rows_contiguous, origin, extent, pad, depth, guard=None) -> list:
         """Copy the ``rows x cols`` (``extent``) tile at ``origin`` (r0, c0) of operand ``o``'s
         matrix (element (r, c) at ``base + r * ld + c`` when ``rows_contiguous``, else at
         ``base + c * ld + r``) into the NRAM tile ``dst`` of ``shape`` (height, width), zero
-        filled first when ``pad`` (a C condition) so padded lanes add nothing."""
+        filled first when ``pad`` (a C condition) so padded lanes add nothing; the copy only
+        when ``guard`` (a C condition) holds, if given."""
         ld, sp = f"({self.x(o.ld)})", "  " * depth
         (r0, c0), (rows, cols), width = origin, extent, shape[1]
         lines = [f"{sp}if ({pad}) __bang_write_value({dst}, {shape[0] * width}, 0.0f);"]
+        if guard:
+            lines.append(f"{sp}if ({guard})")
+            sp += "  "
         if rows_contiguous:
             return lines + [f"{sp}__memcpy({dst}, {self.base(o)} + ({r0}) * {ld} + ({c0}), (int)({cols}) * 4, GDRAM2NRAM, "
                             f"{width} * 4, (int)({ld} * 4), (int)({rows}) - 1);"]
@@ -112,19 +124,28 @@ class GemmLines:
                  f"  KILN_NRAM(float, kiln_a, {t.m * t.k});",
                  f"  KILN_NRAM(float, kiln_acc, {t.m * t.n});",
                  f"  KILN_NRAM(float, kiln_part, {t.m * t.n});",
-                 f"  KILN_NRAM(float, kiln_braw, {t.n * t.k});",
-                 f"  KILN_NRAM(float, kiln_bfil, {t.n * t.k});",
+                 f"  KILN_NRAM(float, kiln_braw, {t.n * t.kpart});",
+                 f"  KILN_NRAM(float, kiln_bfil, {t.n * t.kpart});",
                  f"  KILN_WRAM(float, kiln_w, {t.n * t.k});"]
         if t.shared:
             lines.append(f"  KILN_SRAM(float, kiln_s, {t.n * t.k});")
         return lines
 
     def filter_tile(self, depth) -> list:
-        """The filter tile B'[k0.., n0..]ᵀ gathered, padded and reshaped into ``kiln_bfil``."""
-        t, sp = self.t, "  " * depth
-        return [*self.stage("kiln_braw", (t.n, t.k), self.g.b, self.g.b.transposed, ("kiln_n0", "kiln_k0"),
-                            ("kiln_nn", "kiln_kn"), f"kiln_nn < {t.n} || kiln_kn < {t.k}", depth),
-                f"{sp}__bang_reshape_filter(kiln_bfil, kiln_braw, {t.n}, 1, 1, {t.k});"]
+        """The filter tile B'[k0.., n0..]ᵀ gathered, padded and reshaped into ``kiln_bfil``; when
+        shared, this core's quarter of its K columns (``kiln_kq`` of them, maybe none), whose
+        reshaped form is one contiguous quarter of the whole tile's (the layout groups K first)."""
+        t, sp, q = self.t, "  " * depth, self.t.kpart
+        if not t.shared:
+            origin, extent, guard = ("kiln_n0", "kiln_k0"), ("kiln_nn", "kiln_kn"), None
+            lines = []
+        else:
+            origin, extent, guard = ("kiln_n0", "kiln_q0"), ("kiln_nn", "kiln_kq"), "kiln_kq > 0"
+            lines = [f"{sp}const long long kiln_q0 = kiln_k0 + coreId * {q}, kiln_kr = kk - kiln_q0;",
+                     f"{sp}const long long kiln_kq = kiln_kr < {q} ? (kiln_kr > 0 ? kiln_kr : 0) : {q};"]
+        return [*lines, *self.stage("kiln_braw", (t.n, q), self.g.b, self.g.b.transposed, origin, extent,
+                                    f"kiln_nn < {t.n} || {extent[1]} < {q}", depth, guard),
+                f"{sp}__bang_reshape_filter(kiln_bfil, kiln_braw, {t.n}, 1, 1, {q});"]
 
     def multiply(self, depth) -> list:
         """Stage the A tile and add A-tile x filter into the sum tile (``kiln_acc``)."""
@@ -142,9 +163,10 @@ class GemmLines:
                 f"{sp}  const long long kiln_kn = kk - kiln_k0 < {t.k} ? kk - kiln_k0 : {t.k};"]
         wbytes = f"{t.n * t.k * 4}"
         if t.shared:
-            body = [f"{sp}  if (coreId == 0) {{", *self.filter_tile(depth + 2),
-                    f"{sp}    __memcpy(kiln_s, kiln_bfil, {wbytes}, NRAM2SRAM);", f"{sp}  }}",
-                    f"{sp}  __sync_cluster();  // the filter tile is in SRAM",
+            part = t.n * t.kpart
+            body = [*self.filter_tile(depth + 1),
+                    f"{sp}  __memcpy(kiln_s + coreId * {part}, kiln_bfil, {part * 4}, NRAM2SRAM);",
+                    f"{sp}  __sync_cluster();  // the 4 quarters of the filter tile are in SRAM",
                     f"{sp}  __memcpy(kiln_w, kiln_s, {wbytes}, SRAM2WRAM);",
                     f"{sp}  __sync_cluster();  // every core has copied it: SRAM may be refilled",
                     f"{sp}  if (kiln_mm > 0) {{", *self.multiply(depth + 2), f"{sp}  }}"]
