@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,31 @@ def test_a_correct_kernel_runs_after_a_refused_one(lib):
     out = np.zeros(8, np.int32)
     assert lib.run_exchange(_ptr(out, ctypes.c_int), 8) == 0, lib.kiln_mlu_last_error()
     assert out[0] == 10 + 1
+
+
+def test_barrier_kernels_on_two_threads_at_once(lib):
+    """Each host thread runs its launches on its own fibers, cores and SRAM: two threads
+    exchanging through SRAM at the same time both get their own neighbours' values."""
+    lib.kiln_mlu_set_schedule(2, 3)
+    results, errors = {}, []
+
+    def work(tag, tasks):
+        for _ in range(20):
+            out = np.zeros(tasks, np.int32)
+            if lib.run_exchange(_ptr(out, ctypes.c_int), tasks):
+                errors.append(lib.kiln_mlu_last_error())
+            results.setdefault(tag, []).append(out)
+
+    threads = [threading.Thread(target=work, args=(tag, tasks)) for tag, tasks in (("a", 8), ("b", 32))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for tag, tasks in (("a", 8), ("b", 32)):
+        t = np.arange(tasks)
+        for out in results[tag]:
+            np.testing.assert_array_equal(out, (t + 1) * 10 + (t // 4 * 4 + (t % 4 + 1) % 4))
 
 
 def test_header_capacities_match_capabilities():
