@@ -17,9 +17,10 @@ is gathered by a strided ``__memcpy`` of one-element segments.
 
 When the rows of A' span several tiles (a static ``m`` of at least ``SHARED_MIN_ROWS``), the
 4 cores of a cluster take 4 row tiles of the same output columns and share the filter tile:
-each core stages and reshapes a quarter of its K columns into its quarter of the cluster's
-SRAM, ``__sync_cluster()``, every core copies the whole tile SRAM -> WRAM,
-``__sync_cluster()`` again before SRAM is refilled.  Otherwise every
+each core stages and reshapes a quarter of its K columns into its quarter of one of two SRAM
+filter buffers (K steps alternate), ``__sync_cluster()``, every core copies the whole tile
+SRAM -> WRAM.  One barrier per K step suffices: a buffer is refilled two steps later, after
+the barrier that every core reaches only once it has read it.  Otherwise every
 task stages its own filter (NRAM -> WRAM).  Other dtypes keep scalar dot products on GDRAM.
 """
 from __future__ import annotations
@@ -128,7 +129,8 @@ class GemmLines:
                  f"  KILN_NRAM(float, kiln_bfil, {t.n * t.kpart});",
                  f"  KILN_WRAM(float, kiln_w, {t.n * t.k});"]
         if t.shared:
-            lines.append(f"  KILN_SRAM(float, kiln_s, {t.n * t.k});")
+            lines += [f"  KILN_SRAM(float, kiln_s, {2 * t.n * t.k});  // two filter tiles: K steps alternate",
+                      "  long long kiln_step = 0;  // K steps this task ran, over all its tiles"]
         return lines
 
     def filter_tile(self, depth) -> list:
@@ -164,11 +166,11 @@ class GemmLines:
         wbytes = f"{t.n * t.k * 4}"
         if t.shared:
             part = t.n * t.kpart
-            body = [*self.filter_tile(depth + 1),
-                    f"{sp}  __memcpy(kiln_s + coreId * {part}, kiln_bfil, {part * 4}, NRAM2SRAM);",
-                    f"{sp}  __sync_cluster();  // the 4 quarters of the filter tile are in SRAM",
-                    f"{sp}  __memcpy(kiln_w, kiln_s, {wbytes}, SRAM2WRAM);",
-                    f"{sp}  __sync_cluster();  // every core has copied it: SRAM may be refilled",
+            body = [f"{sp}  float* kiln_sbuf = kiln_s + (kiln_step++ & 1) * {t.n * t.k};",
+                    *self.filter_tile(depth + 1),
+                    f"{sp}  __memcpy(kiln_sbuf + coreId * {part}, kiln_bfil, {part * 4}, NRAM2SRAM);",
+                    f"{sp}  __sync_cluster();  // the 4 quarters are in SRAM, the other buffer's readers are done",
+                    f"{sp}  __memcpy(kiln_w, kiln_sbuf, {wbytes}, SRAM2WRAM);",
                     f"{sp}  if (kiln_mm > 0) {{", *self.multiply(depth + 2), f"{sp}  }}"]
         else:
             body = [*self.filter_tile(depth + 1), f"{sp}  __memcpy(kiln_w, kiln_bfil, {wbytes}, NRAM2WRAM);",
