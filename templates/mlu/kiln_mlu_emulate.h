@@ -62,6 +62,8 @@ typedef enum { CNRT_FUNC_TYPE_BLOCK = 1, CNRT_FUNC_TYPE_UNION1 = 4 } cnrtFunctio
 typedef struct { unsigned int x, y, z; } cnrtDim3_t;
 typedef struct kiln_mlu_queue_* cnrtQueue_t;
 
+#include "kiln_mlu_emulate_vector.h"  // more __bang_* intrinsics, __memcpy_async/__sync (Kiln's vector tiles)
+
 namespace kiln_mlu {
 
 struct Violation {};  // thrown out of a task: the kernel stops there
@@ -140,6 +142,7 @@ static void check_vector(const char* op, const char* what, const void* p, long l
             "copied to NRAM with __memcpy first)", op, what, p);
   if ((uintptr_t)p % KILN_MLU_ALIGN)
     violate("vector alignment", "%s: operand %s is not %d-byte aligned", op, what, KILN_MLU_ALIGN);
+  async_check(op, what, p, n * size, !strcmp(what, "dst"));
 }
 
 static const char* direction_name(int d) {
@@ -160,6 +163,8 @@ static void memcpy_checked(void* dst, const void* src, long long bytes, int dir)
       violate("__memcpy direction", "%s %s %p (%lld bytes) is not in %s", direction_name(dir), side[i], ptr[i],
               bytes, nram[i] ? "NRAM" : "a GDRAM block from cnrtMalloc");
   }
+  async_check("__memcpy", "source", src, bytes, false);
+  async_check("__memcpy", "destination", dst, bytes, true);
   memmove(dst, src, (size_t)bytes);
 }
 
@@ -214,7 +219,9 @@ static cnrtRet_t invoke(const char* name, cnrtDim3_t dim, cnrtFunctionType_t typ
       s.task_id = t;
       s.task_dim = total;
       s.nram_used = 0;
+      pending().clear();
       body();
+      async_task_end();
     }
   } catch (Violation&) {
     fprintf(stderr, "kiln_mlu: %s\n", s.error.c_str());

@@ -6,8 +6,9 @@ its top-level statements becomes one invocation, so no two tasks ever need a bar
 
 * a top-level ``For`` marked parallel: a Union1 kernel of ``kiln_tasks(trip)`` tasks; when
   some of its buffers are accessed elementwise (``staging.py``), task ``taskId`` takes a
-  contiguous span of iterations through NRAM tiles (one ``__bang_*`` intrinsic per tile for
-  a flat float32 add/sub/mul, else scalar code on the tiles); otherwise it takes iterations
+  contiguous span of iterations through NRAM tiles (``__bang_*`` intrinsics on double-buffered
+  tiles where the body has an exact vector form, ``vector.py`` and ``pipeline.py``, else
+  scalar code on the tiles); otherwise it takes iterations
   ``start + taskId, start + taskId + taskDim, ...`` with scalar code on GDRAM;
 * a top-level ``Gemm``: a Union1 kernel, tasks striding over the output rows of every batch
   item, each output a scalar dot product (no NRAM/WRAM tiles or matrix intrinsic yet);
@@ -24,7 +25,9 @@ from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
-from .staging import LOCAL, VECTOR_LANES, index_forms, retarget, staged_buffers, vector_form
+from .pipeline import nram_floats, tile_loop
+from .staging import LOCAL, index_forms, retarget, staged_buffers
+from .vector import vector_body
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
@@ -96,12 +99,17 @@ class MluKernels:
         staged = sorted(units)
         x, v = self.x, c.ident(f.var.name, "v_")
         start, t = x(f.start), c.ident(LOCAL.name, "v_")
-        vector = vector_form(f, staged)  # its destination is overwritten whole: not loaded
-        overwritten = {vector[1]} - set(vector[2]) if vector else set()
         ptr = (lambda n, p: c.ident(n, p))
         lines = [f"  const long long kiln_trip = ({x(f.stop)}) - ({start}), kiln_per = (kiln_trip + taskDim - 1) / taskDim;",
                  "  const long long kiln_lo = taskId * kiln_per;",
                  "  const long long kiln_hi = kiln_lo + kiln_per < kiln_trip ? kiln_lo + kiln_per : kiln_trip;"]
+        vector = vector_body(f, units, stored, x, self.program.buffers)
+        if vector is not None and nram_floats(vector) * 4 <= MLU370.usable_nram_bytes:
+            one_tile = isinstance(f.start, K.Const) and isinstance(f.stop, K.Const) \
+                and int(f.stop.value) - int(f.start.value) <= vector.rows  # no second tile to overlap
+            lines += tile_loop(vector, start, pipelined=not one_tile)
+            return self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
+                             gdram=set(staged))
         for n in staged:
             lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {rows * units[n]});")
         gdram = (lambda n: f"{ptr(n, 'g_')} + (({start}) + kiln_i0) * {units[n]}LL")
@@ -109,22 +117,14 @@ class MluKernels:
         lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {rows}) {{",
                   f"    const long long kiln_len = kiln_hi - kiln_i0 < {rows} ? kiln_hi - kiln_i0 : {rows};",
                   *[f"    __memcpy({ptr(n, 'b_')}, {gdram(n)}, {size(n)}, GDRAM2NRAM);"
-                    for n in staged if n not in overwritten],
+                    for n in staged],
                   *self.tile_body(f, staged, v, t, start),
                   *[f"    __memcpy({gdram(n)}, {ptr(n, 'b_')}, {size(n)}, NRAM2GDRAM);" for n in sorted(stored)], "  }"]
         self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
                   gdram=set(staged))
 
     def tile_body(self, f: K.For, staged, v, t, start) -> list:
-        """The lines computing one tile: one ``__bang_*`` intrinsic over the tile rounded up to
-        whole 128-byte groups (``staging.vector_form``; the padding is never copied back), else
-        the loop's body as scalar code on the NRAM tiles."""
-        vector = vector_form(f, staged)
-        if vector is not None:
-            op, dst, (a, b) = vector
-            ptr = (lambda n: c.ident(n, "b_"))
-            return [f"    {op}({ptr(dst)}, {ptr(a)}, {ptr(b)}, (int)((kiln_len + {VECTOR_LANES - 1}) / "
-                    f"{VECTOR_LANES} * {VECTOR_LANES}));"]
+        """The lines computing one tile with scalar code on the NRAM tiles."""
         return [f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
                 f"      const long long {v} = ({start}) + kiln_i0 + {t};",
                 f"      (void){v};",
