@@ -199,12 +199,12 @@ class _Emitter:
         a, b = self.vec(e.args[1]), self.vec(e.args[2])
         n, k, nk = self.body.rows, self.temp(), self.temp()
         bytes_ = f"{n} * 4"
-        for line in (f"__bang_gt_scalar((int*){k}, (int*){m}, (int)0, {n});",
-                     f"__bang_add_scalar((int*){nk}, (int*){k}, (int)-1, {n});",
-                     f"__bang_mul_scalar((int*){k}, (int*){k}, (int)-1, {n});",
-                     f"__bang_band((char*){k}, (char*){a}, (char*){k}, {bytes_});",
-                     f"__bang_band((char*){nk}, (char*){b}, (char*){nk}, {bytes_});",
-                     f"__bang_bor((char*){out}, (char*){k}, (char*){nk}, {bytes_});"):
+        for line in (f"__bang_gt_scalar((int*)({k}), (int*)({m}), (int)0, {n});",
+                     f"__bang_add_scalar((int*)({nk}), (int*)({k}), (int)-1, {n});",
+                     f"__bang_mul_scalar((int*)({k}), (int*)({k}), (int)-1, {n});",
+                     f"__bang_band((char*)({k}), (char*)({a}), (char*)({k}), {bytes_});",
+                     f"__bang_band((char*)({nk}), (char*)({b}), (char*)({nk}), {bytes_});",
+                     f"__bang_bor((char*)({out}), (char*)({k}), (char*)({nk}), {bytes_});"):
             self.emit(line)
         return out
 
