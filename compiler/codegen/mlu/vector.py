@@ -38,7 +38,7 @@ BINARY = {"add": "__bang_add", "sub": "__bang_sub", "mul": "__bang_mul", "div": 
 COMPARE = {"greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "equal": "eq",
            "not_equal": "ne"}
 FLIPPED = {"gt": "lt", "ge": "le", "lt": "gt", "le": "ge", "eq": "eq", "ne": "ne"}
-ACCUMULATE = {"add": "__bang_add", "max": "__bang_nan_maximum", "min": "__bang_nan_minimum"}
+ACCUMULATE = {"add": "__bang_add", "mul": "__bang_mul", "max": "__bang_nan_maximum", "min": "__bang_nan_minimum"}
 
 
 class NotVector(Exception):
@@ -209,6 +209,22 @@ class _Emitter:
         return out
 
     # ------------------------------------------------------------------ statements
+    def block(self, stmts: list) -> None:
+        """Statements in order; a ``Let`` whose one use is the next statement's ``Store`` is
+        computed straight into the stored lanes (no temporary, no copy)."""
+        skip = False
+        for k, s in enumerate(stmts):
+            if skip:
+                skip = False
+                continue
+            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
+            if isinstance(s, K.Let) and isinstance(nxt, K.Store) and nxt.value == s.var \
+                    and self.uses.get(s.var) == 1 and not self.scalar_ok(s.value):
+                self.store(K.Store(nxt.buffer, nxt.index, s.value))
+                skip = True
+            else:
+                self.stmt(s)
+
     def stmt(self, s) -> None:
         """One statement of the body (``Let``, ``Store``, ``DeclareAcc``, ``Accumulate``, the inner loop)."""
         if isinstance(s, K.Let):
@@ -235,8 +251,7 @@ class _Emitter:
         elif isinstance(s, K.For) and s is self.inner and not self.col:
             self.emit(f"for (long long {self.jvar} = 0; {self.jvar} < {self.body.cols}; ++{self.jvar}) {{")
             self.col = True
-            for sub in _flatten(s.body):
-                self.stmt(sub)
+            self.block(_flatten(s.body))
             self.col = False
             self.emit("}")
         else:
@@ -264,6 +279,20 @@ class _Emitter:
         self.stored.add(s.buffer)
 
 
+def _uses(tree, out: dict) -> dict:
+    """How many times each ``Var`` is read under ``tree`` (statements and expressions)."""
+    if isinstance(tree, (list, tuple)):
+        for t in tree:
+            _uses(t, out)
+    elif isinstance(tree, K.Var):
+        out[tree] = out.get(tree, 0) + 1
+    elif isinstance(tree, (K.Expr, K.Stmt)):
+        for name in tree.__dataclass_fields__:
+            if not (name == "var" and isinstance(tree, (K.Let, K.For, K.DeclareAcc))):
+                _uses(getattr(tree, name), out)
+    return out
+
+
 def vector_body(loop: K.For, units: dict, stored: set, x, buffers: dict):
     """The loop's body as intrinsics on R-lane NRAM vectors (module doc), or None."""
     body = _flatten(loop.body)
@@ -280,8 +309,8 @@ def vector_body(loop: K.For, units: dict, stored: set, x, buffers: dict):
     vb = VectorBody(rows=rows, cols=cols, loads=loads, stores=sorted(stored), units=dict(units))
     try:
         em = _Emitter(loop, units, x, vb, loops[0] if loops else None)
-        for s in body:
-            em.stmt(s)
+        em.uses = _uses(body, {})
+        em.block(body)
         if em.stored != set(stored):
             return None
     except NotVector:
