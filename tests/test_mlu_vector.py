@@ -100,8 +100,8 @@ def test_row_reduction_and_softmax_kernels_are_vectorized(artifacts):
     scalar loop's order), and no softmax kernel has scalar code left: its division by the
     row sum is one __bang_div per column."""
     kernels_ = _kernels(artifacts["source"])
-    assert re.search(r"__bang_add\((kiln_v\d+), \1, kiln_v\d+, 64\);", artifacts["source"])
-    assert re.search(r"__bang_nan_maximum\((kiln_v\d+), \1, t_feed_x_0 \+ v_i\d+ \* 64, 64\);", artifacts["source"])
+    assert re.search(r"__bang_add\((\w+), \1, kiln_v\d+, 64\);", artifacts["source"])
+    assert re.search(r"__bang_nan_maximum\((\w+), \1, t_feed_x_0 \+ v_i\d+ \* 64, 64\);", artifacts["source"])
     softmax = [body for name, body in kernels_.items() if "Softmax" in name]
     assert softmax and all("KILN_LD" not in body and "__bang_div" in body for body in softmax)
     assert all("KILN_LD(b_" not in body for name, body in kernels_.items() if "reduce" in name)

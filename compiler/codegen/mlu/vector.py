@@ -210,23 +210,27 @@ class _Emitter:
 
     # ------------------------------------------------------------------ statements
     def block(self, stmts: list) -> None:
-        """Statements in order; a ``Let`` whose one use is the next statement's ``Store`` is
-        computed straight into the stored lanes (no temporary, no copy)."""
-        skip = False
-        for k, s in enumerate(stmts):
-            if skip:
-                skip = False
+        """Statements in order; a ``Let`` or accumulator whose one read is a later ``Store``
+        of this block is computed straight into the stored lanes (no temporary, no copy)."""
+        stores = {st.value: st for st in stmts if isinstance(st, K.Store) and isinstance(st.value, K.Var)}
+        moved = set()
+        for s in stmts:
+            if id(s) in moved:
                 continue
-            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
-            if isinstance(s, K.Let) and isinstance(nxt, K.Store) and nxt.value == s.var \
-                    and self.uses.get(s.var) == 1 and not self.scalar_ok(s.value):
-                self.store(K.Store(nxt.buffer, nxt.index, s.value))
-                skip = True
-            else:
+            st = stores.get(getattr(s, "var", None)) if isinstance(s, (K.Let, K.DeclareAcc)) else None
+            if st is None or self.uses.get(s.var) != 1:
                 self.stmt(s)
+            elif isinstance(s, K.Let):
+                self.store(K.Store(st.buffer, st.index, s.value))
+                moved.add(id(st))
+            else:
+                self.stmt(s, self.target(st))
+                self.stored.add(st.buffer)
+                moved.add(id(st))
 
-    def stmt(self, s) -> None:
-        """One statement of the body (``Let``, ``Store``, ``DeclareAcc``, ``Accumulate``, the inner loop)."""
+    def stmt(self, s, acc=None) -> None:
+        """One statement of the body (``Let``, ``Store``, ``DeclareAcc`` (its lanes at ``acc``
+        when given), ``Accumulate``, the inner loop)."""
         if isinstance(s, K.Let):
             kind, p = self.value(s.value)
             if kind == "scalar":
@@ -241,7 +245,7 @@ class _Emitter:
             kind, init = self.value(s.init)
             if kind != "scalar":
                 raise NotVector("accumulator initial value")
-            acc = self.temp()
+            acc = acc or self.temp()
             self.emit(f"__bang_write_value({acc}, {self.body.rows}, (float){init});")
             self.env[s.var] = ("vec", acc)
         elif isinstance(s, K.Accumulate) and self.col and s.combine in ACCUMULATE and s.var in self.env:
@@ -257,18 +261,21 @@ class _Emitter:
         else:
             raise NotVector(type(s).__name__)
 
-    def store(self, s: K.Store) -> None:
-        """A staged float32 store: the value computed straight into the output lanes."""
+    def target(self, s: K.Store) -> str:
+        """The output lanes of staged float32 store ``s``."""
         form = self.forms.get(s.index)
         if s.buffer not in self.units or s.buffer in self.stored or form is None \
                 or form[0] != self.units[s.buffer] or s.value.dtype != F32:
             raise NotVector(f"store to {s.buffer}")
         if form[0] == 1 and s.index == self.loop.var:
-            dst = c.ident(s.buffer, "kiln_out_")
-        elif self.col:
-            dst = f"{c.ident(s.buffer, 's_')} + {self.jvar} * {self.body.rows}"
-        else:
-            raise NotVector("row store outside the column loop")
+            return c.ident(s.buffer, "kiln_out_")
+        if self.col:
+            return f"{c.ident(s.buffer, 's_')} + {self.jvar} * {self.body.rows}"
+        raise NotVector("row store outside the column loop")
+
+    def store(self, s: K.Store) -> None:
+        """A staged float32 store: the value computed straight into the output lanes."""
+        dst = self.target(s)
         kind, p = self.value(s.value, dst)
         if kind == "mask":
             raise NotVector("a comparison stored as a number")
@@ -280,7 +287,7 @@ class _Emitter:
 
 
 def _uses(tree, out: dict) -> dict:
-    """How many times each ``Var`` is read under ``tree`` (statements and expressions)."""
+    """How many times each ``Var`` is read under ``tree`` (an accumulation's target is not a read)."""
     if isinstance(tree, (list, tuple)):
         for t in tree:
             _uses(t, out)
@@ -288,7 +295,7 @@ def _uses(tree, out: dict) -> dict:
         out[tree] = out.get(tree, 0) + 1
     elif isinstance(tree, (K.Expr, K.Stmt)):
         for name in tree.__dataclass_fields__:
-            if not (name == "var" and isinstance(tree, (K.Let, K.For, K.DeclareAcc))):
+            if not (name == "var" and isinstance(tree, (K.Let, K.For, K.DeclareAcc, K.Accumulate))):
                 _uses(getattr(tree, name), out)
     return out
 
