@@ -46,6 +46,8 @@ def _declare(vb, slots: int) -> list:
 def _copies(vb, names, tile: str, slot: str, start: str, load: bool, copy: str) -> list:
     """The copies of tile ``tile`` (its first iteration ``kiln_j0``, ``kiln_m`` iterations)
     between GDRAM and slot ``slot``."""
+    if not names:
+        return []
     lines = []
     for n in names:
         u, buf = vb.units[n], c.ident(n, "l_" if load else "o_")
@@ -77,10 +79,11 @@ def _compute(vb) -> list:
     return lines
 
 
-def tile_loop(vb, start: str, pipelined: bool) -> list:
-    """The lines after the task's span (``kiln_lo``, ``kiln_hi``) is known."""
+def tile_loop(vb, start: str, pipelined: bool, before=()) -> list:
+    """The lines after the task's span (``kiln_lo``, ``kiln_hi``) is known; ``before``: lines
+    placed after the tiles' declarations (e.g. accumulators' initial values)."""
     r = vb.rows
-    lines = _declare(vb, 2 if pipelined else 1)
+    lines = _declare(vb, 2 if pipelined else 1) + list(before)
     lines.append(f"  const long long kiln_tiles = kiln_hi > kiln_lo ? (kiln_hi - kiln_lo + {r - 1}) / {r} : 0;")
     head = ["  for (long long kiln_k = 0; kiln_k < kiln_tiles; ++kiln_k) {",
             f"    const long long kiln_i0 = kiln_lo + kiln_k * {r};",
