@@ -26,7 +26,8 @@ from compiler.frontend.compile_graph import compile_entries
 
 SOURCE = Path(__file__).parent / "mlu" / "emulator_vector_rules.mlu"
 COLS = 100  # row loops: 64 rows of 100 per tile (vector.ROW_ELEMS), so 5000 rows take 3 tiles per task
-REASSOCIATED = {"mean_all", "l2_loss"}  # full sums fold lanes then a tree: close to the scalar order, not equal
+# full sums fold lanes then a tree, divisions multiply by a reciprocal: close to the scalar code, not equal
+APPROXIMATE = {"mean_all", "l2_loss", "softmax", "tanh_exp"}
 
 
 def _graph():
@@ -86,7 +87,7 @@ def _run(path, feeds, root, schedule, monkeypatch):
 @pytest.mark.parametrize("intrinsic", ["__bang_active_relu", "__bang_active_sigmoid", "__bang_active_tanh",
                                        "__bang_active_exp", "__bang_nan_maximum", "__bang_nan_minimum",
                                        "__bang_gt_scalar", "__bang_band", "__bang_bor", "__bang_add_scalar",
-                                       "__bang_transpose", "__bang_div", "__memcpy_async", "__sync()"])
+                                       "__bang_transpose", "__bang_recip", "__memcpy_async", "__sync()"])
 def test_generated_kernels_use_the_intrinsic(artifacts, intrinsic):
     assert intrinsic in artifacts["source"]
 
@@ -110,12 +111,12 @@ def test_full_reductions_run_on_vector_lanes(artifacts):
 def test_row_reduction_and_softmax_kernels_are_vectorized(artifacts):
     """The sum/max over each row accumulate column by column into R-lane vectors (the
     scalar loop's order), and no softmax kernel has scalar code left: its division by the
-    row sum is one __bang_div per column."""
+    row sum is one __bang_recip and __bang_mul per column."""
     kernels_ = _kernels(artifacts["source"])
     assert re.search(r"__bang_add\((\w+), \1, kiln_v\d+, 64\);", artifacts["source"])
     assert re.search(r"__bang_nan_maximum\((\w+), \1, t_feed_x_0 \+ v_i\d+ \* 64, 64\);", artifacts["source"])
     softmax = [body for name, body in kernels_.items() if "Softmax" in name]
-    assert softmax and all("KILN_LD" not in body and "__bang_div" in body for body in softmax)
+    assert softmax and all("KILN_LD" not in body and "__bang_recip" in body for body in softmax)
     assert all("KILN_LD(b_" not in body for name, body in kernels_.items() if "reduce" in name)
 
 
@@ -132,8 +133,8 @@ def test_vector_tiles_match_scalar_tiles_and_interpreter(artifacts, monkeypatch,
         want = sess.run([artifacts["outs"][n] for n in artifacts["names"]],
                         {artifacts["x"]: feeds["x:0"], artifacts["v"]: feeds["v:0"]})
     for name, g, r, w in zip(artifacts["names"], got, ref, want):
-        if name in REASSOCIATED:
-            np.testing.assert_allclose(g, r, rtol=2e-6, err_msg=f"{name}: vector lanes vs the scalar sum")
+        if name in APPROXIMATE:
+            np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-7, err_msg=f"{name}: vector vs scalar tiles")
         else:
             np.testing.assert_array_equal(g, r, err_msg=f"{name}: vector tiles vs scalar tiles")
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6, err_msg=f"{name}: vs the interpreter")

@@ -100,6 +100,7 @@ KILN_MLU_UNARY(__bang_active_abs, (T)fabs(x))
 KILN_MLU_UNARY(__bang_active_exp, (T)expf(x))
 KILN_MLU_UNARY(__bang_active_tanh, (T)tanhf(x))
 KILN_MLU_UNARY(__bang_active_sigmoid, (T)(1.0f / (1.0f + expf(-x))))
+KILN_MLU_UNARY(__bang_recip, (T)(1.0f / x))  // correctly rounded here; the part's accuracy is not known
 #undef KILN_MLU_UNARY
 
 #define KILN_MLU_SCALAR(name, expr)                                                  \
@@ -129,7 +130,6 @@ KILN_MLU_SCALAR(__bang_ne_scalar, (T)(a[i] != s))
     KILN_MLU_V(#name, "dst", dst, n);                                                \
     for (int i = 0; i < n; ++i) dst[i] = (expr);                                     \
   }
-KILN_MLU_BINARY2(__bang_div, a[i] / b[i])  // IEEE here; see the doc's accuracy note for a part
 KILN_MLU_BINARY2(__bang_gt, (T)(a[i] > b[i]))
 KILN_MLU_BINARY2(__bang_ge, (T)(a[i] >= b[i]))
 KILN_MLU_BINARY2(__bang_lt, (T)(a[i] < b[i]))

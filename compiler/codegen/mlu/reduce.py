@@ -5,13 +5,14 @@ The kernel shape it takes: float32 accumulators declared (``DeclareAcc``), one l
 ``[start, stop)`` whose body accumulates (``add``, ``mul``, ``max``, ``min``) float32
 expressions of loads at ``x[i]``, or one inner loop ``j`` over ``[0, C)`` doing so at
 ``x[i * C + j]`` (a contiguous range of elements either way), then scalar statements using the
-results (a mean's division, ``l2_loss``'s halving, the stores).  The element range streams
+results (a mean's division, ``l2_loss``'s halving, the stores); elementwise stores at the
+element index fused into the loop are vector stores through output tiles.  The element range streams
 through double-buffered 1024-element NRAM tiles (``pipeline.tile_loop``); each accumulator is
 1024 lanes: every tile's values (their padding lanes set to the combine's identity) are
 combined lane by lane, then a halving tree of the same intrinsic folds the lanes to 32 (one
 128-byte group), and scalar code folds those in order into the declared initial value.  The
 sum is reassociated (lane-wise, then a tree): within the op table's tolerance of the scalar
-order, not bit for bit; max/min/product-of-exact values are exact.  One task (a Block
+order, not bit for bit (products likewise); max and min are exact.  One task (a Block
 kernel): partial results of several cores would need a second pass (not done yet).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from ...ir.types import as_dtype
 from ...lower import kernel_ir as K
 from .staging import accesses, retarget
-from .vector import ACCUMULATE, F32, LANES, NotVector, VectorBody, _Emitter, _flatten
+from .vector import ACCUMULATE, F32, LANES, NotVector, VectorBody, Emitter, flatten
 
 ELEMENT = K.Var("kiln_e", as_dtype("int64"))  # the element index of the flattened range
 IDENTITY = {"add": 0.0, "mul": 1.0, "max": float("-inf"), "min": float("inf")}
@@ -35,7 +36,7 @@ def _shape(body: list):
     if not accs or not rest or not isinstance(rest[0], K.For) or any(a.var.dtype != F32 for a in accs):
         return None
     loop, after = rest[0], rest[1:]
-    inner = _flatten(loop.body)
+    inner = flatten(loop.body)
     if len(inner) == 1 and isinstance(inner[0], K.For):
         j = inner[0]
         if not (j.start == K.Const(0, j.var.dtype) and isinstance(j.stop, K.Const) and int(j.stop.value) > 0):
@@ -56,7 +57,7 @@ def full_reduction(body: list, buffers: dict, x, scalar_lines):
     i64 = loop.var.dtype
     cols = int(inner.stop.value) if inner else 1
     index = K.Op("add", (K.Op("mul", (loop.var, K.Const(cols, i64)), i64), inner.var), i64) if inner else loop.var
-    stmts = _flatten(inner.body if inner else loop.body)
+    stmts = flatten(inner.body if inner else loop.body)
     found = {}
     for name, at, _ in accesses(stmts, []):
         found.setdefault(name, set()).add(at)
@@ -71,7 +72,7 @@ def full_reduction(body: list, buffers: dict, x, scalar_lines):
     loaded = {n for n, _, is_store in accesses(stmts, []) if not is_store}
     vb = VectorBody(rows=TILE, cols=1, loads=sorted(staged & loaded), stores=sorted(stored),
                     units={n: 1 for n in staged})
-    em = _Emitter(flat, vb.units, x, vb, None)
+    em = Emitter(flat, vb.units, x, vb, None)
     em.uses = {}
     combine = {}
     try:

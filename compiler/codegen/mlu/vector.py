@@ -33,7 +33,7 @@ LANES = 128 // 4  # float32 lanes of one 128-byte vector group
 ROW_ELEMS = 8192  # the most elements of one row tile (R rows x C columns): 32 KiB of float32
 UNARY = {"exp": "__bang_active_exp", "tanh": "__bang_active_tanh", "sigmoid": "__bang_active_sigmoid",
          "abs": "__bang_active_abs", "relu": "__bang_active_relu"}
-BINARY = {"add": "__bang_add", "sub": "__bang_sub", "mul": "__bang_mul", "div": "__bang_div",
+BINARY = {"add": "__bang_add", "sub": "__bang_sub", "mul": "__bang_mul", "div": None,
           "maximum": "__bang_nan_maximum", "minimum": "__bang_nan_minimum"}
 COMPARE = {"greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "equal": "eq",
            "not_equal": "ne"}
@@ -60,14 +60,14 @@ class VectorBody:
     text: list = field(default_factory=list)
 
 
-def _flatten(stmt) -> list:
+def flatten(stmt) -> list:
     """The statements of ``stmt`` with nested blocks spliced in."""
     if isinstance(stmt, K.Block):
-        return [s for sub in stmt.body for s in _flatten(sub)]
+        return [s for sub in stmt.body for s in flatten(sub)]
     return [stmt]
 
 
-class _Emitter:
+class Emitter:
     """Walks the body, writing intrinsic lines into ``self.body.text``."""
 
     def __init__(self, loop: K.For, units: dict, x, body: VectorBody, inner):
@@ -184,10 +184,24 @@ class _Emitter:
         elif ka == "scalar" and kind == "sub":  # s - b == (-b) + s exactly
             self.emit(f"__bang_mul_scalar({out}, {b}, (float)-1.0f, {n});")
             self.emit(f"__bang_add_scalar({out}, {out}, {a}, {n});")
+        elif kind == "div":
+            self.divide(e, (ka, a), (kb, b), out)
         else:
             self.emit(f"{BINARY[kind]}({out}, {self.vec(e.args[0]) if ka == 'scalar' else a}, "
                       f"{self.vec(e.args[1]) if kb == 'scalar' else b}, {n});")
         return "vec", out
+
+    def divide(self, e: K.Op, num, den, out: str) -> None:
+        """``a / b`` as ``a * (1 / b)``, mlu-ops' division on MLU370 (``__mluop_div``: no float
+        ``__bang_div`` for ``__BANG_ARCH__ == 372``): within 2 ulp of IEEE division, not equal."""
+        n, (ka, a), (kb, b) = self.body.rows, num, den
+        a = self.vec(e.args[0]) if ka == "scalar" else a
+        if kb == "scalar":
+            self.emit(f"__bang_mul_scalar({out}, {a}, (float)(1.0f / {b}), {n});")
+            return
+        r = self.temp()
+        self.emit(f"__bang_recip({r}, {b}, {n});")
+        self.emit(f"__bang_mul({out}, {a}, {r}, {n});")
 
     def select(self, e: K.Op, out: str) -> str:
         """``select(c, a, b)`` bitwise, exact for every value (NaN, inf, -0): the 1.0/0.0 mask
@@ -255,7 +269,7 @@ class _Emitter:
         elif isinstance(s, K.For) and s is self.inner and not self.col:
             self.emit(f"for (long long {self.jvar} = 0; {self.jvar} < {self.body.cols}; ++{self.jvar}) {{")
             self.col = True
-            self.block(_flatten(s.body))
+            self.block(flatten(s.body))
             self.col = False
             self.emit("}")
         else:
@@ -302,7 +316,7 @@ def _uses(tree, out: dict) -> dict:
 
 def vector_body(loop: K.For, units: dict, stored: set, x, buffers: dict):
     """The loop's body as intrinsics on R-lane NRAM vectors (module doc), or None."""
-    body = _flatten(loop.body)
+    body = flatten(loop.body)
     loops = [s for s in body if isinstance(s, K.For)]
     if any(buffers[n].dtype != F32 for n in units) or len(loops) > 1:
         return None
@@ -315,7 +329,7 @@ def vector_body(loop: K.For, units: dict, stored: set, x, buffers: dict):
     loads = sorted({n for n, _, is_store in accesses(body, []) if not is_store and n in units})
     vb = VectorBody(rows=rows, cols=cols, loads=loads, stores=sorted(stored), units=dict(units))
     try:
-        em = _Emitter(loop, units, x, vb, loops[0] if loops else None)
+        em = Emitter(loop, units, x, vb, loops[0] if loops else None)
         em.uses = _uses(body, {})
         em.block(body)
         if em.stored != set(stored):
