@@ -19,6 +19,8 @@
 //     memory spaces of both pointers, and the GDRAM side stays inside one cnrtMalloc block;
 //   * kernel invocation: a Union1 kernel's task dimension is a multiple of the 4 cores of
 //     a cluster; BLOCK kernels take any positive dimension.
+//   * __memcpy_async / __sync and the further vector intrinsics: kiln_mlu_emulate_vector.h
+//     (rules "async copy not synced", "transpose overlap").
 // How: a host thread's kernels use their own emulated core (NRAM, task ids, first violation);
 // GDRAM blocks and the schedule are shared by the library's threads.  Tasks run one after
 // the other on the calling thread in a seeded order

@@ -108,7 +108,8 @@ class MluKernels:
 
     def split_loop(self, name, f: K.For) -> None:
         """A parallel loop over the tasks: contiguous spans in NRAM tiles when some of its
-        buffers can be staged (``staging.py``), else iterations strided over the tasks."""
+        buffers can be staged (``staging.py``; as vector intrinsics when ``vector_loop`` takes
+        it, else scalar code), else iterations strided over the tasks."""
         units, stored, rows = staged_buffers(f, self.program.buffers, MLU370.usable_nram_bytes)
         if not units:
             return self.strided_loop(name, f)
@@ -119,13 +120,8 @@ class MluKernels:
         lines = [f"  const long long kiln_trip = ({x(f.stop)}) - ({start}), kiln_per = (kiln_trip + taskDim - 1) / taskDim;",
                  "  const long long kiln_lo = taskId * kiln_per;",
                  "  const long long kiln_hi = kiln_lo + kiln_per < kiln_trip ? kiln_lo + kiln_per : kiln_trip;"]
-        vector = vector_body(f, units, stored, x, self.program.buffers)
-        if vector is not None and nram_floats(vector) * 4 <= MLU370.usable_nram_bytes:
-            one_tile = isinstance(f.start, K.Const) and isinstance(f.stop, K.Const) \
-                and int(f.stop.value) - int(f.start.value) <= vector.rows  # no second tile to overlap
-            lines += tile_loop(vector, start, pipelined=not one_tile)
-            return self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
-                             gdram=set(staged))
+        if self.vector_loop(name, f, units, stored, lines):
+            return
         for n in staged:
             lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {rows * units[n]});")
         gdram = (lambda n: f"{ptr(n, 'g_')} + (({start}) + kiln_i0) * {units[n]}LL")
@@ -138,6 +134,20 @@ class MluKernels:
                   *[f"    __memcpy({gdram(n)}, {ptr(n, 'b_')}, {size(n)}, NRAM2GDRAM);" for n in sorted(stored)], "  }"]
         self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
                   gdram=set(staged))
+
+    def vector_loop(self, name, f: K.For, units, stored, head) -> bool:
+        """The loop as intrinsics on double-buffered NRAM tiles (``vector.py``, ``pipeline.py``)
+        after the ``head`` lines (the task's span), when its body has an exact vector form and
+        its tiles fit NRAM; False otherwise."""
+        vector = vector_body(f, units, stored, self.x, self.program.buffers)
+        if vector is None or nram_floats(vector) * 4 > MLU370.usable_nram_bytes:
+            return False
+        start = self.x(f.start)
+        one_tile = isinstance(f.start, K.Const) and isinstance(f.stop, K.Const) \
+            and int(f.stop.value) - int(f.start.value) <= vector.rows  # no second tile to overlap
+        self._add(name, [f], head + tile_loop(vector, start, pipelined=not one_tile),
+                  f"kiln_tasks({self.x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1", gdram=set(units))
+        return True
 
     def tile_body(self, f: K.For, staged, v, t, start) -> list:
         """The lines computing one tile with scalar code on the NRAM tiles."""
