@@ -196,3 +196,51 @@ def test_compute_before_the_sync_is_a_race(lib):
              "async copy not synced", "__bang_active_sigmoid: operand src")
     assert lib.run_pipelined_sigmoid(_ptr(a), _ptr(out), 600, 4, 0) == 0
     np.testing.assert_allclose(out, 1 / (1 + np.exp(-a)), rtol=1e-6)
+
+
+def test_a_generated_pipeline_missing_its_sync_is_refused(tmp_path, monkeypatch):
+    """The double-buffered loop without its per-tile __sync(): the next tile's load is still
+    in flight when the stores of the tile computed before it are issued, and a task ends with
+    copies in flight; the emulator refuses it and the step reports the rule (checked on the
+    generated code, not only on hand-written kernels)."""
+    from dataclasses import replace
+
+    from runtime.abi import KilnRuntimeError
+    from compiler.codegen import registry
+    from compiler.codegen.mlu.backend import BACKEND
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None], name="x")
+        y = tf.sigmoid(x * 2.0, name="y")
+    feed = {"x:0": np.linspace(-3, 3, 50000, dtype=np.float32)}
+
+    def render(programs, variables, target):
+        source = BACKEND.render(programs, variables, target)
+        assert "__sync();  // tile k + 1 loaded" in source
+        return source.replace("__sync();  // tile k + 1 loaded", "// (sync removed)")
+
+    monkeypatch.setitem(registry._registered, "mlu", replace(BACKEND, render=render))
+    art = compile_entries(graph, {"run": ([y], [], [x])}, tmp_path / "nosync", target="mlu", dump_ir=False)
+    with runtime.load_artifact(art).new_state() as state:
+        with pytest.raises(KilnRuntimeError, match=r"MLU emulator: kernel k_run__\w+: async copy not synced: "):
+            state.run("run", feed)
+
+
+def test_ops_without_an_exact_intrinsic_keep_scalar_tiles(tmp_path):
+    """log has no vector form here: its whole loop (the abs and add fused with it included)
+    keeps the scalar tile code (libm ``logf`` on NRAM tiles, plain ``__memcpy``s) and still
+    matches the interpreter."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 5], name="x")
+        y = tf.log(tf.abs(x) + 1.0)
+    art = compile_entries(graph, {"run": ([y], [], [x])}, tmp_path / "log", target="mlu", dump_ir=False)
+    (body,) = [b for b in _kernels((Path(art) / "src" / "model.mlu").read_text()).values() if "logf" in b]
+    assert "__bang_" not in body and "__memcpy_async" not in body and "__memcpy(" in body
+    feed = np.random.default_rng(3).standard_normal((300, 5)).astype(np.float32)
+    with runtime.load_artifact(art).new_state() as state:
+        got = list(state.run("run", {"x:0": feed}).values())[0]
+    with graph.as_default(), tf.Session(config={"backend": "interpreter"}) as sess:
+        want = sess.run(y, {x: feed})
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
