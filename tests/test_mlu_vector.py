@@ -43,7 +43,7 @@ def _graph():
             "row_sum": tf.reduce_sum(x * x, 1), "row_max": tf.reduce_max(x, 1),
             "select": tf.where(x > 0.25, x, x * 0.1), "clip": tf.minimum(tf.maximum(x, -0.5), bias),
             "sigmoid": tf.sigmoid(v), "tanh_exp": tf.tanh(v) - tf.exp(v * 0.5) / (v * v + 1.0),
-            "neg_abs": 1.0 - tf.abs(-v),
+            "neg_abs_sqrt": 1.0 - tf.sqrt(tf.abs(-v)),
             "max_all": tf.reduce_max(x), "mean_all": tf.reduce_mean(x), "l2_loss": tf.nn.l2_loss(v),
         }
     return graph, x, v, outs
@@ -87,7 +87,7 @@ def _run(path, feeds, root, schedule, monkeypatch):
 @pytest.mark.parametrize("intrinsic", ["__bang_active_relu", "__bang_active_sigmoid", "__bang_active_tanh",
                                        "__bang_active_exp", "__bang_nan_maximum", "__bang_nan_minimum",
                                        "__bang_gt_scalar", "__bang_band", "__bang_bor", "__bang_add_scalar",
-                                       "__bang_transpose", "__bang_recip", "__memcpy_async", "__sync()"])
+                                       "__bang_transpose", "__bang_recip", "__bang_sqrt", "__memcpy_async", "__sync()"])
 def test_generated_kernels_use_the_intrinsic(artifacts, intrinsic):
     assert intrinsic in artifacts["source"]
 

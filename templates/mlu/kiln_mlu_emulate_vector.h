@@ -101,6 +101,7 @@ KILN_MLU_UNARY(__bang_active_exp, (T)expf(x))
 KILN_MLU_UNARY(__bang_active_tanh, (T)tanhf(x))
 KILN_MLU_UNARY(__bang_active_sigmoid, (T)(1.0f / (1.0f + expf(-x))))
 KILN_MLU_UNARY(__bang_recip, (T)(1.0f / x))  // correctly rounded here; the part's accuracy is not known
+KILN_MLU_UNARY(__bang_sqrt, (T)sqrtf(x))      // likewise
 #undef KILN_MLU_UNARY
 
 #define KILN_MLU_SCALAR(name, expr)                                                  \

@@ -32,7 +32,7 @@ F32 = as_dtype("float32")
 LANES = 128 // 4  # float32 lanes of one 128-byte vector group
 ROW_ELEMS = 8192  # the most elements of one row tile (R rows x C columns): 32 KiB of float32
 UNARY = {"exp": "__bang_active_exp", "tanh": "__bang_active_tanh", "sigmoid": "__bang_active_sigmoid",
-         "abs": "__bang_active_abs", "relu": "__bang_active_relu"}
+         "abs": "__bang_active_abs", "relu": "__bang_active_relu", "sqrt": "__bang_sqrt"}
 BINARY = {"add": "__bang_add", "sub": "__bang_sub", "mul": "__bang_mul", "div": None,
           "maximum": "__bang_nan_maximum", "minimum": "__bang_nan_minimum"}
 COMPARE = {"greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "equal": "eq",
