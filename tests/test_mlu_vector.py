@@ -31,12 +31,14 @@ APPROXIMATE = {"mean_all", "l2_loss", "softmax", "tanh_exp"}
 
 
 def _graph():
-    """Row ops over x f32[N, COLS] and flat ops over v f32[N, 7]: name -> tensor."""
+    """Row ops over x f32[N, COLS], flat ops over v f32[N, 7], column sums over w f32[N, 64]:
+    name -> tensor."""
     rng = np.random.default_rng(0)
     graph = tf.Graph()
     with graph.as_default():
         x = tf.placeholder(tf.float32, [None, COLS], name="x")
         v = tf.placeholder(tf.float32, [None, 7], name="v")
+        w = tf.placeholder(tf.float32, [None, 64], name="w")
         bias = tf.constant(rng.standard_normal(COLS).astype(np.float32))
         outs = {
             "bias_relu": tf.nn.relu(tf.nn.bias_add(x, bias)), "softmax": tf.nn.softmax(x),
@@ -45,17 +47,18 @@ def _graph():
             "sigmoid": tf.sigmoid(v), "tanh_exp": tf.tanh(v) - tf.exp(v * 0.5) / (v * v + 1.0),
             "neg_abs_sqrt": 1.0 - tf.sqrt(tf.abs(-v)),
             "max_all": tf.reduce_max(x), "mean_all": tf.reduce_mean(x), "l2_loss": tf.nn.l2_loss(v),
+            "column_sum": tf.reduce_sum(w * w - 0.5, 0),
         }
-    return graph, x, v, outs
+    return graph, x, v, w, outs
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """The graph compiled for the MLU twice: vector tiles, and scalar tiles only (the vector
     path switched off), plus the generated source of the first."""
-    graph, x, v, outs = _graph()
+    graph, x, v, w, outs = _graph()
     names = sorted(outs)
-    entries = {"run": ([outs[n] for n in names], [], [x, v])}
+    entries = {"run": ([outs[n] for n in names], [], [x, v, w])}
     root = tmp_path_factory.mktemp("mluvec")
     vector = compile_entries(graph, entries, root / "vector", target="mlu", dump_ir=False)
     patch = pytest.MonkeyPatch()
@@ -65,14 +68,15 @@ def artifacts(tmp_path_factory):
     finally:
         patch.undo()
     interp = {}
-    return {"vector": vector, "scalar": scalar, "names": names, "outs": outs, "graph": graph, "x": x, "v": v,
+    return {"vector": vector, "scalar": scalar, "names": names, "outs": outs, "graph": graph, "x": x, "v": v, "w": w,
             "source": (Path(vector) / "src" / "model.mlu").read_text(), "root": root, "interp": interp}
 
 
 def _feeds(rows):
     rng = np.random.default_rng(rows)
     return {"x:0": rng.standard_normal((rows, COLS)).astype(np.float32),
-            "v:0": rng.standard_normal((rows, 7)).astype(np.float32)}
+            "v:0": rng.standard_normal((rows, 7)).astype(np.float32),
+            "w:0": rng.standard_normal((rows, 64)).astype(np.float32)}
 
 
 def _run(path, feeds, root, schedule, monkeypatch):
@@ -108,6 +112,13 @@ def test_full_reductions_run_on_vector_lanes(artifacts):
         assert needle in text, needle
 
 
+def test_column_sums_run_on_vector_lanes(artifacts):
+    """reduce_sum over the batch axis (64 columns): one task adding each row's 64 lanes into
+    a 64-lane accumulator, rows in order (so equal to the scalar loop bit for bit)."""
+    (body,) = [b for name, b in _kernels(artifacts["source"]).items() if re.search(r"_c\d+$", name)]
+    assert re.search(r"__bang_add\((kiln_v\d+), \1, kiln_v\d+, 64\);", body) and "__memcpy_async" in body
+
+
 def test_row_reduction_and_softmax_kernels_are_vectorized(artifacts):
     """The sum/max over each row accumulate column by column into R-lane vectors (the
     scalar loop's order), and no softmax kernel has scalar code left: its division by the
@@ -131,7 +142,7 @@ def test_vector_tiles_match_scalar_tiles_and_interpreter(artifacts, monkeypatch,
     ref = _run(artifacts["scalar"], feeds, artifacts["root"], "forward", monkeypatch)
     with artifacts["graph"].as_default(), tf.Session(config={"backend": "interpreter"}) as sess:
         want = sess.run([artifacts["outs"][n] for n in artifacts["names"]],
-                        {artifacts["x"]: feeds["x:0"], artifacts["v"]: feeds["v:0"]})
+                        {artifacts[k]: feeds[f"{k}:0"] for k in "xvw"})
     for name, g, r, w in zip(artifacts["names"], got, ref, want):
         if name in APPROXIMATE:
             np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-7, err_msg=f"{name}: vector vs scalar tiles")

@@ -12,8 +12,8 @@ its top-level statements becomes one invocation, so no two tasks ever need a bar
   ``start + taskId, start + taskId + taskDim, ...`` with scalar code on GDRAM;
 * a top-level ``Gemm``: a Union1 kernel, tasks striding over the output rows of every batch
   item, each output a scalar dot product (no NRAM/WRAM tiles or matrix intrinsic yet);
-* a full float32 reduction (``reduce.py``): one task streaming the elements through
-  double-buffered NRAM tiles into vector-lane accumulators;
+* a full float32 reduction, or a sum of rows into one row (``reduce.py``): one task
+  streaming the elements through double-buffered NRAM tiles into vector-lane accumulators;
 * anything else (serial loops, loops holding checks, kernels whose statements share
   top-level ``Let``s): one task (``CNRT_FUNC_TYPE_BLOCK``, dimension 1).
 A failed check records the first failure in the step's error record and ends the task.
@@ -28,7 +28,7 @@ from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
 from .pipeline import nram_floats, tile_loop
-from .reduce import full_reduction
+from .reduce import column_reduction, full_reduction
 from .staging import LOCAL, index_forms, retarget, staged_buffers
 from .vector import vector_body
 
@@ -74,7 +74,8 @@ class MluKernels:
         body = k.body.body if isinstance(k.body, K.Block) else [k.body]
         base = c.ident(f"{self.entry}__{k.name}", "k_")
         if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
-            if not self.reduction(f"{base}_r", body):
+            if not self.reduction(f"{base}_r", body,
+                                  full_reduction(body, self.program.buffers, self.x, self.stmts.lines)):
                 self.serial(f"{base}_s", body)
             return
         for j, s in enumerate(body):
@@ -82,6 +83,9 @@ class MluKernels:
                 self.split_loop(f"{base}_p{j}", s)
             elif isinstance(s, K.Gemm):
                 self.gemm(f"{base}_g{j}", s)
+            elif isinstance(s, K.For) and self.reduction(f"{base}_c{j}", [s],
+                                                          column_reduction(s, self.program.buffers, self.x)):
+                continue
             else:
                 self.serial(f"{base}_s{j}", [s])
 
@@ -94,16 +98,15 @@ class MluKernels:
         """One task running ``stmts`` in order."""
         self._add(name, stmts, self.stmts.block(stmts, 1), "1LL", "CNRT_FUNC_TYPE_BLOCK")
 
-    def reduction(self, name, body) -> bool:
-        """A full reduction on one core's vector lanes (``reduce.py``); False when the body is
-        not one."""
-        found = full_reduction(body, self.program.buffers, self.x, self.stmts.lines)
+    def reduction(self, name, tree, found) -> bool:
+        """A reduction on one core's vector lanes, ``found`` by ``reduce.full_reduction`` or
+        ``reduce.column_reduction``; False when there is none or its tiles do not fit NRAM."""
         if found is None or nram_floats(found[2]) * 4 > MLU370.usable_nram_bytes:
             return False
-        loads, init, vector, finish, first, count = found
+        gdram, before, vector, after, first, count = found
         lines = [f"  const long long kiln_lo = 0, kiln_hi = {count};",
-                 *tile_loop(vector, first, pipelined=True, before=init), *finish]
-        self._add(name, body, lines, "1LL", "CNRT_FUNC_TYPE_BLOCK", gdram=set(loads))
+                 *tile_loop(vector, first, pipelined=True, before=before), *after]
+        self._add(name, tree, lines, "1LL", "CNRT_FUNC_TYPE_BLOCK", gdram=set(gdram))
         return True
 
     def split_loop(self, name, f: K.For) -> None:

@@ -16,13 +16,18 @@ from __future__ import annotations
 from ..c import exprs as c
 
 
+def _columns(vb, n) -> bool:
+    """Whether buffer ``n``'s tile is transposed to columns (``t_``/``s_``) for the compute."""
+    return vb.units[n] > 1 and vb.transposed
+
+
 def nram_floats(vb, slots: int = 2) -> int:
     """float32 elements of NRAM the tile loop declares (inputs/outputs ``slots`` deep)."""
     total = vb.temps * vb.rows
     for n in set(vb.loads) | set(vb.stores):
         tile = vb.rows * vb.units[n]
         total += ((n in vb.loads) + (n in vb.stores)) * slots * tile
-        total += ((n in vb.loads) + (n in vb.stores)) * tile * (vb.units[n] > 1)
+        total += ((n in vb.loads) + (n in vb.stores)) * tile * _columns(vb, n)
     return total
 
 
@@ -32,12 +37,12 @@ def _declare(vb, slots: int) -> list:
     for n in vb.loads:
         tile = vb.rows * vb.units[n]
         lines.append(f"  KILN_NRAM(float, {c.ident(n, 'l_')}, {slots * tile});")
-        if vb.units[n] > 1:
+        if _columns(vb, n):
             lines.append(f"  KILN_NRAM(float, {c.ident(n, 't_')}, {tile});")
     for n in vb.stores:
         tile = vb.rows * vb.units[n]
         lines.append(f"  KILN_NRAM(float, {c.ident(n, 'o_')}, {slots * tile});")
-        if vb.units[n] > 1:
+        if _columns(vb, n):
             lines.append(f"  KILN_NRAM(float, {c.ident(n, 's_')}, {tile});")
     lines += [f"  KILN_NRAM(float, kiln_v{k}, {vb.rows});" for k in range(vb.temps)]
     return lines
@@ -68,14 +73,14 @@ def _compute(vb) -> list:
         u = vb.units[n]
         if u == 1:
             lines.append(f"    float* {c.ident(n, 'kiln_in_')} = {c.ident(n, 'l_')} + kiln_p * {vb.rows};")
-        else:
+        elif _columns(vb, n):
             lines.append(f"    __bang_transpose({c.ident(n, 't_')}, {c.ident(n, 'l_')} + kiln_p * {vb.rows * u}, "
                          f"{vb.rows}, {u});")
     lines += [f"    float* {c.ident(n, 'kiln_out_')} = {c.ident(n, 'o_')} + kiln_p * {vb.rows};"
               for n in vb.stores if vb.units[n] == 1]
     lines += vb.text
     lines += [f"    __bang_transpose({c.ident(n, 'o_')} + kiln_p * {vb.rows * vb.units[n]}, {c.ident(n, 's_')}, "
-              f"{vb.units[n]}, {vb.rows});" for n in vb.stores if vb.units[n] > 1]
+              f"{vb.units[n]}, {vb.rows});" for n in vb.stores if _columns(vb, n)]
     return lines
 
 

@@ -1,5 +1,6 @@
-"""A full reduction (every element of a tensor into one scalar) on one MLU core with vector
-lanes (docs/codegen-mlu.md, "Full reductions").
+"""Reductions on one MLU core's vector lanes (docs/codegen-mlu.md, "Full reductions and row sums"):
+``full_reduction`` (every element of a tensor into one scalar) and ``column_reduction``
+(the rows of a matrix added into one row: a bias gradient).
 
 The kernel shape it takes: float32 accumulators declared (``DeclareAcc``), one loop ``i`` over
 ``[start, stop)`` whose body accumulates (``add``, ``mul``, ``max``, ``min``) float32
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 from ...ir.types import as_dtype
 from ...lower import kernel_ir as K
+from ..c import exprs as c
 from .staging import accesses, retarget
-from .vector import ACCUMULATE, F32, LANES, NotVector, VectorBody, Emitter, flatten
+from .vector import ACCUMULATE, F32, LANES, ROW_ELEMS, Emitter, NotVector, VectorBody, flatten
 
 ELEMENT = K.Var("kiln_e", as_dtype("int64"))  # the element index of the flattened range
 IDENTITY = {"add": 0.0, "mul": 1.0, "max": float("-inf"), "min": float("inf")}
@@ -108,3 +110,53 @@ def full_reduction(body: list, buffers: dict, x, scalar_lines):
     first = f"({x(loop.start)}) * {cols}LL"
     count = f"(({x(loop.stop)}) - ({x(loop.start)})) * {cols}LL"
     return sorted(staged), init, vb, finish + scalar_lines(K.Block(after), 1), first, count
+
+
+def column_reduction(loop: K.For, buffers: dict, x):
+    """``for i: for j in [0, C): o[j] = o[j] + f(x[i * C + j], ...)`` (a reduction over the
+    outer axis, e.g. a bias gradient) with ``C`` a multiple of 32 lanes: ``(staged buffers,
+    lines before the tile loop, VectorBody, lines after, first row, row count)`` or None.  One task
+    streams the rows through double-buffered tiles and adds each row's ``f`` (C lanes, the row
+    read in place) to a C-lane accumulator — the scalar loop's order for every column, so the
+    sums are equal bit for bit; ``o`` is read into the accumulator first and written back last."""
+    body = flatten(loop.body)
+    if len(body) != 1 or not isinstance(body[0], K.For):
+        return None
+    jl = body[0]
+    cols = int(jl.stop.value) if isinstance(jl.stop, K.Const) else 0
+    stmts = flatten(jl.body)
+    if jl.start != K.Const(0, jl.var.dtype) or cols <= 0 or cols % LANES or cols * 2 > ROW_ELEMS \
+            or len(stmts) != 1 or not isinstance(stmts[0], K.Store):
+        return None
+    st, i64 = stmts[0], loop.var.dtype
+    out = K.Load(st.buffer, jl.var, F32)
+    if st.index != jl.var or buffers[st.buffer].dtype != F32 or not (
+            isinstance(st.value, K.Op) and st.value.kind == "add" and out in st.value.args):
+        return None
+    term = st.value.args[1] if st.value.args[0] == out else st.value.args[0]
+    index = K.Op("add", (K.Op("mul", (loop.var, K.Const(cols, i64)), i64), jl.var), i64)
+    found = {}
+    for name, at, _ in accesses(term, []):
+        found.setdefault(name, set()).add(at)
+    staged = sorted(n for n, at in found.items() if at == {index} and buffers[n].dtype == F32)
+    if not staged or st.buffer in found:
+        return None
+    lanes = VectorBody(rows=cols, cols=1, loads=staged, stores=[], units={n: 1 for n in staged})
+    em = Emitter(K.For(ELEMENT, K.Const(0, i64), K.Const(0, i64), K.Block([])), lanes.units, x, lanes, None)
+    try:
+        v = em.vec(retarget(term, set(staged), {index: (1, ELEMENT)}))
+    except NotVector:
+        return None
+    rows = ROW_ELEMS // cols
+    acc, g_out = f"kiln_v{lanes.temps}", c.ident(st.buffer, "g_")
+    vb = VectorBody(rows=rows, cols=cols, loads=staged, stores=[], units={n: cols for n in staged},
+                    transposed=False, text=[
+                        "    for (long long kiln_r = 0; kiln_r < kiln_len; ++kiln_r) {",
+                        *[f"      float* {c.ident(n, 'kiln_in_')} = {c.ident(n, 'l_')} + kiln_p * {rows * cols}"
+                          f" + kiln_r * {cols};" for n in staged],
+                        *["  " + line for line in lanes.text],
+                        f"      __bang_add({acc}, {acc}, {v}, {cols});", "    }"])
+    before = [f"  KILN_NRAM(float, kiln_v{k}, {cols});" for k in range(lanes.temps + 1)]
+    before.append(f"  __memcpy({acc}, {g_out}, {cols} * sizeof(float), GDRAM2NRAM);")
+    after = [f"  __memcpy({g_out}, {acc}, {cols} * sizeof(float), NRAM2GDRAM);"]
+    return staged + [st.buffer], before, vb, after, x(loop.start), f"({x(loop.stop)}) - ({x(loop.start)})"

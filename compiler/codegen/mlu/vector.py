@@ -49,7 +49,8 @@ class NotVector(Exception):
 class VectorBody:
     """The tiles and lines of a vectorized loop body: ``rows`` iterations (lanes) per tile,
     ``cols`` elements per iteration of the row buffers (1 when flat), the staged buffers it
-    loads and stores, the temporaries' count, and ``lines(slot)``'s compute text."""
+    loads and stores, the temporaries' count, the compute text of one tile, and whether row
+    buffers are transposed to columns (else the text reads the rows in place)."""
 
     rows: int
     cols: int
@@ -58,6 +59,7 @@ class VectorBody:
     units: dict
     temps: int = 0
     text: list = field(default_factory=list)
+    transposed: bool = True
 
 
 def flatten(stmt) -> list:
