@@ -77,6 +77,7 @@ class Emitter:
         self.forms = index_forms(loop)
         self.env: dict = {}  # Var -> ("vec" | "mask", pointer) or ("scalar", C text)
         self.stored: set = set()
+        self.uses: dict = {}  # Var -> reads in the body (``_uses``), for ``block``
         self.col = False  # inside the column loop
 
     # ------------------------------------------------------------------ expressions
@@ -86,6 +87,7 @@ class Emitter:
         return f"kiln_v{self.body.temps - 1}"
 
     def emit(self, line: str) -> None:
+        """Append one line of the tile's compute text (indented inside the column loop)."""
         self.body.text.append(("    " + "  " * self.col) + line)
 
     def scalar_ok(self, e) -> bool:
@@ -133,6 +135,7 @@ class Emitter:
 
     @property
     def jvar(self) -> str:
+        """The C name of the column index."""
         return c.ident(self.inner.var.name, "v_")
 
     def vec(self, e) -> str:
