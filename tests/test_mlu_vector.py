@@ -192,6 +192,7 @@ def _refused(lib, call, kernel, rule, detail):
     (2, "source_overwritten", "async copy not synced", "writes the source of a __memcpy_async"),
     (3, "transpose_in_place", "transpose overlap", "overlap (8 x 8)"),
     (4, "scalar_operand_length", "vector length", "__bang_gt_scalar: 40 elements"),
+    (5, "scalar_load_in_flight", "async copy not synced", "scalar load: operand element"),
 ])
 def test_planted_vector_violation_is_refused(lib, which, kernel, rule, detail):
     lib.kiln_mlu_set_schedule(0, 0)

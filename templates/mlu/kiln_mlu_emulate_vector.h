@@ -12,9 +12,10 @@
 // Async copies model the race a missing sync causes: __memcpy_async checks its pointers like
 // __memcpy, snapshots the source, fills the destination with 0xCD garbage and marks both
 // ranges in flight; __sync() writes the snapshots to their destinations.  Rule
-// "async copy not synced" stops the kernel when an intrinsic or __memcpy touches an in-flight
-// destination (or writes an in-flight source), when the destination was written or the
-// source changed while in flight (seen at the sync), or when a task ends with copies in flight.
+// "async copy not synced" stops the kernel when an intrinsic, __memcpy or a scalar access of
+// generated code (KILN_LD / KILN_ST, defined here) touches an in-flight destination (or
+// writes an in-flight source), when the destination was written or the source changed while
+// in flight by other code (seen at the sync), or when a task ends with copies in flight.
 #ifndef KILN_MLU_EMULATE_VECTOR_H_
 #define KILN_MLU_EMULATE_VECTOR_H_
 
@@ -82,6 +83,18 @@ static inline void __memcpy_async(void* dst, const void* src, long long bytes, m
   memset(dst, 0xCD, (size_t)bytes);                 // ... but the data only lands at the __sync()
   kiln_mlu::pending().push_back({(char*)dst, (const char*)src, std::move(data), (int)dir});
 }
+namespace kiln_mlu {
+// A scalar access p[i] of generated code (KILN_LD / KILN_ST): refused while it touches a copy
+// in flight, like an intrinsic operand.
+template <typename T>
+static inline T& scalar_at(T* p, long long i, bool write) {
+  if (!pending().empty()) async_check(write ? "scalar store" : "scalar load", "element", p + i, sizeof(T), write);
+  return p[i];
+}
+}  // namespace kiln_mlu
+#define KILN_LD(p, i) (kiln_mlu::scalar_at((p), (long long)(i), false))
+#define KILN_ST(p, i, v) (kiln_mlu::scalar_at((p), (long long)(i), true) = (v))
+
 static inline void __sync() { kiln_mlu::async_sync(); }
 static inline void __sync_io() { kiln_mlu::async_sync(); }
 static inline void __sync_compute() {}
