@@ -88,9 +88,9 @@ def test_elementwise_over_several_nram_tiles_per_task():
 @pytest.mark.parametrize("n", [1, 31, 50000])
 @pytest.mark.parametrize("op", ["add", "sub", "mul"])
 def test_vector_intrinsic_tiles_match_numpy(n, op):
-    """y = a op b on flat float32 vectors runs as one __bang_* intrinsic per NRAM tile, over
-    the tile rounded up to 128 bytes (lengths 1, 31: one partial group; 50,000: two tiles per
-    task); IEEE add/sub/mul give numpy's values exactly."""
+    """y = a op b on flat float32 vectors runs as one __bang_* intrinsic per 1024-lane NRAM tile
+    (lengths 1, 31: lanes past the end computed on garbage, never stored; 50,000: two
+    double-buffered tiles per task); IEEE add/sub/mul give numpy's values exactly."""
     rng = np.random.default_rng(n)
     a_val, b_val = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
     graph = tf.Graph()

@@ -20,6 +20,8 @@
 //   * WRAM/SRAM capacities, the matrix intrinsic, __sync_cluster: kiln_mlu_emulate_cluster.h;
 //   * kernel invocation: a Union1 kernel's task dimension is a multiple of the 4 cores of
 //     a cluster; BLOCK kernels take any positive dimension.
+//   * __memcpy_async / __sync and the further vector intrinsics: kiln_mlu_emulate_vector.h
+//     (rules "async copy not synced", "transpose overlap").
 // How: a host thread's kernels use their own emulated core (NRAM, task ids, first violation);
 // GDRAM blocks and the schedule are shared by the library's threads.  Tasks run on fibers of
 // the calling thread (one after the other unless they meet at __sync_cluster) in a seeded order
@@ -64,6 +66,8 @@ typedef enum { CNRT_FUNC_TYPE_BLOCK = 1, CNRT_FUNC_TYPE_UNION1 = 4 } cnrtFunctio
 typedef struct { unsigned int x, y, z; } cnrtDim3_t;
 typedef struct kiln_mlu_queue_* cnrtQueue_t;
 
+#include "kiln_mlu_emulate_vector.h"  // more __bang_* intrinsics, __memcpy_async/__sync (Kiln's vector tiles)
+
 namespace kiln_mlu {
 
 struct Violation {};  // thrown out of a task: the kernel stops there
@@ -85,6 +89,7 @@ struct State {
   const char* kernel = "";                 // the running kernel's name
   std::string error;                        // first violation, "" when none
   unsigned task_id = 0, task_dim = 1;
+  std::vector<Pending> pending;             // its __memcpy_async copies in flight
 };
 
 static Shared& shared() { static Shared* s = new Shared(); return *s; }
@@ -96,6 +101,7 @@ static State& state() {
   State* r = running_state();
   return r ? *r : *s;
 }
+static std::vector<Pending>& pending() { return state().pending; }
 
 // Record the first violation (kernel, rule, detail) and stop the running task.
 [[noreturn]] static void violate(const char* rule, const char* fmt, ...) {
@@ -149,6 +155,7 @@ static void check_vector(const char* op, const char* what, const void* p, long l
             "copied to NRAM with __memcpy first)", op, what, p);
   if ((uintptr_t)p % KILN_MLU_ALIGN)
     violate("vector alignment", "%s: operand %s is not %d-byte aligned", op, what, KILN_MLU_ALIGN);
+  async_check(op, what, p, n * size, !strcmp(what, "dst"));
 }
 
 }  // namespace kiln_mlu

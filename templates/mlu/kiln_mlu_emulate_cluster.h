@@ -152,6 +152,8 @@ static void memcpy_checked(void* dst, const void* src, long long bytes, int dir)
               space_name(spaces[i]));
   note_sram(src, (size_t)bytes, d.src, false);
   note_sram(dst, (size_t)bytes, d.dst, true);
+  async_check("__memcpy", "source", src, (size_t)bytes, false);
+  async_check("__memcpy", "destination", dst, (size_t)bytes, true);
   memmove(dst, src, (size_t)bytes);
 }
 
@@ -186,6 +188,7 @@ static void fiber_main() {
   Core* c = cluster().running;
   try {
     (*c->body)();
+    async_task_end();
     c->status = 2;
   } catch (Violation&) {
     c->status = 3;
@@ -210,6 +213,7 @@ static Core* start_core(unsigned task, unsigned dim, bool union1, const std::fun
   c->st.task_id = task;
   c->st.task_dim = dim;
   c->st.nram_used = 0;
+  c->st.pending.clear();
   c->wram_used = c->sram_used = 0;
   c->body = &body;
   c->status = 0;
