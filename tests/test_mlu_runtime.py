@@ -158,3 +158,21 @@ def test_row_loops_are_staged_in_nram_tiles(rows, cols):
         with tf.Session(config={"backend": "interpreter"}) as sess:
             want = sess.run(y, feed)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+def test_a_check_never_lands_in_a_multi_task_kernel():
+    """The error record is written without atomics, which is safe only while every check runs
+    on one task: the scheduled checks program renders one-task kernels, and a loop marked
+    parallel by hand around a check is refused by the renderer instead of racing."""
+    from compiler.codegen.mlu.kernels import MluKernels
+    from compiler.lower import kernel_ir as K
+    from tests.kernel_ir_kit import ordered_checks_program
+
+    program = ordered_checks_program()
+    kernels = MluKernels(program, "train", lambda *a: 0)
+    kernels.kernel(program.kernels[0])
+    assert kernels.launches and all("CNRT_FUNC_TYPE_BLOCK" in line for line in kernels.launches)
+    loop = program.kernels[0].body.body[0]
+    forced = replace(program.kernels[0], body=K.Block([replace(loop, parallel=True)]))
+    with pytest.raises(NotImplementedError, match="runtime check inside a multi-task kernel"):
+        MluKernels(program, "train", lambda *a: 0).kernel(forced)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...lower import kernel_ir as K
+from ...lower.footprint import walk
 from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
@@ -36,6 +37,12 @@ from .vector import vector_body
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
+
+
+def _has_check(tree) -> bool:
+    """Whether a ``Check`` lies under ``tree`` (a GEMM's epilogue included)."""
+    return any(isinstance(s, K.Check) or (isinstance(s, K.Gemm) and s.epilogue is not None and _has_check(s.epilogue))
+               for s, _ in walk(tree))
 
 
 @dataclass
@@ -92,7 +99,11 @@ class MluKernels:
                 self.serial(f"{base}_s{j}", [s])
 
     def _add(self, name, tree, lines, dim, kind, gdram=frozenset()) -> None:
-        """One function over ``tree`` with body ``lines``, invoked over ``dim`` tasks of ``kind``."""
+        """One function over ``tree`` with body ``lines``, invoked over ``dim`` tasks of ``kind``.
+        Checks only ever run on one task: their first-failure record is written without atomics."""
+        if kind != "CNRT_FUNC_TYPE_BLOCK" and _has_check(tree):
+            raise NotImplementedError(f"MLU kernel {name}: a runtime check inside a multi-task kernel "
+                                      "(the scheduling pass keeps loops holding checks serial)")
         self.functions.append(MluFunction(name, self.decls(tree, gdram), "\n".join(lines)))
         self.launches.append(f"KILN_MLU_RUN({name}, {dim}, {kind});")
 
