@@ -1,0 +1,89 @@
+"""What ``kiln profile`` and ``KILN_PROFILE=1`` print and write from a :class:`runtime.profiling.Profile`:
+a plain-text table of kernels (``profile_table``) and a Chrome / Perfetto trace
+(``chrome_trace``: the JSON object format of the Trace Event Format, ``"X"`` complete
+events in microseconds and ``"M"`` thread-name metadata, one track per thread).
+Never imports ``compiler``."""
+from __future__ import annotations
+
+import json
+import os
+
+from .files import atomic_write
+from .profiling import Profile, summarize
+
+COLUMNS = ("kernel", "op", "source", "calls", "total ms", "mean us", "% step", "GFLOP/s", "GB/s")
+_MAX = {"kernel": 40, "op": 44, "source": 28}
+PID = 1
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` shortened to ``width`` characters with an ellipsis in the middle."""
+    if len(text) <= width:
+        return text
+    half = (width - 1) // 2
+    return text[:half] + "…" + text[len(text) - (width - 1 - half):]
+
+
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def profile_table(profile: Profile, limit: int | None = None) -> str:
+    """The kernels sorted by total time (largest first), one block per entry point: calls,
+    total and mean time, share of the entry's step time, GFLOP/s and GB/s where countable
+    (the ``(outside kernels)`` row makes the shares add up to 100%)."""
+    rows, steps = summarize(profile)
+    if not steps:
+        return "no steps were recorded (run at least one step of a profiling build)"
+    out = []
+    for entry, (n, total, batches) in steps.items():
+        mine = [r for r in rows if r.entry == entry]
+        shown = mine if limit is None else mine[:limit]
+        sizes = ", ".join(str(b) for b in sorted(batches))
+        out.append(f"entry {entry}: {n} step(s), batch {sizes}, mean step {total / n / 1e6:.3f} ms, "
+                   f"{len(mine) - 1} kernel(s)" + (f" (top {len(shown)} shown)" if len(shown) < len(mine) else ""))
+        cells = [[_cut(r.name, _MAX["kernel"]), _cut(r.op, _MAX["op"]), _cut(r.source, _MAX["source"]),
+                  str(r.calls), _number(r.total_ns / 1e6, 3), _number(r.mean_ns / 1e3, 1),
+                  _number(r.percent, 1), _number(r.rate(r.flops), 2), _number(r.rate(r.bytes), 2)]
+                 for r in shown]
+        widths = [max(len(c) for c in col) for col in zip(COLUMNS, *cells)]
+        left = 3  # text columns are left-aligned, numbers right-aligned
+        fmt = lambda row: "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                                    for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        out += [fmt(COLUMNS), fmt(["-" * w for w in widths]), *map(fmt, cells), ""]
+    if profile.dropped:
+        out.append(f"warning: {profile.dropped} event(s) did not fit the buffer and are not counted")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def chrome_trace(profile: Profile) -> dict:
+    """The trace as a JSON-ready dict: a complete (``"X"``) event per step, kernel call and
+    thread chunk (``ts``/``dur`` in µs from the first event; ``tid`` 0 is the calling thread,
+    ``tid`` t the t-th worker of libgomp's team), and ``thread_name`` metadata per track."""
+    events = profile.events
+    origin = int(events["start"].min()) if len(events) else 0
+    trace, tids = [], set()
+    for ev in events:
+        meta, chunk = profile.meta(ev["id"]), profile.is_chunk(ev["id"])
+        kind = "chunk" if chunk else meta["kind"]
+        tid = 0 if kind == "step" else int(ev["arg"])
+        tids.add(tid)
+        args = {"entry": meta["entry"]}
+        if kind == "step":
+            args["batch"] = int(ev["arg"])
+        else:
+            args.update(op=meta["op"], source=meta["source"])
+        trace.append({"name": meta["name"], "cat": kind, "ph": "X", "pid": PID, "tid": tid,
+                      "ts": (int(ev["start"]) - origin) / 1e3, "dur": max(0, int(ev["end"] - ev["start"])) / 1e3,
+                      "args": args})
+    meta_events = [{"name": "process_name", "ph": "M", "pid": PID, "tid": 0, "args": {"name": "kiln"}}]
+    meta_events += [{"name": "thread_name", "ph": "M", "pid": PID, "tid": t,
+                     "args": {"name": "thread 0 (caller)" if t == 0 else f"worker {t}"}} for t in sorted(tids)]
+    return {"traceEvents": meta_events + trace, "displayTimeUnit": "ms",
+            "otherData": {"clock": profile.record["clock"], "dropped_events": profile.dropped}}
+
+
+def write_trace(profile: Profile, path) -> None:
+    """Write :func:`chrome_trace` as JSON to ``path`` atomically (opens in chrome://tracing
+    and ui.perfetto.dev)."""
+    atomic_write(os.fspath(path), json.dumps(chrome_trace(profile)))
