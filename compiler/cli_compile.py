@@ -108,6 +108,7 @@ examples:
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp_gpu --target cuda --cuda-arch sm_90
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp_prof --profile   (then: kiln profile)
 
 The model file defines build() returning its entry points (see docs/model-files.md).
 The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
@@ -148,6 +149,9 @@ def add_compile_command(sub) -> None:
     comp.add_argument("--target", default="cpu", choices=backend_names(),
                       help=f"code generation target: {', '.join(backend_names())} (default: cpu)")
     _add_backend_options(comp)
+    comp.add_argument("--profile", dest="cpu_profile", action="store_true",
+                      help="same as --cpu-profile: build with timing instrumentation for kiln profile "
+                           "(CPU only; docs/performance.md)")
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
     comp.set_defaults(func=cmd_compile)

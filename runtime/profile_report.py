@@ -13,7 +13,6 @@ from .profiling import Profile, summarize
 
 COLUMNS = ("kernel", "op", "source", "calls", "total ms", "mean us", "% step", "GFLOP/s", "GB/s")
 _MAX = {"kernel": 40, "op": 44, "source": 28}
-PID = 1
 
 
 def _cut(text: str, width: int) -> str:
@@ -56,14 +55,10 @@ def profile_table(profile: Profile, limit: int | None = None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def chrome_trace(profile: Profile) -> dict:
-    """The trace as a JSON-ready dict: a complete (``"X"``) event per step, kernel call and
-    thread chunk (``ts``/``dur`` in µs from the first event; ``tid`` 0 is the calling thread,
-    ``tid`` t the t-th worker of libgomp's team), and ``thread_name`` metadata per track."""
-    events = profile.events
-    origin = int(events["start"].min()) if len(events) else 0
-    trace, tids = [], set()
-    for ev in events:
+def _trace_events(profile: Profile, pid: int, origin: int) -> tuple:
+    """(complete events, thread ids) of one profile as process ``pid``, times from ``origin`` ns."""
+    events, tids = [], set()
+    for ev in profile.events:
         meta, chunk = profile.meta(ev["id"]), profile.is_chunk(ev["id"])
         kind = "chunk" if chunk else meta["kind"]
         tid = 0 if kind == "step" else int(ev["arg"])
@@ -73,17 +68,36 @@ def chrome_trace(profile: Profile) -> dict:
             args["batch"] = int(ev["arg"])
         else:
             args.update(op=meta["op"], source=meta["source"])
-        trace.append({"name": meta["name"], "cat": kind, "ph": "X", "pid": PID, "tid": tid,
-                      "ts": (int(ev["start"]) - origin) / 1e3, "dur": max(0, int(ev["end"] - ev["start"])) / 1e3,
-                      "args": args})
-    meta_events = [{"name": "process_name", "ph": "M", "pid": PID, "tid": 0, "args": {"name": "kiln"}}]
-    meta_events += [{"name": "thread_name", "ph": "M", "pid": PID, "tid": t,
-                     "args": {"name": "thread 0 (caller)" if t == 0 else f"worker {t}"}} for t in sorted(tids)]
-    return {"traceEvents": meta_events + trace, "displayTimeUnit": "ms",
-            "otherData": {"clock": profile.record["clock"], "dropped_events": profile.dropped}}
+        events.append({"name": meta["name"], "cat": kind, "ph": "X", "pid": pid, "tid": tid,
+                       "ts": (int(ev["start"]) - origin) / 1e3,
+                       "dur": max(0, int(ev["end"] - ev["start"])) / 1e3, "args": args})
+    return events, tids
 
 
-def write_trace(profile: Profile, path) -> None:
-    """Write :func:`chrome_trace` as JSON to ``path`` atomically (opens in chrome://tracing
-    and ui.perfetto.dev)."""
-    atomic_write(os.fspath(path), json.dumps(chrome_trace(profile)))
+def chrome_trace(profiles) -> dict:
+    """The trace as a JSON-ready dict of one :class:`Profile` or ``[(label, Profile)]`` (one
+    process each): a complete (``"X"``) event per step, kernel call and thread chunk (``ts``
+    and ``dur`` in µs from the first event; ``tid`` 0 is the calling thread, ``tid`` t the
+    t-th worker of libgomp's team), with ``process_name``/``thread_name`` metadata per track."""
+    if isinstance(profiles, Profile):
+        profiles = [("kiln", profiles)]
+    starts = [int(p.events["start"].min()) for _, p in profiles if len(p.events)]
+    origin = min(starts) if starts else 0
+    meta_events, complete = [], []
+    for pid, (label, profile) in enumerate(profiles, start=1):
+        events, tids = _trace_events(profile, pid, origin)
+        complete += events
+        meta_events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": label}})
+        meta_events += [{"name": "thread_name", "ph": "M", "pid": pid, "tid": t,
+                         "args": {"name": "thread 0 (caller)" if t == 0 else f"worker {t}"}}
+                        for t in sorted(tids)]
+    complete.sort(key=lambda e: (e["ts"], -e["dur"]))  # enclosing events first
+    dropped = sum(p.dropped for _, p in profiles)
+    return {"traceEvents": meta_events + complete, "displayTimeUnit": "ms",
+            "otherData": {"clock": "CLOCK_MONOTONIC", "dropped_events": dropped}}
+
+
+def write_trace(profiles, path) -> None:
+    """Write :func:`chrome_trace` of ``profiles`` as JSON to ``path`` atomically (it opens
+    in chrome://tracing and ui.perfetto.dev)."""
+    atomic_write(os.fspath(path), json.dumps(chrome_trace(profiles)))
