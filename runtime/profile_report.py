@@ -12,7 +12,7 @@ from .files import atomic_write
 from .profiling import Profile, summarize
 
 COLUMNS = ("kernel", "op", "source", "calls", "total ms", "mean us", "% step", "GFLOP/s", "GB/s")
-_MAX = {"kernel": 40, "op": 44, "source": 28}
+_MAX = {"kernel": 44, "op": 44, "source": 34}
 
 
 def _cut(text: str, width: int) -> str:

@@ -133,8 +133,9 @@ class Row:
         return self.total_ns / self.calls if self.calls else 0.0
 
     def rate(self, amount) -> float | None:
-        """``amount`` per second in units of 1e9 (GFLOP/s, GB/s); None when not countable."""
-        return None if amount is None or not self.total_ns else amount / self.total_ns
+        """``amount`` per second in units of 1e9 (GFLOP/s, GB/s); None when not countable
+        or nothing to count (a kernel that only moves data has no GFLOP/s)."""
+        return None if not amount or not self.total_ns else amount / self.total_ns
 
 
 def _step_batches(profile: Profile) -> tuple:
