@@ -22,6 +22,8 @@ def _target(args):
         for opt in other.options:
             value = getattr(args, _dest(other, opt), None)
             if other.name != backend.name and value not in (None, False):
+                if (other.name, opt.name) == ("cpu", "profile"):  # also spelled --profile
+                    raise CliError(f"--profile: profiling builds are for --target cpu only, not {backend.name}")
                 raise CliError(f"--{other.name}-{opt.name} applies to --target {other.name}, "
                                f"not {backend.name}")
     options = {opt.name: getattr(args, _dest(backend, opt)) for opt in backend.options}

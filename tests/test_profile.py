@@ -203,6 +203,14 @@ def test_unprofiled_artifact_is_refused_with_the_way_to_build_one(built, tmp_pat
     assert r.returncode == 2 and "without profiling" in r.stderr and "--profile" in r.stderr
 
 
+def test_profile_builds_are_cpu_only(tmp_path, capsys):
+    from compiler.cli import main
+
+    assert main(["compile", str(tmp_path / "model.py"), "-o", str(tmp_path / "out"), "--target", "cuda",
+                 "--profile"]) == 2
+    assert "--target cpu only, not cuda" in capsys.readouterr().err
+
+
 def test_device_artifacts_are_not_profiled():
     from runtime.profiling import NotProfiledError, profile_record
 

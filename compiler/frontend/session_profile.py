@@ -30,7 +30,7 @@ class SessionProfiler:
     """The recorders of one session's compiled signatures, reported at close."""
 
     def __init__(self):
-        self.recorders: dict = {}  # artifact path -> runtime.profiling.Recorder
+        self.recorders: dict = {}  # artifact path -> (label, runtime.profiling.Recorder)
         self._warned = False
 
     def target(self, target):
@@ -50,7 +50,7 @@ class SessionProfiler:
         from runtime.profiling import Recorder
 
         if path not in self.recorders and "profile" in artifact.manifest:
-            self.recorders[path] = Recorder(artifact)
+            self.recorders[path] = (_label(artifact.manifest, path), Recorder(artifact))
 
     def report(self) -> None:
         """Print (or write to $KILN_PROFILE_OUT) each signature's table; write the trace to
@@ -59,14 +59,13 @@ class SessionProfiler:
         from runtime.profile_report import profile_table, write_trace
 
         profiles = []
-        for path, recorder in self.recorders.items():
-            profiles.append((os.path.basename(os.fspath(path)), recorder.collect()))
+        for label, recorder in self.recorders.values():
+            profiles.append((label, recorder.collect()))
             recorder.close()
         self.recorders.clear()
         if not profiles:
             return
-        text = "".join(f"Kiln profile of Session.run signature {label}:\n{profile_table(p)}\n"
-                       for label, p in profiles)
+        text = "".join(f"Kiln profile of Session.run({label}):\n{profile_table(p)}\n" for label, p in profiles)
         out, trace = os.environ.get("KILN_PROFILE_OUT"), os.environ.get("KILN_PROFILE_TRACE")
         if out:
             atomic_write(out, text)
@@ -74,3 +73,9 @@ class SessionProfiler:
             print(text, end="", file=sys.stderr)
         if trace:
             write_trace(profiles, trace)
+
+
+def _label(manifest: dict, path) -> str:
+    """A signature's name in reports: its fetches and its cache entry."""
+    fetches = [f["name"] for e in manifest["entry_points"].values() for f in e["fetches"]]
+    return f"{', '.join(fetches) or 'no fetches'}; artifact {os.path.basename(os.fspath(path))[:12]}"
