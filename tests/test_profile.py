@@ -238,6 +238,24 @@ def test_kiln_profile_session_writes_the_table_and_trace(tmp_path, monkeypatch):
     check_chrome_trace(json.loads(trace.read_text()))
 
 
+def test_kernels_in_a_while_loop_count_every_iteration(tmp_path, monkeypatch):
+    out = tmp_path / "profile.txt"
+    monkeypatch.setenv("KILN_PROFILE", "1")
+    monkeypatch.setenv("KILN_PROFILE_OUT", str(out))
+    iterations, runs = 5, 2
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 4], name="x")
+        _, y = tf.while_loop(lambda i, a: i < iterations, lambda i, a: (i + 1, a * 1.5 + 1.0), [tf.constant(0), x])
+        line = sys._getframe().f_lineno - 1
+        with tf.Session(config={"backend": "compiled", "cache_dir": str(tmp_path / "cache")}) as sess:
+            for _ in range(runs):
+                sess.run(y, {x: np.ones((3, 4), np.float32)})
+    rows = {line.split()[2]: line.split() for line in out.read_text().splitlines() if " while/" in line}
+    assert rows["while/Mul"][-6] == str(runs * iterations)  # the body, once per iteration
+    assert rows["while/Less"][-6] == str(runs * (iterations + 1))  # the cond, once more
+    assert rows["while/Mul"][3].endswith(f"test_profile.py:{line}")  # ops of a loop body too
+
+
 def test_interpreter_sessions_ignore_kiln_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_PROFILE", "1")
     monkeypatch.setenv("KILN_PROFILE_OUT", str(tmp_path / "profile.txt"))

@@ -33,6 +33,17 @@ def format_location(location, root: str | None = None) -> str:
     return f"{shown}:{line}"
 
 
+def _all_ops(graph):
+    """The ops of ``graph`` and of the body graphs its control-flow ops hold (``tf.cond``
+    branches, ``tf.while_loop`` cond and body), recursively."""
+    for op in graph.get_operations():
+        yield op
+        for value in op.attrs.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                if hasattr(sub, "get_operations"):
+                    yield from _all_ops(sub)
+
+
 _GRAD = re.compile(r"^gradients(?:_\d+)?/(.+)_grad/[^/]+$")
 
 
@@ -41,7 +52,7 @@ def graph_sources(graph) -> dict:
     (``gradients/fc1/MatMul_grad/MatMul``, made inside ``tf.gradients``/``minimize``) gets the
     line of the forward op it differentiates, marked ``(grad)``: that names the layer whose
     backward pass it is, not the one ``minimize`` call every gradient shares."""
-    where = {op.name: format_location(op.source) for op in graph.get_operations()
+    where = {op.name: format_location(op.source) for op in _all_ops(graph)
              if getattr(op, "source", None) is not None}
     for name in list(where):
         match = _GRAD.match(name)
