@@ -66,7 +66,7 @@ def profile_artifact(path, data, entry="train", steps=10, warmup=1, batch_size=3
 
 def cmd_profile(args) -> int:
     """``kiln profile ARTIFACT --data SPEC``: the kernel table, and ``--trace FILE``."""
-    from runtime.profile_report import profile_table, write_trace
+    from runtime.profile_report import profile_table, thread_table, write_trace
 
     _check_artifact(args.artifact)
     if args.warmup < 0:
@@ -77,6 +77,9 @@ def cmd_profile(args) -> int:
     if note:
         print(f"kiln: {note}", file=sys.stderr)
     print(profile_table(profile, limit=args.top), end="")
+    if args.threads:
+        print("\nshare of each kernel's time its threads spent in their parallel chunks:")
+        print(thread_table(profile, limit=args.top), end="")
     if args.trace:
         _run_trainer(write_trace, profile, args.trace)
         print(f"kiln: wrote a trace of {len(profile.events)} events to {args.trace} "
@@ -99,6 +102,8 @@ def add_profile_command(sub) -> None:
                     help="steps run before measuring (default: 1)")
     pr.add_argument("--batch-size", type=_positive(int), default=32, help="batch size (default: 32)")
     pr.add_argument("--trace", metavar="FILE", help="write a Chrome trace event JSON file here")
+    pr.add_argument("--threads", action="store_true",
+                    help="also show, per threaded kernel, the share of its time each thread spent working")
     pr.add_argument("--top", type=_positive(int), metavar="K", help="show only the K slowest rows per entry")
     _resize_flag(pr, False)
     pr.set_defaults(func=cmd_profile)

@@ -55,6 +55,37 @@ def profile_table(profile: Profile, limit: int | None = None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def thread_table(profile: Profile, limit: int | None = None) -> str:
+    """Per kernel that ran parallel chunks (threaded loops, GEMMs), the share of its call time
+    each thread spent inside its chunks: low everywhere means the team's fork/join (or a
+    serial part of the kernel) costs more than the work; uneven means load imbalance."""
+    calls: dict = {}
+    busy: dict = {}
+    for ev in profile.events:
+        meta = profile.meta(ev["id"])
+        if meta["kind"] != "kernel":
+            continue
+        key = (meta["entry"], meta["name"])
+        dur = int(ev["end"] - ev["start"])
+        if profile.is_chunk(ev["id"]):
+            per = busy.setdefault(key, {})
+            per[int(ev["arg"])] = per.get(int(ev["arg"]), 0) + dur
+        else:
+            calls[key] = calls.get(key, 0) + dur
+    keys = sorted(busy, key=lambda k: -calls.get(k, 0))[:limit]
+    if not keys:
+        return "no kernel ran on a thread team\n"
+    team = max(t for per in busy.values() for t in per) + 1
+    columns = ("entry", "kernel", "total ms", *(f"t{t} %" for t in range(team)))
+    cells = [[entry, _cut(name, _MAX["kernel"]), _number(calls.get((entry, name), 0) / 1e6, 3),
+              *(_number(100 * busy[(entry, name)].get(t, 0) / max(calls.get((entry, name), 0), 1), 1)
+                for t in range(team))] for entry, name in keys]
+    widths = [max(len(c) for c in col) for col in zip(columns, *cells)]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    return "\n".join([fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, cells)]) + "\n"
+
+
 def _trace_events(profile: Profile, pid: int, origin: int) -> tuple:
     """(complete events, thread ids) of one profile as process ``pid``, times from ``origin`` ns."""
     events, tids = [], set()

@@ -53,7 +53,7 @@ def built(tmp_path_factory):
     r = kiln("compile", d / "model.py", "-o", d / "art", "--profile", "--no-dump-ir")
     assert r.returncode == 0, r.stderr
     r = kiln("profile", d / "art", "--data", "digits", "--steps", STEPS, "--batch-size", BATCH,
-             "--trace", d / "trace.json")
+             "--trace", d / "trace.json", "--threads")
     assert r.returncode == 0, r.stderr
     return d, r
 
@@ -99,11 +99,25 @@ def test_cli_prints_the_sorted_table(built, profile):
     assert lines[0].startswith(f"entry train: {STEPS} step(s), batch {BATCH}")
     header = lines[1].split()
     assert header[:4] == ["kernel", "op", "source", "calls"] and "GFLOP/s" in header
-    body = [line for line in lines[3:] if line.strip()]
+    body = lines[3:lines.index("")]  # the kernel table ends at a blank line; --threads follows
     kernels = [e["name"] for e in profile.record["events"] if e["kind"] == "kernel" and e["entry"] == "train"]
     assert len(body) == len(kernels) + 1  # and the (outside kernels) row
     assert all(line.split()[-6] == str(STEPS) for line in body if not line.startswith("(outside"))
     assert "wrote a trace" in r.stderr
+    assert "share of each kernel's time its threads spent" in r.stdout
+
+
+def test_thread_table_shares_are_fractions_of_the_calls(profile):
+    from runtime.profile_report import thread_table
+
+    lines = thread_table(profile).splitlines()
+    if lines[0].startswith("no kernel"):  # one core or OMP_NUM_THREADS=1: no team ran
+        assert not any(profile.is_chunk(i) for i in profile.events["id"])
+        return
+    assert lines[0].split()[:3] == ["entry", "kernel", "total"]
+    for line in lines[2:]:
+        shares = [float(x) for x in line.split()[4:]]
+        assert shares and all(0.0 <= x <= 100.0 for x in shares), line
 
 
 # ----------------------------------------------------------------------------- trace
