@@ -7,7 +7,7 @@ instrumentation (docs/performance.md).
 The train step is compiled with ``profile=True`` (``kiln compile --profile``), fed the
 benchmark's random data (bench/peers.py; dropout's keep_prob 0.5), warmed up, and ``--steps``
 steps are recorded.  ``--overhead`` also compiles a plain build and times both (median step
-over ``--steps`` steps, alternating blocks so that a busy machine hurts both alike).
+over ``--steps`` steps, in alternating blocks so that a busy machine hurts both alike).
 """
 from __future__ import annotations
 
@@ -50,13 +50,15 @@ def step_times(state, feed, steps: int) -> list:
 
 
 def overhead(model, batch, steps, profiled_state, feed) -> str:
-    """Median step of a plain and of the profiling build, alternating blocks of 5 steps."""
+    """Median step of a plain and of the profiling build: blocks of 5 steps, alternating which
+    build goes first."""
     _, plain, _ = compile_step(model, batch, profile=False)
     step_times(plain, feed, 2)
     runs = {"plain": [], "profile": []}
-    for _ in range(max(1, steps // 5)):
-        runs["plain"] += step_times(plain, feed, 5)
-        runs["profile"] += step_times(profiled_state, feed, 5)
+    states = {"plain": plain, "profile": profiled_state}
+    for block in range(max(1, steps // 5)):
+        for name in sorted(states, reverse=bool(block % 2)):
+            runs[name] += step_times(states[name], feed, 5)
     med = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
     return (f"median step over {len(runs['plain'])} steps: plain {med['plain']:.2f} ms, "
             f"profiling build {med['profile']:.2f} ms ({100 * (med['profile'] / med['plain'] - 1):+.1f}%)")
