@@ -16,11 +16,12 @@ _MAX = {"kernel": 44, "op": 44, "source": 34}
 
 
 def _cut(text: str, width: int) -> str:
-    """``text`` shortened to ``width`` characters with an ellipsis in the middle."""
+    """``text`` shortened to ``width`` characters with a ``~`` in the middle (ASCII: the table
+    may go to a file or a terminal of any encoding)."""
     if len(text) <= width:
         return text
     half = (width - 1) // 2
-    return text[:half] + "…" + text[len(text) - (width - 1 - half):]
+    return text[:half] + "~" + text[len(text) - (width - 1 - half):]
 
 
 def _number(value, digits: int) -> str:

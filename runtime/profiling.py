@@ -16,11 +16,11 @@ Never imports ``compiler``.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 import numpy as np
 
+from .abi import _bind_optional
 from .abi_spec import PROFILE_FUNCTIONS
 from .manifest import ArtifactError
 
@@ -49,11 +49,10 @@ def event_dtype(record: dict) -> np.dtype:
 
 
 def _bind(lib, fn):
-    types = {"void": None, "int64_t": ctypes.c_int64, "void *": ctypes.c_void_p}
-    bound = getattr(lib, fn.name, None)
+    """``fn`` of ``PROFILE_FUNCTIONS`` bound in ``lib``; :class:`NotProfiledError` when absent."""
+    bound = _bind_optional(lib, fn)
     if bound is None:
         raise NotProfiledError(f"the library does not export {fn.name} (not a profiling build)")
-    bound.restype, bound.argtypes = types[fn.restype], [types[t] for t, _ in fn.params]
     return bound
 
 
