@@ -293,5 +293,10 @@ def test_cost_counts_loops_gemms_and_bytes():
     gemm = K.Gemm(K.Batch(None), K.Const(3, None), K.Const(4, None), K.Operand("a", K.Const(0, None), K.Const(4, None)),
                   K.Operand("b", K.Const(0, None), K.Const(3, None)), K.Operand("c", K.Const(0, None), K.Const(3, None)))
     assert kernel_flops(K.Kernel("mm", ["a", "b"], ["c"], gemm)) == [0, 2 * 3 * 4]
+    assert kernel_bytes(K.Kernel("mm", ["a", "b"], ["c"], gemm), buffers) == [48, 16 + 12]
+    relu = K.Store("a", K.Var("row", None), K.Op("maximum", (K.Var("acc", float32), K.Const(0.0, float32)), float32))
+    fused = K.Gemm(gemm.m, gemm.n, gemm.k, gemm.a, gemm.b, gemm.c, epilogue=relu)  # stores a, not c
+    assert kernel_flops(K.Kernel("mm", ["a", "b"], ["c", "a"], fused)) == [0, 2 * 3 * 4 + 3]
+    assert kernel_bytes(K.Kernel("mm", ["a", "b"], ["c", "a"], fused), buffers) == [48, 16 + 16]
     triangular = K.For(j, K.Const(0, None), i, K.Store("c", j, add))  # trip count depends on i
     assert kernel_flops(K.Kernel("tri", ["a"], ["c"], K.For(i, K.Const(0, None), K.Const(5, None), triangular))) is None

@@ -11,12 +11,14 @@ is ``c0 + c1*N + ...``), so one compiled kernel's cost serves every batch size.
   ``Accumulate``.  An ``If`` body counts as if taken.  A loop whose trip count is not a
   polynomial in N (bounds that depend on another loop, ``idiv``/``imin`` of N, ...) makes
   the kernel's FLOPs uncountable: ``None``.
-* Bytes: every buffer the kernel reads, once, plus every buffer it writes, once (the
-  traffic no schedule avoids; re-reads that miss the cache are not counted).
+* Bytes: every buffer the kernel reads, once, plus every buffer it stores to, once (the
+  traffic no schedule avoids; re-reads that miss the cache are not counted).  A GEMM's C
+  listed among the writes but replaced by its epilogue's stores is not counted.
 """
 from __future__ import annotations
 
 from . import kernel_ir as K
+from .kernel_walk import iter_stmts
 
 
 class Uncountable(Exception):
@@ -113,10 +115,23 @@ def kernel_flops(kernel: K.Kernel):
         return None
 
 
+def stored_buffers(kernel: K.Kernel) -> set:
+    """The buffers the kernel's statements store to: ``Store``s, and the C of a ``Gemm``
+    without an epilogue (one with an epilogue stores only what the epilogue does)."""
+    out = set()
+    for s in iter_stmts(kernel.body):
+        if isinstance(s, K.Store):
+            out.add(s.buffer)
+        elif isinstance(s, K.Gemm) and s.epilogue is None:
+            out.add(s.c.buffer)
+    return out
+
+
 def kernel_bytes(kernel: K.Kernel, buffers: dict) -> list:
-    """Bytes of every buffer the kernel reads plus every buffer it writes (polynomial in N)."""
+    """Bytes of every buffer the kernel reads plus every buffer it stores to (polynomial in N)."""
     total: list = []
-    for name in list(kernel.reads) + list(kernel.writes):
+    stored = stored_buffers(kernel)
+    for name in list(kernel.reads) + [w for w in kernel.writes if w in stored]:
         size, power = buffers[name].byte_size()
         total = _add(total, [0] * power + [size])
     return _trim(total)
