@@ -28,6 +28,15 @@ def _number(value, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _aligned(columns, cells, left: int) -> list:
+    """Lines of a plain-text table: a header, a rule, the rows; the first ``left`` columns
+    (text) left-aligned, the others (numbers) right-aligned."""
+    widths = [max(len(c) for c in col) for col in zip(columns, *cells)]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    return [fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, cells)]
+
+
 def profile_table(profile: Profile, limit: int | None = None) -> str:
     """The kernels sorted by total time (largest first), one block per entry point: calls,
     total and mean time, share of the entry's step time, GFLOP/s and GB/s where countable
@@ -46,11 +55,7 @@ def profile_table(profile: Profile, limit: int | None = None) -> str:
                   str(r.calls), _number(r.total_ns / 1e6, 3), _number(r.mean_ns / 1e3, 1),
                   _number(r.percent, 1), _number(r.rate(r.flops), 2), _number(r.rate(r.bytes), 2)]
                  for r in shown]
-        widths = [max(len(c) for c in col) for col in zip(COLUMNS, *cells)]
-        left = 3  # text columns are left-aligned, numbers right-aligned
-        fmt = lambda row: "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                                    for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-        out += [fmt(COLUMNS), fmt(["-" * w for w in widths]), *map(fmt, cells), ""]
+        out += [*_aligned(COLUMNS, cells, left=3), ""]
     if profile.dropped:
         out.append(f"warning: {profile.dropped} event(s) did not fit the buffer and are not counted")
     return "\n".join(out).rstrip() + "\n"
@@ -81,10 +86,7 @@ def thread_table(profile: Profile, limit: int | None = None) -> str:
     cells = [[entry, _cut(name, _MAX["kernel"]), _number(calls.get((entry, name), 0) / 1e6, 3),
               *(_number(100 * busy[(entry, name)].get(t, 0) / max(calls.get((entry, name), 0), 1), 1)
                 for t in range(team))] for entry, name in keys]
-    widths = [max(len(c) for c in col) for col in zip(columns, *cells)]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-    return "\n".join([fmt(columns), fmt(["-" * w for w in widths]), *map(fmt, cells)]) + "\n"
+    return "\n".join(_aligned(columns, cells, left=2)) + "\n"
 
 
 def _trace_events(profile: Profile, pid: int, origin: int) -> tuple:
