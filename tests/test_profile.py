@@ -120,6 +120,29 @@ def test_thread_table_shares_are_fractions_of_the_calls(profile):
         assert shares and all(0.0 <= x <= 100.0 for x in shares), line
 
 
+def test_a_full_buffer_drops_events_and_says_so(built):
+    import runtime
+    from runtime.profile_report import profile_table
+    from runtime.profiling import Recorder
+
+    d, _ = built
+    art = runtime.load_artifact(d / "art")
+
+    def record(capacity):
+        recorder = Recorder(art, capacity=capacity)
+        try:
+            with art.new_state() as state:
+                for _ in range(5):
+                    state.run("predict", {"x:0": np.zeros((2, FEATURES), np.float32)})
+            return recorder.collect()
+        finally:
+            recorder.close()
+    everything, cut = record(1000), record(10)
+    assert everything.dropped == 0 and len(everything.events) > 10
+    assert len(cut.events) == 10 and cut.dropped == len(everything.events) - 10
+    assert f"warning: {cut.dropped} event(s) did not fit" in profile_table(cut)
+
+
 # ----------------------------------------------------------------------------- trace
 def check_chrome_trace(trace: dict) -> None:
     """The essentials of the Trace Event Format's JSON object form that chrome://tracing and
