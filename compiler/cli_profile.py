@@ -19,7 +19,7 @@ PROFILE_EPILOG = """\
 examples:
   kiln compile samples/mnist_cnn.py -o build/cnn_prof --profile
   kiln profile build/cnn_prof --data digits --resize-images --batch-size 50 --steps 20
-  kiln profile build/cnn_prof --data digits --resize-images --trace cnn.trace.json
+  kiln profile build/cnn_prof --data digits --resize-images --threads --trace build/cnn.trace.json
 
 The trace opens in chrome://tracing or https://ui.perfetto.dev (one track per thread).
 Data specs: digits, FILE.csv, FILE.npz, mnist:DIR, images:DIR (docs/data.md).
