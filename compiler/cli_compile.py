@@ -22,6 +22,8 @@ def _target(args):
         for opt in other.options:
             value = getattr(args, _dest(other, opt), None)
             if other.name != backend.name and value not in (None, False):
+                if (other.name, opt.name) == ("cpu", "profile"):  # also spelled --profile
+                    raise CliError(f"--profile: profiling builds are for --target cpu only, not {backend.name}")
                 raise CliError(f"--{other.name}-{opt.name} applies to --target {other.name}, "
                                f"not {backend.name}")
     options = {opt.name: getattr(args, _dest(backend, opt)) for opt in backend.options}
@@ -108,6 +110,7 @@ examples:
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp_gpu --target cuda --cuda-arch sm_90
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp_prof --profile   (then: kiln profile)
 
 The model file defines build() returning its entry points (see docs/model-files.md).
 The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
@@ -148,6 +151,9 @@ def add_compile_command(sub) -> None:
     comp.add_argument("--target", default="cpu", choices=backend_names(),
                       help=f"code generation target: {', '.join(backend_names())} (default: cpu)")
     _add_backend_options(comp)
+    comp.add_argument("--profile", dest="cpu_profile", action="store_true",
+                      help="same as --cpu-profile: build with timing instrumentation for kiln profile "
+                           "(CPU only; docs/performance.md)")
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
     comp.set_defaults(func=cmd_compile)

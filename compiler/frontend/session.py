@@ -52,6 +52,7 @@ from .graph import Operation, Tensor, get_default_graph
 from .host_ops import HostFetches, handlers_for, has_host_ops
 from .placeholder_default import feeds_with_defaults
 from .run_feeds import HostPull, batch_size, feed_array, shape_key
+from .session_profile import SessionProfiler, profiling_wanted
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -110,6 +111,7 @@ class Session:
         self._tmpdir = None
         self._closed = False
         self._default_ctx = None
+        self._profiler = SessionProfiler() if profiling_wanted(config) and self.backend != "interpreter" else None
 
     @property
     def graph_def(self):
@@ -133,7 +135,10 @@ class Session:
         self.close()
 
     def close(self):
-        """Free the native states and the per-session artifact directory."""
+        """Free the native states and the per-session artifact directory (reporting the
+        profile first under KILN_PROFILE, session_profile.py)."""
+        if self._profiler is not None:
+            self._profiler.report()
         self._closed = True
         for plan in self._cache.values():
             if plan.state is not None:
@@ -263,6 +268,8 @@ class Session:
         from ..compile import finish_entry
 
         target = choose_target(self.backend, self.config, tensors, targets)
+        if self._profiler is not None:
+            target = self._profiler.target(target)
         try:
             lowered = finish_entry(ENTRY, fn, skip_empty=True)
             if lowered.program is None:
@@ -292,6 +299,8 @@ class Session:
             except runtime.ArtifactError:  # a damaged cache entry: rebuild it once
                 shutil.rmtree(path, ignore_errors=True)
                 self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root, target))
+        if self._profiler is not None:
+            self._profiler.watch(path, self._artifacts[path])
         return self._artifacts[path]
 
     def _state_inputs(self, fn) -> dict:
