@@ -40,17 +40,22 @@ def _compile_model(args, target):
     from compiler.codegen.registry import BuildError
     from compiler.frontend.compile_graph import compile_entries
     from compiler.ir.from_graph import LoweringError
+    from compiler.distributed_entries import model_context, split_entries
     from compiler.model_file import ModelFileError, entries_record, load_model
 
     try:
-        model, entries = load_model(args.model)
+        with model_context(args.distributed):
+            model, entries = load_model(args.model)
     except ModelFileError as err:
         raise CliError(str(err))
     start = time.perf_counter()
     try:
-        out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
-                              args.output, target=target, dump_ir=args.dump_ir,
-                              manifest_extra={"model": entries_record(args.model, entries)})
+        functions, distributed = split_entries(model.graph, entries)
+        record = entries_record(args.model, entries)
+        if distributed:
+            record["distributed"] = distributed
+        out = compile_entries(model.graph, functions, args.output, target=target, dump_ir=args.dump_ir,
+                              manifest_extra={"model": record})
     except ArtifactDirError as err:
         raise CliError(f"cannot write the artifact: {err}")
     except BuildError as err:  # the backend's toolchain missing or failing
@@ -89,7 +94,7 @@ def cmd_compile(args) -> int:
     m = mf.read_manifest(out)
     print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
     for name, e in entries.items():
-        spec = m["entry_points"][name]
+        spec = m["entry_points"].get(name) or m["entry_points"][name + "_grads"]
         feeds = ", ".join(f"{f['name']}{mf.format_shape(f['shape'])}" for f in spec["feeds"])
         print(f"  {name:<10} feeds: {feeds or '-'}; fetches: {', '.join(e.fetches)}"
               + (f"; targets: {len(e.targets)}" if e.targets else ""))
@@ -150,4 +155,8 @@ def add_compile_command(sub) -> None:
     _add_backend_options(comp)
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
+    comp.add_argument("--distributed", action="store_true",
+                      help="data-parallel training step: the model's gradients are averaged over the ranks "
+                           "of kiln train under mpiexec (train entry split into train_grads + train_apply "
+                           "around one fused allreduce; docs/distributed.md)")
     comp.set_defaults(func=cmd_compile)

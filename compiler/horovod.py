@@ -22,16 +22,19 @@ See docs/distributed.md.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 from compiler import tf
 
 from runtime.collective import communicator
 
 from .frontend.collectives import collective_op
-from .frontend.train.optimizer_base import Optimizer
+from .frontend.train.optimizer_base import GRADIENT_TRANSFORMS, Optimizer
 
 __all__ = ["Average", "BroadcastGlobalVariablesHook", "Compression", "DistributedOptimizer", "Sum",
            "allgather", "allreduce", "broadcast", "broadcast_global_variables", "broadcast_variables",
-           "init", "is_initialized", "local_rank", "local_size", "rank", "shutdown", "size"]
+           "distributed_gradients", "init", "is_initialized", "local_rank", "local_size", "rank", "shutdown", "size"]
 
 Average, Sum = "average", "sum"
 _OPS = (Average, Sum, "min", "max")
@@ -173,6 +176,19 @@ def fused_allreduce(grads, op=Average, name="DistributedAllreduce"):
     return out
 
 
+@contextlib.contextmanager
+def distributed_gradients(op=Average):
+    """Within the block, every optimizer's ``compute_gradients`` (so ``minimize``) reduces
+    its gradients over the ranks as ``DistributedOptimizer`` does: how ``kiln compile
+    --distributed`` makes a plain TF1 model data-parallel."""
+    transform = functools.partial(fused_allreduce, op=_reduce_op(None, op))
+    GRADIENT_TRANSFORMS.append(transform)
+    try:
+        yield
+    finally:
+        GRADIENT_TRANSFORMS.remove(transform)
+
+
 class DistributedOptimizer(Optimizer):
     """Wraps a TF1 optimizer: ``compute_gradients`` averages the gradients over the ranks
     (one fused allreduce per dtype), ``apply_gradients`` is the wrapped optimizer's."""
@@ -186,6 +202,8 @@ class DistributedOptimizer(Optimizer):
     def compute_gradients(self, *args, **kwargs):
         """The wrapped optimizer's gradients, averaged (or summed) over all ranks."""
         pairs = self._optimizer.compute_gradients(*args, **kwargs)
+        if GRADIENT_TRANSFORMS:  # inside distributed_gradients(): already reduced
+            return pairs
         grads = fused_allreduce([g for g, _ in pairs], self._op)
         return list(zip(grads, [v for _, v in pairs]))
 

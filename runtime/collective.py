@@ -153,7 +153,8 @@ class MPIComm:
         data = pickle.dumps(obj) if self.rank == root else b""
         n = self.bcast(np.array([len(data)], np.int64), root)[0]
         buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n), np.uint8)
-        return pickle.loads(self.bcast(buf, root).tobytes()) if self.rank != root else obj
+        self.bcast(buf, root)
+        return obj if self.rank == root else pickle.loads(buf.tobytes())
 
     def barrier(self):
         self._wait(self._comm.Ibarrier(), "barrier")

@@ -136,17 +136,19 @@ def split_entry(graph, fetches, targets, feeds):
     split = Split(ops, fetches, fed)
     grads = (list(dict.fromkeys(split.early + split.inputs)), [], list(feeds))
     outputs = [op.outputs[0] for op in ops]
-    apply_feeds = outputs + split.early
-    extra = [t for t in feeds if reached_placeholder(t, split.late, targets, apply_feeds)]
-    apply = (split.late, list(targets), apply_feeds + extra)
+    offered = outputs + split.early + [t for t in feeds if t not in outputs + split.early]
+    apply = (split.late, list(targets), consumed(offered, split.late, targets))
     record = {"reduce": [{"op": op.attrs["op"], "input": op.inputs[0].name, "output": op.outputs[0].name}
                          for op in ops],
               "early": [t.name for t in split.early]}
     return grads, apply, record
 
 
-def reached_placeholder(feed, tensors, targets, fed) -> bool:
-    """Whether the apply phase still needs the data feed ``feed`` (e.g. an UPDATE_OPS
-    dependency of the train op that reads the batch)."""
+def consumed(offered, tensors, targets) -> list:
+    """The tensors of ``offered`` that a run of ``tensors``/``targets`` fed with them reads
+    (the apply entry's feeds: the reduced buffers, and any phase-1 value or data feed the
+    update still needs, e.g. an UPDATE_OPS dependency that reads the batch)."""
+    fed = set(offered)
     roots = [t.op for t in tensors if t not in fed] + list(targets)
-    return feed.op in needed_ops(roots, set(fed))
+    used = {t for op in needed_ops(roots, fed) for t in op.inputs} | set(tensors)
+    return [t for t in offered if t in used]
