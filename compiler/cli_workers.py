@@ -51,9 +51,14 @@ def run_workers(n: int, argv) -> int:
     cmd = [find_mpiexec(), "-n", str(n), sys.executable, "-m", "compiler.cli", *strip_workers(argv)]
     env = {**os.environ, **ROOT_ENV}
     try:
-        return subprocess.call(cmd, env=env)
+        code = subprocess.call(cmd, env=env)
     except OSError as err:
         raise CliError(f"cannot start {cmd[0]}: {err.strerror or err}")
+    if code != 0:
+        print(f"kiln: the {n}-worker job failed (mpiexec exit status {code}): a rank stopped with an "
+              "error or was killed; its message (or mpiexec's) is above; rerun "
+              "with --resume to continue from the newest checkpoint", file=sys.stderr)
+    return code
 
 
 @contextlib.contextmanager

@@ -96,9 +96,12 @@ def test_horovod_api_errors():
 
 
 # ----------------------------------------------------------------------------- 2 ranks
-def _compare(got, want, rtol=2e-5, atol=2e-6):
+def _compare(got, want, rtol=2e-5, scale_tol=1e-4):
+    """Equal within float32 reduction-order tolerance: relative, plus an absolute part
+    relative to the array's largest value (elements near zero of long sums)."""
     assert sorted(got) == sorted(want)
     for key in want:
+        atol = scale_tol * float(np.max(np.abs(want[key]), initial=0.0)) + 1e-7
         np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=key)
 
 
@@ -194,7 +197,7 @@ def test_killed_rank_ends_the_job_and_resume_continues(artifacts, tmp_path):
             job.kill()
     assert time.monotonic() - killed < 30
     assert job.returncode != 0
-    assert "KILLED BY SIGNAL: 9" in out + err or "kiln: rank 0:" in err, out + err
+    assert "kiln: the 2-worker job failed" in err, out + err
     latest = ck.latest_checkpoint(ckpt)
     _, _, meta = ck.load_checkpoint(latest)
     done = meta["epoch"]
