@@ -10,17 +10,21 @@
 ``OMPI_COMM_WORLD_RANK`` or ``PMIX_RANK`` set) and mpi4py imports, else :class:`LocalComm`
 (one rank; every collective is the identity).  Nothing imports mpi4py until then.
 
-No hang when a rank dies: every collective is nonblocking and polled with a deadline
+No hang when a rank dies: every collective runs under a watchdog thread with a deadline
 (``KILN_COLLECTIVE_TIMEOUT`` seconds, default 120).  Past it, :meth:`MPIComm.abort` prints
-``kiln: rank R: ...`` on stderr and calls ``MPI_Abort``, which ends every rank of the job.
+``kiln: rank R: ...`` on stderr and calls ``MPI_Abort`` (mpi4py initializes MPI with
+``MPI_THREAD_MULTIPLE``), which ends every rank of the job.  (Blocking collectives under a
+watchdog, not polled nonblocking ones: MPICH's blocking allreduce is ~3x quicker.)
 Numeric buffers are reduced in place (``MPI_IN_PLACE``): no copies besides MPI's own.
 Device (CUDA/MLU) artifacts hand their fetched host arrays to these calls, so their
 reduction goes through host buffers.  Never imports ``compiler``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -95,19 +99,20 @@ class MPIComm:
         local = self._comm.Split_type(mpi.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
+        self._watchdog = _Watchdog(self._timed_out)
         self._ops = {"average": mpi.SUM, "sum": mpi.SUM, "min": mpi.MIN, "max": mpi.MAX}
 
-    def _wait(self, request, what):
-        """Poll ``request`` until done; past the deadline abort the job naming ``what``."""
-        limit = timeout_s()
-        deadline = time.monotonic() + limit
-        pause = 0.0
-        while not request.Test():
-            if time.monotonic() > deadline:
-                self.abort(f"{what} timed out after {limit:g} s waiting for the other ranks (a rank "
-                           "died or stopped); aborting the job (KILN_COLLECTIVE_TIMEOUT sets the limit)")
-            time.sleep(pause)
-            pause = min(pause + 2e-5, 1e-3)
+    @contextlib.contextmanager
+    def _deadline(self, what):
+        """Run a (blocking) collective under the watchdog: past ``timeout_s()`` the job is
+        aborted naming ``what`` (a blocking call is ~3x quicker than a polled nonblocking one)."""
+        with self._watchdog.armed(what, timeout_s()):
+            yield
+
+    def _timed_out(self, what, limit):
+        """The watchdog's verdict: end the job (from the watchdog thread; MPI_THREAD_MULTIPLE)."""
+        self.abort(f"{what} timed out after {limit:g} s waiting for the other ranks (a rank "
+                   "died or stopped); aborting the job (KILN_COLLECTIVE_TIMEOUT sets the limit)")
 
     def allreduce(self, buf, op="average"):
         """Reduce the contiguous numpy ``buf`` over all ranks in place; ``average`` divides by
@@ -116,8 +121,8 @@ class MPIComm:
         if not (isinstance(buf, np.ndarray) and buf.flags.c_contiguous and buf.flags.writeable):
             raise CollectiveError("allreduce needs a writable C-contiguous numpy array, got "
                                   f"{type(buf).__name__}")
-        self._wait(self._comm.Iallreduce(self._mpi.IN_PLACE, buf, self._ops[op]), f"allreduce of {buf.size} "
-                   f"{buf.dtype} values")
+        with self._deadline(f"allreduce of {buf.size} {buf.dtype} values"):
+            self._comm.Allreduce(self._mpi.IN_PLACE, buf, self._ops[op])
         if op == "average":
             buf /= self.size
         return buf
@@ -131,7 +136,8 @@ class MPIComm:
         out = np.empty((int(counts.sum()),) + inner, arr.dtype)
         per = int(np.prod(inner, dtype=np.int64))
         sizes = [int(c) * per for c in counts]
-        self._wait(self._comm.Iallgatherv(arr, [out, sizes]), f"allgather of {arr.dtype}{list(arr.shape)}")
+        with self._deadline(f"allgather of {arr.dtype}{list(arr.shape)}"):
+            self._comm.Allgatherv(arr, [out, sizes])
         return out
 
     def allreduce_into(self, counts, mine):
@@ -143,7 +149,8 @@ class MPIComm:
         """Rank ``root``'s ``arr`` on every rank, written into ``arr`` in place (same shape)."""
         if not (isinstance(arr, np.ndarray) and arr.flags.c_contiguous):
             raise CollectiveError(f"bcast needs a C-contiguous numpy array, got {type(arr).__name__}")
-        self._wait(self._comm.Ibcast(arr, root=root), f"broadcast of {arr.dtype}{list(arr.shape)} from rank {root}")
+        with self._deadline(f"broadcast of {arr.dtype}{list(arr.shape)} from rank {root}"):
+            self._comm.Bcast(arr, root=root)
         return arr
 
     def bcast_object(self, obj, root=0):
@@ -157,12 +164,50 @@ class MPIComm:
         return obj if self.rank == root else pickle.loads(buf.tobytes())
 
     def barrier(self):
-        self._wait(self._comm.Ibarrier(), "barrier")
+        with self._deadline("barrier"):
+            self._comm.Barrier()
 
     def abort(self, message, code=1):
         """Print ``kiln: rank R: message`` and end every rank of the job (``MPI_Abort``)."""
         print(f"kiln: rank {self.rank}: {message}", file=sys.stderr, flush=True)
         self._comm.Abort(code)
+
+
+class _Watchdog:
+    """A daemon thread that calls ``on_timeout(what, limit)`` when a collective armed with
+    :meth:`armed` runs past its limit (started on first use)."""
+
+    def __init__(self, on_timeout):
+        self._on_timeout = on_timeout
+        self._cond = threading.Condition()
+        self._armed = None  # (deadline, what, limit) while a collective runs
+        self._thread = None
+
+    @contextlib.contextmanager
+    def armed(self, what, limit):
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="kiln-collective-watchdog", daemon=True)
+                self._thread.start()
+            self._armed = (time.monotonic() + limit, what, limit)
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._armed = None
+
+    def _watch(self):
+        with self._cond:
+            while True:
+                if self._armed is None:
+                    self._cond.wait()
+                    continue
+                deadline, what, limit = self._armed
+                if time.monotonic() >= deadline:
+                    self._on_timeout(what, limit)
+                    return
+                self._cond.wait(deadline - time.monotonic())
 
 
 _COMM = None

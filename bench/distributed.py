@@ -1,0 +1,108 @@
+"""Data-parallel throughput: samples/s of the compiled MLP and CNN train step on 1 and 2
+MPI ranks of this machine, and the share of the step spent in the gradient allreduce.
+
+    python bench/distributed.py [--models mlp,cnn] [--ranks 1,2] [--batch 64] [--steps 20]
+
+Each model (``samples/mnist_mlp.py``, the seed-002 ``samples/mnist_cnn.py``) is compiled
+once with ``kiln compile --distributed`` (train step = ``train_grads`` + fused allreduce +
+``train_apply``); then for each rank count the script runs itself under ``mpiexec -n R``
+(``--worker``): every rank trains on its own synthetic batch of ``--batch`` examples (the
+global batch is ``R * batch``), 3 warm-up steps, then ``--steps`` timed ones between
+barriers.  ``samples/s`` = global examples per second; ``allreduce %`` = the time rank 0
+spent in the allreduce (waiting for the slower rank included) over the step time.  The
+cores are split between the ranks (``OMP_NUM_THREADS`` = cores / ranks).  Needs mpi4py and
+mpiexec (``pip install 'kiln[mpi]'``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+MODELS = {"mlp": "samples/mnist_mlp.py", "cnn": "samples/mnist_cnn.py"}
+
+
+def compile_model(name, out_root):
+    """``kiln compile --distributed`` of the model (kept between runs); its artifact path."""
+    out = os.path.join(out_root, name)
+    if not os.path.isfile(os.path.join(out, "manifest.json")):
+        subprocess.run([sys.executable, "-m", "compiler.cli", "compile", os.path.join(ROOT, MODELS[name]),
+                        "-o", out, "--distributed", "--no-dump-ir"], check=True, cwd=ROOT)
+    return out
+
+
+def worker(artifact, batch, steps):
+    """One rank: time ``steps`` distributed steps; rank 0 prints a JSON line."""
+    import numpy as np
+
+    from runtime import load_artifact
+    from runtime.collective import communicator
+    from runtime.distributed import DistributedStep, broadcast_state, distributed_record
+
+    comm = communicator()
+    art = load_artifact(artifact)
+    state = art.new_state()
+    step = DistributedStep(art, distributed_record(art), comm)
+    broadcast_state(state, comm)
+    rng = np.random.default_rng(comm.rank)
+    x = rng.uniform(0, 1, (batch, 784)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    n_global = batch * comm.size
+    for _ in range(3):
+        step.run(state, x, y, (784,), n_global)
+    comm.barrier()
+    step.reduce_s = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step.run(state, x, y, (784,), n_global)
+    comm.barrier()
+    elapsed = time.perf_counter() - t0
+    if comm.rank == 0:
+        print(json.dumps({"ranks": comm.size, "samples_s": n_global * steps / elapsed,
+                          "step_ms": 1e3 * elapsed / steps, "allreduce_share": step.reduce_s / elapsed,
+                          "buffer_floats": int(sum(s.shape[0] for *_, s in step.buffers))}))
+
+
+def launch(artifact, ranks, batch, steps):
+    """Run the worker on ``ranks`` ranks; rank 0's JSON record."""
+    from compiler.cli_workers import ROOT_ENV, find_mpiexec
+
+    threads = max(1, (os.cpu_count() or 1) // ranks)
+    env = {**os.environ, **ROOT_ENV, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", artifact,
+           "--batch", str(batch), "--steps", str(steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--ranks", default="1,2")
+    parser.add_argument("--batch", type=int, default=64, help="examples per rank per step")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out-dir", default=os.path.join("build", "bench_distributed"))
+    parser.add_argument("--worker", metavar="ARTIFACT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.batch, args.steps)
+    print(f"| model | ranks | global batch | samples/s | step ms | allreduce % | fused buffer |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        artifact = compile_model(name, os.path.abspath(args.out_dir))
+        for ranks in map(int, args.ranks.split(",")):
+            r = launch(artifact, ranks, args.batch, args.steps)
+            print(f"| {name} | {ranks} | {ranks * args.batch} | {r['samples_s']:.0f} | {r['step_ms']:.2f} | "
+                  f"{100 * r['allreduce_share']:.1f} | {r['buffer_floats']} floats |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
