@@ -9,7 +9,9 @@ once with ``kiln compile --distributed`` (train step = ``train_grads`` + fused a
 (``--worker``): every rank trains on its own synthetic batch of ``--batch`` examples (the
 global batch is ``R * batch``), 3 warm-up steps, then ``--steps`` timed ones between
 barriers.  ``samples/s`` = global examples per second; ``allreduce %`` = the time rank 0
-spent in the allreduce (waiting for the slower rank included) over the step time.  The
+spent in the allreduce (waiting for the slower rank included) over the step time;
+``allreduce alone`` = the same allreduce timed with every rank ready (its cost without
+waiting; 1 rank: nothing to reduce).  The
 cores are split between the ranks (``OMP_NUM_THREADS`` = cores / ranks).  Needs mpi4py and
 mpiexec (``pip install 'kiln[mpi]'``).
 """
@@ -64,9 +66,16 @@ def worker(artifact, batch, steps):
         step.run(state, x, y, (784,), n_global)
     comm.barrier()
     elapsed = time.perf_counter() - t0
+    bufs = [np.zeros(tuple(spec.shape), spec.dtype) for *_, spec in step.buffers]
+    comm.barrier()
+    t1 = time.perf_counter()
+    for _ in range(steps):  # the allreduce alone, every rank ready: its cost without waiting
+        for buf in bufs:
+            comm.allreduce(buf, "average")
+    alone = (time.perf_counter() - t1) / steps
     if comm.rank == 0:
         print(json.dumps({"ranks": comm.size, "samples_s": n_global * steps / elapsed,
-                          "step_ms": 1e3 * elapsed / steps, "allreduce_share": step.reduce_s / elapsed,
+                          "step_ms": 1e3 * elapsed / steps, "allreduce_share": step.reduce_s / elapsed, "alone_ms": 1e3 * alone,
                           "buffer_floats": int(sum(s.shape[0] for *_, s in step.buffers))}))
 
 
@@ -94,14 +103,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.batch, args.steps)
-    print(f"| model | ranks | global batch | samples/s | step ms | allreduce % | fused buffer |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | ranks | global batch | samples/s | step ms | allreduce % | allreduce alone ms | fused buffer |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         artifact = compile_model(name, os.path.abspath(args.out_dir))
         for ranks in map(int, args.ranks.split(",")):
             r = launch(artifact, ranks, args.batch, args.steps)
             print(f"| {name} | {ranks} | {ranks * args.batch} | {r['samples_s']:.0f} | {r['step_ms']:.2f} | "
-                  f"{100 * r['allreduce_share']:.1f} | {r['buffer_floats']} floats |", flush=True)
+                  f"{100 * r['allreduce_share']:.1f} | {r['alone_ms']:.2f} | {r['buffer_floats']} floats |", flush=True)
 
 
 if __name__ == "__main__":
