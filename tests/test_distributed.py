@@ -125,13 +125,14 @@ def test_horovod_program_two_ranks_match_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """The fixture MLP compiled with --distributed, with SGD and with Adam."""
+    """The fixture MLP compiled with --distributed, with SGD and with Adam, and without
+    --distributed (one ``train`` entry) with SGD."""
     mpi_kit.mpiexec_or_skip()
     root = tmp_path_factory.mktemp("dist")
     out = {}
-    for name in ("sgd", "adam"):
-        res = mpi_kit.kiln("compile", MODEL, "-o", root / name, "--distributed", "--no-dump-ir",
-                           KILN_TEST_OPTIMIZER=name)
+    for name, flags in (("sgd", ["--distributed"]), ("adam", ["--distributed"]), ("plain", [])):
+        res = mpi_kit.kiln("compile", MODEL, "-o", root / name, "--no-dump-ir", *flags,
+                           KILN_TEST_OPTIMIZER="adam" if name == "adam" else "sgd")
         assert res.returncode == 0, res.stderr
         out[name] = root / name
     return out
@@ -159,6 +160,19 @@ def test_kiln_train_two_workers_match_one(artifacts, tmp_path, optimizer):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     _compare(vars2, vars1)
+
+
+def test_split_step_matches_the_single_train_entry(artifacts, tmp_path):
+    """One process: train_grads + allreduce + train_apply == the plain train entry; the
+    plain artifact refuses 2 workers, saying how to fix it."""
+    _, rows_split, vars_split, _ = _train(artifacts["sgd"], tmp_path, "split", 64)
+    _, rows_plain, vars_plain, _ = _train(artifacts["plain"], tmp_path, "plain", 64)
+    assert [r["loss"] for r in rows_split] == pytest.approx([r["loss"] for r in rows_plain], rel=1e-6)
+    _compare(vars_split, vars_plain, rtol=1e-6, scale_tol=1e-6)
+    res = mpi_kit.kiln("train", artifacts["plain"], "--data", "digits", "--workers", 2, "--no-progress",
+                       "--run-dir", tmp_path / "refused")
+    assert res.returncode != 0
+    assert "recompile" in res.stderr and "kiln compile --distributed" in res.stderr
 
 
 def test_collective_timeout_aborts_with_the_rank(tmp_path):
