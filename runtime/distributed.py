@@ -10,7 +10,8 @@ place on the buffer the grads entry returned (no host copy).
 Sharding: every rank draws the same global batches (``batch_size * size`` examples, same
 shuffle seed and epoch) and takes the rank-strided slice ``[rank::size]``.  Gradients are
 averaged weighted by each rank's example count, so N ranks x batch B give the step of one
-rank x batch N*B, the last (short) batch included.  Never imports ``compiler``.
+rank x batch N*B, the last (short) batch included (without random ops: each rank draws its
+own dropout masks, :func:`rank_rng_step`).  Never imports ``compiler``.
 """
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ import numpy as np
 
 from . import data as kdata
 from .entries import EntryInfo, TrainerError, batch_feeds
+from .manifest import RNG_STEP
 
-__all__ = ["DistributedStep", "broadcast_state", "distributed_record", "global_mean", "shard_batches"]
+RANK_SHIFT = 48
+
+__all__ = ["DistributedStep", "broadcast_state", "distributed_record", "global_mean", "rank_rng_step",
+           "shard_batches"]
 
 
 def distributed_record(art):
@@ -113,12 +118,22 @@ def scalar_keys(info, fetch_specs) -> list:
 
 
 def broadcast_state(state, comm, root=0):
-    """Every variable of ``state`` set to rank ``root``'s value (initial weights, resume)."""
+    """Every variable of ``state`` set to rank ``root``'s value (initial weights, resume),
+    then the random stream made this rank's own (:func:`rank_rng_step`)."""
     if comm.size == 1:
         return
     for name in state.variable_names():
         value = np.array(state.read_variable(name), order="C")  # (0-d stays 0-d)
         state.write_variable(name, comm.bcast(value, root))
+    if RNG_STEP in state.variable_names():
+        state.write_variable(RNG_STEP, rank_rng_step(state.read_variable(RNG_STEP), comm.rank))
+
+
+def rank_rng_step(step, rank):
+    """The random-op step counter of ``rank``: rank 0's plus ``rank << RANK_SHIFT``, so each
+    rank draws its own dropout masks (Philox counters of different ranks never meet in
+    2**48 steps) and rank 0, which writes the checkpoints, keeps the true step."""
+    return np.asarray(step, np.int64) + np.int64(int(rank) << RANK_SHIFT)
 
 
 def run_eval(state, info, source, batch_size, mean, comm, **batch_args):

@@ -223,3 +223,11 @@ def test_killed_rank_ends_the_job_and_resume_continues(artifacts, tmp_path):
     assert f"resumed from {latest} (epoch {done}," in res.stdout
     _, _, meta2 = ck.load_checkpoint(ck.latest_checkpoint(ckpt))
     assert meta2["epoch"] == done + 1 and meta2["steps"] > meta["steps"]
+
+
+def test_rank_rng_steps_are_disjoint():
+    from runtime.distributed import RANK_SHIFT, rank_rng_step
+
+    assert int(rank_rng_step(np.int64(7), 0)) == 7
+    steps = {int(rank_rng_step(np.int64(s), r)) for r in range(4) for s in (0, 1, 2**40)}
+    assert len(steps) == 12 and int(rank_rng_step(np.int64(5), 3)) == 5 + (3 << RANK_SHIFT)
