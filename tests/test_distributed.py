@@ -88,6 +88,24 @@ def test_split_entry_puts_the_update_after_the_allreduce(fresh_graph):
     assert split_entry(fresh_graph, [loss], [], [x]) is None
 
 
+def test_split_entries_only_train(fresh_graph):
+    from compiler.distributed_entries import split_entries
+    from compiler.model_file import EntryPoint
+
+    x = tf.placeholder(tf.float32, [None, 3], name="x")
+    w = tf.get_variable("w", [3, 1])
+    loss = tf.reduce_mean(tf.matmul(x, w), name="loss")
+    train = hvd.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1)).minimize(loss)
+    entries = {"train": EntryPoint("train", [x], {"loss": loss}, [train]),
+               "eval": EntryPoint("eval", [x], {"loss": loss})}
+    functions, record = split_entries(fresh_graph, entries)
+    assert sorted(functions) == ["eval", "train_apply", "train_grads"]
+    assert record["grads"] == "train_grads" and record["early"] == ["loss:0"]
+    entries["eval"] = EntryPoint("eval", [x], {"loss": hvd.allreduce(loss)})
+    with pytest.raises(ValueError, match="only the 'train' entry"):
+        split_entries(fresh_graph, entries)
+
+
 def test_horovod_api_errors():
     with pytest.raises(ValueError, match="supersedes average"):
         hvd.allreduce(tf.constant([1.0]), average=True, op=hvd.Sum)
@@ -117,10 +135,15 @@ def test_horovod_program_two_ranks_match_one(tmp_path):
     compiled = mpi_kit.ranks(2, [PROGRAM, "--configs", "mlp:adam", "--steps", "2", "--backend", "compiled",
                                  "--out", tmp_path / "compiled.npz"])
     assert compiled.returncode == 0, compiled.stderr
-    want = dict(np.load(tmp_path / "one.npz"))
+    want, got = dict(np.load(tmp_path / "one.npz")), dict(np.load(tmp_path / "two.npz"))
     assert want["mlp:adam/losses"].shape == (2,) and "cnn:sgd/conv_layer1/conv2d/kernel" in want
-    _compare(dict(np.load(tmp_path / "two.npz")), want)
-    _compare(dict(np.load(tmp_path / "compiled.npz")), {k: v for k, v in want.items() if k.startswith("mlp:adam/")})
+    # allgather (rank 1 sends two values), broadcast from the last rank, allreduce(Sum) of ranks
+    assert got.pop("check/allgather").tolist() == [0, 1, 1] and want.pop("check/allgather").tolist() == [0]
+    assert got.pop("check/broadcast").tolist() == [11] and want.pop("check/broadcast").tolist() == [10]
+    assert got.pop("check/sum").tolist() == [1] and want.pop("check/sum").tolist() == [0]
+    _compare(got, want)
+    _compare({k: v for k, v in np.load(tmp_path / "compiled.npz").items() if not k.startswith("check/")},
+             {k: v for k, v in want.items() if k.startswith("mlp:adam/")})
 
 
 @pytest.fixture(scope="module")
