@@ -1,7 +1,7 @@
 """Data-parallel throughput: samples/s of the compiled MLP and CNN train step on 1 and 2
 MPI ranks of this machine, and the share of the step spent in the gradient allreduce.
 
-    python bench/distributed.py [--models mlp,cnn] [--ranks 1,2] [--batch 64] [--steps 20]
+    python bench/distributed.py [--models mlp,cnn] [--ranks 1,2] [--batch 64] [--steps 20] [--threads T]
 
 Each model (``samples/mnist_mlp.py``, the seed-002 ``samples/mnist_cnn.py``) is compiled
 once with ``kiln compile --distributed`` (train step = ``train_grads`` + fused allreduce +
@@ -12,7 +12,7 @@ barriers.  ``samples/s`` = global examples per second; ``allreduce %`` = the tim
 spent in the allreduce (waiting for the slower rank included) over the step time;
 ``allreduce alone`` = the same allreduce timed with every rank ready (its cost without
 waiting; 1 rank: nothing to reduce).  The
-cores are split between the ranks (``OMP_NUM_THREADS`` = cores / ranks).  Needs mpi4py and
+cores are split between the ranks (``OMP_NUM_THREADS`` = cores / ranks) unless ``--threads``.  Needs mpi4py and
 mpiexec (``pip install 'kiln[mpi]'``).
 """
 from __future__ import annotations
@@ -79,11 +79,12 @@ def worker(artifact, batch, steps):
                           "buffer_floats": int(sum(s.shape[0] for *_, s in step.buffers))}))
 
 
-def launch(artifact, ranks, batch, steps):
-    """Run the worker on ``ranks`` ranks; rank 0's JSON record."""
+def launch(artifact, ranks, batch, steps, threads=0):
+    """Run the worker on ``ranks`` ranks (``threads`` each; 0: the cores split between
+    them); rank 0's JSON record."""
     from compiler.cli_workers import ROOT_ENV, find_mpiexec
 
-    threads = max(1, (os.cpu_count() or 1) // ranks)
+    threads = threads or max(1, (os.cpu_count() or 1) // ranks)
     env = {**os.environ, **ROOT_ENV, "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", artifact,
@@ -98,6 +99,8 @@ def main(argv=None):
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--batch", type=int, default=64, help="examples per rank per step")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per rank (default: the cores split between the ranks)")
     parser.add_argument("--out-dir", default=os.path.join("build", "bench_distributed"))
     parser.add_argument("--worker", metavar="ARTIFACT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -108,7 +111,7 @@ def main(argv=None):
     for name in args.models.split(","):
         artifact = compile_model(name, os.path.abspath(args.out_dir))
         for ranks in map(int, args.ranks.split(",")):
-            r = launch(artifact, ranks, args.batch, args.steps)
+            r = launch(artifact, ranks, args.batch, args.steps, args.threads)
             print(f"| {name} | {ranks} | {ranks * args.batch} | {r['samples_s']:.0f} | {r['step_ms']:.2f} | "
                   f"{100 * r['allreduce_share']:.1f} | {r['alone_ms']:.2f} | {r['buffer_floats']} floats |", flush=True)
 

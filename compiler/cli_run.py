@@ -76,9 +76,10 @@ def _train(trainer, args, start, lead=True) -> int:
             run_dir=run_dir, progress=not args.no_progress, resize_images=args.resize_images,
             plot_every=args.plot_every)
     except trainer.TrainingInterrupted as stop:
-        print(f"kiln: {stop.message()}", file=sys.stderr)
+        if lead:  # rank 0 reports for the job (it alone knows the checkpoints)
+            print(f"kiln: {stop.message()}", file=sys.stderr)
         return 130
-    if not lead:  # rank 0 reports for the job
+    if not lead:
         return 0
     where = f"; checkpoints in {args.ckpt_dir}" if args.ckpt_dir else ""
     print(f"kiln: trained to epoch {history[-1]['epoch'] if history else 0}/{args.epochs} in "
