@@ -161,8 +161,8 @@ def artifacts(tmp_path_factory):
     return out
 
 
-def _train(artifact, tmp, tag, batch, workers=1, *more):
-    res = mpi_kit.kiln("train", artifact, "--data", "digits", "--epochs", 2, "--batch-size", batch,
+def _train(artifact, tmp, tag, batch, workers=1, *more, epochs=2):
+    res = mpi_kit.kiln("train", artifact, "--data", "digits", "--epochs", epochs, "--batch-size", batch,
                        "--ckpt-dir", tmp / f"ckpt-{tag}", "--run-dir", tmp / f"run-{tag}", "--no-progress",
                        "--workers", workers, *more)
     assert res.returncode == 0, res.stderr
@@ -196,6 +196,21 @@ def test_split_step_matches_the_single_train_entry(artifacts, tmp_path):
                        "--run-dir", tmp_path / "refused")
     assert res.returncode != 0
     assert "recompile" in res.stderr and "kiln compile --distributed" in res.stderr
+
+
+def test_device_artifact_reduces_through_host_buffers(artifacts, tmp_path):
+    """A CUDA artifact (built for Kiln's host emulator here) trains on 2 workers: its fetched
+    gradient buffer is a host array, reduced like the CPU one; same result as the CPU step."""
+    art = tmp_path / "cuda"
+    res = mpi_kit.kiln("compile", MODEL, "-o", art, "--distributed", "--no-dump-ir", "--target", "cuda",
+                       "--cuda-emulate")
+    if res.returncode != 0 and "emulat" in res.stderr:
+        pytest.skip(f"no CUDA emulator build here: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    _, rows_cpu, vars_cpu, _ = _train(artifacts["sgd"], tmp_path, "cpu", 64, epochs=1)
+    _, rows_cuda, vars_cuda, _ = _train(art, tmp_path, "cuda", 32, 2, epochs=1)
+    assert rows_cuda[0]["loss"] == pytest.approx(rows_cpu[0]["loss"], rel=1e-5)
+    _compare(vars_cuda, vars_cpu)
 
 
 def test_collective_timeout_aborts_with_the_rank(tmp_path):
