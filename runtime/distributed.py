@@ -60,7 +60,8 @@ class DistributedStep:
 
     def run(self, state, x, y, feature_shape, n_global) -> dict:
         """One step on this rank's shard ``x, y`` of a global batch of ``n_global``; returns
-        the grads entry's fetches (empty when this rank's shard is empty)."""
+        the fetches of both entries (a fetch that depends on the reduced gradients comes
+        from the apply entry; only the apply entry's when this rank's shard is empty)."""
         n = len(x)
         out = state.run(self.info.name, batch_feeds(self.info, x, y, feature_shape)) if n else {}
         feeds = {k: v for k, v in out.items() if k in self.apply_feeds}
@@ -80,8 +81,7 @@ class DistributedStep:
         if missing:
             raise TrainerError(f"rank {self.comm.rank}: entry {self.record['apply']!r} needs "
                                f"{sorted(missing)} but this rank's shard of the batch is empty")
-        state.run(self.record["apply"], feeds)
-        return out
+        return {**out, **state.run(self.record["apply"], feeds)}
 
 
 def run_train_epoch(step, state, source, batch_size, mean, tick=None, **batch_args) -> int:

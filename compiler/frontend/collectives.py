@@ -123,8 +123,9 @@ def run_split(split, run, tensors, targets, feeds, comm=None) -> dict:
 def split_entry(graph, fetches, targets, feeds):
     """``kiln compile``'s split of an entry whose walk reaches collective ops: ``None``
     when it reaches none, else ``(grads entry, apply entry, record)``: each entry a
-    ``(fetches, targets, feeds)`` tuple; the record (manifest JSON) names, per collective,
-    its kind, op, input tensor (a grads-entry fetch) and output tensor (an apply-entry feed)."""
+    ``(fetches, targets, feeds)`` tuple; the record (manifest JSON) names, per allreduce,
+    its op (``average``/``sum``/...), input tensor (a grads-entry fetch) and output tensor
+    (an apply-entry feed), and the fetches computed by the grads entry (``early``)."""
     fed = set(feeds)
     ops = reached(graph, fetches, targets, fed)
     if not ops:
