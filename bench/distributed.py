@@ -2,6 +2,7 @@
 MPI ranks of this machine, and the share of the step spent in the gradient allreduce.
 
     python bench/distributed.py [--models mlp,cnn] [--ranks 1,2] [--batch 64] [--steps 20] [--threads T]
+                                [--fusion-groups 1,2]
 
 Each model (``samples/mnist_mlp.py``, the seed-002 ``samples/mnist_cnn.py``) is compiled
 once with ``kiln compile --distributed`` (train step = ``train_grads`` + fused allreduce +
@@ -9,7 +10,8 @@ once with ``kiln compile --distributed`` (train step = ``train_grads`` + fused a
 (``--worker``): every rank trains on its own synthetic batch of ``--batch`` examples (the
 global batch is ``R * batch``), 3 warm-up steps, then ``--steps`` timed ones between
 barriers.  ``samples/s`` = global examples per second; ``allreduce %`` = the time rank 0
-spent in the allreduce (waiting for the slower rank included) over the step time;
+spent waiting for the allreduce (the slower rank included; with ``--fusion-groups`` > 1 only
+the part not overlapped with the backward pass) over the step time;
 ``allreduce alone`` = the same allreduce timed with every rank ready (its cost without
 waiting; 1 rank: nothing to reduce).  The
 cores are split between the ranks (``OMP_NUM_THREADS`` = cores / ranks) unless ``--threads``.  Needs mpi4py and
@@ -31,12 +33,14 @@ sys.path.insert(0, ROOT)
 MODELS = {"mlp": "samples/mnist_mlp.py", "cnn": "samples/mnist_cnn.py"}
 
 
-def compile_model(name, out_root):
-    """``kiln compile --distributed`` of the model (kept between runs); its artifact path."""
-    out = os.path.join(out_root, name)
+def compile_model(name, out_root, groups=1):
+    """``kiln compile --distributed --fusion-groups GROUPS`` of the model (kept between
+    runs); its artifact path."""
+    out = os.path.join(out_root, f"{name}-g{groups}")
     if not os.path.isfile(os.path.join(out, "manifest.json")):
         subprocess.run([sys.executable, "-m", "compiler.cli", "compile", os.path.join(ROOT, MODELS[name]),
-                        "-o", out, "--distributed", "--no-dump-ir"], check=True, cwd=ROOT)
+                        "-o", out, "--distributed", "--fusion-groups", str(groups), "--no-dump-ir"],
+                       check=True, cwd=ROOT)
     return out
 
 
@@ -101,19 +105,24 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per rank (default: the cores split between the ranks)")
+    parser.add_argument("--fusion-groups", default="1",
+                        help="comma-separated fusion group counts to compare (>1: allreduce overlaps backward)")
     parser.add_argument("--out-dir", default=os.path.join("build", "bench_distributed"))
     parser.add_argument("--worker", metavar="ARTIFACT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.batch, args.steps)
-    print("| model | ranks | global batch | samples/s | step ms | allreduce % | allreduce alone ms | fused buffer |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | groups | ranks | global batch | samples/s | step ms | allreduce % | allreduce alone ms "
+          "| fused buffers |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        artifact = compile_model(name, os.path.abspath(args.out_dir))
-        for ranks in map(int, args.ranks.split(",")):
-            r = launch(artifact, ranks, args.batch, args.steps, args.threads)
-            print(f"| {name} | {ranks} | {ranks * args.batch} | {r['samples_s']:.0f} | {r['step_ms']:.2f} | "
-                  f"{100 * r['allreduce_share']:.1f} | {r['alone_ms']:.2f} | {r['buffer_floats']} floats |", flush=True)
+        for groups in map(int, args.fusion_groups.split(",")):
+            artifact = compile_model(name, os.path.abspath(args.out_dir), groups)
+            for ranks in map(int, args.ranks.split(",")):
+                r = launch(artifact, ranks, args.batch, args.steps, args.threads)
+                print(f"| {name} | {groups} | {ranks} | {ranks * args.batch} | {r['samples_s']:.0f} | "
+                      f"{r['step_ms']:.2f} | {100 * r['allreduce_share']:.1f} | {r['alone_ms']:.2f} | "
+                      f"{r['buffer_floats']} floats |", flush=True)
 
 
 if __name__ == "__main__":

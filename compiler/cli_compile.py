@@ -44,7 +44,9 @@ def _compile_model(args, target):
     from compiler.model_file import ModelFileError, entries_record, load_model
 
     try:
-        with model_context(args.distributed):
+        if args.fusion_groups > 1 and not args.distributed:
+            raise CliError("--fusion-groups applies to --distributed")
+        with model_context(args.distributed, args.fusion_groups):
             model, entries = load_model(args.model)
     except ModelFileError as err:
         raise CliError(str(err))
@@ -159,4 +161,8 @@ def add_compile_command(sub) -> None:
                       help="data-parallel training step: the model's gradients are averaged over the ranks "
                            "of kiln train under mpiexec (train entry split into train_grads + train_apply "
                            "around one fused allreduce; docs/distributed.md)")
+    comp.add_argument("--fusion-groups", type=int, default=1, metavar="N",
+                      help="--distributed: N fused gradient buffers (last layers first), the backward pass "
+                           "split into N entries so each buffer's allreduce overlaps the rest of backward "
+                           "(default: 1)")
     comp.set_defaults(func=cmd_compile)

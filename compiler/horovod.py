@@ -154,34 +154,51 @@ class BroadcastGlobalVariablesHook:
         pass
 
 
-def fused_allreduce(grads, op=Average, name="DistributedAllreduce"):
-    """Allreduce a list of gradients (None entries kept) as one flat buffer per dtype
-    (Horovod's tensor fusion): concat -> one allreduce -> split -> reshape."""
+def fusion_groups(grads, num_groups):
+    """Indices of the non-None ``grads`` in ``num_groups`` contiguous groups of about equal
+    element counts, the **last** variables' group first (their gradients are ready first in
+    the backward pass).  ``num_groups`` <= 1: one group."""
+    idx = [i for i, g in enumerate(grads) if g is not None]
+    sizes = [grads[i].shape.num_elements() for i in idx]
+    if any(s is None for s in sizes):
+        raise ValueError("DistributedOptimizer: every gradient needs a static shape to be fused "
+                         f"(shapes: {[str(grads[i].shape) for i in idx]})")
+    k = max(1, min(int(num_groups or 1), len(idx)))
+    total, groups, run = sum(sizes), [[] for _ in range(k)], 0
+    for i, n in zip(idx, sizes):
+        groups[min(k - 1, run * k // max(total, 1))].append(i)
+        run += n
+    return [g for g in reversed(groups) if g]
+
+
+def fused_allreduce(grads, op=Average, num_groups=1, name="DistributedAllreduce"):
+    """Allreduce a list of gradients (None entries kept) as one flat buffer per dtype and
+    fusion group (Horovod's tensor fusion): concat -> one allreduce -> split -> reshape.
+    Each allreduce op's ``group`` attr orders them (0: the last layers');
+    ``kiln compile`` splits the backward pass at the groups so that each group's allreduce
+    overlaps the backward of the layers before it (docs/distributed.md)."""
     out = list(grads)
     with tf.name_scope(name):
-        by_dtype = {}
-        for i, g in enumerate(grads):
-            if g is not None:
-                by_dtype.setdefault(g.dtype.name, []).append(i)
-        for idx in by_dtype.values():
-            parts = [grads[i] for i in idx]
-            flat = tf.concat([tf.reshape(g, [-1]) for g in parts], 0)
-            reduced = collective_op("hvd_allreduce", flat, {"op": op}, "FusedAllreduce")
-            sizes = [g.shape.num_elements() for g in parts]
-            if any(s is None for s in sizes):
-                raise ValueError("DistributedOptimizer: every gradient needs a static shape to be fused "
-                                 f"(shapes: {[str(g.shape) for g in parts]})")
-            for i, piece in zip(idx, tf.split(reduced, sizes, 0)):
-                out[i] = tf.reshape(piece, grads[i].shape.as_list())
+        for group, members in enumerate(fusion_groups(grads, num_groups)):
+            by_dtype = {}
+            for i in members:
+                by_dtype.setdefault(grads[i].dtype.name, []).append(i)
+            for idx in by_dtype.values():
+                parts = [grads[i] for i in idx]
+                flat = tf.concat([tf.reshape(g, [-1]) for g in parts], 0)
+                reduced = collective_op("hvd_allreduce", flat, {"op": op, "group": group}, "FusedAllreduce")
+                sizes = [g.shape.num_elements() for g in parts]
+                for i, piece in zip(idx, tf.split(reduced, sizes, 0)):
+                    out[i] = tf.reshape(piece, grads[i].shape.as_list())
     return out
 
 
 @contextlib.contextmanager
-def distributed_gradients(op=Average):
+def distributed_gradients(op=Average, num_groups=1):
     """Within the block, every optimizer's ``compute_gradients`` (so ``minimize``) reduces
     its gradients over the ranks as ``DistributedOptimizer`` does: how ``kiln compile
     --distributed`` makes a plain TF1 model data-parallel."""
-    transform = functools.partial(fused_allreduce, op=_reduce_op(None, op))
+    transform = functools.partial(fused_allreduce, op=_reduce_op(None, op), num_groups=num_groups)
     GRADIENT_TRANSFORMS.append(transform)
     try:
         yield
@@ -191,20 +208,22 @@ def distributed_gradients(op=Average):
 
 class DistributedOptimizer(Optimizer):
     """Wraps a TF1 optimizer: ``compute_gradients`` averages the gradients over the ranks
-    (one fused allreduce per dtype), ``apply_gradients`` is the wrapped optimizer's."""
+    (one fused allreduce per dtype, or per dtype and each of ``num_groups`` groups of
+    variables, as Horovod's ``num_groups``), ``apply_gradients`` is the wrapped optimizer's."""
 
     def __init__(self, optimizer, name=None, use_locking=False, device_dense="", device_sparse="",
-                 compression=Compression.none, sparse_as_dense=False, op=Average, **unused):
+                 compression=Compression.none, sparse_as_dense=False, op=Average, num_groups=0, **unused):
         super().__init__(use_locking, name or f"Distributed{type(optimizer).__name__}")
         self._optimizer = optimizer
         self._op = _reduce_op(None, op)
+        self._num_groups = num_groups
 
     def compute_gradients(self, *args, **kwargs):
         """The wrapped optimizer's gradients, averaged (or summed) over all ranks."""
         pairs = self._optimizer.compute_gradients(*args, **kwargs)
         if GRADIENT_TRANSFORMS:  # inside distributed_gradients(): already reduced
             return pairs
-        grads = fused_allreduce([g for g, _ in pairs], self._op)
+        grads = fused_allreduce([g for g, _ in pairs], self._op, self._num_groups)
         return list(zip(grads, [v for _, v in pairs]))
 
     def apply_gradients(self, *args, **kwargs):

@@ -15,6 +15,7 @@ own dropout masks, :func:`rank_rng_step`).  Never imports ``compiler``.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -42,46 +43,96 @@ def shard_batches(source, batch_size, rank, size, **batch_args):
 
 
 class DistributedStep:
-    """The two-entry train step with the fused allreduce between (module doc)."""
+    """The split train step with the fused allreduces between (module doc).  With several
+    fusion groups the grads entries run in stages: while stage k+1 computes the rest of the
+    backward pass, stage k's buffers are reduced on a helper thread (mpi4py releases the
+    GIL in MPI calls, the runtime in native calls), so communication overlaps compute."""
 
     def __init__(self, art, record, comm):
         self.comm, self.record = comm, record
         model = art.manifest["model"]["entries"]["train"]
-        spec = art.entry(record["grads"])
-        by_name = {s.name: s for s in spec.feeds}
+        stages = record.get("stages") or [{"entry": record["grads"], "reduce": record["reduce"], "cut": []}]
+        self.stages = []  # (entry, its feed names, [(input, output, op, fetch spec)])
+        for stage in stages:
+            spec = art.entry(stage["entry"])
+            fetches = {f.name: f for f in spec.fetches}
+            self.stages.append((stage["entry"], {f.name for f in spec.feeds},
+                                [(r["input"], r["output"], r["op"], fetches[r["input"]]) for r in stage["reduce"]]))
+        first = art.entry(record["grads"])
+        by_name = {s.name: s for s in first.feeds}
         self.info = EntryInfo(record["grads"], list(model["feeds"]), dict(model["fetches"]),
                               [by_name[f] for f in model["feeds"]])
-        fetch_specs = {f.name: f for f in spec.fetches}
-        self.buffers = [(r["input"], r["output"], r["op"], fetch_specs[r["input"]]) for r in record["reduce"]]
-        self.metric_keys = scalar_keys(self.info, fetch_specs)
+        self.metric_keys = scalar_keys(self.info, {f.name: f for f in first.fetches})
+        self.buffers = [b for *_, bufs in self.stages for b in bufs]
         self.apply_feeds = set(s.name for s in art.entry(record["apply"]).feeds)
-        self.reduce_s = 0.0  # seconds spent in allreduce (bench: share of the step)
+        self.reduce_s = 0.0  # seconds the step waited for allreduces (bench: share of the step)
         self.steps = 0
 
     def run(self, state, x, y, feature_shape, n_global) -> dict:
         """One step on this rank's shard ``x, y`` of a global batch of ``n_global``; returns
-        the fetches of both entries (a fetch that depends on the reduced gradients comes
+        the fetches of every entry (a fetch that depends on the reduced gradients comes
         from the apply entry; only the apply entry's when this rank's shard is empty)."""
         n = len(x)
-        out = state.run(self.info.name, batch_feeds(self.info, x, y, feature_shape)) if n else {}
-        feeds = {k: v for k, v in out.items() if k in self.apply_feeds}
+        data = batch_feeds(self.info, x, y, feature_shape) if n else {}
         scale = n * self.comm.size / n_global
-        t0 = time.perf_counter()
-        for src, dst, op, spec in self.buffers:
-            buf = out[src] if n else np.zeros(tuple(spec.shape), spec.dtype)
-            if op == "average" and scale != 1.0:
-                buf *= buf.dtype.type(scale)  # example-weighted mean over uneven shards
-            feeds[dst] = self.comm.allreduce(buf, op)
-        self.reduce_s += time.perf_counter() - t0
+        out, feeds, pending = {}, {}, None
+        for k, (entry, names, bufs) in enumerate(self.stages):
+            if n:
+                out.update(state.run(entry, {name: v for name, v in {**data, **out}.items() if name in names}))
+            jobs = [(dst, op, _scaled(out[src] if n else np.zeros(tuple(spec.shape), spec.dtype), op, scale))
+                    for src, dst, op, spec in bufs]
+            self._wait(pending)  # collectives stay in the same order on every rank
+            pending = self._reduce(jobs, feeds, background=k + 1 < len(self.stages))
+        self._wait(pending)
         self.steps += 1
-        if n and len(self.apply_feeds - set(feeds)):
-            feeds.update({k: v for k, v in batch_feeds(self.info, x, y, feature_shape).items()
-                          if k in self.apply_feeds})
+        feeds.update({name: v for name, v in {**data, **out}.items() if name in self.apply_feeds})
         missing = self.apply_feeds - set(feeds)
         if missing:
             raise TrainerError(f"rank {self.comm.rank}: entry {self.record['apply']!r} needs "
                                f"{sorted(missing)} but this rank's shard of the batch is empty")
         return {**out, **state.run(self.record["apply"], feeds)}
+
+    def _reduce(self, jobs, into, background):
+        """Allreduce ``jobs`` (output name, op, buffer) into ``into``: now, or on a helper
+        thread (returned, for :meth:`_wait`)."""
+        def work():
+            for dst, op, buf in jobs:
+                into[dst] = self.comm.allreduce(buf, op)
+
+        if not background:
+            t0 = time.perf_counter()
+            work()
+            self.reduce_s += time.perf_counter() - t0
+            return None
+        box = {}
+
+        def guarded():
+            try:
+                work()
+            except BaseException as err:  # re-raised by _wait on the step's thread
+                box["error"] = err
+
+        thread = threading.Thread(target=guarded, name="kiln-allreduce", daemon=True)
+        thread.start()
+        return thread, box
+
+    def _wait(self, pending):
+        if pending is None:
+            return
+        thread, box = pending
+        t0 = time.perf_counter()
+        thread.join()
+        self.reduce_s += time.perf_counter() - t0
+        if "error" in box:
+            raise box["error"]
+
+
+def _scaled(buf, op, scale):
+    """``buf`` (in place) times this rank's share of the examples, for the example-weighted
+    mean over uneven shards (``average`` only)."""
+    if op == "average" and scale != 1.0:
+        buf *= buf.dtype.type(scale)
+    return buf
 
 
 def run_train_epoch(step, state, source, batch_size, mean, tick=None, **batch_args) -> int:

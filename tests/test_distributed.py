@@ -79,7 +79,7 @@ def test_split_entry_puts_the_update_after_the_allreduce(fresh_graph):
     w = tf.get_variable("w", [4, 2])
     loss = tf.reduce_mean(tf.square(tf.matmul(x, w)), name="loss")
     train = hvd.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1)).minimize(loss)
-    (g_fetch, g_targets, g_feeds), (a_fetch, a_targets, a_feeds), record = split_entry(
+    [(g_fetch, g_targets, g_feeds)], (a_fetch, a_targets, a_feeds), record = split_entry(
         fresh_graph, [loss], [train], [x])
     assert g_targets == [] and g_feeds == [x] and loss in g_fetch
     reduce = record["reduce"][0]
@@ -104,6 +104,18 @@ def test_split_entries_only_train(fresh_graph):
     entries["eval"] = EntryPoint("eval", [x], {"loss": hvd.allreduce(loss)})
     with pytest.raises(ValueError, match="only the 'train' entry"):
         split_entries(fresh_graph, entries)
+
+
+def test_fusion_groups_last_layers_first(fresh_graph):
+    grads = [tf.zeros([10, 10]), None, tf.zeros([10]), tf.zeros([5, 10]), tf.zeros([30])]
+    assert hvd.fusion_groups(grads, 1) == [[0, 2, 3, 4]]
+    # a gradient joins the group where its first element falls (190 elements: 0-94 | 95-189)
+    assert hvd.fusion_groups(grads, 2) == [[2, 3, 4], [0]]  # 10+50+30 | 100 elements
+    assert hvd.fusion_groups(grads, 9) == [[4], [2, 3], [0]]  # at most 4 groups; none empty
+    reduced = hvd.fused_allreduce(grads, num_groups=2)
+    ops = [op for op in fresh_graph.get_operations() if op.type == "hvd_allreduce"]
+    assert [op.attrs["group"] for op in ops] == [0, 1] and reduced[1] is None
+    assert [op.inputs[0].shape.as_list() for op in ops] == [[90], [100]]
 
 
 def test_horovod_api_errors():
@@ -148,12 +160,13 @@ def test_horovod_program_two_ranks_match_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """The fixture MLP compiled with --distributed, with SGD and with Adam, and without
-    --distributed (one ``train`` entry) with SGD."""
+    """The fixture MLP compiled with --distributed, with SGD and with Adam; without
+    --distributed (one ``train`` entry) with SGD; and with SGD in 2 fusion groups."""
     mpi_kit.mpiexec_or_skip()
     root = tmp_path_factory.mktemp("dist")
     out = {}
-    for name, flags in (("sgd", ["--distributed"]), ("adam", ["--distributed"]), ("plain", [])):
+    for name, flags in (("sgd", ["--distributed"]), ("adam", ["--distributed"]), ("plain", []),
+                        ("sgd2", ["--distributed", "--fusion-groups", "2"])):
         res = mpi_kit.kiln("compile", MODEL, "-o", root / name, "--no-dump-ir", *flags,
                            KILN_TEST_OPTIMIZER="adam" if name == "adam" else "sgd")
         assert res.returncode == 0, res.stderr
@@ -171,12 +184,14 @@ def _train(artifact, tmp, tag, batch, workers=1, *more, epochs=2):
     return res, rows, values, meta
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_kiln_train_two_workers_match_one(artifacts, tmp_path, optimizer):
+@pytest.mark.parametrize("two, one", [("sgd", "sgd"), ("adam", "adam"), ("sgd2", "sgd")])
+def test_kiln_train_two_workers_match_one(artifacts, tmp_path, two, one):
     """kiln train --workers 2 --batch-size 32 == one process --batch-size 64: every epoch's
-    metrics (global means) and the final variables; only rank 0 wrote checkpoints/metrics."""
-    _, rows1, vars1, _ = _train(artifacts[optimizer], tmp_path, "one", 64)
-    res, rows2, vars2, meta = _train(artifacts[optimizer], tmp_path, "two", 32, 2)
+    metrics (global means) and the final variables; only rank 0 wrote checkpoints/metrics.
+    ``sgd2``: the backward pass in two stages, the first group's allreduce overlapping the
+    second stage (same result as one fused buffer)."""
+    _, rows1, vars1, _ = _train(artifacts[one], tmp_path, "one", 64)
+    res, rows2, vars2, meta = _train(artifacts[two], tmp_path, "two", 32, 2)
     assert res.stdout.count("kiln: trained to epoch 2/2") == 1  # rank 0 reports
     assert meta["steps"] == 2 * 26 and vars2["global_step"] == 52
     for a, b in zip(rows2, rows1):

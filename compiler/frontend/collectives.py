@@ -121,11 +121,15 @@ def run_split(split, run, tensors, targets, feeds, comm=None) -> dict:
 
 
 def split_entry(graph, fetches, targets, feeds):
-    """``kiln compile``'s split of an entry whose walk reaches collective ops: ``None``
-    when it reaches none, else ``(grads entry, apply entry, record)``: each entry a
-    ``(fetches, targets, feeds)`` tuple; the record (manifest JSON) names, per allreduce,
-    its op (``average``/``sum``/...), input tensor (a grads-entry fetch) and output tensor
-    (an apply-entry feed), and the fetches computed by the grads entry (``early``)."""
+    """``kiln compile``'s split of an entry whose walk reaches allreduce ops: ``None`` when
+    it reaches none, else ``(grads entries, apply entry, record)``, each entry a
+    ``(fetches, targets, feeds)`` tuple.  One grads entry per fusion group (the allreduce
+    ops' ``group`` attr, 0 first: the last layers' gradients), each computing what the
+    earlier ones did not and fed their boundary tensors (:func:`_stages`), so the host can
+    reduce one group while the next entry runs the rest of the backward pass.  The record
+    (manifest JSON) names per allreduce its op (``average``/``sum``/...), input (a grads-entry
+    fetch) and output (an apply-entry feed); per stage its allreduces and fed boundary
+    tensors (``cut``); and the fetches the first stage computes (``early``)."""
     fed = set(feeds)
     ops = reached(graph, fetches, targets, fed)
     if not ops:
@@ -135,14 +139,44 @@ def split_entry(graph, fetches, targets, feeds):
         raise ValueError(f"{unsupported[0].type} '{unsupported[0].name}': a compiled entry can be split "
                          "around allreduce ops only (one level, no collective feeding another)")
     split = Split(ops, fetches, fed)
-    grads = (list(dict.fromkeys(split.early + split.inputs)), [], list(feeds))
+    grads, stages = _stages(ops, split.early, feeds)
     outputs = [op.outputs[0] for op in ops]
     offered = outputs + split.early + [t for t in feeds if t not in outputs + split.early]
     apply = (split.late, list(targets), consumed(offered, split.late, targets))
-    record = {"reduce": [{"op": op.attrs["op"], "input": op.inputs[0].name, "output": op.outputs[0].name}
-                         for op in ops],
-              "early": [t.name for t in split.early]}
+    reduce = lambda op: {"op": op.attrs["op"], "input": op.inputs[0].name, "output": op.outputs[0].name}  # noqa: E731
+    record = {"reduce": [reduce(op) for op in ops], "early": [t.name for t in split.early],
+              "stages": [{"reduce": [reduce(op) for op in g_ops], "cut": [t.name for t in cut]}
+                         for g_ops, cut in stages]}
     return grads, apply, record
+
+
+_RECOMPUTED = ("const", "variable", "placeholder")  # never passed between stages
+
+
+def _stages(ops, early, feeds):
+    """The grads entries of the fusion groups of ``ops`` and, per stage, ``(its allreduce
+    ops, the boundary tensors it is fed from earlier stages)``; a boundary tensor becomes a
+    fetch of the stage that computes it."""
+    fed = set(feeds)
+    by_group = {}
+    for op in ops:
+        by_group.setdefault(op.attrs.get("group", 0), []).append(op)
+    entries, stages, producer = [], [], {}
+    for k, group in enumerate(sorted(by_group)):
+        g_ops = by_group[group]
+        fetch = list(dict.fromkeys((early if k == 0 else []) + [op.inputs[0] for op in g_ops]))
+        cut = consumed(list(producer), fetch, [])
+        for t in cut:
+            if t not in entries[producer[t]][0]:
+                entries[producer[t]][0].append(t)
+        closure = needed_ops([t.op for t in fetch if t not in fed], fed | set(cut))
+        for op in closure:
+            if op.type not in _RECOMPUTED:
+                for t in op.outputs:
+                    producer.setdefault(t, k)
+        entries.append((fetch, [], list(feeds) + cut))
+        stages.append((g_ops, cut))
+    return entries, stages
 
 
 def consumed(offered, tensors, targets) -> list:
