@@ -156,8 +156,9 @@ class BroadcastGlobalVariablesHook:
 
 def fusion_groups(grads, num_groups):
     """Indices of the non-None ``grads`` in ``num_groups`` contiguous groups of about equal
-    element counts, the **last** variables' group first (their gradients are ready first in
-    the backward pass).  ``num_groups`` <= 1: one group."""
+    element counts (a gradient joins the group its middle element falls in), the **last**
+    variables' group first (their gradients are ready first in the backward pass).
+    ``num_groups`` <= 1: one group."""
     idx = [i for i, g in enumerate(grads) if g is not None]
     sizes = [grads[i].shape.num_elements() for i in idx]
     if any(s is None for s in sizes):
@@ -166,7 +167,7 @@ def fusion_groups(grads, num_groups):
     k = max(1, min(int(num_groups or 1), len(idx)))
     total, groups, run = sum(sizes), [[] for _ in range(k)], 0
     for i, n in zip(idx, sizes):
-        groups[min(k - 1, run * k // max(total, 1))].append(i)
+        groups[min(k - 1, (2 * run + n) * k // max(2 * total, 1))].append(i)  # where its middle falls
         run += n
     return [g for g in reversed(groups) if g]
 

@@ -109,7 +109,7 @@ def test_split_entries_only_train(fresh_graph):
 def test_fusion_groups_last_layers_first(fresh_graph):
     grads = [tf.zeros([10, 10]), None, tf.zeros([10]), tf.zeros([5, 10]), tf.zeros([30])]
     assert hvd.fusion_groups(grads, 1) == [[0, 2, 3, 4]]
-    # a gradient joins the group where its first element falls (190 elements: 0-94 | 95-189)
+    # a gradient joins the group its middle element falls in (190 elements: 0-94 | 95-189)
     assert hvd.fusion_groups(grads, 2) == [[2, 3, 4], [0]]  # 10+50+30 | 100 elements
     assert hvd.fusion_groups(grads, 9) == [[4], [2, 3], [0]]  # at most 4 groups; none empty
     reduced = hvd.fused_allreduce(grads, num_groups=2)
