@@ -118,6 +118,11 @@ def train(artifact_dir, data, epochs=1, batch_size=32, val_split=0.1, val_data=N
     written as TensorBoard scalars (step = epoch) to an event file there;
     ``curves.png`` is drawn at the end (and every ``plot_every`` epochs).  Ctrl-C raises
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the checkpoint to resume.
+
+    Under an MPI launcher (``kiln train --workers N``, ``mpiexec``) each process is one rank
+    of a data-parallel run of an artifact compiled with ``--distributed``: ``batch_size``
+    per rank, rank 0's weights and checkpoint broadcast, rank 0 alone writing checkpoints,
+    metrics and plots (``runtime.distributed``, docs/distributed.md).
     """
     comm = communicator()
     if comm.rank != 0:  # rank 0 alone restores, logs and writes checkpoints, metrics and plots
@@ -140,8 +145,8 @@ def _quiet(*_args, **_kwargs):
 
 
 def _distributed_step(art, comm):
-    """The two-entry step of a distributed artifact (None for a single-entry one, which
-    only one process can train)."""
+    """The split step of a distributed artifact (None for a single-entry one, which only
+    one process can train)."""
     record = dist.distributed_record(art)
     if record is None:
         if comm.size > 1:
@@ -167,7 +172,8 @@ def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_
         dist.broadcast_state(state, step.comm)
     run_log.backfill(history, run_ids)
     saved_epoch = start
-    record = {"seed": seed, "batch_size": batch_size, "data": data_key(data),
+    record = {"seed": seed, "batch_size": batch_size, "ranks": step.comm.size if step else 1,
+              "data": data_key(data),
               "val_split": 0.0 if val_data is not None else float(val_split or 0.0),
               "val_data": data_key(val_data), "resize_images": bool(resize_images)}
     if start >= epochs:
