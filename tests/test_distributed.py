@@ -160,16 +160,17 @@ def test_horovod_program_two_ranks_match_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """The fixture MLP compiled with --distributed, with SGD and with Adam; without
-    --distributed (one ``train`` entry) with SGD; and with SGD in 2 fusion groups."""
+    """The fixture MLP compiled with --distributed with SGD; with hvd.DistributedOptimizer
+    (Adam) and no flag; without --distributed (one ``train`` entry) with SGD; and with SGD
+    in 2 fusion groups."""
     mpi_kit.mpiexec_or_skip()
     root = tmp_path_factory.mktemp("dist")
     jobs = {}
-    for name, flags in (("sgd", ["--distributed"]), ("adam", ["--distributed"]), ("plain", []),
+    for name, flags in (("sgd", ["--distributed"]), ("adam", []), ("plain", []),
                         ("sgd2", ["--distributed", "--fusion-groups", "2"])):  # compiled side by side
         cmd = [sys.executable, "-m", "compiler.cli", "compile", MODEL, "-o", str(root / name), "--no-dump-ir", *flags]
         jobs[name] = subprocess.Popen(cmd, cwd=mpi_kit.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=mpi_kit.env(KILN_TEST_OPTIMIZER="adam" if name == "adam" else "sgd"))
+                                      text=True, env=mpi_kit.env(KILN_TEST_OPTIMIZER="hvd-adam" if name == "adam" else "sgd"))
     for name, job in jobs.items():
         _, err = job.communicate(timeout=300)
         assert job.returncode == 0, err
@@ -194,6 +195,8 @@ def test_kiln_train_two_workers_match_one(artifacts, tmp_path, two, one):
     second stage (same result as one fused buffer)."""
     _, rows1, vars1, _ = _train(artifacts[one], tmp_path, "one", 64)
     res, rows2, vars2, meta = _train(artifacts[two], tmp_path, "two", 32, 2)
+    with open(os.path.join(artifacts[two], "manifest.json")) as f:
+        assert "train_grads" in json.load(f)["entry_points"]  # adam: split by hvd.DistributedOptimizer
     assert res.stdout.count("kiln: trained to epoch 2/2") == 1  # rank 0 reports
     assert meta["steps"] == 2 * 26 and vars2["global_step"] == 52
     for a, b in zip(rows2, rows1):
