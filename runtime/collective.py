@@ -88,7 +88,7 @@ class LocalComm:
 
 
 class MPIComm:
-    """``MPI.COMM_WORLD`` with deadline-polled nonblocking collectives (module doc)."""
+    """``MPI.COMM_WORLD`` with collectives under a deadline watchdog (module doc)."""
 
     is_mpi = True
 

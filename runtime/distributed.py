@@ -4,8 +4,10 @@ An artifact compiled with ``kiln compile --distributed`` (or from a model that u
 ``hvd.DistributedOptimizer``) has its training step as two entries, recorded in the
 manifest's ``model.distributed``: ``train_grads`` (forward + backward: the metrics and one
 fused gradient buffer per dtype) and ``train_apply`` (the optimizer update, fed the
-reduced buffer).  :class:`DistributedStep` runs them with the allreduce in between, in
-place on the buffer the grads entry returned (no host copy).
+reduced buffer); with fusion groups, further grads entries ``train_grads_1``, ... (the
+record's ``stages``) compute the rest of the backward pass while the earlier buffers are
+reduced.  :class:`DistributedStep` runs them with the allreduces in between, in place on
+the buffers the grads entries returned (no host copy).
 
 Sharding: every rank draws the same global batches (``batch_size * size`` examples, same
 shuffle seed and epoch) and takes the rank-strided slice ``[rank::size]``.  Gradients are
