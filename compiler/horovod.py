@@ -98,6 +98,8 @@ def _reduce_op(average, op):
 def allreduce(tensor, average=None, device_dense="", device_sparse="", compression=Compression.none,
               op=None, name=None):
     """The average (default) or sum of ``tensor`` over all ranks."""
+    if compression is not Compression.none:
+        raise NotImplementedError("hvd.allreduce(compression=...): Kiln reduces uncompressed")
     tensor = tf.convert_to_tensor(tensor)
     return collective_op("hvd_allreduce", tensor, {"op": _reduce_op(average, op)}, name or "HorovodAllreduce")
 
@@ -213,7 +215,17 @@ class DistributedOptimizer(Optimizer):
     variables, as Horovod's ``num_groups``), ``apply_gradients`` is the wrapped optimizer's."""
 
     def __init__(self, optimizer, name=None, use_locking=False, device_dense="", device_sparse="",
-                 compression=Compression.none, sparse_as_dense=False, op=Average, num_groups=0, **unused):
+                 compression=Compression.none, sparse_as_dense=False, backward_passes_per_step=1, op=Average,
+                 gradient_predivide_factor=1.0, average_aggregated_gradients=False, num_groups=0, groups=None,
+                 process_set=None):
+        unsupported = {"compression": compression is not Compression.none,
+                       "backward_passes_per_step": backward_passes_per_step != 1,
+                       "gradient_predivide_factor": gradient_predivide_factor != 1.0,
+                       "groups": groups is not None, "process_set": process_set is not None}
+        for arg, given in unsupported.items():
+            if given:
+                raise NotImplementedError(f"hvd.DistributedOptimizer({arg}=...) is not supported by Kiln "
+                                          "(docs/distributed.md lists what is)")
         super().__init__(use_locking, name or f"Distributed{type(optimizer).__name__}")
         self._optimizer = optimizer
         self._op = _reduce_op(None, op)

@@ -123,6 +123,8 @@ def test_horovod_api_errors():
         hvd.allreduce(tf.constant([1.0]), average=True, op=hvd.Sum)
     with pytest.raises(ValueError, match="scalar"):
         hvd.allgather(tf.constant(1.0))
+    with pytest.raises(NotImplementedError, match="backward_passes_per_step"):
+        hvd.DistributedOptimizer(tf.train.GradientDescentOptimizer(0.1), backward_passes_per_step=2)
 
 
 # ----------------------------------------------------------------------------- 2 ranks
