@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # kiln train --workers re-runs it
     try:
         return args.func(args)
     except CliError as err:

@@ -46,7 +46,7 @@ import numpy as np
 from ..ir.from_graph import RNG_STATE, LoweringError, NeedsStaticBatch, lower_graph
 from ..ir.interpreter import InterpreterError, run_function
 from ..ir.types import shape_str
-from . import errors
+from . import collectives, errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
 from .host_ops import HostFetches, handlers_for, has_host_ops
@@ -106,6 +106,7 @@ class Session:
         self._cache: dict = {}  # run signature (+ fed shapes, + batch size) -> _Plan
         self._static_batch: set = set()  # signatures that cannot keep the batch dim symbolic
         self._host_cache: dict = {}  # run signature -> host-op handlers it needs (host_ops.py)
+        self._splits: dict = {}  # run signature -> collectives.Split or None
         self.host_state: dict = {}  # per-session state of host ops (tf.data iterators)
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
@@ -207,7 +208,16 @@ class Session:
         host = HostFetches(mapper.unique_tensors(), mapper.unique_ops())
         feeds = self._convert_feeds(feed_dict or {})
         host.check_feeds(feeds)
-        tensors, targets = host.device_tensors, host.device_targets
+        values = self._run_tensors(host.device_tensors, host.device_targets, feeds)
+        return mapper.build(host.values(values))
+
+    def _run_tensors(self, tensors, targets, feeds) -> dict:
+        """Run one signature: ``{tensor: value}`` of ``tensors``; a run reaching collective
+        ops (``hvd.allreduce``, ``DistributedOptimizer``) runs in two phases around them
+        (collectives.py)."""
+        split = collectives.cached_plan(self._splits, self.graph, tensors, targets, feeds)
+        if split is not None:
+            return collectives.run_split(split, self._run_tensors, tensors, targets, feeds)
         feeds = feeds_with_defaults(self.graph, feeds, tensors, targets)
         pull = HostPull(self, self._host_handlers(tensors, targets, feeds), feeds)
         fed = sorted([*feeds, *pull.tensors], key=lambda t: (t.op.id, t.name))
@@ -226,7 +236,7 @@ class Session:
             results = self._run_native(plan, by_name)
         else:
             results = self._run_interpreter(plan.fn, by_name)
-        return mapper.build(host.values({t: results[t.name] for t in tensors}))
+        return {t: results[t.name] for t in tensors}
 
     def _host_handlers(self, tensors, targets, feeds) -> list:
         """The host ops this run needs (tf.data iterator initializers and ``get_next``,
