@@ -8,6 +8,8 @@
   (docs/trainer.md).
 * ``kiln inspect TARGET ...`` runs the pass pipeline on a model (or reads an IR dump
   folder) and lists the stages, prints or diffs their IR, or writes Graphviz DOT.
+* ``kiln profile ARTIFACT --data SPEC`` times each kernel of a ``kiln compile --profile``
+  build and writes a Chrome trace (``compiler/cli_profile.py``, docs/performance.md).
 
 Every command loads a model file the same way, through ``compiler.model_file``: the script
 runs with ``__name__ == "kiln_model"`` (its ``if __name__ == "__main__":`` training code does
@@ -338,11 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_run import add_run_commands
 
     add_run_commands(sub)
+    from .cli_profile import add_profile_command
+
+    add_profile_command(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # kiln train --workers re-runs it
     try:
         return args.func(args)
     except CliError as err:

@@ -22,6 +22,8 @@ def _target(args):
         for opt in other.options:
             value = getattr(args, _dest(other, opt), None)
             if other.name != backend.name and value not in (None, False):
+                if (other.name, opt.name) == ("cpu", "profile"):  # also spelled --profile
+                    raise CliError(f"--profile: profiling builds are for --target cpu only, not {backend.name}")
                 raise CliError(f"--{other.name}-{opt.name} applies to --target {other.name}, "
                                f"not {backend.name}")
     options = {opt.name: getattr(args, _dest(backend, opt)) for opt in backend.options}
@@ -40,17 +42,24 @@ def _compile_model(args, target):
     from compiler.codegen.registry import BuildError
     from compiler.frontend.compile_graph import compile_entries
     from compiler.ir.from_graph import LoweringError
+    from compiler.distributed_entries import model_context, split_entries
     from compiler.model_file import ModelFileError, entries_record, load_model
 
     try:
-        model, entries = load_model(args.model)
+        if args.fusion_groups > 1 and not args.distributed:
+            raise CliError("--fusion-groups applies to --distributed")
+        with model_context(args.distributed, args.fusion_groups):
+            model, entries = load_model(args.model)
     except ModelFileError as err:
         raise CliError(str(err))
     start = time.perf_counter()
     try:
-        out = compile_entries(model.graph, {n: e.as_compile_entry() for n, e in entries.items()},
-                              args.output, target=target, dump_ir=args.dump_ir,
-                              manifest_extra={"model": entries_record(args.model, entries)})
+        functions, distributed = split_entries(model.graph, entries)
+        record = entries_record(args.model, entries)
+        if distributed:
+            record["distributed"] = distributed
+        out = compile_entries(model.graph, functions, args.output, target=target, dump_ir=args.dump_ir,
+                              manifest_extra={"model": record})
     except ArtifactDirError as err:
         raise CliError(f"cannot write the artifact: {err}")
     except BuildError as err:  # the backend's toolchain missing or failing
@@ -89,7 +98,7 @@ def cmd_compile(args) -> int:
     m = mf.read_manifest(out)
     print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
     for name, e in entries.items():
-        spec = m["entry_points"][name]
+        spec = m["entry_points"].get(name) or m["entry_points"][name + "_grads"]
         feeds = ", ".join(f"{f['name']}{mf.format_shape(f['shape'])}" for f in spec["feeds"])
         print(f"  {name:<10} feeds: {feeds or '-'}; fetches: {', '.join(e.fetches)}"
               + (f"; targets: {len(e.targets)}" if e.targets else ""))
@@ -108,6 +117,7 @@ examples:
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp --no-dump-ir
   kiln compile samples/mnist_mlp.py -o build/mnist_mlp_gpu --target cuda --cuda-arch sm_90
+  kiln compile samples/mnist_mlp.py -o build/mnist_mlp_prof --profile   (then: kiln profile)
 
 The model file defines build() returning its entry points (see docs/model-files.md).
 The artifact's manifest.json gets a "model" record mapping each entry's fetch keys
@@ -148,6 +158,17 @@ def add_compile_command(sub) -> None:
     comp.add_argument("--target", default="cpu", choices=backend_names(),
                       help=f"code generation target: {', '.join(backend_names())} (default: cpu)")
     _add_backend_options(comp)
+    comp.add_argument("--profile", dest="cpu_profile", action="store_true",
+                      help="same as --cpu-profile: build with timing instrumentation for kiln profile "
+                           "(CPU only; docs/performance.md)")
     comp.add_argument("--dump-ir", action=argparse.BooleanOptionalAction, default=True,
                       help="write the IR after each pass to DIR/ir/<entry>/ (default: on)")
+    comp.add_argument("--distributed", action="store_true",
+                      help="data-parallel training step: the model's gradients are averaged over the ranks "
+                           "of kiln train under mpiexec (train entry split into train_grads + train_apply "
+                           "around one fused allreduce; docs/distributed.md)")
+    comp.add_argument("--fusion-groups", type=int, default=1, metavar="N",
+                      help="--distributed: N fused gradient buffers (last layers first), the backward pass "
+                           "split into N entries so each buffer's allreduce overlaps the rest of backward "
+                           "(default: 1)")
     comp.set_defaults(func=cmd_compile)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from .cli_errors import CliError
 
@@ -49,15 +50,24 @@ def _positive(kind):
 def cmd_train(args) -> int:
     """``kiln train ARTIFACT --data SPEC``: train with checkpoints and metrics; Ctrl-C ends
     with one line naming the checkpoint to resume from (exit status 130)."""
-    import time
-
     from runtime import trainer
+    from runtime.collective import communicator, launched_by_mpi
+
+    from .cli_workers import abort_on_failure, run_workers
 
     _check_artifact(args.artifact)
     if args.val_split is not None and not 0.0 <= args.val_split < 1.0:
         raise CliError(f"--val-split must be in [0, 1), got {args.val_split}")
+    if args.workers > 1 and not launched_by_mpi():
+        return run_workers(args.workers, args.argv)
+    comm = communicator()
+    with abort_on_failure(comm):
+        return _train(trainer, args, time.perf_counter(), comm.rank == 0)
+
+
+def _train(trainer, args, start, lead=True) -> int:
+    """The ``kiln train`` run of this process (one rank of a distributed job)."""
     run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(args.artifact)))
-    start = time.perf_counter()
     try:
         history = _run_trainer(
             trainer.train, args.artifact, args.data, epochs=args.epochs, batch_size=args.batch_size,
@@ -66,8 +76,11 @@ def cmd_train(args) -> int:
             run_dir=run_dir, progress=not args.no_progress, resize_images=args.resize_images,
             plot_every=args.plot_every)
     except trainer.TrainingInterrupted as stop:
-        print(f"kiln: {stop.message()}", file=sys.stderr)
+        if lead:  # rank 0 reports for the job (it alone knows the checkpoints)
+            print(f"kiln: {stop.message()}", file=sys.stderr)
         return 130
+    if not lead:
+        return 0
     where = f"; checkpoints in {args.ckpt_dir}" if args.ckpt_dir else ""
     print(f"kiln: trained to epoch {history[-1]['epoch'] if history else 0}/{args.epochs} in "
           f"{time.perf_counter() - start:.2f} s; metrics in {run_dir}{where}")
@@ -152,6 +165,9 @@ def add_run_commands(sub) -> None:
     _resize_flag(tr, False)
     tr.add_argument("--no-progress", action="store_true", help="no progress bar (none is shown "
                     "when stderr is not a terminal)")
+    tr.add_argument("--workers", type=_positive(int), default=1, metavar="N",
+                    help="data-parallel training on N local processes (runs mpiexec -n N; the artifact "
+                         "needs kiln compile --distributed; --batch-size is per worker; docs/distributed.md)")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a (trained) artifact on a data set",

@@ -108,9 +108,11 @@ def plan_entry(entry: LoweredEntry, target: Target) -> LoweredEntry:
 
 
 def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=None,
-                   target: Target = Target()) -> Path:
+                   target: Target = Target(), sources=None) -> Path:
     """Render ``lowered`` entries into one module with the ABI (the target's backend renders
-    and builds it) and write the artifact."""
+    and builds it) and write the artifact.  A profiling build (the target's ``profile``
+    option) also gets the manifest's ``"profile"`` record (``lower/profile_table.py``;
+    ``sources``: graph op name -> ``"file:line"``, or a callable giving that dict)."""
     t0 = time.perf_counter()
     backend = get_backend(target.backend)
     for e in lowered:
@@ -124,11 +126,17 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
     build = dict(timings or {})
     build["render_s"] = round(time.perf_counter() - t0, 4)
     entries = {e.name: entry_info(e.fn) for e in lowered}
-    return write_artifact(out_dir, source, variables, init, entries, target, build)
+    out = write_artifact(out_dir, source, variables, init, entries, target, build)
+    if target.get("profile"):
+        from .lower.profile_table import profile_record
+
+        _add_manifest_records(out, {"profile": profile_record(programs, sources)})
+    return out
 
 
 def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir: bool = True,
-                      manifest_extra: dict | None = None, timings: dict | None = None, **options) -> Path:
+                      manifest_extra: dict | None = None, timings: dict | None = None, sources=None,
+                      **options) -> Path:
     """Compile IR ``functions`` (``entry name -> Function`` as lowered) into the artifact
     directory ``out_dir`` for ``target`` (a backend name of ``codegen.registry`` with its
     ``options``, e.g. ``"cuda", arch="sm_90", emulate=True, tf32=True``, or a ready
@@ -142,7 +150,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     artifact at ``out_dir`` untouched.  ``manifest_extra`` adds top-level manifest records
     (e.g. the model file's ``"model"``).  The manifest's ``"build"`` record holds the seconds
     spent per stage (``timings`` from the caller, ``pipeline_s``, ``lowering_s``,
-    ``render_s``, ``llvm_optimize_s``, ...).
+    ``render_s``, ``llvm_optimize_s``, ...).  ``sources`` (op name -> ``"file:line"``) feeds a
+    profiling build's manifest record (``build_artifact``).
     """
     start = time.perf_counter()
     tgt = target if isinstance(target, Target) else make_target(target, **options)
@@ -150,7 +159,7 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     check_output_dir(out)
     staged = new_staging_dir(out)
     try:
-        _compile_into(functions, variables, staged, tgt, dump_ir, dict(timings or {}))
+        _compile_into(functions, variables, staged, tgt, dump_ir, dict(timings or {}), sources)
         _finish_manifest(staged, time.perf_counter() - start, manifest_extra or {})
         replace_artifact_dir(staged, out)
     except BaseException:
@@ -159,7 +168,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     return out
 
 
-def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict) -> None:
+def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict,
+                  sources=None) -> None:
     """Optimize, lower, render and build every function into the (staging) folder ``out``."""
     lowered = []
     for name, fn in functions.items():
@@ -176,13 +186,18 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
     t0 = time.perf_counter()
     infos, init = variables(state_keys(e.fn for e in lowered))
     totals["initial_values_s"] = time.perf_counter() - t0
-    build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt)
+    build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt, sources)
 
 
 def _finish_manifest(out: Path, seconds: float, extra: dict) -> None:
     """Add the whole compile's wall time (``build.total_s``) and ``extra`` records to the
     written manifest."""
+    _add_manifest_records(out, extra, total_s=round(seconds, 4))
+
+
+def _add_manifest_records(out: Path, records: dict, **build) -> None:
+    """Add top-level ``records`` (and ``build`` fields) to the manifest written at ``out``."""
     m = mf.read_manifest(out)
-    m["build"]["total_s"] = round(seconds, 4)
-    m.update(extra)
+    m["build"].update(build)
+    m.update(records)
     mf.write_manifest(out, m)

@@ -79,6 +79,16 @@ FUNCTIONS = (
              "Why the last kiln_create on this thread returned NULL (\"\" if it did not).", optional=True),
 )
 
+#: Exported only by a profiling build (``kiln compile --profile``, CPU; docs/performance.md):
+#: not part of the header every target includes.
+PROFILE_FUNCTIONS = (
+    Function("kiln_profile_attach", "void", (("void *", "events"), ("int64_t", "capacity")),
+             "Record events into caller memory of `capacity` 24-byte records (NULL: stop);\n"
+             "resets the count.  Per library, not per state."),
+    Function("kiln_profile_count", "int64_t", (),
+             "Events recorded since the attach (more than `capacity` when some were dropped)."),
+)
+
 #: The signature every ``kiln_entry_<name>`` has (``name`` is a placeholder).
 ENTRY = Function(ENTRY_PREFIX + "NAME", "int32_t",
                  (_STATE, ("int64_t", "batch"), ("const void *const *", "feeds"), ("void *const *", "fetches")),

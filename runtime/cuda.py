@@ -10,19 +10,15 @@ from __future__ import annotations
 import ctypes
 import functools
 
+from .driver import load_driver
+
 _DRIVER_NAMES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
 
 
 @functools.cache
 def _probe() -> tuple:
     """``(device count, reason when 0)``, asked once per process."""
-    lib = None
-    for name in _DRIVER_NAMES:
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
+    lib = load_driver(_DRIVER_NAMES)
     if lib is None:
         return 0, "the NVIDIA driver library (libcuda.so.1) is not installed"
     count = ctypes.c_int(0)

@@ -4,8 +4,8 @@ artifact's ``target`` record (written by the backend that built it, docs/backend
 * ``"host"`` — a plain shared library for this CPU (the CPU backend, and CUDA code built
   for the host emulator): always runnable;
 * ``"cuda"`` — CUDA device code: needs an NVIDIA GPU the driver can use (``runtime.cuda``);
-* ``"mlu"`` — BANG C built by cncc for a Cambricon MLU: this runtime has no CNRT check yet,
-  so such a library is refused (MLU code built for the emulator is ``"host"``).
+* ``"mlu"`` — BANG C built by cncc for a Cambricon MLU: needs CNRT and a device
+  (``runtime.mlu``; MLU code built for the emulator is ``"host"``).
 
 A new backend whose library needs a device adds one entry to :data:`LIBRARY_KINDS`.
 """
@@ -24,16 +24,22 @@ class LibraryKind:
     missing: Callable[[], str]
 
 
-def _cuda_missing() -> str:
-    from . import cuda
+def _device_missing(module: str) -> Callable[[], str]:
+    """``missing()`` for a device kind whose ``runtime.<module>`` has ``device_count()`` and
+    ``why_no_device()`` (imported on first use: the probe loads a vendor library)."""
+    def missing() -> str:
+        import importlib
 
-    return "" if cuda.device_count() > 0 else cuda.why_no_device()
+        probe = importlib.import_module(f"{__package__}.{module}")
+        return "" if probe.device_count() > 0 else probe.why_no_device()
+
+    return missing
 
 
 LIBRARY_KINDS = {
     "host": LibraryKind("this CPU", lambda: ""),
-    "cuda": LibraryKind("a usable CUDA GPU", _cuda_missing),
-    "mlu": LibraryKind("a usable Cambricon MLU", lambda: "Kiln's runtime cannot drive CNRT devices yet"),
+    "cuda": LibraryKind("a usable CUDA GPU", _device_missing("cuda")),
+    "mlu": LibraryKind("a usable Cambricon MLU", _device_missing("mlu")),
 }
 
 

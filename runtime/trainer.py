@@ -20,6 +20,8 @@ import time
 
 from . import checkpoint as ck
 from . import data as kdata
+from . import distributed as dist
+from .collective import communicator
 from .entries import (EntryInfo, Mean, TrainerError, check_features, data_key, entry_info, load_weights,
                       open_data, run_epoch)
 from .scoring import evaluate, predict
@@ -116,22 +118,48 @@ def train(artifact_dir, data, epochs=1, batch_size=32, val_split=0.1, val_data=N
     written as TensorBoard scalars (step = epoch) to an event file there;
     ``curves.png`` is drawn at the end (and every ``plot_every`` epochs).  Ctrl-C raises
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the checkpoint to resume.
+
+    Under an MPI launcher (``kiln train --workers N``, ``mpiexec``) each process is one rank
+    of a data-parallel run of an artifact compiled with ``--distributed``: ``batch_size``
+    per rank, rank 0's weights and checkpoint broadcast, rank 0 alone writing checkpoints,
+    metrics and plots (``runtime.distributed``, docs/distributed.md).
     """
+    comm = communicator()
+    if comm.rank != 0:  # rank 0 alone restores, logs and writes checkpoints, metrics and plots
+        ckpt_dir, resume, overwrite, run_dir, progress, log = None, False, False, None, False, _quiet
     _check_ckpt_dir(ckpt_dir, resume, overwrite)
     art, state, _ = load_weights(artifact_dir)
     run_log = RunLog(run_dir, plot_every=plot_every)
     try:
+        step = _distributed_step(art, comm)
         return _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_dir,
                            resume, seed, run_log, keep, progress, shuffle_buffer, log, overwrite,
-                           resize_images)
+                           resize_images, step)
     finally:
         run_log.close()
         state.close()
 
 
+def _quiet(*_args, **_kwargs):
+    """The log of ranks other than 0."""
+
+
+def _distributed_step(art, comm):
+    """The split step of a distributed artifact (None for a single-entry one, which only
+    one process can train)."""
+    record = dist.distributed_record(art)
+    if record is None:
+        if comm.size > 1:
+            raise TrainerError(f"{comm.size} ranks need an artifact whose train step is split around the "
+                               f"gradient allreduce; recompile {art.path} with kiln compile --distributed "
+                               "(or use hvd.DistributedOptimizer in the model)")
+        return None
+    return dist.DistributedStep(art, record, comm)
+
+
 def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_dir, resume, seed,
-                run_log, keep, progress, shuffle_buffer, log, overwrite, resize_images):
-    tinfo = entry_info(art, "train")
+                run_log, keep, progress, shuffle_buffer, log, overwrite, resize_images, step=None):
+    tinfo = step.info if step else entry_info(art, "train")
     einfo = entry_info(art, "eval") if "eval" in art.entry_points else None
     source, val = _split_for_training(open_data(data), val_data, val_split, seed)
     note = check_features(tinfo, source.feature_shape, resize_images)
@@ -139,9 +167,13 @@ def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_
         log(f"kiln: {note}")
     start, steps, history, saved, run_ids = _resume(state, ckpt_dir, seed, data, log) if resume \
         else (0, 0, [], None, [])
+    if step is not None and step.comm.size > 1:  # rank 0's weights and position, on every rank
+        start, steps, history, saved, run_ids = step.comm.bcast_object((start, steps, history, saved, run_ids))
+        dist.broadcast_state(state, step.comm)
     run_log.backfill(history, run_ids)
     saved_epoch = start
-    record = {"seed": seed, "batch_size": batch_size, "data": data_key(data),
+    record = {"seed": seed, "batch_size": batch_size, "ranks": step.comm.size if step else 1,
+              "data": data_key(data),
               "val_split": 0.0 if val_data is not None else float(val_split or 0.0),
               "val_data": data_key(val_data), "resize_images": bool(resize_images)}
     if start >= epochs:
@@ -151,7 +183,7 @@ def _train_loop(art, state, data, epochs, batch_size, val_split, val_data, ckpt_
     try:
         for epoch in range(start, epochs):
             row = _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, seed,
-                               shuffle_buffer, progress)
+                               shuffle_buffer, progress, step)
             steps += row.pop("_steps")
             history.append(row)
             run_ids.append(run_log.run_id)
@@ -184,8 +216,9 @@ def _newest_of_run(ckpt_dir, run_id, saved, saved_epoch):
 
 
 def _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, seed, shuffle_buffer,
-                 progress) -> dict:
-    """Train one epoch (and validate); the epoch's row, with ``_steps`` the batches run."""
+                 progress, step=None) -> dict:
+    """Train one epoch (and validate); the epoch's row, with ``_steps`` the batches run.
+    With a distributed ``step``, on this rank's shard, the metrics averaged over all ranks."""
     t0 = time.perf_counter()
     bar = progress_bar(source.num_examples, f"epoch {epoch + 1}/{epochs}", progress)
     mean = Mean()
@@ -195,17 +228,24 @@ def _train_epoch(state, tinfo, einfo, source, val, epoch, epochs, batch_size, se
             bar.update(n)
             bar.set_postfix_str(_format(m.result()), refresh=False)
 
+    batch_args = {"epochs": 1, "seed": seed, "start_epoch": epoch, "shuffle_buffer": shuffle_buffer}
     try:
-        run_epoch(state, tinfo, source, batch_size, mean, tick, epochs=1, seed=seed,
-                  start_epoch=epoch, shuffle_buffer=shuffle_buffer)
+        if step is None:
+            run_epoch(state, tinfo, source, batch_size, mean, tick, **batch_args)
+            n_steps = -(-mean.count // batch_size)
+        else:
+            n_steps = dist.run_train_epoch(step, state, source, batch_size, mean, tick, **batch_args)
     finally:
         if bar is not None:
             bar.close()
     row = {"epoch": epoch + 1, **mean.result()}
     if val is not None and einfo is not None:
         vmean = Mean()
-        run_epoch(state, einfo, val, batch_size, vmean, shuffle_buffer=0)
+        if step is None:
+            run_epoch(state, einfo, val, batch_size, vmean, shuffle_buffer=0)
+        else:
+            dist.run_eval(state, einfo, val, batch_size, vmean, step.comm, shuffle_buffer=0)
         row.update(vmean.result("val_"))
     row["time_s"] = round(time.perf_counter() - t0, 4)
-    row["_steps"] = -(-mean.count // batch_size)
+    row["_steps"] = n_steps
     return row

@@ -88,9 +88,9 @@ def test_elementwise_over_several_nram_tiles_per_task():
 @pytest.mark.parametrize("n", [1, 31, 50000])
 @pytest.mark.parametrize("op", ["add", "sub", "mul"])
 def test_vector_intrinsic_tiles_match_numpy(n, op):
-    """y = a op b on flat float32 vectors runs as one __bang_* intrinsic per NRAM tile, over
-    the tile rounded up to 128 bytes (lengths 1, 31: one partial group; 50,000: two tiles per
-    task); IEEE add/sub/mul give numpy's values exactly."""
+    """y = a op b on flat float32 vectors runs as one __bang_* intrinsic per 1024-lane NRAM tile
+    (lengths 1, 31: lanes past the end computed on garbage, never stored; 50,000: two
+    double-buffered tiles per task); IEEE add/sub/mul give numpy's values exactly."""
     rng = np.random.default_rng(n)
     a_val, b_val = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
     graph = tf.Graph()
@@ -158,3 +158,21 @@ def test_row_loops_are_staged_in_nram_tiles(rows, cols):
         with tf.Session(config={"backend": "interpreter"}) as sess:
             want = sess.run(y, feed)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
+def test_a_check_never_lands_in_a_multi_task_kernel():
+    """The error record is written without atomics, which is safe only while every check runs
+    on one task: the scheduled checks program renders one-task kernels, and a loop marked
+    parallel by hand around a check is refused by the renderer instead of racing."""
+    from compiler.codegen.mlu.kernels import MluKernels
+    from compiler.lower import kernel_ir as K
+    from tests.kernel_ir_kit import ordered_checks_program
+
+    program = ordered_checks_program()
+    kernels = MluKernels(program, "train", lambda *a: 0)
+    kernels.kernel(program.kernels[0])
+    assert kernels.launches and all("CNRT_FUNC_TYPE_BLOCK" in line for line in kernels.launches)
+    loop = program.kernels[0].body.body[0]
+    forced = replace(program.kernels[0], body=K.Block([replace(loop, parallel=True)]))
+    with pytest.raises(NotImplementedError, match="runtime check inside a multi-task kernel"):
+        MluKernels(program, "train", lambda *a: 0).kernel(forced)

@@ -14,6 +14,7 @@ from ..artifact import VariableInfo
 from ..compile import CompileError, compile_functions
 from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
 from .graph import GraphKeys
+from .op_source import graph_sources
 
 
 def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool = True,
@@ -30,7 +31,7 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
         return infos, initial_values(graph, infos)
 
     return compile_functions(functions, variables, out_dir, target, dump_ir, manifest_extra, timings,
-                             **options)
+                             sources=lambda: graph_sources(graph), **options)
 
 
 def _lower_entry(name, fetches, targets, feeds):

@@ -15,6 +15,7 @@ import threading
 
 
 from ..ir.types import DType, ShapeError, Sym, TensorType, shape_str
+from .op_source import caller_location
 from .shape_inference import graph_infer, merge_shapes
 from .tensor_shape import TensorShape, graph_dims
 
@@ -116,6 +117,7 @@ class Operation:
         self.control_inputs = list(control_inputs)
         self.device = device
         self.id = graph._next_id()
+        self.source = caller_location()  # (file, line) of the user's code that made it (op_source.py)
         types = [] if ttype is None else ttype if isinstance(ttype, list) else [ttype]
         self.outputs = [Tensor(self, t, i) for i, t in enumerate(types)]
 

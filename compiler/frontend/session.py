@@ -46,12 +46,13 @@ import numpy as np
 from ..ir.from_graph import RNG_STATE, LoweringError, NeedsStaticBatch, lower_graph
 from ..ir.interpreter import InterpreterError, run_function
 from ..ir.types import shape_str
-from . import errors
+from . import collectives, errors
 from .fetches import FetchMapper
 from .graph import Operation, Tensor, get_default_graph
 from .host_ops import HostFetches, handlers_for, has_host_ops
 from .placeholder_default import feeds_with_defaults
 from .run_feeds import HostPull, batch_size, feed_array, shape_key
+from .session_profile import SessionProfiler, profiling_wanted
 from .placement import VariableHomes, choose_target, config_get
 
 _local = threading.local()
@@ -105,11 +106,13 @@ class Session:
         self._cache: dict = {}  # run signature (+ fed shapes, + batch size) -> _Plan
         self._static_batch: set = set()  # signatures that cannot keep the batch dim symbolic
         self._host_cache: dict = {}  # run signature -> host-op handlers it needs (host_ops.py)
+        self._splits: dict = {}  # run signature -> collectives.Split or None
         self.host_state: dict = {}  # per-session state of host ops (tf.data iterators)
         self._artifacts: dict = {}  # artifact dir -> runtime.Artifact
         self._tmpdir = None
         self._closed = False
         self._default_ctx = None
+        self._profiler = SessionProfiler() if profiling_wanted(config) and self.backend != "interpreter" else None
 
     @property
     def graph_def(self):
@@ -133,7 +136,10 @@ class Session:
         self.close()
 
     def close(self):
-        """Free the native states and the per-session artifact directory."""
+        """Free the native states and the per-session artifact directory (reporting the
+        profile first under KILN_PROFILE, session_profile.py)."""
+        if self._profiler is not None:
+            self._profiler.report()
         self._closed = True
         for plan in self._cache.values():
             if plan.state is not None:
@@ -202,7 +208,16 @@ class Session:
         host = HostFetches(mapper.unique_tensors(), mapper.unique_ops())
         feeds = self._convert_feeds(feed_dict or {})
         host.check_feeds(feeds)
-        tensors, targets = host.device_tensors, host.device_targets
+        values = self._run_tensors(host.device_tensors, host.device_targets, feeds)
+        return mapper.build(host.values(values))
+
+    def _run_tensors(self, tensors, targets, feeds) -> dict:
+        """Run one signature: ``{tensor: value}`` of ``tensors``; a run reaching collective
+        ops (``hvd.allreduce``, ``DistributedOptimizer``) runs in two phases around them
+        (collectives.py)."""
+        split = collectives.cached_plan(self._splits, self.graph, tensors, targets, feeds)
+        if split is not None:
+            return collectives.run_split(split, self._run_tensors, tensors, targets, feeds)
         feeds = feeds_with_defaults(self.graph, feeds, tensors, targets)
         pull = HostPull(self, self._host_handlers(tensors, targets, feeds), feeds)
         fed = sorted([*feeds, *pull.tensors], key=lambda t: (t.op.id, t.name))
@@ -221,7 +236,7 @@ class Session:
             results = self._run_native(plan, by_name)
         else:
             results = self._run_interpreter(plan.fn, by_name)
-        return mapper.build(host.values({t: results[t.name] for t in tensors}))
+        return {t: results[t.name] for t in tensors}
 
     def _host_handlers(self, tensors, targets, feeds) -> list:
         """The host ops this run needs (tf.data iterator initializers and ``get_next``,
@@ -263,6 +278,8 @@ class Session:
         from ..compile import finish_entry
 
         target = choose_target(self.backend, self.config, tensors, targets)
+        if self._profiler is not None:
+            target = self._profiler.target(target)
         try:
             lowered = finish_entry(ENTRY, fn, skip_empty=True)
             if lowered.program is None:
@@ -292,6 +309,8 @@ class Session:
             except runtime.ArtifactError:  # a damaged cache entry: rebuild it once
                 shutil.rmtree(path, ignore_errors=True)
                 self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root, target))
+        if self._profiler is not None:
+            self._profiler.watch(path, self._artifacts[path])
         return self._artifacts[path]
 
     def _state_inputs(self, fn) -> dict:

@@ -20,6 +20,7 @@ from ..artifact import KILN_VERSION, new_staging_dir
 from ..codegen.registry import Target
 from ..compile import build_artifact, state_keys
 from .compile_graph import variable_infos
+from .op_source import graph_sources
 
 
 def _attr_token(value, h) -> None:
@@ -112,7 +113,8 @@ def session_artifact(graph, lowered, root, target: Target = Target()) -> Path:
         variables = variable_infos(graph, state_keys([lowered.fn]))
         zeros = {v.name: np.zeros(v.shape, v.dtype) for v in variables}
         build_artifact([lowered], variables, zeros, tmp,
-                       {k: round(v, 4) for k, v in lowered.timings.items()}, target)
+                       {k: round(v, 4) for k, v in lowered.timings.items()}, target,
+                       sources=lambda: graph_sources(graph))
         try:
             os.rename(tmp, final)
         except OSError:  # another builder won the race: use theirs

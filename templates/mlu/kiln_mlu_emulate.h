@@ -15,13 +15,16 @@
 //   * vector intrinsics (__bang_*): every operand lies in NRAM (no GDRAM arithmetic), is
 //     aligned to KILN_MLU_ALIGN (64) bytes, and the element count covers a multiple of
 //     KILN_MLU_NFU_ALIGN (128) bytes;
-//   * __memcpy: the direction (GDRAM2NRAM, NRAM2GDRAM, NRAM2NRAM, GDRAM2GDRAM) matches the
-//     memory spaces of both pointers, and the GDRAM side stays inside one cnrtMalloc block;
+//   * __memcpy: the direction (GDRAM2NRAM, NRAM2GDRAM, ..., SRAM2WRAM) matches the memory
+//     spaces of both pointers, and the GDRAM side stays inside one cnrtMalloc block;
+//   * WRAM/SRAM capacities, the matrix intrinsic, __sync_cluster: kiln_mlu_emulate_cluster.h;
 //   * kernel invocation: a Union1 kernel's task dimension is a multiple of the 4 cores of
 //     a cluster; BLOCK kernels take any positive dimension.
+//   * __memcpy_async / __sync and the further vector intrinsics: kiln_mlu_emulate_vector.h
+//     (rules "async copy not synced", "transpose overlap").
 // How: a host thread's kernels use their own emulated core (NRAM, task ids, first violation);
-// GDRAM blocks and the schedule are shared by the library's threads.  Tasks run one after
-// the other on the calling thread in a seeded order
+// GDRAM blocks and the schedule are shared by the library's threads.  Tasks run on fibers of
+// the calling thread (one after the other unless they meet at __sync_cluster) in a seeded order
 // ($KILN_MLU_SCHEDULE = forward | reverse | shuffle:SEED, or kiln_mlu_set_schedule) so no
 // kernel may depend on the order of its tasks; each KILN_NRAM tile starts filled with 0xCD
 // (reading a tile that was never loaded shows).  GDRAM is plain host memory from
@@ -54,13 +57,16 @@
 #define __mlu_func__ static inline
 #define __mlu_device__ static inline
 
-typedef enum { GDRAM2NRAM, NRAM2GDRAM, NRAM2NRAM, GDRAM2GDRAM } mluMemcpyDirection_t;
+typedef enum { GDRAM2NRAM, NRAM2GDRAM, NRAM2NRAM, GDRAM2GDRAM, GDRAM2SRAM, SRAM2GDRAM, SRAM2NRAM, NRAM2SRAM,
+               SRAM2WRAM, NRAM2WRAM, WRAM2NRAM, GDRAM2WRAM, SRAM2SRAM } mluMemcpyDirection_t;
 typedef enum { cnrtSuccess = 0, cnrtErrorSys = 632006, cnrtErrorNoMem = 632007, cnrtErrorArgsInvalid = 632008 } cnrtRet_t;
 typedef cnrtRet_t cnrtRet;
 typedef enum { cnrtMemcpyHostToDev = 1, cnrtMemcpyDevToDev = 2, cnrtMemcpyDevToHost = 3 } cnrtMemTransDir_t;
 typedef enum { CNRT_FUNC_TYPE_BLOCK = 1, CNRT_FUNC_TYPE_UNION1 = 4 } cnrtFunctionType_t;
 typedef struct { unsigned int x, y, z; } cnrtDim3_t;
 typedef struct kiln_mlu_queue_* cnrtQueue_t;
+
+#include "kiln_mlu_emulate_vector.h"  // more __bang_* intrinsics, __memcpy_async/__sync (Kiln's vector tiles)
 
 namespace kiln_mlu {
 
@@ -83,10 +89,19 @@ struct State {
   const char* kernel = "";                 // the running kernel's name
   std::string error;                        // first violation, "" when none
   unsigned task_id = 0, task_dim = 1;
+  std::vector<Pending> pending;             // its __memcpy_async copies in flight
 };
 
 static Shared& shared() { static Shared* s = new Shared(); return *s; }
-static State& state() { static thread_local std::unique_ptr<State> s(new State()); return *s; }
+// The running task's State (its emulated core's, set by the cluster scheduler) or, on the
+// host side of a launch, the thread's own.
+static State*& running_state() { static thread_local State* r = nullptr; return r; }
+static State& state() {
+  static thread_local std::unique_ptr<State> s(new State());
+  State* r = running_state();
+  return r ? *r : *s;
+}
+static std::vector<Pending>& pending() { return state().pending; }
 
 // Record the first violation (kernel, rule, detail) and stop the running task.
 [[noreturn]] static void violate(const char* rule, const char* fmt, ...) {
@@ -140,28 +155,12 @@ static void check_vector(const char* op, const char* what, const void* p, long l
             "copied to NRAM with __memcpy first)", op, what, p);
   if ((uintptr_t)p % KILN_MLU_ALIGN)
     violate("vector alignment", "%s: operand %s is not %d-byte aligned", op, what, KILN_MLU_ALIGN);
+  async_check(op, what, p, n * size, !strcmp(what, "dst"));
 }
 
-static const char* direction_name(int d) {
-  static const char* names[] = {"GDRAM2NRAM", "NRAM2GDRAM", "NRAM2NRAM", "GDRAM2GDRAM"};
-  return d >= 0 && d < 4 ? names[d] : "unknown";
-}
-
-// __memcpy: the pointers' spaces must be the ones the direction names.
-static void memcpy_checked(void* dst, const void* src, long long bytes, int dir) {
-  if (bytes < 0) violate("__memcpy", "negative size %lld", bytes);
-  bool dst_nram = dir == GDRAM2NRAM || dir == NRAM2NRAM, src_nram = dir == NRAM2GDRAM || dir == NRAM2NRAM;
-  const char* side[] = {"destination", "source"};
-  const void* ptr[] = {dst, src};
-  bool nram[] = {dst_nram, src_nram};
-  for (int i = 0; i < 2; ++i) {
-    bool ok = nram[i] ? in_nram(ptr[i], bytes) : gdram_block(ptr[i], bytes).base != nullptr;
-    if (!ok)
-      violate("__memcpy direction", "%s %s %p (%lld bytes) is not in %s", direction_name(dir), side[i], ptr[i],
-              bytes, nram[i] ? "NRAM" : "a GDRAM block from cnrtMalloc");
-  }
-  memmove(dst, src, (size_t)bytes);
-}
+}  // namespace kiln_mlu
+#include "kiln_mlu_emulate_cluster.h"  // WRAM, SRAM, __memcpy's spaces, matmul, cluster fibers
+namespace kiln_mlu {
 
 static uint64_t mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -210,12 +209,7 @@ static cnrtRet_t invoke(const char* name, cnrtDim3_t dim, cnrtFunctionType_t typ
     if (type == CNRT_FUNC_TYPE_UNION1 && total % KILN_MLU_CLUSTER_CORES)
       violate("task dimension", "a Union1 kernel runs whole clusters: %u tasks is not a multiple of %d cores",
               total, KILN_MLU_CLUSTER_CORES);
-    for (unsigned t : task_order(total)) {
-      s.task_id = t;
-      s.task_dim = total;
-      s.nram_used = 0;
-      body();
-    }
+    run_tasks(task_order(total), type == CNRT_FUNC_TYPE_UNION1, body);
   } catch (Violation&) {
     fprintf(stderr, "kiln_mlu: %s\n", s.error.c_str());
     return cnrtErrorSys;

@@ -2,13 +2,13 @@
 for this host (``module.build_module``) -> a shared library (``build.compile_module``)."""
 from __future__ import annotations
 
-from ..registry import Backend
+from ..registry import Backend, Option
 
 
 def _render(programs, variables, target) -> str:
     from .module import build_module
 
-    return str(build_module(programs, variables))
+    return str(build_module(programs, variables, profile=bool(target.get("profile"))))
 
 
 def _build(source, lib_path, target) -> dict:
@@ -28,7 +28,10 @@ def _record(target) -> dict:
     from .target import host_target
 
     t = host_target()
-    return {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
+    record = {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
+    if target.get("profile"):  # only then: a plain build's record (and cache key) is unchanged
+        record["profile"] = True
+    return record
 
 
 BACKEND = Backend(
@@ -42,4 +45,6 @@ BACKEND = Backend(
     target_record=_record,
     capabilities=_capabilities,
     control_flow=True,
+    options=(Option("profile", "flag", False, help="instrument the library: per kernel call and per "
+                    "worker thread timings for kiln profile (docs/performance.md)"),),
 )

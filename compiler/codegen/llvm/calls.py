@@ -14,6 +14,7 @@ from llvmlite import ir
 from runtime.abi_spec import ERROR_BYTES
 
 from .gemm_kernel import I32, I64, PTR, Indirect, c64, counted_loop, i32, opaque
+from .profile import active as active_profiler
 
 I8 = ir.IntType(8)
 
@@ -50,12 +51,17 @@ def kernel_function(abi, entry: str, name: str) -> ir.Function:
     return kfn
 
 
-def emit_call(abi, b, kfn, where, env) -> None:
+def emit_call(abi, b, kfn, where, env, event_id=0) -> None:
     """Call kernel ``kfn`` with a buffer table; a non-zero code stops the step with the
-    kernel's message prefixed by ``where`` (a string constant or pointer)."""
+    kernel's message prefixed by ``where`` (a string constant or pointer).  In a profiling
+    build the call is recorded as event ``event_id`` (an int or i32 value, ``profile.py``)."""
     state, table, n, err = env
     b.store(ir.Constant(I8, 0), err)
-    rc = b.call(kfn, [table, n, err])
+    profiler = active_profiler(abi.module)
+    if profiler:
+        rc = profiler.timed_call(b, event_id, lambda: b.call(kfn, [table, n, err]))
+    else:
+        rc = b.call(kfn, [table, n, err])
     with b.if_then(b.icmp_signed("!=", rc, i32(0)), likely=False):
         where = abi.cstring(where) if isinstance(where, str) else where
         b.call(abi.snprintf, [abi.error(b, state), c64(ERROR_BYTES),
@@ -74,10 +80,11 @@ def emit_call_args(b, program, args, offsets, bufs, table) -> None:
         b.store(ptr, b.gep(table, [c64(j)], source_etype=PTR))
 
 
-def emit_call_table(abi, b, entry: str, program, calls, functions, env) -> None:
+def emit_call_table(abi, b, entry: str, program, calls, functions, env, first_id: int = 0) -> None:
     """The kernels as data and one loop (the entry's code does not grow with the kernels):
     per call its function, its origin and the indices (into ``bufs``) and byte offsets of its
-    arguments; the loop fills an argument table and calls through the function pointer."""
+    arguments; the loop fills an argument table and calls through the function pointer.
+    Call ``c`` is profiling event ``first_id + c``."""
     state, bufs, n, err = env
     index = {name: i for i, name in enumerate(program.buffers)}
     flat, shifts, starts = [], [], [0]
@@ -108,6 +115,7 @@ def emit_call_table(abi, b, entry: str, program, calls, functions, env) -> None:
             return []
         counted_loop(b, lo, hi, c64(1), fill, name="arg")
         kfn = Indirect(at(b, fns, PTR, c, len(calls)), _KERNEL_TYPE)
-        emit_call(abi, b, kfn, at(b, where, PTR, c, len(calls)), (state, table, n, err))
+        event_id = b.add(b.trunc(c, I32), i32(first_id)) if active_profiler(abi.module) else 0
+        emit_call(abi, b, kfn, at(b, where, PTR, c, len(calls)), (state, table, n, err), event_id)
         return []
     counted_loop(b, c64(0), c64(len(calls)), c64(1), one_call, name="call")

@@ -33,6 +33,7 @@ from runtime.abi_spec import KILN_ENOMEM
 
 from .gemm_kernel import (F32, I32, I64, PTR, TileContext, c64, ceil_div, counted_loop,
                           emit_pack, emit_tile, fptr, imax, imin, intrinsic, new_function)
+from .profile import active as active_profiler
 from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
@@ -250,7 +251,9 @@ def _emit_worker(module, name, cfg, struct, serial):
     with b.if_then(b.icmp_signed(">", count, c64(0))):
         row0, mt = b.select(by_rows, start, c64(0)), b.select(by_rows, count, m)
         col0, nt = b.select(by_rows, c64(0), start), b.select(by_rows, n, count)
-        status = b.call(serial, [row0, col0, mt, nt, *vals[2:nfields - 2]])
+        run = lambda: b.call(serial, [row0, col0, mt, nt, *vals[2:nfields - 2]])
+        profiler = active_profiler(module)  # a profiling build: each thread's share is an event
+        status = profiler.timed_chunk(b, tid, run) if profiler else run()
         with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0))):
             slot = b.gep(fn.args[0], [ir.Constant(I32, 0), ir.Constant(I32, nfields - 1)],
                          source_etype=struct)

@@ -29,9 +29,12 @@ from runtime import abi_spec as spec
 from runtime.abi_spec import ERROR_BYTES, KILN_EINVAL, KILN_ENOMEM
 
 from ...lower import kernel_ir as K
+from ...lower.profile_table import id_bases
 from ..layout import ConstantPool, Place, Variables, max_batch, places, workspace_bytes
 from .calls import emit_call, emit_call_args, emit_call_table, emit_workspace_pointers, kernel_function
 from .gemm_kernel import I8, I32, I64, PTR, c64, counted_loop, i32, intrinsic, new_function, opaque
+from .profile import active as active_profiler
+from .profile import install as install_profiler
 from .steps import emit_steps
 
 ALIGN = spec.BIND_ALIGNMENT  # variables and the workspace (kernels may assume it)
@@ -306,8 +309,9 @@ def _buffer_pointer(abi: _Abi, b, place: Place, env):
     return b.gep(env["ws"], [offset], source_etype=I8)
 
 
-def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
-    """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies."""
+def _emit_entry(abi: _Abi, entry: str, program, kernel_names, step_id: int = 0) -> None:
+    """``kiln_entry_<entry>``: batch check, workspace, bufs[], kernels, copies.  In a profiling
+    build the step is event ``step_id`` and kernel ``i``'s calls are ``step_id + 1 + i``."""
     if len(kernel_names) != len(program.kernels):
         raise ValueError(f"entry {entry!r}: {len(kernel_names)} rendered kernels for "
                          f"{len(program.kernels)} in the program")
@@ -322,6 +326,8 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
         with b.if_then(b.icmp_signed("<", batch, c64(1)), likely=False):
             abi.fail(b, state, KILN_EINVAL, "batch size must be >= 1, got %lld", batch)
         n = batch
+    profiler = active_profiler(abi.module)
+    step_start = profiler.now(b) if profiler else None
     env = {"n": n, "state": state, "feeds": feeds, "fetches": fetches,
            "ws": _grow_workspace(abi, b, state, program, n)}
     slot = {d.name: b.gep(bufs, [c64(i)], source_etype=PTR) for i, d in enumerate(decls)}
@@ -334,7 +340,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
     calls = [(k, None, None) if isinstance(k, str) else tuple(k) for k in kernel_names]
     functions = [kernel_function(abi, entry, name) for name, _, _ in calls]
     if program.steps is None and calls and all(args is not None for _, args, _ in calls):
-        emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err))
+        emit_call_table(abi, b, entry, program, calls, functions, (state, bufs, n, err), step_id + 1)
     else:  # control flow (or kernels of their own): the calls in the program's steps
         width = max([len(args) for _, args, _ in calls if args is not None] + [1])
         table = opaque(b.alloca(ir.ArrayType(PTR, width), name="args"))
@@ -344,17 +350,20 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names) -> None:
             if args is not None:
                 emit_call_args(b, program, args, offsets, bufs, table)
             emit_call(abi, b, functions[index], kernel.origin or kernel.name,
-                      (state, bufs if args is None else table, n, err))
+                      (state, bufs if args is None else table, n, err), step_id + 1 + index)
 
         emit_steps(b, K.program_steps(program), call, lambda name: b.load(slot[name], typ=PTR))
     for dst, src in program.copies:
         size = _nbytes(b, program.buffers[dst], n)
         b.call(abi.memmove, [b.load(slot[dst], typ=PTR), b.load(slot[src], typ=PTR), size])
+    if profiler:
+        profiler.record(b, step_id, b.trunc(n, I32), step_start)  # a step event's arg: the batch
     b.ret(i32(0))
 
 
 # ----------------------------------------------------------------------------- driver
-def build_module(programs: dict, variables, render=None, module: ir.Module | None = None) -> ir.Module:
+def build_module(programs: dict, variables, render=None, module: ir.Module | None = None,
+                 profile: bool = False) -> ir.Module:
     """One LLVM module: every program's kernels plus the Kiln C ABI over ``variables``.
 
     ``programs`` maps entry names (C identifiers) to kernel-IR ``Program``s; ``variables``
@@ -362,16 +371,20 @@ def build_module(programs: dict, variables, render=None, module: ir.Module | Non
     gives per kernel either a function name (called with the whole buffer table) or
     ``(name, argument buffer names)`` (called with a table of those buffers: a kernel
     function shared by several kernels); the default renders each distinct kernel once.
+    ``profile`` adds the event recorder (``profile.py``; ids of ``lower/profile_table.py``).
     """
     if render is None:
         from .render import render_program_functions as render
     module = module or ir.Module(name="kiln_model")
     abi = _Abi(module, variables)
+    if profile:
+        install_profiler(module)
+    ids = id_bases(programs)
     _emit_constants(abi)
     _emit_create(abi, _emit_destroy(abi))
     _emit_read_write(abi)
     _emit_bind(abi)
     for entry, program in programs.items():
         names = render(module, program, f"kiln_k_{entry}_")
-        _emit_entry(abi, entry, program, list(names))
+        _emit_entry(abi, entry, program, list(names), ids[entry])
     return module

@@ -23,6 +23,7 @@ import llvmlite.ir as ir
 
 from .exprs import AccSlot
 from .gemm_kernel import c64, ceil_div, imin
+from .profile import active as active_profiler
 from .vals import I32, I64, PTR, declare
 from .walk import read_vars
 
@@ -116,7 +117,11 @@ def _outline(r, s, struct, names, extras):
     lo = b.add(start, b.mul(tid, chunk))
     hi = imin(b, b.add(lo, chunk), stop)
     with b.if_then(b.icmp_signed("<", lo, hi)):
-        child.loop_range(s, lo, hi)
+        profiler = active_profiler(r.module)
+        if profiler:  # a profiling build: this thread's chunk is an event (profile.py)
+            profiler.timed_chunk(b, tid, lambda: child.loop_range(s, lo, hi))
+        else:
+            child.loop_range(s, lo, hi)
     b.ret_void()
     child.finish()
     return fn

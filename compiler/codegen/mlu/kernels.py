@@ -2,15 +2,19 @@
 (docs/codegen-mlu.md).
 
 A kernel is planned like the CPU's (loops threaded in place: ``For.parallel``) and each of
-its top-level statements becomes one invocation, so no two tasks ever need a barrier:
+its top-level statements becomes one invocation (only a GEMM's tasks meet at barriers):
 
 * a top-level ``For`` marked parallel: a Union1 kernel of ``kiln_tasks(trip)`` tasks; when
   some of its buffers are accessed elementwise (``staging.py``), task ``taskId`` takes a
-  contiguous span of iterations through NRAM tiles (one ``__bang_*`` intrinsic per tile for
-  a flat float32 add/sub/mul, else scalar code on the tiles); otherwise it takes iterations
+  contiguous span of iterations through NRAM tiles (``__bang_*`` intrinsics on double-buffered
+  tiles where the body has an exact vector form, ``vector.py`` and ``pipeline.py``, else
+  scalar code on the tiles); otherwise it takes iterations
   ``start + taskId, start + taskId + taskDim, ...`` with scalar code on GDRAM;
-* a top-level ``Gemm``: a Union1 kernel, tasks striding over the output rows of every batch
-  item, each output a scalar dot product (no NRAM/WRAM tiles or matrix intrinsic yet);
+* a top-level ``Gemm``: a Union1 kernel (``gemm.py``): float32 ones in NRAM/WRAM tiles
+  through ``__bang_matmul`` (filter tiles shared through cluster SRAM when the rows span
+  several tiles), other dtypes as scalar dot products;
+* a full float32 reduction, or a sum of rows into one row (``reduce.py``): one task
+  streaming the elements through double-buffered NRAM tiles into vector-lane accumulators;
 * anything else (serial loops, loops holding checks, kernels whose statements share
   top-level ``Let``s): one task (``CNRT_FUNC_TYPE_BLOCK``, dimension 1).
 A failed check records the first failure in the step's error record and ends the task.
@@ -20,14 +24,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...lower import kernel_ir as K
+from ...lower.footprint import walk
 from ...lower.schedule import plan_kernel
 from ..c import exprs as c
 from ..cuda.kernels import _buffers_used
 from .capabilities import MLU370, PLAN
-from .staging import LOCAL, VECTOR_LANES, index_forms, retarget, staged_buffers, vector_form
+from .gemm import gemm_kernel
+from .pipeline import nram_floats, tile_loop
+from .reduce import column_reduction, full_reduction
+from .staging import LOCAL, index_forms, retarget, staged_buffers
+from .vector import vector_body
 
 MLU = c.Dialect(name="BANG C", f32_bits="kiln_bits_f32({})", f64_bits="kiln_bits_f64({})",
                 fail="kiln_fail_{kind}(bufs.err, {cid}, {value}); return;", error=NotImplementedError)
+
+
+def _has_check(tree) -> bool:
+    """Whether a ``Check`` lies under ``tree`` (a GEMM's epilogue included)."""
+    return any(isinstance(s, K.Check) or (isinstance(s, K.Gemm) and s.epilogue is not None and _has_check(s.epilogue))
+               for s, _ in walk(tree))
 
 
 @dataclass
@@ -68,18 +83,27 @@ class MluKernels:
         body = k.body.body if isinstance(k.body, K.Block) else [k.body]
         base = c.ident(f"{self.entry}__{k.name}", "k_")
         if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
-            self.serial(f"{base}_s", body)
+            if not self.reduction(f"{base}_r", body,
+                                  full_reduction(body, self.program.buffers, self.x, self.stmts.lines)):
+                self.serial(f"{base}_s", body)
             return
         for j, s in enumerate(body):
             if isinstance(s, K.For) and s.parallel:
                 self.split_loop(f"{base}_p{j}", s)
             elif isinstance(s, K.Gemm):
                 self.gemm(f"{base}_g{j}", s)
+            elif isinstance(s, K.For) and self.reduction(f"{base}_c{j}", [s],
+                                                          column_reduction(s, self.program.buffers, self.x)):
+                continue
             else:
                 self.serial(f"{base}_s{j}", [s])
 
     def _add(self, name, tree, lines, dim, kind, gdram=frozenset()) -> None:
-        """One function over ``tree`` with body ``lines``, invoked over ``dim`` tasks of ``kind``."""
+        """One function over ``tree`` with body ``lines``, invoked over ``dim`` tasks of ``kind``.
+        Checks only ever run on one task: their first-failure record is written without atomics."""
+        if kind != "CNRT_FUNC_TYPE_BLOCK" and _has_check(tree):
+            raise NotImplementedError(f"MLU kernel {name}: a runtime check inside a multi-task kernel "
+                                      "(the scheduling pass keeps loops holding checks serial)")
         self.functions.append(MluFunction(name, self.decls(tree, gdram), "\n".join(lines)))
         self.launches.append(f"KILN_MLU_RUN({name}, {dim}, {kind});")
 
@@ -87,21 +111,33 @@ class MluKernels:
         """One task running ``stmts`` in order."""
         self._add(name, stmts, self.stmts.block(stmts, 1), "1LL", "CNRT_FUNC_TYPE_BLOCK")
 
+    def reduction(self, name, tree, found) -> bool:
+        """A reduction on one core's vector lanes, ``found`` by ``reduce.full_reduction`` or
+        ``reduce.column_reduction``; False when there is none or its tiles do not fit NRAM."""
+        if found is None or nram_floats(found[2]) * 4 > MLU370.usable_nram_bytes:
+            return False
+        gdram, before, vector, after, first, count = found
+        lines = [f"  const long long kiln_lo = 0, kiln_hi = {count};",
+                 *tile_loop(vector, first, pipelined=True, before=before), *after]
+        self._add(name, tree, lines, "1LL", "CNRT_FUNC_TYPE_BLOCK", gdram=set(gdram))
+        return True
+
     def split_loop(self, name, f: K.For) -> None:
         """A parallel loop over the tasks: contiguous spans in NRAM tiles when some of its
-        buffers can be staged (``staging.py``), else iterations strided over the tasks."""
+        buffers can be staged (``staging.py``; as vector intrinsics when ``vector_loop`` takes
+        it, else scalar code), else iterations strided over the tasks."""
         units, stored, rows = staged_buffers(f, self.program.buffers, MLU370.usable_nram_bytes)
         if not units:
             return self.strided_loop(name, f)
         staged = sorted(units)
         x, v = self.x, c.ident(f.var.name, "v_")
         start, t = x(f.start), c.ident(LOCAL.name, "v_")
-        vector = vector_form(f, staged)  # its destination is overwritten whole: not loaded
-        overwritten = {vector[1]} - set(vector[2]) if vector else set()
         ptr = (lambda n, p: c.ident(n, p))
         lines = [f"  const long long kiln_trip = ({x(f.stop)}) - ({start}), kiln_per = (kiln_trip + taskDim - 1) / taskDim;",
                  "  const long long kiln_lo = taskId * kiln_per;",
                  "  const long long kiln_hi = kiln_lo + kiln_per < kiln_trip ? kiln_lo + kiln_per : kiln_trip;"]
+        if self.vector_loop(name, f, units, stored, lines):
+            return
         for n in staged:
             lines.append(f"  KILN_NRAM({c.ctype(self.program.buffers[n].dtype)}, {ptr(n, 'b_')}, {rows * units[n]});")
         gdram = (lambda n: f"{ptr(n, 'g_')} + (({start}) + kiln_i0) * {units[n]}LL")
@@ -109,22 +145,28 @@ class MluKernels:
         lines += [f"  for (long long kiln_i0 = kiln_lo; kiln_i0 < kiln_hi; kiln_i0 += {rows}) {{",
                   f"    const long long kiln_len = kiln_hi - kiln_i0 < {rows} ? kiln_hi - kiln_i0 : {rows};",
                   *[f"    __memcpy({ptr(n, 'b_')}, {gdram(n)}, {size(n)}, GDRAM2NRAM);"
-                    for n in staged if n not in overwritten],
+                    for n in staged],
                   *self.tile_body(f, staged, v, t, start),
                   *[f"    __memcpy({gdram(n)}, {ptr(n, 'b_')}, {size(n)}, NRAM2GDRAM);" for n in sorted(stored)], "  }"]
         self._add(name, [f], lines, f"kiln_tasks({x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1",
                   gdram=set(staged))
 
+    def vector_loop(self, name, f: K.For, units, stored, head) -> bool:
+        """The loop as intrinsics on double-buffered NRAM tiles (``vector.py``, ``pipeline.py``)
+        after the ``head`` lines (the task's span), when its body has an exact vector form and
+        its tiles fit NRAM; False otherwise."""
+        vector = vector_body(f, units, stored, self.x, self.program.buffers)
+        if vector is None or nram_floats(vector) * 4 > MLU370.usable_nram_bytes:
+            return False
+        start = self.x(f.start)
+        one_tile = isinstance(f.start, K.Const) and isinstance(f.stop, K.Const) \
+            and int(f.stop.value) - int(f.start.value) <= vector.rows  # no second tile to overlap
+        self._add(name, [f], head + tile_loop(vector, start, pipelined=not one_tile),
+                  f"kiln_tasks({self.x(f.stop)} - ({start}))", "CNRT_FUNC_TYPE_UNION1", gdram=set(units))
+        return True
+
     def tile_body(self, f: K.For, staged, v, t, start) -> list:
-        """The lines computing one tile: one ``__bang_*`` intrinsic over the tile rounded up to
-        whole 128-byte groups (``staging.vector_form``; the padding is never copied back), else
-        the loop's body as scalar code on the NRAM tiles."""
-        vector = vector_form(f, staged)
-        if vector is not None:
-            op, dst, (a, b) = vector
-            ptr = (lambda n: c.ident(n, "b_"))
-            return [f"    {op}({ptr(dst)}, {ptr(a)}, {ptr(b)}, (int)((kiln_len + {VECTOR_LANES - 1}) / "
-                    f"{VECTOR_LANES} * {VECTOR_LANES}));"]
+        """The lines computing one tile with scalar code on the NRAM tiles."""
         return [f"    for (long long {t} = 0; {t} < kiln_len; ++{t}) {{",
                 f"      const long long {v} = ({start}) + kiln_i0 + {t};",
                 f"      (void){v};",
@@ -139,27 +181,7 @@ class MluKernels:
         self._add(name, [f], lines, f"kiln_tasks({trip})", "CNRT_FUNC_TYPE_UNION1")
 
     def gemm(self, name, g: K.Gemm) -> None:
-        """C_b = A'_b B'_b: tasks stride over (batch item, row); each output a dot product,
-        stored, accumulated or handed to the epilogue (``v_acc``, ``v_row``, ``v_col``, ``v_bidx``)."""
-        x = self.x
-        if g.c.transposed:
-            raise NotImplementedError(f"gemm {name}: a transposed C is not supported by the MLU backend yet")
-        ct = c.ctype(self.program.buffers[g.c.buffer].dtype)
-        batch = x(g.batch) if g.batch is not None else "1LL"
-        bs = (lambda o: f"({x(o.batch_stride)})" if o.batch_stride is not None else "0LL")
-        elem = (lambda o, r, cc: f"{c.ident(o.buffer, 'b_')}[({x(o.offset)}) + v_bidx * {bs(o)} + "
-                + (f"({cc}) * ({x(o.ld)}) + ({r})]" if o.transposed else f"({r}) * ({x(o.ld)}) + ({cc})]"))
-        lines = [f"  const long long m = {x(g.m)}, n = {x(g.n)}, kk = {x(g.k)}, nb = {batch};",
-                 "  for (long long kiln_r = taskId; kiln_r < nb * m; kiln_r += taskDim) {",
-                 "    const long long v_bidx = kiln_r / m, row = kiln_r % m, v_row = row;",
-                 "    for (long long col = 0; col < n; ++col) {",
-                 "      const long long v_col = col;",
-                 f"      {ct} acc_ = ({ct})0;",
-                 f"      for (long long i = 0; i < kk; ++i) acc_ += {elem(g.a, 'row', 'i')} * {elem(g.b, 'i', 'col')};"]
-        if g.epilogue is not None:
-            lines += [f"      const {ct} v_acc = acc_;", *self.stmts.lines(g.epilogue, 3)]
-        else:
-            out = f"{c.ident(g.c.buffer, 'b_')}[({x(g.c.offset)}) + v_bidx * {bs(g.c)} + row * ({x(g.c.ld)}) + col]"
-            lines.append(f"      {out} = {out + ' + ' if g.accumulate else ''}acc_;")
-        lines += ["      (void)v_row; (void)v_col;", "    }", "  }"]
-        self._add(name, [g], lines, f"kiln_tasks(({batch}) * ({x(g.m)}))", "CNRT_FUNC_TYPE_UNION1")
+        """A Union1 kernel computing ``g`` (``gemm.py``: NRAM/WRAM tiles and the matrix
+        intrinsic for float32, scalar dot products otherwise)."""
+        lines, tasks = gemm_kernel(self.x, self.stmts, g, self.program.buffers, name)
+        self._add(name, [g], lines, tasks, "CNRT_FUNC_TYPE_UNION1")

@@ -20,6 +20,9 @@ from .. import initializers as inits
 from .. import variables as vs
 
 _VALID_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# Functions (list of gradients -> list of gradients) every compute_gradients applies, e.g.
+# the fused allreduce of ``kiln compile --distributed`` (compiler.horovod.distributed_gradients).
+GRADIENT_TRANSFORMS: list = []
 
 
 def _assert_valid_dtypes(tensors):
@@ -135,6 +138,8 @@ class Optimizer:
             from ..core_api import tuple_
 
             grads = tuple_(grads)
+        for transform in GRADIENT_TRANSFORMS:
+            grads = transform(grads)
         grads_and_vars = list(zip(grads, var_list))
         _assert_valid_dtypes([v for g, v in grads_and_vars if g is not None])
         return grads_and_vars
