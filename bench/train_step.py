@@ -10,10 +10,11 @@ not leak between peers; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are removed for numpy
 warms up, then times ``repeats`` steps; the table shows the median in ms and the ratio of
 each peer to Kiln (> 1 means Kiln is faster), then the best step and the median process CPU
 time per step (all threads, spinning included): on a shared, loaded machine the medians of
-threaded peers mostly measure the scheduler, the best step and CPU time much less so.  The TensorFlow and PyTorch peers run under
-the interpreter that has the framework: this one when it imports it, else the first of
-``/work/tfenv`` / ``/work/torchenv`` (or ``--tf-python`` / ``--torch-python``) that does.
-Missing frameworks show as "-".
+threaded peers mostly measure the scheduler, the best step and CPU time much less so.
+The TensorFlow and PyTorch peers run under the interpreter that has the framework: this one
+when it imports it, else the first of ``/work/tfenv`` / ``/work/torchenv`` (or
+``--tf-python`` / ``--torch-python``) that does.  Missing frameworks show as "-".
+Results and how to read them: docs/performance.md ("Train step vs peers").
 """
 from __future__ import annotations
 
