@@ -3,6 +3,9 @@
 Each configuration (host SIMD, AVX2-only, bias+relu epilogue) is compiled once per module.
 """
 import ctypes
+import os
+import subprocess
+import sys
 
 import llvmlite.ir as ir
 import numpy as np
@@ -24,6 +27,7 @@ def compile_sgemm(tmp_path_factory, tag, cfg=None, epilogue=None, tgt=None):
                                asm_path=str(out / "gemm.s"))
     fn = gemm.bind(ctypes.CDLL(res.path), n_extra=len(epilogue.extra_args) if epilogue else 0)
     fn.asm = (out / "gemm.s").read_text()
+    fn.path = res.path
     return fn
 
 
@@ -106,6 +110,50 @@ def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
     rng = np.random.default_rng(1)
     for beta in (0.0, 1.0):
         check(sgemm, m, n, k, ta, tb, beta, 2, rng)
+
+
+_GUARDED = r"""
+import ctypes, mmap, sys
+import numpy as np
+from compiler.codegen.llvm import gemm
+
+fn = gemm.bind(ctypes.CDLL(sys.argv[1]))
+libc = ctypes.CDLL(None)
+keep = []
+
+def guarded(rows, cols, rng):
+    # a float32 matrix whose last element ends where a PROT_NONE page begins
+    nbytes, page = rows * cols * 4, mmap.PAGESIZE
+    span = (nbytes + page - 1) // page * page + page
+    mm = mmap.mmap(-1, span)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    assert libc.mprotect(ctypes.c_void_p(base + span - page), ctypes.c_size_t(page), 0) == 0
+    arr = np.frombuffer((ctypes.c_char * nbytes).from_address(base + span - page - nbytes), np.float32)
+    arr = arr.reshape(rows, cols)
+    arr[...] = rng.uniform(-1, 1, (rows, cols))
+    keep.append(mm)
+    return arr
+
+rng = np.random.default_rng(3)
+for m, n, k, ta, threads in ((20, 25, 37, 0, 1), (20, 25, 37, 1, 1), (61, 40, 300, 0, 2), (61, 40, 300, 1, 2)):
+    a = guarded(k, m, rng) if ta else guarded(m, k, rng)
+    b = guarded(k, n, rng)
+    c = np.zeros((m, n), np.float32)
+    assert fn(m, n, k, a.ctypes.data, a.shape[1], ta, b.ctypes.data, n, 0, c.ctypes.data, n, 0.0, threads) == 0
+    want = (a.T if ta else a).astype(np.float64) @ b
+    np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-3)
+print("ok")
+"""
+
+
+def test_a_read_in_place_stays_inside_a(sgemm):
+    """Few columns: the tiles read A in place (not transposed, or transposed with lda <= 32);
+    edge rows must not read past A.  A and B end at a PROT_NONE page, so a read past either
+    kills the (separate) process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _GUARDED, sgemm.path], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
 
 
 def test_leading_dims_and_default_threads(sgemm):
