@@ -89,14 +89,15 @@ def _direct(scope, x, w, win: Window) -> None:
         pixel.append(Let(var, select(valid, load, zero(dtype))))  # zero padding, as im2col
     # one partial sum per window row: independent add chains instead of one of KH*KW*C adds
     accs = [ctx.scalar("acc", dtype) for _ in range(kh)]
-    sums = [Accumulate(accs[i], "add", _mul(var, Load(wb, flat_index([i64(i), i64(j), i64(ch), oc], w.type.shape), dtype)))
-            for var, (i, j, ch) in zip(inputs, taps)]
+    weights = [Load(wb, flat_index([i64(i), i64(j), i64(ch), oc], w.type.shape), dtype) for i, j, ch in taps]
+    sums = [Accumulate(accs[i], "add", _mul(var, weight))
+            for var, weight, (i, _, _) in zip(inputs, weights, taps)]
     total, value = ctx.scalar("sum", dtype), accs[0]
     for part in accs[1:]:
         value = Op("add", (value, part), dtype)
     epilogue = scope.epilogue(total, IndexSpace.of_loop(out_shape, [b, oh, ow, oc]))
-    channels = loop_nest([oc], (o,), [DeclareAcc(a, zero(dtype)) for a in accs] + sums + [Let(total, value)] + epilogue,
-                         parallel_outer=False, work=2 * len(taps))
+    inner = [DeclareAcc(a, zero(dtype)) for a in accs] + sums + [Let(total, value)] + epilogue
+    channels = loop_nest([oc], (o,), inner, parallel_outer=False, work=2 * len(taps))
     body = loop_nest([b, oh, ow], out_shape[:3], pixel + [channels], vectorize_inner=False,
                      work=2 * len(taps) * o)
     emit_kernel(ctx, scope.hint("direct"), body)
@@ -158,7 +159,10 @@ def _conv2d_backprop_input(scope):
             return [Accumulate(acc, "add", select(all_of(vh, vw), load, zero(dtype)))]
 
         space = IndexSpace.of_loop(in_shape, v)
-        sums = [s for i in range(kh) for j in range(kw) for s in tap(i64(i), i64(j))] if unrolled else [taps(ctx, win, tap)]
+        if unrolled:
+            sums = [s for i in range(kh) for j in range(kw) for s in tap(i64(i), i64(j))]
+        else:
+            sums = [taps(ctx, win, tap)]
         return [DeclareAcc(acc, zero(dtype))] + sums + scope.epilogue(acc, space)
 
     emit_kernel(ctx, scope.hint("col2im"), nest(ctx, in_shape, body, vectorize=unrolled, work=kh * kw))

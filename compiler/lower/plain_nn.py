@@ -4,9 +4,9 @@ and scatter-adds, random_shuffle.  Semantics are compiler/ir/ops/{nn,conv,array_
 Windows (``Window``) follow conv.py's geometry: input position ``o*stride - pad + k*dilation``;
 a position outside the input is loaded at a clamped index and masked (padding never wins a max,
 adds nothing to a sum).  Gradients are written in gather form where each input element can
-find the windows that cover it (avg_pool_grad, col2im); max_pool_grad writes each tap of a
-window (dy at its first max, else 0) when the windows tile the input, else scatters to the first
-max of each window, serially within a batch item.  Gathers (and reverse_sequence, whose
+find the windows that cover it (avg_pool_grad, col2im); max_pool_grad too when the windows
+tile the input (each element takes dy if it is its window's first max, else 0), else it
+scatters to the first max of each window, serially within a batch item.  Gathers (and reverse_sequence, whose
 lengths give each row's source steps) check their indices first with a ``Check`` carrying
 the interpreter's message; scatter-adds run serially over their rows.
 """
@@ -159,8 +159,8 @@ def _max_pool_grad_tiled(ins, ctx, win: Window):
         oh, ow = idiv(h, kh_n), idiv(w, kw_n)
         loads = [ctx.scalar("x", dtype) for _ in offsets]
         best, first = ctx.scalar("best", dtype), ctx.scalar("first", int64)
-        stmts = [Let(var, Load(xb, flat_index([n, add(mul(oh, kh_n), i), add(mul(ow, kw_n), j), c], x.type.shape), dtype))
-                 for var, (i, j) in zip(loads, offsets)]
+        at = [flat_index([n, add(mul(oh, kh_n), i), add(mul(ow, kw_n), j), c], x.type.shape) for i, j in offsets]
+        stmts = [Let(var, Load(xb, index, dtype)) for var, index in zip(loads, at)]
         top = loads[0]
         for load in loads[1:]:
             top = Op("maximum", (top, load), dtype)
