@@ -1,5 +1,5 @@
 """Lowering of fused contraction groups (compiler/lower/contraction.py, conv_lowering.py) and of
-the plain kinds (plain_ops.py, plain_nn.py): tiny graphs go through the whole pipeline and
+the plain kinds (plain_ops.py, plain_nn.py, pools.py): tiny graphs go through the whole pipeline and
 ``lower_function``; the kernel-IR reference evaluator must give the IR interpreter's numbers at
 batch 1 and 3.  Each test also asserts that the kinds it is about really reached lowering."""
 import numpy as np

@@ -21,7 +21,7 @@ from __future__ import annotations
 from ..ir.types import dim_mul
 from .indexing import add, dim_expr, flat_index, i64, loop_nest, mul
 from .kernel_ir import Accumulate, DeclareAcc, Gemm, Let, Load, Op, Operand, Store
-from .plain_nn import Window, taps
+from .pools import Window, taps
 from .contraction import IndexSpace
 from .plain_ops import all_of, emit_kernel, nest, select, zero
 
