@@ -127,14 +127,15 @@ def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | No
     extra = list(epilogue.extra_args) if epilogue else []
     pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr)
     pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr)
-    tile = emit_tile(module, f"{name}.tile", cfg, epilogue)
-    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tile)
+    tiles = (emit_tile(module, f"{name}.tile", cfg, epilogue),
+             emit_tile(module, f"{name}.tile_in_place", cfg, epilogue, in_place=True))
+    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tiles)
     struct = ir.LiteralStructType(_TYPES + extra + [I32, I32])  # ..., nthreads, status
     worker = _emit_worker(module, f"{name}.worker", cfg, struct, serial)
     return _emit_entry(module, name, extra, struct, serial, worker)
 
 
-def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
+def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     """``int32 serial(row0, col0, mt, nt, K, A, lda, tA, B, ldb, tB, C, ldc, beta, *extra)``.
 
     Computes rows [row0, row0+mt) x columns [col0, col0+nt) of C on the calling thread.
@@ -177,11 +178,10 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
                 a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
                 with b.if_then(b.not_(direct)):
                     b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
-                a_panels = (b.select(direct, a_src, a_buf), b.select(direct, sa_row, kc), a_rs, a_ks)
-                tiles = dict(cfg=cfg, tile=tile, a_panels=a_panels, b_buf=b_buf, kc=kc, c=c,
-                             ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
-                             beta=beta_k, last=last, ep_args=ep_args)
-                _tile_loops(b, **tiles)
+                a_panels = (direct, b.select(direct, a_src, a_buf), b.select(direct, sa_row, kc), a_rs, a_ks)
+                _tile_loops(b, cfg=cfg, tiles=tiles, a_panels=a_panels, b_buf=b_buf, kc=kc, c=c,
+                            ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
+                            beta=beta_k, last=last, ep_args=ep_args)
                 return []
             counted_loop(b, c64(0), mt, c64(cfg.mc), i_block, name="ic")
             return []
@@ -197,10 +197,11 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     return fn
 
 
-def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
-    """For each NR-column panel, for each MR-row panel of the block: one tile call.
-    ``a_panels``: (A block, elements per row of it, A's row and k strides in the tile)."""
-    a_base, a_row, a_rs, a_ks = a_panels
+def _tile_loops(b, cfg, tiles, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
+    """For each NR-column panel, for each MR-row panel of the block: one tile call (the
+    packed-A tile, or the in-place one when ``direct``).  ``a_panels``: (direct, A block,
+    elements per row panel step of it, A's row and k strides for the in-place tile)."""
+    direct, a_base, a_row, a_rs, a_ks = a_panels
 
     def jr_loop(b, jr, _):
         bp = fptr(b, b_buf, b.mul(jr, kc))
@@ -209,8 +210,12 @@ def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, bet
         def ir_loop(b, i, _):
             ap = fptr(b, a_base, b.mul(i, a_row))
             mr = imin(b, c64(cfg.mr), b.sub(mc, i))
-            b.call(tile, [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
-                          beta, last, *ep_args])
+            args = [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr, beta, last, *ep_args]
+            with b.if_else(direct) as (in_place, packed):
+                with in_place:
+                    b.call(tiles[1], args)
+                with packed:
+                    b.call(tiles[0], args)
             return []
         counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")
         return []

@@ -277,14 +277,16 @@ class TileContext:
         return splat(self.builder, scalar, self.cfg.vec)
 
 
-def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
+def emit_tile(module: ir.Module, name: str, cfg, epilogue=None, in_place=False) -> ir.Function:
     """``void tile(Ap, a_rs, a_ks, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
 
     Multiplies an MR-row panel of A by an NR-column panel of packed B over ``kc`` and stores
     the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR): ``C = acc + beta*C`` (C is
-    not read when beta == 0), then the epilogue when ``last``.  A's element (r, k) is at
-    ``Ap[r*a_rs + k*a_ks]``: packed A is ``(1, MR)``, A read in place its own strides; rows
-    r >= mr read row mr-1 (their results are not stored), so no read leaves A.
+    not read when beta == 0), then the epilogue when ``last``.  Packed A (the default) is an
+    MR-high panel (``a_rs``/``a_ks`` unused: its strides are the constants 1 and MR, which
+    keeps the k loop's addressing simplest).  ``in_place``: A's element (r, k) is at
+    ``Ap[r*a_rs + k*a_ks]``, and rows r >= mr read row mr-1 (their results are not stored),
+    so no read leaves A.
     """
     extra = list(epilogue.extra_args) if epilogue else []
     fn, b = new_function(
@@ -295,7 +297,10 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
     ap, a_rs, a_ks, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:13]
     for a in (bp, c):
         a.add_attribute("noalias")
-    rows = [fptr(b, ap, b.mul(imin(b, c64(r), b.sub(mr, c64(1))), a_rs)) for r in range(cfg.mr)]
+    if in_place:
+        rows = [fptr(b, ap, b.mul(imin(b, c64(r), b.sub(mr, c64(1))), a_rs)) for r in range(cfg.mr)]
+    else:
+        rows, a_ks = [fptr(b, ap, c64(r)) for r in range(cfg.mr)], c64(cfg.mr)
     accs = _microkernel(b, module, cfg, rows, a_ks, bp, kc)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
