@@ -158,7 +158,6 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     # of op(A) lie far apart (a transposed A with a long leading dim: measured slower).
     direct = b.and_(b.icmp_signed("<=", nt, c64(DIRECT_A_PANELS * cfg.nr)),
                     b.icmp_signed("<=", sa_k, c64(DIRECT_A_MAX_K_STRIDE)))
-    a_rs, a_ks = b.select(direct, sa_row, c64(1)), b.select(direct, sa_k, c64(cfg.mr))
     ok = b.and_(b.icmp_unsigned("!=", a_buf, ir.Constant(PTR, None)),
                 b.icmp_unsigned("!=", b_buf, ir.Constant(PTR, None)))
 
@@ -178,10 +177,13 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
                 a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
                 with b.if_then(b.not_(direct)):
                     b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
-                a_panels = (direct, b.select(direct, a_src, a_buf), b.select(direct, sa_row, kc), a_rs, a_ks)
-                _tile_loops(b, cfg=cfg, tiles=tiles, a_panels=a_panels, b_buf=b_buf, kc=kc, c=c,
-                            ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
-                            beta=beta_k, last=last, ep_args=ep_args)
+                block = dict(cfg=cfg, b_buf=b_buf, kc=kc, c=c, ldc=ldc, row=b.add(row0, ic),
+                             col=b.add(col0, jc), mc=mc, nc=nc, beta=beta_k, last=last, ep_args=ep_args)
+                with b.if_else(direct) as (in_place, packed):  # one call site per tile: inlined
+                    with in_place:
+                        _tile_loops(b, tile=tiles[1], a_panels=(a_src, sa_row, sa_row, sa_k), **block)
+                    with packed:
+                        _tile_loops(b, tile=tiles[0], a_panels=(a_buf, kc, c64(1), c64(cfg.mr)), **block)
                 return []
             counted_loop(b, c64(0), mt, c64(cfg.mc), i_block, name="ic")
             return []
@@ -197,11 +199,10 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     return fn
 
 
-def _tile_loops(b, cfg, tiles, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
-    """For each NR-column panel, for each MR-row panel of the block: one tile call (the
-    packed-A tile, or the in-place one when ``direct``).  ``a_panels``: (direct, A block,
-    elements per row panel step of it, A's row and k strides for the in-place tile)."""
-    direct, a_base, a_row, a_rs, a_ks = a_panels
+def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
+    """For each NR-column panel, for each MR-row panel of the block: one tile call.
+    ``a_panels``: (A block, its elements per row, A's row and k strides for the tile)."""
+    a_base, a_row, a_rs, a_ks = a_panels
 
     def jr_loop(b, jr, _):
         bp = fptr(b, b_buf, b.mul(jr, kc))
@@ -210,12 +211,8 @@ def _tile_loops(b, cfg, tiles, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, be
         def ir_loop(b, i, _):
             ap = fptr(b, a_base, b.mul(i, a_row))
             mr = imin(b, c64(cfg.mr), b.sub(mc, i))
-            args = [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr, beta, last, *ep_args]
-            with b.if_else(direct) as (in_place, packed):
-                with in_place:
-                    b.call(tiles[1], args)
-                with packed:
-                    b.call(tiles[0], args)
+            b.call(tile, [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
+                          beta, last, *ep_args])
             return []
         counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")
         return []
