@@ -39,11 +39,13 @@ PARALLEL_MIN_WORK = 64 ** 3
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """Register tile (MR x NR, vectors of VEC floats) and cache blocking (KC, MC, NC).
+    """Register tile (MR x NR, vectors of VEC floats), cache blocking (KC, MC, NC), prefetch.
 
     MR*NR/VEC accumulators + NR/VEC B vectors + 1 broadcast must fit the vector
-    registers (32 with AVX-512, 16 with AVX2).  KC*NR floats of B stay near L1,
-    MC*KC of A in L2, KC*NC of B in L3.
+    registers (32 with AVX-512, 16 with AVX2).  A KC x NR panel of B is reused by the
+    MC/MR row panels of an A block (MC*KC floats, in L2); the KC x NC block of B lies in
+    L3.  ``prefetch`` > 0: the micro-kernel prefetches the B panel that many k steps
+    ahead, so a panel's first pass does not wait on L3 (0: hardware prefetch only).
     """
 
     vec: int = 16
@@ -53,19 +55,23 @@ class GemmConfig:
     mc: int = 144
     nc: int = 3072
     fma: bool = True
+    prefetch: int = 0
 
     def __post_init__(self):
         if self.nr % self.vec or self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"inconsistent GEMM blocking {self}")
 
 
-AVX512 = GemmConfig(vec=16, mr=6, nr=32, kc=384, mc=144, nc=3072)
+# AVX-512: 14x32 uses 28 of the 32 zmm as accumulators (28 FMAs per 2 loads and 14
+# broadcasts); KC = 512 halves the passes over C against 256 (measured on a Sapphire
+# Rapids core, docs/performance.md "sgemm").
+AVX512 = GemmConfig(vec=16, mr=14, nr=32, kc=512, mc=98, nc=3072, prefetch=32)
 AVX2 = GemmConfig(vec=8, mr=6, nr=16, kc=256, mc=120, nc=3072)
 SSE = GemmConfig(vec=4, mr=4, nr=8, kc=256, mc=96, nc=2048, fma=False)
 
 
 def config_for(target: HostTarget | None = None, features: str | None = None) -> GemmConfig:
-    """The blocking for a target's SIMD: AVX-512 -> 6x32 of <16 x float>, AVX2 -> 6x16."""
+    """The blocking for a target's SIMD: AVX-512 -> 14x32 of <16 x float>, AVX2 -> 6x16."""
     features = features if features is not None else (target or host_target()).features
     if has_feature(features, "avx512f"):
         return AVX512

@@ -293,7 +293,8 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
     ap, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:11]
     for a in (ap, bp, c):
         a.add_attribute("noalias")
-    accs = _microkernel(b, module, cfg, ap, bp, kc)
+    _prefetch_tile(b, module, cfg, c, ldc, row, col)
+    accs = _microkernel(b, module, cfg, ap, bp, kc, mr)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
                  last=last, epilogue=epilogue, extra=fn.args[11:])
@@ -306,8 +307,62 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
     return fn
 
 
-def _microkernel(b, module, cfg, ap, bp, kc):
-    """The k loop: per k, NR/VEC vectors of B, MR broadcasts of A, MR*NR/VEC FMAs."""
+def prefetch(b, module, ptr, write=True, locality=3):
+    """``llvm.prefetch`` of the cache line at ``ptr`` (a hint: never faults, even past C)."""
+    fn = intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+    b.call(fn, [ptr, i32(int(write)), i32(locality), i32(1)])
+
+
+def _prefetch_tile(b, module, cfg, c, ldc, row, col):
+    """Prefetch the MR x NR tile of C (first and last column of each row) for writing.
+
+    The tile is read (beta != 0, later K blocks) and written after the k loop; with a
+    large ``ldc`` its rows map to few cache sets and come from L3 each time, a latency
+    the thousands of FMAs of the k loop hide once the lines are requested up front.
+    """
+    for r in range(cfg.mr):
+        base = b.mul(b.add(row, c64(r)), ldc)
+        for off in (0, cfg.nr - 1):
+            prefetch(b, module, fptr(b, c, b.add(base, b.add(col, c64(off)))))
+
+
+#: row counts of the reduced k loops an M-edge tile (fewer than MR rows) dispatches to.
+EDGE_ROWS = (1, 2, 4, 8)
+
+
+def _microkernel(b, module, cfg, ap, bp, kc, mr):
+    """The k loop, with as few rows as the tile needs: a full MR-row loop, or for an
+    M-edge tile (``mr < MR``, e.g. a skinny M) the smallest of ``EDGE_ROWS`` covering it,
+    so a 1-row GEMM does not pay MR rows of FMAs.  Returns MR rows of accumulators (rows
+    not computed are zero; the store masks them)."""
+    counts = [r for r in EDGE_ROWS if r < cfg.mr] + [cfg.mr]
+    done = b.append_basic_block("kernel.done")
+    results = []
+    for rows in counts:
+        if rows != cfg.mr:
+            run, skip = b.append_basic_block(f"kernel.r{rows}"), b.append_basic_block()
+            b.cbranch(b.icmp_signed("<=", mr, c64(rows)), run, skip)
+            b.position_at_end(run)
+        accs = _kloop(b, module, cfg, ap, bp, kc, rows)
+        results.append((b.block, accs))
+        b.branch(done)
+        if rows != cfg.mr:
+            b.position_at_end(skip)
+    b.position_at_end(done)
+    nv = cfg.nr // cfg.vec
+    merged = []
+    for i in range(cfg.mr * nv):
+        phi = b.phi(results[0][1][i].type)
+        for block, accs in results:
+            phi.add_incoming(accs[i], block)
+        merged.append(phi)
+    return [merged[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
+
+
+def _kloop(b, module, cfg, ap, bp, kc, rows):
+    """Per k: NR/VEC vectors of B, ``rows`` broadcasts of A (panel stride MR), their FMAs.
+
+    Returns MR*NR/VEC accumulators, row-major; those of rows >= ``rows`` are zero."""
     vty = ir.VectorType(F32, cfg.vec)
     nv = cfg.nr // cfg.vec
     zero = ir.Constant(vty, None)
@@ -317,14 +372,18 @@ def _microkernel(b, module, cfg, ap, bp, kc):
         b_k = fptr(b, bp, b.mul(k, c64(cfg.nr)))
         bv = [b.load(fptr(b, b_k, c64(j * cfg.vec)), typ=vty, align=cfg.vec * 4)
               for j in range(nv)]
+        if cfg.prefetch:  # the B panel's lines `prefetch` k steps ahead (L3 -> L1)
+            for j in range(0, cfg.nr, 16):
+                prefetch(b, module, fptr(b, b_k, c64(cfg.prefetch * cfg.nr + j)), write=False)
         out = []
-        for r in range(cfg.mr):
+        for r in range(rows):
             a = splat(b, b.load(fptr(b, a_k, c64(r)), typ=F32, align=4), cfg.vec)
             out += [vfma(b, module, a, bv[j], accs[r * nv + j], cfg.fma) for j in range(nv)]
         return out
 
-    flat = counted_loop(b, c64(0), kc, c64(1), body, carry=[zero] * (cfg.mr * nv), name="k")
-    return [flat[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
+    flat = counted_loop(b, c64(0), kc, c64(1), body, carry=[zero] * (rows * nv),
+                        name=f"k{rows}")
+    return flat + [zero] * ((cfg.mr - rows) * nv)
 
 
 def _edge_masks(b, cfg, mr, nr):
