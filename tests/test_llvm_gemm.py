@@ -3,6 +3,8 @@
 Each configuration (host SIMD, AVX2-only, bias+relu epilogue) is compiled once per module.
 """
 import ctypes
+import dataclasses
+import re
 
 import llvmlite.ir as ir
 import numpy as np
@@ -43,6 +45,18 @@ def sgemm_avx2(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sgemm_sse(tmp_path_factory):
     return compile_sgemm(tmp_path_factory, "sse", cfg=gemm.SSE)
+
+
+def small_blocks():
+    """The host's register tile with tiny cache blocks: several K, M and N blocks (and
+    edge tiles of every kind) at sizes a test can afford."""
+    cfg = gemm.config_for()
+    return dataclasses.replace(cfg, kc=7, mc=2 * cfg.mr, nc=2 * cfg.nr, prefetch=3)
+
+
+@pytest.fixture(scope="module")
+def sgemm_small_blocks(tmp_path_factory):
+    return compile_sgemm(tmp_path_factory, "small_blocks", cfg=small_blocks())
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +172,34 @@ def test_concurrent_calls_from_threads(sgemm):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+def test_edge_tiles_and_blocks(sgemm_small_blocks, ta, tb):
+    """Every row count of an M-edge tile (the reduced 1/2/4/8-row k loops and the full
+    one), N edges, K = 1 and K spanning several K blocks, with beta 0 and 1."""
+    cfg = small_blocks()
+    rng = np.random.default_rng(8)
+    for m in range(1, 2 * cfg.mr + 2):
+        n = (1, cfg.nr - 1, cfg.nr + 1, 2 * cfg.nr + 3)[m % 4]
+        for k in (1, cfg.kc + 1, 3 * cfg.kc + 5):
+            for beta, nthreads in ((0.0, 1), (1.0, 2)):
+                check(sgemm_small_blocks, m, n, k, ta, tb, beta, nthreads, rng)
+    check(sgemm_small_blocks, 2 * cfg.mc + 3, 2 * cfg.nc + 5, 2 * cfg.kc, ta, tb, 0.5, 2, rng)
+
+
+def test_avx512_micro_kernel_keeps_accumulators_in_registers(sgemm):
+    """On AVX-512 the full k loop is 28 zmm FMAs on 14 broadcasts and 2 B vectors, with
+    the B prefetch and no stack traffic (a spilled accumulator would halve the speed)."""
+    cfg = gemm.config_for()
+    if cfg != gemm.AVX512:
+        pytest.skip("host has no AVX-512")
+    loops = [block for block in re.split(r"\n(?=\.LBB)", sgemm.asm)
+             if block.count("vbroadcastss") == cfg.mr]
+    assert loops, "no full-height k loop found"
+    body = loops[0]
+    assert body.count("vfmadd231ps") == cfg.mr * cfg.nr // cfg.vec
+    assert "zmm" in body and "prefetcht0" in body and "(%rsp)" not in body
 
 
 def test_host_configuration_uses_vector_fma(sgemm):
