@@ -30,7 +30,8 @@ import llvmlite.ir as ir
 from runtime.abi_spec import KILN_ENOMEM
 
 from .gemm_kernel import (F32, I32, I64, PTR, TileContext, c64, ceil_div, counted_loop,
-                          emit_pack, emit_tile, fptr, imax, imin, intrinsic, new_function)
+                          emit_tile, fptr, imax, imin, intrinsic, new_function)
+from .gemm_pack import emit_pack
 from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
@@ -123,8 +124,8 @@ def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | No
     """Add the exported sgemm ``name`` (and its internal helpers ``name.*``) to ``module``."""
     cfg = cfg or config_for()
     extra = list(epilogue.extra_args) if epilogue else []
-    pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr)
-    pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr)
+    pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr, cfg.vec)
+    pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr, cfg.vec)
     tile = emit_tile(module, f"{name}.tile", cfg, epilogue)
     serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tile)
     struct = ir.LiteralStructType(_TYPES + extra + [I32, I32])  # ..., nthreads, status

@@ -1,8 +1,6 @@
-"""The inner pieces of the sgemm engine, as LLVM IR: IR helpers, the packers, the tile kernel.
+"""The inner pieces of the sgemm engine, as LLVM IR: IR helpers and the tile kernel
+(the packers are in ``gemm_pack``).
 
-* ``emit_pack``: copies a K-block of A (or B) into panels W wide (W = MR for A, NR for B),
-  ``dst[p][k][w] = src[(p*W + w)*s_outer + k*s_k]``, zero-padding the last panel so the
-  micro-kernel always runs on full tiles.  Transposition is only a choice of strides.
 * ``emit_tile``: the MR x NR register-blocked micro-kernel (MR*NR/VEC vector accumulators,
   a broadcast of A times vectors of packed B with ``llvm.fma``), followed by the store of
   the tile into C: plus ``beta * C``, then the optional epilogue, then vector stores.
@@ -166,80 +164,6 @@ def vfma(b, module, x, y, z, fused=True):
     base = "llvm.fma" if fused else "llvm.fmuladd"
     fn = intrinsic(module, f"{base}.v{x.type.count}f32", x.type, [x.type] * 3)
     return b.call(fn, [x, y, z])
-
-
-# --------------------------------------------------------------------------- packing
-
-def emit_pack(module: ir.Module, name: str, width: int) -> ir.Function:
-    """``void pack(src, s_outer, s_k, n_outer, kc, dst)``: copy into W-wide zero-padded panels.
-
-    A contiguous panel (``s_outer == 1``) is copied with W-wide vector loads; a strided one
-    gathers its W elements per k (W loads, one vector store).  The last, partial panel
-    is copied element by element and padded with zeros.
-    """
-    fn, b = new_function(module, name, ir.VoidType(), [PTR, I64, I64, I64, I64, PTR],
-                         ["src", "s_outer", "s_k", "n_outer", "kc", "dst"])
-    src, s_outer, s_k, n_outer, kc, dst = fn.args
-    for a in (src, dst):
-        a.add_attribute("noalias")
-    vty = ir.VectorType(F32, width)
-
-    def panel(b, p, _):
-        nvalid = imin(b, c64(width), b.sub(n_outer, b.mul(p, c64(width))))
-        sp = fptr(b, src, b.mul(b.mul(p, c64(width)), s_outer))
-        dp = fptr(b, dst, b.mul(b.mul(p, kc), c64(width)))
-        full = b.icmp_signed("==", nvalid, c64(width))
-        contiguous = b.icmp_signed("==", s_outer, c64(1))
-        with b.if_else(full) as (then, other):
-            with then:
-                with b.if_else(contiguous) as (vec_copy, gather):
-                    with vec_copy:
-                        _pack_rows(b, sp, s_k, kc, dp, width,
-                                   lambda b, row: b.load(row, typ=vty, align=4))
-                    with gather:
-                        _pack_rows(b, sp, s_k, kc, dp, width,
-                                   lambda b, row: _gather(b, row, s_outer, width))
-            with other:
-                _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid)
-        return []
-
-    counted_loop(b, c64(0), ceil_div(b, n_outer, width), c64(1), panel, name="p")
-    b.ret_void()
-    return fn
-
-
-def _gather(b, row, s_outer, width):
-    """The W elements ``row[w * s_outer]`` as one vector."""
-    vec = ir.Constant(ir.VectorType(F32, width), ir.Undefined)
-    for w in range(width):
-        x = b.load(fptr(b, row, b.mul(c64(w), s_outer)), typ=F32, align=4)
-        vec = b.insert_element(vec, x, ir.Constant(I32, w))
-    return vec
-
-
-def _pack_rows(b, sp, s_k, kc, dp, width, load_row):
-    """For each k: ``dp[k*W : k*W+W] = load_row(sp + k*s_k)``."""
-    def body(b, k, _):
-        v = load_row(b, fptr(b, sp, b.mul(k, s_k)))
-        b.store(v, fptr(b, dp, b.mul(k, c64(width))), align=4)
-        return []
-    counted_loop(b, c64(0), kc, c64(1), body, name="k")
-
-
-def _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid):
-    """Element-wise copy of a partial panel: lanes ``w >= nvalid`` are set to zero."""
-    def lane(b, w, _):
-        valid = b.icmp_signed("<", w, nvalid)
-        src_w = fptr(b, sp, b.mul(imin(b, w, b.sub(nvalid, c64(1))), s_outer))
-
-        def body(b, k, _):
-            x = b.load(fptr(b, src_w, b.mul(k, s_k)), typ=F32, align=4)
-            x = b.select(valid, x, ir.Constant(F32, 0.0))
-            b.store(x, fptr(b, dp, b.add(b.mul(k, c64(width)), w)), align=4)
-            return []
-        counted_loop(b, c64(0), kc, c64(1), body, name="k")
-        return []
-    counted_loop(b, c64(0), c64(width), c64(1), lane, name="w")
 
 
 # --------------------------------------------------------------------------- tile kernel
