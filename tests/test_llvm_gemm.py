@@ -118,6 +118,15 @@ def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
         check(sgemm, m, n, k, ta, tb, beta, 2, rng)
 
 
+@pytest.mark.parametrize("nthreads", [3, 5])
+def test_uneven_thread_splits(sgemm, nthreads):
+    """Split points rounded to the nearest MR (NR) multiple: ranges of unequal sizes, some
+    empty, the last one ending in a partial tile; rows, and columns for a short M."""
+    rng = np.random.default_rng(9)
+    for m, n, k in [(40, 30, 300), (256, 33, 40), (9, 300, 100), (43, 17, 400)]:  # > 64³
+        check(sgemm, m, n, k, 0, 0, 1.0, nthreads, rng)
+
+
 def test_leading_dims_and_default_threads(sgemm):
     rng = np.random.default_rng(2)
     check(sgemm, 70, 90, 110, 0, 0, 1.0, 0, rng, pad=5)   # nthreads 0: libgomp's default

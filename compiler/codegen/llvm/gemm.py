@@ -221,7 +221,8 @@ def _emit_worker(module, name, cfg, struct, serial):
     """``void worker(void* data)``: the outlined body run by each thread of the team.
 
     Splits C's rows (or columns when there are too few row panels) into one contiguous
-    range per thread, in MR (NR) multiples, and runs the serial driver on it.
+    range per thread, in MR (NR) multiples (``_split_point``), and runs the serial
+    driver on it.
     """
     fn, b = new_function(module, name, ir.VoidType(), [PTR], ["data"])
     nfields = len(struct.elements)
@@ -233,10 +234,9 @@ def _emit_worker(module, name, cfg, struct, serial):
     by_rows = b.or_(b.icmp_signed(">=", ceil_div(b, m, cfg.mr), b.mul(team, c64(4))),
                     b.icmp_signed(">=", m, n))
     extent, unit = b.select(by_rows, m, n), b.select(by_rows, c64(cfg.mr), c64(cfg.nr))
-    units = b.sdiv(b.sub(b.add(extent, unit), c64(1)), unit)
-    per = b.mul(b.sdiv(b.sub(b.add(units, team), c64(1)), team), unit)
-    start = b.mul(tid, per)
-    count = imin(b, per, b.sub(extent, start))
+    start = _split_point(b, tid, team, extent, unit)
+    end = _split_point(b, b.add(tid, c64(1)), team, extent, unit)
+    count = b.sub(end, start)
     with b.if_then(b.icmp_signed(">", count, c64(0))):
         row0, mt = b.select(by_rows, start, c64(0)), b.select(by_rows, count, m)
         col0, nt = b.select(by_rows, c64(0), start), b.select(by_rows, n, count)
@@ -247,6 +247,19 @@ def _emit_worker(module, name, cfg, struct, serial):
             b.atomic_rmw("or", slot, status, "monotonic")
     b.ret_void()
     return fn
+
+
+def _split_point(b, t, team, extent, unit):
+    """Where thread ``t``'s range starts: ``t * extent / team`` rounded to the nearest
+    multiple of ``unit`` (MR or NR), ``extent`` for ``t == team``.
+
+    Rounding to the nearest (not up) lets the partial last tile make up a short range:
+    256 rows in 14-row tiles on 2 threads split 126 + 130 (9 tiles, 9 tiles and 4 rows),
+    not 140 + 116 (10 tiles against 8 and 4 rows)."""
+    # floor(t*extent/(team*unit) + 1/2) * unit, in integers
+    num = b.add(b.mul(c64(2), b.mul(t, extent)), b.mul(team, unit))
+    point = b.mul(b.sdiv(num, b.mul(c64(2), b.mul(team, unit))), unit)
+    return b.select(b.icmp_signed(">=", t, team), extent, imin(b, point, extent))
 
 
 def _emit_entry(module, name, extra, struct, serial, worker):
