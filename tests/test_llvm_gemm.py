@@ -49,9 +49,11 @@ def sgemm_sse(tmp_path_factory):
 
 def small_blocks():
     """The host's register tile with tiny cache blocks: several K, M and N blocks (and
-    edge tiles of every kind) at sizes a test can afford."""
+    edge tiles of every kind) at sizes a test can afford; threads with fewer than 20 rows
+    use the other K block depth."""
     cfg = gemm.config_for()
-    return dataclasses.replace(cfg, kc=2 * cfg.vec + 3, mc=2 * cfg.mr, nc=2 * cfg.nr, prefetch=3)
+    return dataclasses.replace(cfg, kc=2 * cfg.vec + 3, mc=2 * cfg.mr, nc=2 * cfg.nr, prefetch=3,
+                               kc_few=cfg.vec + 5, few_rows=20)
 
 
 @pytest.fixture(scope="module")
