@@ -1,7 +1,7 @@
 """Kiln's generated sgemm against numpy's BLAS (OpenBLAS), GFLOP/s per size and thread count.
 
     python bench/sgemm.py [--sizes 256,512,1024,1152] [--threads 1,2] [--reps 7] [--trans nn]
-                          [--clock wall|cpu]
+                          [--clock wall|cpu] [--config kc=256,prefetch=0]
 
 The library is compiled once; each thread count runs in its own subprocess whose
 environment fixes numpy's threads (``OPENBLAS_NUM_THREADS``, set before numpy is
@@ -12,6 +12,8 @@ each, warmup first), so both see the same machine load; the table gives the medi
 CPU time (both libraries then run on that thread), which leaves out the time the OS gave
 to other processes: on a busy shared machine the wall-clock 1-thread ratio mostly
 measures the load.  Rows with more threads are always timed by the wall clock.
+``--config`` overrides fields of the host's ``GemmConfig`` (integers) to measure other
+blockings against the default.
 """
 from __future__ import annotations
 
@@ -27,15 +29,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def build_library(out_dir: str) -> str:
-    """Compile ``kiln_sgemm`` for the host; return the shared library's path."""
+def parse_config(spec: str):
+    """The host's ``GemmConfig`` with ``spec``'s ``field=int`` overrides (comma-separated)."""
+    import dataclasses
+
+    from compiler.codegen.llvm import gemm
+    cfg = gemm.config_for()
+    if not spec:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    changes = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key not in fields or not value.lstrip("-").isdigit():
+            raise SystemExit(f"--config: expected FIELD=INT with FIELD in {sorted(fields)}, "
+                             f"got {item!r}")
+        changes[key] = int(value)
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ValueError as e:  # the blocking's own consistency check
+        raise SystemExit(f"--config: {e}") from None
+
+
+def build_library(out_dir: str, cfg) -> str:
+    """Compile ``kiln_sgemm`` with blocking ``cfg``; return the shared library's path."""
     import llvmlite.ir as ir
     from compiler.codegen.llvm import build, gemm
     module = ir.Module(name="bench_sgemm")
-    gemm.emit_sgemm(module)
+    gemm.emit_sgemm(module, cfg=cfg)
     res = build.compile_module(module, os.path.join(out_dir, "sgemm.so"))
     t = res.timings
-    print(f"built for {gemm.config_for()} in "
+    print(f"built for {cfg} in "
           + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in t.items()), file=sys.stderr)
     return res.path
 
@@ -131,6 +155,8 @@ def main(argv=None) -> None:
     p.add_argument("--trans", default="nn", choices=["nn", "tn", "nt", "tt"])
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="cpu: time 1-thread rows by the thread's CPU time")
+    p.add_argument("--config", default="",
+                   help="GemmConfig overrides, e.g. kc=256,kc_few=0 (default: the host's)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # library path, in a subprocess
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -139,7 +165,7 @@ def main(argv=None) -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="kiln_bench_") as tmp:
-        lib = build_library(tmp)
+        lib = build_library(tmp, parse_config(args.config))
         for t in (int(x) for x in args.threads.split(",")):
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--threads",
                    str(t), "--sizes", args.sizes, "--reps", str(args.reps), "--trans", args.trans,
