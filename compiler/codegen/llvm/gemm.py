@@ -51,7 +51,8 @@ class GemmConfig:
     A thread with fewer than ``few_rows`` rows of C uses K blocks of ``kc_few`` (when
     set) instead of ``kc``: deep K blocks cut the passes over C (a cost ~ 1/KC of the
     work), but packing B costs ~ 1/M of it, and with few rows the shallower blocks pack
-    and use B faster (measured: docs/performance.md, "sgemm").
+    and use B faster.  Only threaded calls have such threads at 256+ sizes; the KC
+    measurements (1 thread) are in docs/performance.md, "sgemm".
     """
 
     vec: int = 16
