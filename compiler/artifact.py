@@ -168,7 +168,8 @@ def foreign_entries(out_dir) -> list:
     return sorted(e.name for e in out.iterdir() if e.name not in ARTIFACT_ENTRIES) if out.is_dir() else []
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (staging folders of dead ones are stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -183,7 +184,7 @@ def _stale_siblings(final: Path, kind: str) -> list:
     stale = []
     for path in final.parent.glob(f".{final.name}.{kind}-*-*"):
         pid = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             stale.append(path)
     return stale
 

@@ -14,6 +14,7 @@ manifest's ``"build"`` record.  ``finish_entry`` and ``build_artifact`` are the 
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from pathlib import Path
 from runtime import manifest as mf
 from runtime.files import atomic_write
 
-from .artifact import EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact
+from .artifact import (EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact,
+                       write_init_values)
 from .codegen.registry import Target, get_backend, make_target
 from .ir.from_graph import RNG_STATE
 from .passes.manager import run_pipeline
@@ -128,7 +130,8 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
 
 
 def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir: bool = True,
-                      manifest_extra: dict | None = None, timings: dict | None = None, **options) -> Path:
+                      manifest_extra: dict | None = None, timings: dict | None = None,
+                      cache_parts=None, init_key=None, **options) -> Path:
     """Compile IR ``functions`` (``entry name -> Function`` as lowered) into the artifact
     directory ``out_dir`` for ``target`` (a backend name of ``codegen.registry`` with its
     ``options``, e.g. ``"cuda", arch="sm_90", emulate=True, tf32=True``, or a ready
@@ -143,20 +146,76 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     (e.g. the model file's ``"model"``).  The manifest's ``"build"`` record holds the seconds
     spent per stage (``timings`` from the caller, ``pipeline_s``, ``lowering_s``,
     ``render_s``, ``llvm_optimize_s``, ...).
+
+    With ``cache_parts`` (JSON-able facts the functions do not show, e.g. the variables'
+    ABI order) and the compile cache on (``compiler/cache.py``), the artifact comes from the
+    cache when one was built from the same input, and goes into it otherwise;
+    ``build.cache`` says ``"hit"`` or ``"miss"``.  Initial values are not part of the key:
+    ``init_key()`` fingerprints the initializers, and a hit whose recorded ``init_key``
+    differs (e.g. unseeded random initializers) gets them computed afresh.
     """
+    from . import cache
+
     start = time.perf_counter()
     tgt = target if isinstance(target, Target) else make_target(target, **options)
     out = Path(out_dir)
     check_output_dir(out)
+
+    def build(folder: Path) -> None:
+        _compile_into(functions, variables, folder, tgt, dump_ir, dict(timings or {}))
+        _finish_manifest(folder, time.perf_counter() - start, manifest_extra or {},
+                         **({"init_key": init_key()} if init_key else {}))
+
+    if cache_parts is None or not cache.enabled():
+        _staged_install(out, build)
+        return out
+    from .ir.fingerprint import fingerprint
+
+    key = cache.cache_key("artifact", {n: fingerprint(fn) for n, fn in functions.items()}, cache.target_key(tgt),
+                          dump_ir, manifest_extra, cache_parts)
+    with cache.CompileCache().open(key, build) as (entry, hit):
+        def install(folder: Path) -> None:
+            shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
+            if hit and init_key is not None:
+                _refresh_init(folder, variables, init_key())
+            _finish_manifest(folder, time.perf_counter() - start, {}, cache="hit" if hit else "miss", cache_key=key)
+
+        _staged_install(out, install)
+    return out
+
+
+def _link_or_copy(src, dst) -> None:
+    """Hard-link a cached file (its content never changes: Kiln replaces artifact files, never
+    rewrites them), or copy it across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _refresh_init(folder: Path, variables, init_key: str) -> None:
+    """Recompute ``init.safetensors`` of a cached artifact copied to ``folder`` unless it was
+    built from the same initializers (``build.init_key``)."""
+    m = mf.read_manifest(folder)
+    if m["build"].get("init_key") == init_key or not m["variables"]:
+        return
+    t0 = time.perf_counter()
+    infos, values = variables([v["name"] for v in m["variables"]])
+    write_init_values(folder / mf.INIT_NAME, infos, values)
+    m["files"][mf.INIT_NAME] = mf.file_digest(folder / mf.INIT_NAME)
+    m["build"].update(init_key=init_key, initial_values_s=round(time.perf_counter() - t0, 4))
+    mf.write_manifest(folder, m)
+
+
+def _staged_install(out: Path, fill) -> None:
+    """``fill(folder)`` a new staging folder beside ``out`` and swap it in when complete."""
     staged = new_staging_dir(out)
     try:
-        _compile_into(functions, variables, staged, tgt, dump_ir, dict(timings or {}))
-        _finish_manifest(staged, time.perf_counter() - start, manifest_extra or {})
+        fill(staged)
         replace_artifact_dir(staged, out)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    return out
 
 
 def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict) -> None:
@@ -179,10 +238,11 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
     build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt)
 
 
-def _finish_manifest(out: Path, seconds: float, extra: dict) -> None:
-    """Add the whole compile's wall time (``build.total_s``) and ``extra`` records to the
-    written manifest."""
+def _finish_manifest(out: Path, seconds: float, extra: dict, **build) -> None:
+    """Add the whole compile's wall time (``build.total_s``), more ``build`` facts and
+    ``extra`` records to the written manifest."""
     m = mf.read_manifest(out)
     m["build"]["total_s"] = round(seconds, 4)
+    m["build"].update(build)
     m.update(extra)
     mf.write_manifest(out, m)

@@ -47,9 +47,48 @@ def philox_word(index: np.ndarray, seed: int, seed2: int, step: int) -> np.ndarr
     return philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
 
 
+_CHUNK = 1 << 15  # elements per block of random_bits: its temporaries stay in the L2 cache
+
+
+def _philox_word0(lo: np.ndarray, hi: int, step: int, key: tuple) -> np.ndarray:
+    """Word 0 of Philox4x32-10 for counters (lo[i], hi, step lo, step hi): the rounds of
+    :func:`philox4x32` with the constant words kept scalar until they mix, and the arithmetic
+    done in place (uint64 lanes holding 32-bit words)."""
+    c0, c1 = lo, np.uint64(hi)
+    c2, c3 = np.uint64(step & 0xFFFFFFFF), np.uint64(step >> 32)
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    for rnd in range(10):
+        if rnd:
+            k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+        p0 = c0 * _M0
+        p1 = c2 * _M1
+        n0 = p1 >> np.uint64(32)
+        n0 ^= c1
+        n0 ^= k0
+        n2 = p0 >> np.uint64(32)
+        n2 ^= c3
+        n2 ^= k1
+        p1 &= _MASK
+        p0 &= _MASK
+        c0, c1, c2, c3 = n0, p1, n2, p0
+    return c0
+
+
 def random_bits(size: int, seed: int, seed2: int, step: int) -> np.ndarray:
-    """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32)."""
-    return philox_word(np.arange(size, dtype=np.uint64), seed, seed2, step)
+    """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32); the same numbers as
+    ``philox_word(np.arange(size), ...)``, computed in cache-sized blocks (initializers of
+    large variables draw millions)."""
+    step = int(step) & 0xFFFFFFFFFFFFFFFF
+    out = np.empty(size, np.uint32)
+    for start in range(0, size, _CHUNK):
+        stop = min(size, start + _CHUNK)
+        hi, lo0 = start >> 32, start & 0xFFFFFFFF
+        if (stop - 1) >> 32 != hi:  # a block crossing a 2**32 boundary: the general path
+            out[start:stop] = philox_word(np.arange(start, stop, dtype=np.uint64), seed, seed2, step)
+            continue
+        lo = np.arange(lo0, lo0 + stop - start, dtype=np.uint64)
+        out[start:stop] = _philox_word0(lo, hi, step, (seed, seed2))
+    return out
 
 
 # the two Philox keys of rng_fold's high and low word (arbitrary odd constants)

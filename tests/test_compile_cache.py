@@ -1,0 +1,224 @@
+"""The persistent compile cache (compiler/cache.py): hits skip LLVM, changes miss, damaged
+entries are rebuilt, the size cap evicts least recently used entries, concurrent compiles
+agree, KILN_CACHE=0 bypasses it; tf.Session shares it."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler import cache, tf
+from compiler.codegen.llvm import build as llvm_build
+from compiler.frontend.compile_graph import compile_entries, initial_values, variable_infos
+from compiler.ir.ops.random import philox_word, random_bits
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = textwrap.dedent("""\
+    from compiler import tf
+
+
+    def build(units=3):
+        tf.set_random_seed(1)
+        x = tf.placeholder(tf.float32, [None, 4], name="x")
+        y = tf.placeholder(tf.float32, [None, units], name="y")
+        w = tf.Variable(tf.random_uniform([4, units]), name="w")
+        loss = tf.reduce_mean(tf.square(tf.matmul(x, w) - y), name="loss")
+        train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        return {"step": {"feeds": [x, y], "fetches": {"loss": loss}, "targets": [train]}}
+""")
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """An empty cache of this test only."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("KILN_CACHE_DIR", str(root))
+    monkeypatch.delenv("KILN_CACHE", raising=False)
+    monkeypatch.delenv("KILN_CACHE_MAX_BYTES", raising=False)
+    return root
+
+
+def _entries(root: Path) -> list:
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _compile(out, units=3, seed=1, **kw):
+    """Compile the small regression model (its own graph) into ``out``; returns the manifest."""
+    with tf.Graph().as_default() as g:
+        tf.set_random_seed(seed)
+        x = tf.placeholder(tf.float32, [None, 4], name="x")
+        y = tf.placeholder(tf.float32, [None, units], name="y")
+        w = tf.Variable(tf.random_uniform([4, units]), name="w")
+        loss = tf.reduce_mean(tf.square(tf.matmul(x, w) - y), name="loss")
+        train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        compile_entries(g, {"step": ([loss], [train], [x, y])}, out, **kw)
+        expected = initial_values(g, variable_infos(g, ["w"]))["w"]
+    return json.loads((Path(out) / "manifest.json").read_text()), expected
+
+
+def _no_llvm(monkeypatch):
+    """Make any LLVM build fail: a cache hit must not need one."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("LLVM ran on a cache hit")
+    monkeypatch.setattr(llvm_build, "compile_module", refuse)
+
+
+def _init_w(out) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    return load_file(str(Path(out) / "init.safetensors"))["w"]
+
+
+def test_hit_on_unchanged_model_skips_llvm(cache_dir, tmp_path, monkeypatch):
+    first, _ = _compile(tmp_path / "a")
+    assert first["build"]["cache"] == "miss" and len(_entries(cache_dir)) == 1
+    _no_llvm(monkeypatch)
+    hits = cache.stats["hit"]
+    second, _ = _compile(tmp_path / "b")
+    assert second["build"]["cache"] == "hit" and cache.stats["hit"] == hits + 1
+    assert second["files"] == first["files"] and second["build"]["cache_key"] == first["build"]["cache_key"]
+    art = runtime.load_artifact(tmp_path / "b")  # whole: hashes checked
+    assert list(art.manifest["entry_points"]) == ["step"]
+
+
+def test_changed_model_or_option_misses(cache_dir, tmp_path):
+    keys = {_compile(tmp_path / "a")[0]["build"]["cache_key"],
+            _compile(tmp_path / "b", units=5)[0]["build"]["cache_key"],
+            _compile(tmp_path / "c", dump_ir=False)[0]["build"]["cache_key"]}
+    assert len(keys) == 3 and len(_entries(cache_dir)) == 3
+    assert not (tmp_path / "c" / "ir" / "step").exists()
+
+
+def test_hit_recomputes_initial_values_of_other_initializers(cache_dir, tmp_path, monkeypatch):
+    """A graph seed only changes the initializer here (no random op in the step): the step's
+    code is reused, the initial values are this graph's."""
+    _compile(tmp_path / "a", seed=1)
+    _no_llvm(monkeypatch)
+    m, expected = _compile(tmp_path / "b", seed=2)
+    assert m["build"]["cache"] == "hit"
+    np.testing.assert_array_equal(_init_w(tmp_path / "b"), expected)
+    assert not np.array_equal(_init_w(tmp_path / "a"), expected)
+    runtime.load_artifact(tmp_path / "b")  # the new init file's hash is in the manifest
+
+
+@pytest.mark.parametrize("damage", ["truncate_library", "bad_manifest", "missing_init"])
+def test_corrupt_entry_is_rebuilt(cache_dir, tmp_path, damage):
+    first, _ = _compile(tmp_path / "a")
+    entry = cache_dir / first["build"]["cache_key"]
+    if damage == "truncate_library":
+        lib = entry / "lib" / "model.so"
+        data = lib.read_bytes()
+        lib.unlink()  # the output's hard link keeps its own copy
+        lib.write_bytes(data[: len(data) // 2])
+    elif damage == "bad_manifest":
+        (entry / "manifest.json").unlink()
+        (entry / "manifest.json").write_text("{not json")
+    else:
+        (entry / "init.safetensors").unlink()
+    corrupt = cache.stats["corrupt"]
+    second, _ = _compile(tmp_path / "b")
+    assert second["build"]["cache"] == "miss" and cache.stats["corrupt"] == corrupt + 1
+    cache.verify_entry(entry)  # rebuilt whole
+    runtime.load_artifact(tmp_path / "b")
+
+
+def _fake_store(c, key, nbytes):
+    c.store(key, lambda folder: (folder / "blob").write_bytes(b"x" * nbytes))
+
+
+def test_lru_eviction_honours_the_cap(tmp_path):
+    c = cache.CompileCache(tmp_path / "c", cap=2500)
+    keys = [f"{i:032x}" for i in range(4)]
+    for i, key in enumerate(keys[:2]):
+        _fake_store(c, key, 1000)
+        os.utime(c.entry(key), (1000 + i, 1000 + i))  # entry 0 older than entry 1
+    assert c.lookup(keys[0], check=None) is not None  # a hit makes entry 0 the newest
+    with c.open(keys[2], lambda folder: (folder / "blob").write_bytes(b"x" * 1000), check=None) as (_p, hit):
+        assert not hit
+    assert _entries(c.root) == sorted([keys[0], keys[2]])  # entry 1 went, the cap holds
+    assert sum(e[1] for e in c.entries()) <= 2500
+    with c.open(keys[3], lambda folder: (folder / "blob").write_bytes(b"x" * 5000), check=None):
+        pass  # bigger than the cap alone: the new entry stays, all others go
+    assert _entries(c.root) == [keys[3]]
+
+
+def test_eviction_waits_for_readers(tmp_path):
+    c = cache.CompileCache(tmp_path / "c", cap=0)
+    _fake_store(c, "a" * 32, 10)
+    with c._lock(exclusive=False):
+        assert c.evict() == 0 and _entries(c.root) == ["a" * 32]
+    assert c.evict() == 1 and _entries(c.root) == []
+
+
+def test_max_bytes_setting(monkeypatch):
+    monkeypatch.setenv("KILN_CACHE_MAX_BYTES", "3M")
+    assert cache.max_bytes() == 3 << 20
+    monkeypatch.setenv("KILN_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(cache.CacheConfigError, match="KILN_CACHE_MAX_BYTES='lots'"):
+        cache.max_bytes()
+
+
+def test_default_root_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("KILN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.default_root() == tmp_path / "kiln"
+
+
+def test_cache_off_bypasses(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE", "0")
+    m, _ = _compile(tmp_path / "a")
+    assert "cache" not in m["build"] and _entries(cache_dir) == []
+    runtime.load_artifact(tmp_path / "a")
+
+
+def test_two_processes_compile_the_same_model(cache_dir, tmp_path):
+    (tmp_path / "model.py").write_text(MODEL)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "model.py"),
+                               "-o", str(tmp_path / f"out{i}")], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert len(_entries(cache_dir)) == 1
+    cache.verify_entry(cache_dir / _entries(cache_dir)[0])
+    assert not [p for p in cache_dir.iterdir() if ".new-" in p.name or ".trash-" in p.name]
+    for i in range(2):
+        runtime.load_artifact(tmp_path / f"out{i}")
+
+
+def test_session_reuses_the_cache_across_sessions(cache_dir, monkeypatch):
+    x = tf.placeholder(tf.float32, [None, 2])
+    v = tf.Variable(tf.ones([2]), name="v")
+    y = tf.reduce_sum(x * v, 1)
+    with tf.Session(config={"backend": "compiled"}) as sess:
+        sess.run(v.initializer)
+        first = sess.run(y, {x: [[1, 2], [3, 4]]})
+    assert len(_entries(cache_dir)) == 1
+    _no_llvm(monkeypatch)
+    with tf.Session(config={"backend": "compiled"}) as sess:
+        sess.run(v.initializer)
+        np.testing.assert_array_equal(sess.run(y, {x: [[1, 2], [3, 4]]}), first)
+    np.testing.assert_array_equal(first, [3, 7])
+
+
+def test_session_without_cache_cleans_its_folder(cache_dir, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE", "0")
+    x = tf.placeholder(tf.float32, [None, 2])
+    with tf.Session(config={"backend": "compiled"}) as sess:
+        np.testing.assert_array_equal(sess.run(x * 2.0, {x: [[1, 2]]}), [[2, 4]])
+        tmp = sess._tmpdir
+        assert tmp and _entries(Path(tmp))
+    assert not os.path.exists(tmp) and _entries(cache_dir) == []
+
+
+@pytest.mark.parametrize("size,step", [(0, 3), (1, 0), (70001, 7), (40000, 2 ** 40 + 3)])
+def test_blocked_random_bits_match_philox(size, step):
+    """The blocked initializer path draws the numbers of the reference Philox."""
+    np.testing.assert_array_equal(random_bits(size, 2 ** 31 - 1, 12345, step),
+                                  philox_word(np.arange(size, dtype=np.uint64), 2 ** 31 - 1, 12345, step))
