@@ -222,3 +222,26 @@ def test_blocked_random_bits_match_philox(size, step):
     """The blocked initializer path draws the numbers of the reference Philox."""
     np.testing.assert_array_equal(random_bits(size, 2 ** 31 - 1, 12345, step),
                                   philox_word(np.arange(size, dtype=np.uint64), 2 ** 31 - 1, 12345, step))
+
+
+def test_session_artifacts_have_zero_init(cache_dir):
+    """A session's artifact holds no init file (its variables live in the session): the
+    manifest says "init": "zeros", which the runtime validates and honours."""
+    from runtime import manifest as mf
+
+    x = tf.placeholder(tf.float32, [None, 3])
+    v = tf.Variable(tf.ones([3]), name="v")
+    with tf.Session(config={"backend": "compiled"}) as sess:
+        sess.run(v.initializer)
+        np.testing.assert_array_equal(sess.run(x + v, {x: [[1, 2, 3]]}), [[2, 3, 4]])
+    (entry,) = _entries(cache_dir)
+    assert not (cache_dir / entry / "init.safetensors").exists()
+    art = runtime.load_artifact(cache_dir / entry)
+    assert art.manifest["init"] == "zeros"
+    np.testing.assert_array_equal(art.init_values()["v"], np.zeros(3, np.float32))
+    bad = dict(art.manifest, init="ones")
+    with pytest.raises(mf.ManifestError, match="'init' must be"):
+        mf.validate_manifest(bad)
+    del bad["init"]
+    with pytest.raises(mf.ManifestError, match="'init.safetensors' is not listed"):
+        mf.validate_manifest(bad)

@@ -5,13 +5,11 @@ sources; built once and reused across sessions and processes.
 
 The cache folder is ``config={"cache_dir": ...}``, else the default one
 (``$KILN_CACHE_DIR``, ``~/.cache/kiln``); with ``KILN_CACHE=0`` each session builds into
-its own temp folder, deleted by ``Session.close``.  An artifact holds zero initial values
-(the session binds its own arrays) and, in its manifest's ``"session"`` record, the
+its own temp folder, deleted by ``Session.close``.  An artifact has no initial values
+(``"init": "zeros"``: the session binds its own arrays) and, in its manifest's ``"session"`` record, the
 origins of its kernels (native error messages name them).
 """
 from __future__ import annotations
-
-import numpy as np
 
 from runtime import manifest as mf
 
@@ -34,8 +32,7 @@ def _build(graph, fn, name, target, folder) -> None:
     if lowered.program is None:
         raise NoKernels(name)
     variables = variable_infos(graph, state_keys([lowered.fn]))
-    zeros = {v.name: np.zeros(v.shape, v.dtype) for v in variables}
-    build_artifact([lowered], variables, zeros, folder,
+    build_artifact([lowered], variables, None, folder,
                    {k: round(v, 4) for k, v in lowered.timings.items()}, target)
     m = mf.read_manifest(folder)
     m["session"] = {"kernels": [k.origin or k.name for k in lowered.program.kernels]}
