@@ -150,7 +150,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     With ``cache_parts`` (JSON-able facts the functions do not show, e.g. the variables'
     ABI order) and the compile cache on (``compiler/cache.py``), the artifact comes from the
     cache when one was built from the same input, and goes into it otherwise;
-    ``build.cache`` says ``"hit"`` or ``"miss"``.  Initial values are not part of the key:
+    ``build.cache`` says ``"hit"`` or ``"miss"``, ``build.cache_s`` the seconds of this
+    call (for a hit the other timings are those of the build it reuses).  Initial values are not part of the key:
     ``init_key()`` fingerprints the initializers, and a hit whose recorded ``init_key``
     differs (e.g. unseeded random initializers) gets them computed afresh.
     """
@@ -178,7 +179,10 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
             shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
             if hit and init_key is not None:
                 _refresh_init(folder, variables, init_key())
-            _finish_manifest(folder, time.perf_counter() - start, {}, cache="hit" if hit else "miss", cache_key=key)
+            m = mf.read_manifest(folder)  # a hit keeps the build record of the compile it reuses
+            m["build"].update(cache="hit" if hit else "miss", cache_key=key,
+                              cache_s=round(time.perf_counter() - start, 4))
+            mf.write_manifest(folder, m)
 
         _staged_install(out, install)
     return out
@@ -242,7 +246,6 @@ def _finish_manifest(out: Path, seconds: float, extra: dict, **build) -> None:
     """Add the whole compile's wall time (``build.total_s``), more ``build`` facts and
     ``extra`` records to the written manifest."""
     m = mf.read_manifest(out)
-    m["build"]["total_s"] = round(seconds, 4)
-    m["build"].update(build)
+    m["build"].update(total_s=round(seconds, 4), **build)
     m.update(extra)
     mf.write_manifest(out, m)
