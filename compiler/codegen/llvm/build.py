@@ -1,4 +1,4 @@
-"""Turn LLVM IR into a shared library: parse, verify, optimize (O3), emit an object, link.
+"""Turn LLVM IR into a shared library: parse, verify, optimize (O2), emit an object, link.
 
 The object comes from ``TargetMachine.emit_object`` (host CPU, PIC); the library is
 linked by the system C compiler (``cc -shared``) against libgomp, which provides the
