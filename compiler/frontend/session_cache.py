@@ -15,7 +15,7 @@ from runtime import manifest as mf
 
 from ..cache import CompileCache, cache_key, target_key
 from ..codegen.registry import Target
-from ..compile import build_artifact, finish_entry, state_keys
+from ..compile import build_artifact, finish_entry, gc_paused, state_keys
 from ..ir.fingerprint import fingerprint
 from .compile_graph import variable_infos
 
@@ -47,7 +47,10 @@ def session_artifact(graph, fn, name, cache: CompileCache, load, target: Target 
     with nothing to compile, NotImplementedError for an op without a kernel lowering."""
     key = cache_key("session", name, fingerprint(fn), target_key(target))
     for attempt in range(2):
-        with cache.open(key, lambda folder: _build(graph, fn, name, target, folder), check=None) as (path, _hit):
+        def build(folder):
+            with gc_paused():
+                _build(graph, fn, name, target, folder)
+        with cache.open(key, build, check=None) as (path, _hit):
             try:
                 artifact = load(path)
             except mf.ArtifactError:
