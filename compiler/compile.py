@@ -178,7 +178,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
                           dump_ir, manifest_extra, cache_parts)
     with cache.CompileCache().open(key, build) as (entry, hit):
         def install(folder: Path) -> None:
-            shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
+            shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(cache.STAT_NAME))
             if hit and init_key is not None:
                 _refresh_init(folder, variables, init_key())
             m = mf.read_manifest(folder)  # a hit keeps the build record of the compile it reuses

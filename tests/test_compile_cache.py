@@ -81,6 +81,7 @@ def test_hit_on_unchanged_model_skips_llvm(cache_dir, tmp_path, monkeypatch):
     hits = cache.stats["hit"]
     second, _ = _compile(tmp_path / "b")
     assert second["build"]["cache"] == "hit" and cache.stats["hit"] == hits + 1
+    assert not (tmp_path / "b" / cache.STAT_NAME).exists()  # the cache's own note stays in the cache
     assert second["files"] == first["files"] and second["build"]["cache_key"] == first["build"]["cache_key"]
     art = runtime.load_artifact(tmp_path / "b")  # whole: hashes checked
     assert list(art.manifest["entry_points"]) == ["step"]
@@ -106,7 +107,7 @@ def test_hit_recomputes_initial_values_of_other_initializers(cache_dir, tmp_path
     runtime.load_artifact(tmp_path / "b")  # the new init file's hash is in the manifest
 
 
-@pytest.mark.parametrize("damage", ["truncate_library", "bad_manifest", "missing_init"])
+@pytest.mark.parametrize("damage", ["truncate_library", "bad_manifest", "missing_init", "flipped_byte"])
 def test_corrupt_entry_is_rebuilt(cache_dir, tmp_path, damage):
     first, _ = _compile(tmp_path / "a")
     entry = cache_dir / first["build"]["cache_key"]
@@ -118,8 +119,14 @@ def test_corrupt_entry_is_rebuilt(cache_dir, tmp_path, damage):
     elif damage == "bad_manifest":
         (entry / "manifest.json").unlink()
         (entry / "manifest.json").write_text("{not json")
-    else:
+    elif damage == "missing_init":
         (entry / "init.safetensors").unlink()
+    else:  # same size, changed in place: only the hash tells
+        with open(entry / "init.safetensors", "r+b") as f:
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+            f.seek(-1, os.SEEK_END)
+            f.write(bytes([last[0] ^ 1]))
     corrupt = cache.stats["corrupt"]
     second, _ = _compile(tmp_path / "b")
     assert second["build"]["cache"] == "miss" and cache.stats["corrupt"] == corrupt + 1
