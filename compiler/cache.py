@@ -143,6 +143,33 @@ def verify_entry(path: Path) -> None:
     record_stats(path)
 
 
+_warned: set = set()
+
+
+def default_cache():
+    """The cache at :func:`default_root`, or None when ``KILN_CACHE=0`` or the folder
+    cannot be created or written (then a ``RuntimeWarning`` says so, once per folder, and
+    compiles go without a cache)."""
+    if not enabled():
+        return None
+    root = default_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        usable = os.access(root, os.W_OK | os.X_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        if root not in _warned:
+            import warnings
+
+            _warned.add(root)
+            warnings.warn(f"Kiln: the compile cache folder {root} cannot be written; compiling without "
+                          f"a cache (set {ENV_DIR} to another folder, or {ENV_ENABLE}=0)", RuntimeWarning,
+                          stacklevel=3)
+        return None
+    return CompileCache(root)
+
+
 def _tree_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (0 when it vanished meanwhile)."""
     total = 0

@@ -169,14 +169,15 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
         _finish_manifest(folder, time.perf_counter() - start, manifest_extra or {},
                          **({"init_key": init_key()} if init_key else {}))
 
-    if cache_parts is None or not cache.enabled():
+    store = cache.default_cache() if cache_parts is not None else None
+    if store is None:
         _staged_install(out, build)
         return out
     from .ir.fingerprint import fingerprint
 
     key = cache.cache_key("artifact", {n: fingerprint(fn) for n, fn in functions.items()}, cache.target_key(tgt),
                           dump_ir, manifest_extra, cache_parts)
-    with cache.CompileCache().open(key, build) as (entry, hit):
+    with store.open(key, build) as (entry, hit):
         def install(folder: Path) -> None:
             shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(cache.STAT_NAME))

@@ -183,6 +183,16 @@ def test_cache_off_bypasses(cache_dir, tmp_path, monkeypatch):
     runtime.load_artifact(tmp_path / "a")
 
 
+def test_unwritable_cache_folder_compiles_without_it(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("KILN_CACHE_DIR", str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="cannot be written; compiling without a cache"):
+        m, _ = _compile(tmp_path / "a")
+    assert "cache" not in m["build"]
+    runtime.load_artifact(tmp_path / "a")
+
+
 def test_two_processes_compile_the_same_model(cache_dir, tmp_path):
     (tmp_path / "model.py").write_text(MODEL)
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -283,16 +283,17 @@ class Session:
         from .session_cache import session_artifact
 
         root = config_get(self.config, "cache_dir")
-        if not root and not cache.enabled():
+        store = cache.CompileCache(root) if root else cache.default_cache()
+        if store is None:  # KILN_CACHE=0 (or no writable cache folder): this session's own
             self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="kiln-session-")
-            root = self._tmpdir
+            store = cache.CompileCache(self._tmpdir)
 
         def load(path):
             if path not in self._artifacts:
                 self._artifacts[path] = runtime.load_artifact(path)
             return self._artifacts[path]
 
-        return session_artifact(self.graph, fn, ENTRY, cache.CompileCache(root), load, target)
+        return session_artifact(self.graph, fn, ENTRY, store, load, target)
 
     def _state_inputs(self, fn) -> dict:
         """The arrays of every variable ``fn`` reads (the hidden rng counter starts at 0)."""
