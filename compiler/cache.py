@@ -100,10 +100,16 @@ BUILD_ENV = ("CC", "CXX", "KILN_NVCC", "KILN_CNCC", "KILN_CUDA_EMULATE", "KILN_M
 
 
 def target_key(target) -> list:
-    """Everything about a ``codegen.registry.Target`` a build depends on: the backend, all
-    its options (whatever they are: a new option changes the key without code here), its
-    manifest record (host CPU and features) and the build environment."""
-    return [target.backend, [list(o) for o in target.options], target.record(),
+    """Everything about a ``codegen.registry.Target`` a build depends on: the backend (and
+    which functions render and build for it: a backend replaced at run time, e.g. by a test,
+    is another), all its options (whatever they are: a new option changes the key without
+    code here), its manifest record (host CPU and features) and the build environment."""
+    from .codegen.registry import get_backend
+
+    backend = get_backend(target.backend)
+    code = [f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', repr(f))}"
+            for f in (backend.render, backend.build)]
+    return [target.backend, code, [list(o) for o in target.options], target.record(),
             {k: os.environ.get(k) for k in BUILD_ENV}]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import manifest as mf
-from runtime.files import atomic_write
+from runtime.files import apply_umask, atomic_write, current_umask
 
 from .artifact import (EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact,
                        write_init_values)
@@ -153,9 +153,10 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     ABI order) and the compile cache on (``compiler/cache.py``), the artifact comes from the
     cache when one was built from the same input, and goes into it otherwise;
     ``build.cache`` says ``"hit"`` or ``"miss"``, ``build.cache_s`` the seconds of this
-    call (for a hit the other timings are those of the build it reuses).  Initial values are not part of the key:
-    ``init_key()`` fingerprints the initializers, and a hit whose recorded ``init_key``
-    differs (e.g. unseeded random initializers) gets them computed afresh.
+    call (for a hit the other timings are those of the build it reuses).  Initial values
+    are not part of the key: ``init_key()`` fingerprints the initializers, and a hit whose
+    recorded ``init_key`` differs (e.g. unseeded random initializers) gets them computed
+    afresh.
     """
     from . import cache
 
@@ -178,27 +179,47 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     key = cache.cache_key("artifact", {n: fingerprint(fn) for n, fn in functions.items()}, cache.target_key(tgt),
                           dump_ir, manifest_extra, cache_parts)
     with store.open(key, build) as (entry, hit):
-        def install(folder: Path) -> None:
-            shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(cache.STAT_NAME))
-            if hit and init_key is not None:
-                _refresh_init(folder, variables, init_key())
-            m = mf.read_manifest(folder)  # a hit keeps the build record of the compile it reuses
-            m["build"].update(cache="hit" if hit else "miss", cache_key=key,
-                              cache_s=round(time.perf_counter() - start, 4))
-            mf.write_manifest(folder, m)
-
-        _staged_install(out, install)
+        _staged_install(out, lambda folder: _install_cached(entry, folder, hit, key, start, variables, init_key))
     return out
+
+
+def _install_cached(entry: Path, folder: Path, hit: bool, key: str, start: float, variables, init_key) -> None:
+    """Copy the cache ``entry`` into the staging ``folder``; on a hit recompute the initial
+    values if the initializers differ; note the cache's part in the manifest (a hit keeps
+    the build record of the compile it reuses)."""
+    from .cache import STAT_NAME
+
+    shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(STAT_NAME))
+    _dirs_follow_umask(folder)
+    if hit and init_key is not None:
+        _refresh_init(folder, variables, init_key())
+    m = mf.read_manifest(folder)
+    m["build"].update(cache="hit" if hit else "miss", cache_key=key, cache_s=round(time.perf_counter() - start, 4))
+    mf.write_manifest(folder, m)
 
 
 def _link_or_copy(src, dst) -> None:
     """Hard-link a cached file (its content never changes: Kiln replaces artifact files, never
-    rewrites them), or copy it across file systems."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    rewrites them), or copy it (across file systems, or when this process's umask wants
+    another mode than the cached file has: an artifact's files follow the umask)."""
+    mode = os.stat(src).st_mode & 0o777
+    want = (0o777 if mode & 0o111 else 0o666) & ~current_umask()
+    if mode == want:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+    os.chmod(dst, want)
+
+
+def _dirs_follow_umask(folder: Path) -> None:
+    """Give ``folder`` and its sub-folders the mode a plain ``mkdir`` would (copytree copies
+    the cache's modes)."""
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        apply_umask(d, is_dir=True)
 
 
 def _refresh_init(folder: Path, variables, init_key: str) -> None:
@@ -248,6 +269,8 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
 
 
 def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict) -> None:
+    """The body of :func:`_compile_into` (per entry: pipeline, lowering, plan, dumps; then
+    the initial values and the artifact)."""
     lowered = []
     for name, fn in functions.items():
         check_entry_name(name)
