@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,28 @@ def test_two_processes_compile_the_same_model(cache_dir, tmp_path):
     assert not [p for p in cache_dir.iterdir() if ".new-" in p.name or ".trash-" in p.name]
     for i in range(2):
         runtime.load_artifact(tmp_path / f"out{i}")
+
+
+def test_killed_compile_leaves_no_entry(cache_dir, tmp_path):
+    """SIGKILL while a compile builds into the cache: no entry appears; the next compile
+    builds a whole one and clears the dead builder's staging folder."""
+    (tmp_path / "model.py").write_text(MODEL)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "compiler.cli", "compile", str(tmp_path / "model.py"), "-o", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, staging = time.time() + 120, []
+    while time.time() < deadline and not staging:
+        staging = [p for p in cache_dir.glob(".*.new-*") if (p / "ir").is_dir()] if cache_dir.is_dir() else []
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert staging, "never saw the compile's staging folder"
+    assert _entries(cache_dir) == [] and not (tmp_path / "out").exists()
+    assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True).returncode == 0
+    (entry,) = _entries(cache_dir)
+    cache.verify_entry(cache_dir / entry)
+    assert not [p for p in cache_dir.iterdir() if ".new-" in p.name]
+    runtime.load_artifact(tmp_path / "out")
 
 
 def test_session_reuses_the_cache_across_sessions(cache_dir, monkeypatch):
