@@ -133,7 +133,7 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
 
 def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir: bool = True,
                       manifest_extra: dict | None = None, timings: dict | None = None,
-                      cache_parts=None, init_key=None, **options) -> Path:
+                      cache_parts=None, init_key=None, any_seeds=frozenset(), **options) -> Path:
     """Compile IR ``functions`` (``entry name -> Function`` as lowered) into the artifact
     directory ``out_dir`` for ``target`` (a backend name of ``codegen.registry`` with its
     ``options``, e.g. ``"cuda", arch="sm_90", emulate=True, tf32=True``, or a ready
@@ -156,7 +156,10 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     call (for a hit the other timings are those of the build it reuses).  Initial values
     are not part of the key: ``init_key()`` fingerprints the initializers, and a hit whose
     recorded ``init_key`` differs (e.g. unseeded random initializers) gets them computed
-    afresh.
+    afresh.  Random ops whose ``(seed, seed2)`` are in ``any_seeds`` (drawn at random: no
+    graph or op seed) match a cached artifact whatever seeds it was compiled with: an
+    artifact fixes its random seeds when it is compiled, and the cached one's were drawn
+    at random just the same.
     """
     from . import cache
 
@@ -176,7 +179,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
         return out
     from .ir.fingerprint import fingerprint
 
-    key = cache.cache_key("artifact", {n: fingerprint(fn) for n, fn in functions.items()}, cache.target_key(tgt),
+    key = cache.cache_key("artifact", {n: fingerprint(fn, any_seeds) for n, fn in functions.items()},
+                          cache.target_key(tgt),
                           dump_ir, manifest_extra, cache_parts)
     with store.open(key, build) as (entry, hit):
         _staged_install(out, lambda folder: _install_cached(entry, folder, hit, key, start, variables, init_key))

@@ -285,3 +285,50 @@ def test_session_artifacts_have_zero_init(cache_dir):
     del bad["init"]
     with pytest.raises(mf.ManifestError, match="'init.safetensors' is not listed"):
         mf.validate_manifest(bad)
+
+
+def _reference_erfinv(x):
+    """Giles' polynomial as first written (both branches everywhere, then a select)."""
+    w = -np.log((1.0 - x) * (1.0 + x))
+    ws, wl = w - 2.5, np.sqrt(w) - 3.0
+    p, q = 2.81022636e-08, -0.000200214257
+    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+              -0.00417768164, 0.246640727, 1.50140941):
+        p = c + p * ws
+    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+              0.00943887047, 1.00167406, 2.83297682):
+        q = c + q * wl
+    return np.where(w < 5.0, p, q) * x
+
+
+def test_blocked_erfinv_matches_the_reference():
+    from compiler.ir.ops.random import erfinv
+
+    x = np.random.default_rng(0).uniform(-1, 1, 70001)
+    x[:4] = [0.0, 0.9999999, -0.99999999, 0.5]  # the tail branch (w >= 5) included
+    np.testing.assert_array_equal(erfinv(x), _reference_erfinv(x))
+    np.testing.assert_array_equal(erfinv(x[:600].reshape(20, 30)), _reference_erfinv(x[:600]).reshape(20, 30))
+
+
+def _dropout_step(out, graph_seed=None):
+    """Compile a step with a dropout op (unseeded unless ``graph_seed``); returns the manifest."""
+    with tf.Graph().as_default() as g:
+        if graph_seed is not None:
+            tf.set_random_seed(graph_seed)
+        x = tf.placeholder(tf.float32, [None, 8], name="x")
+        w = tf.Variable(tf.random_normal([8, 4]), name="w")
+        loss = tf.reduce_sum(tf.nn.dropout(tf.matmul(x, w), 0.5), name="loss")
+        train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        compile_entries(g, {"step": ([loss], [train], [x])}, out, dump_ir=False)
+    return json.loads((Path(out) / "manifest.json").read_text())
+
+
+def test_unseeded_random_ops_hit(cache_dir, tmp_path):
+    """Seeds drawn at random (no graph or op seed) do not make a model new: an artifact fixes
+    its seeds when compiled, and the cached one's were drawn at random too.  Chosen seeds do."""
+    assert _dropout_step(tmp_path / "a")["build"]["cache"] == "miss"
+    assert _dropout_step(tmp_path / "b")["build"]["cache"] == "hit"
+    assert _dropout_step(tmp_path / "c", graph_seed=1)["build"]["cache"] == "miss"
+    assert _dropout_step(tmp_path / "d", graph_seed=2)["build"]["cache"] == "miss"
+    assert _dropout_step(tmp_path / "e", graph_seed=2)["build"]["cache"] == "hit"
+    runtime.load_artifact(tmp_path / "b")

@@ -15,6 +15,7 @@ from ..compile import CompileError, compile_functions, state_keys
 from ..ir.fingerprint import fingerprint
 from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
 from .graph import GraphKeys
+from .ops.random_ops import auto_seeds
 
 
 def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool = True,
@@ -33,7 +34,7 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
     layout = [(v.name, v.dtype, list(v.shape), v.trainable) for v in variable_infos(graph, state_keys(functions.values()))]
     return compile_functions(functions, variables, out_dir, target, dump_ir, manifest_extra, timings,
                              cache_parts=[layout], init_key=lambda: initializers_fingerprint(graph, functions.values()),
-                             **options)
+                             any_seeds=frozenset(auto_seeds(graph)), **options)
 
 
 def initializers_fingerprint(graph, functions) -> str:

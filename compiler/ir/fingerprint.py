@@ -34,9 +34,11 @@ def _attr_token(value, h) -> None:
         h.update(f"{type(value).__name__}:{value!r};".encode())
 
 
-def fingerprint(fn) -> str:
+def fingerprint(fn, any_seeds=frozenset()) -> str:
     """The SHA-256 (hex) of a function: params, instrs (kinds, operands, attrs, types, locs,
-    regions, buffers), outputs and memory plan."""
+    regions, buffers), outputs and memory plan.  An instr whose ``(seed, seed2)`` attrs are
+    in ``any_seeds`` counts as if it had other seeds (seeds drawn at random, which any
+    other draw could have given)."""
     h = hashlib.sha256()
     ids: dict = {}
 
@@ -46,7 +48,10 @@ def fingerprint(fn) -> str:
     def instrs(body):
         for ins in body:
             h.update(f"{ins.kind}({','.join(vid(v) for v in ins.operands)})@{ins.loc}".encode())
-            _attr_token(ins.attrs, h)
+            attrs = ins.attrs
+            if any_seeds and (attrs.get("seed"), attrs.get("seed2")) in any_seeds:
+                attrs = {**attrs, "seed": "any", "seed2": "any"}
+            _attr_token(attrs, h)
             h.update(";".join(f"{vid(v)}:{v.type}" for v in ins.results).encode())
             h.update(repr(ins.buffers).encode())
             for region in ins.regions:  # a fused instr's one, or an if/while's two

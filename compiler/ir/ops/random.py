@@ -114,22 +114,39 @@ def bits_to_unit(bits: np.ndarray) -> np.ndarray:
     return (((bits >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -24))
 
 
-def erfinv(x: np.ndarray) -> np.ndarray:
-    """Inverse error function, Giles' single-precision polynomial (the same on every backend)."""
-    x = np.asarray(x, np.float64)
+_ERFINV_P = (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+             -0.00417768164, 0.246640727, 1.50140941)  # after 2.81022636e-08, in w - 2.5
+_ERFINV_Q = (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+             0.00943887047, 1.00167406, 2.83297682)  # after -0.000200214257, in sqrt(w) - 3
+
+
+def _erfinv_block(x: np.ndarray) -> np.ndarray:
+    """:func:`erfinv` of one block; the tail polynomial only where ``w >= 5`` (rare)."""
     w = -np.log((1.0 - x) * (1.0 + x))
-    small = w < 5.0
     ws = w - 2.5
     p = 2.81022636e-08
-    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
-              -0.00417768164, 0.246640727, 1.50140941):
+    for c in _ERFINV_P:
         p = c + p * ws
-    wl = np.sqrt(w) - 3.0
-    q = -0.000200214257
-    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
-              0.00943887047, 1.00167406, 2.83297682):
-        q = c + q * wl
-    return np.where(small, p, q) * x
+    big = ~(w < 5.0)
+    if big.any():
+        wl = np.sqrt(w[big]) - 3.0
+        q = -0.000200214257
+        for c in _ERFINV_Q:
+            q = c + q * wl
+        p[big] = q
+    return p * x
+
+
+def erfinv(x: np.ndarray) -> np.ndarray:
+    """Inverse error function, Giles' single-precision polynomial (the same on every backend),
+    evaluated in float64 in cache-sized blocks (initializers of large variables draw
+    millions of normals)."""
+    x = np.asarray(x, np.float64)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, _CHUNK):
+        out[start:start + _CHUNK] = _erfinv_block(flat[start:start + _CHUNK])
+    return out.reshape(x.shape)
 
 
 _ERF_SQRT2 = 0.9544997361036416  # erf(2/sqrt(2)): mass within two standard deviations
