@@ -1,6 +1,19 @@
-"""Compile time of an unrolled LSTM train step against its number of steps (issue 12).
+"""Compile time of an unrolled LSTM train step against its number of steps (issue 12), and
+of the seed-002 CNN train step cold and from the compile cache (issue 14).
 
     python bench/compile_time.py [--steps 8,28,112] [--repeats 3] [--hidden 128] [--batch 128]
+    python bench/compile_time.py --model cnn [--repeats 3]
+
+``--model cnn`` (``bench/cnn_model.py``: ``kiln_models.build("cnn")`` with a graph seed)
+times four things, each in fresh subprocesses, medians over the repeats: ``kiln compile
+bench/cnn_model.py -o DIR`` with an empty compile cache (cold) and again with the cache the
+cold run filled (cached), and the first ``sess.run([loss, train])`` of a compiled
+``tf.Session`` (after the interpreted initializer run), cold and cached likewise.  Columns:
+the wall seconds of the whole command (Python start, imports and the model file included)
+or of the ``sess.run``; the compile's own seconds (``kiln compile``: the manifest's
+``build.cache_s``, for a hit the lookup and copy; ``Session.run``: the first run less the
+median of the next three, i.e. without the step itself); CPU seconds; whether the cache
+hit; the stages of the build record (for a hit, those of the build it reuses).
 
 The model (``tests/models.lstm_tensors``) is the BasicLSTMCell computation written with plain
 TF1 ops over MNIST rows: one shared kernel [28+hidden, 4*hidden] and bias, gates i, j, f, o,
@@ -90,6 +103,85 @@ def measure(steps: int, hidden: int, batch: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def session_worker(model: str) -> None:
+    """The first compiled ``sess.run`` of the seed-002 model (cache: ``$KILN_CACHE_DIR``);
+    prints one JSON line."""
+    sys.path.insert(0, ROOT)
+    from bench.kiln_models import build
+    from bench.peers import data
+
+    from compiler import cache, tf
+
+    tf.set_random_seed(2)
+    feeds, loss, train, extra = build(model)
+    x, y = data(50)
+    feed = {feeds[0]: x, feeds[1]: y, **extra}
+    with tf.Session(config={"backend": "compiled"}) as sess:
+        t0 = time.perf_counter()
+        sess.run(tf.global_variables_initializer())
+        init_s = time.perf_counter() - t0
+        cpu0, wall0 = _cpu(), time.perf_counter()
+        sess.run([loss, train], feed)
+        wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
+        steps = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            sess.run([loss, train], feed)
+            steps.append(time.perf_counter() - t0)
+    print(json.dumps({"wall": wall, "own": wall - statistics.median(steps), "cpu": cpu, "init_s": init_s,
+                      "hit": cache.stats["hit"] > 0}))
+
+
+def _compile_run(cache_dir: str, out: str) -> dict:
+    """``kiln compile bench/cnn_model.py -o out`` in a subprocess; its wall/CPU seconds and build record."""
+    env = dict(os.environ, KILN_CACHE_DIR=cache_dir, PYTHONPATH=ROOT)
+    env.pop("KILN_CACHE", None)
+    kids0, wall0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", os.path.join(HERE, "cnn_model.py"),
+                           "-o", out], capture_output=True, text=True, cwd=ROOT, env=env)
+    wall, kids = time.perf_counter() - wall0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"kiln compile failed:\n{proc.stderr[-3000:]}")
+    with open(os.path.join(out, "manifest.json")) as f:
+        build = json.load(f)["build"]
+    cpu = kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
+    return {"wall": wall, "own": build["cache_s"], "cpu": cpu, "hit": build.get("cache") == "hit",
+            **{k: build.get(k, 0.0) for k in STAGES}}
+
+
+def _session_run(cache_dir: str) -> dict:
+    env = dict(os.environ, KILN_CACHE_DIR=cache_dir, PYTHONPATH=ROOT)
+    env.pop("KILN_CACHE", None)
+    proc = subprocess.run([sys.executable, __file__, "--session-worker", "cnn"], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"session worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cnn_table(repeats: int) -> dict:
+    """The four rows of ``--model cnn`` (see the module doc)."""
+    runs = {k: [] for k in ("kiln compile cold", "kiln compile cached", "Session.run cold", "Session.run cached")}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="kiln-compile-time-") as tmp:
+            for kind in ("cold", "cached"):
+                runs[f"kiln compile {kind}"].append(_compile_run(os.path.join(tmp, "cache"), os.path.join(tmp, f"out-{kind}")))
+        with tempfile.TemporaryDirectory(prefix="kiln-compile-time-") as tmp:
+            for kind in ("cold", "cached"):
+                runs[f"Session.run {kind}"].append(_session_run(os.path.join(tmp, "cache")))
+    head = ["what", "wall s", "own s", "cpu s", "hit", *[s[:-2] for s in STAGES]]
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    rows = {}
+    for name, rs in runs.items():
+        med = {k: statistics.median(float(r.get(k, 0.0)) for r in rs) for k in ["wall", "own", "cpu", *STAGES]}
+        med["hit"] = all(r["hit"] for r in rs)
+        rows[name] = med
+        print(" | ".join([name, *(f"{med[k]:.2f}" for k in ("wall", "own", "cpu")), "yes" if med["hit"] else "no",
+                          *(f"{med[s]:.2f}" for s in STAGES)]), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", default="8,28,112", help="comma-separated unrolled step counts")
@@ -97,10 +189,20 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--json", help="also write the medians here")
+    ap.add_argument("--model", choices=["lstm", "cnn"], default="lstm")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--session-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker, args.hidden, args.batch)
+        return 0
+    if args.session_worker:
+        session_worker(args.session_worker)
+        return 0
+    if args.model == "cnn":
+        rows = cnn_table(args.repeats)
+        if args.json:
+            _write_json(args.json, rows)
         return 0
     head = ["steps", "wall s", "cpu s", *[s[:-2] for s in STAGES], "kernels", "distinct", "wall s/step"]
     print(" | ".join(head))
@@ -114,11 +216,15 @@ def main(argv=None) -> int:
                  str(int(med["kernels"])), str(int(med["distinct"])), f"{med['wall'] / steps:.3f}"]
         print(" | ".join(cells), flush=True)
     if args.json:
-        sys.path.insert(0, ROOT)
-        from runtime.files import atomic_write
-
-        atomic_write(args.json, json.dumps(rows, indent=1) + "\n")
+        _write_json(args.json, rows)
     return 0
+
+
+def _write_json(path, rows) -> None:
+    sys.path.insert(0, ROOT)
+    from runtime.files import atomic_write
+
+    atomic_write(path, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

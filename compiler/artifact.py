@@ -121,6 +121,8 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     object whose ``str`` is) for ``target`` (a ``codegen.registry.Target``: its backend
     names the source file, builds the library and writes the manifest's ``target``);
     returns the directory.  ``build`` (timings etc.) goes into the manifest.
+    ``init_values=None`` writes no ``init.safetensors``: the manifest says ``"init":
+    "zeros"`` (a tf.Session's artifacts: the session binds its own arrays).
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
@@ -140,11 +142,13 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     build.update(timings)
     atomic_write(out / ABI_HEADER, abi_header())
     files = [source_name, LIBRARY, ABI_HEADER]
-    if variables:
+    if variables and init_values is not None:
         write_init_values(out / mf.INIT_NAME, variables, init_values)
         files.append(mf.INIT_NAME)
     build["write_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 4)
     manifest = build_manifest(variables, entries, target.record(), mf.file_hashes(out, files), build)
+    if init_values is None:
+        manifest["init"] = "zeros"
     mf.write_manifest(out, manifest)
     return out
 
@@ -168,7 +172,8 @@ def foreign_entries(out_dir) -> list:
     return sorted(e.name for e in out.iterdir() if e.name not in ARTIFACT_ENTRIES) if out.is_dir() else []
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (staging folders of dead ones are stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -183,7 +188,7 @@ def _stale_siblings(final: Path, kind: str) -> list:
     stale = []
     for path in final.parent.glob(f".{final.name}.{kind}-*-*"):
         pid = path.name[len(f".{final.name}.{kind}-"):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             stale.append(path)
     return stale
 

@@ -96,7 +96,8 @@ def cmd_compile(args) -> int:
     kept = foreign_entries(args.output)
     out, entries, seconds = _compile_model(args, target)
     m = mf.read_manifest(out)
-    print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s)")
+    hit = ", from the compile cache" if m.get("build", {}).get("cache") == "hit" else ""
+    print(f"kiln: compiled {args.model} -> {out} (target {args.target}, {seconds:.2f} s{hit})")
     for name, e in entries.items():
         spec = m["entry_points"].get(name) or m["entry_points"][name + "_grads"]
         feeds = ", ".join(f"{f['name']}{mf.format_shape(f['shape'])}" for f in spec["feeds"])
@@ -124,6 +125,8 @@ The artifact's manifest.json gets a "model" record mapping each entry's fetch ke
 (e.g. "loss") to the tensor names used by the runtime (e.g. "loss:0").
 Recompiling into an existing artifact folder replaces the artifact only when the new one
 is complete, and keeps the folder's other contents (e.g. a ckpt/ folder).
+An unchanged model is copied from the compile cache (~/.cache/kiln, $KILN_CACHE_DIR;
+KILN_CACHE=0 turns it off; see docs/compile-cache.md).
 """
 
 

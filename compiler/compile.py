@@ -13,16 +13,20 @@ manifest's ``"build"`` record.  ``finish_entry`` and ``build_artifact`` are the 
 """
 from __future__ import annotations
 
+import gc
 import importlib
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import manifest as mf
-from runtime.files import atomic_write
+from runtime.files import apply_umask, atomic_write, current_umask
 
-from .artifact import EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact
+from .artifact import (EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact,
+                       write_init_values)
 from .codegen.registry import Target, get_backend, make_target
 from .ir.from_graph import RNG_STATE
 from .passes.manager import run_pipeline
@@ -136,7 +140,7 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
 
 def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir: bool = True,
                       manifest_extra: dict | None = None, timings: dict | None = None, sources=None,
-                      **options) -> Path:
+                      cache_parts=None, init_key=None, any_seeds=frozenset(), **options) -> Path:
     """Compile IR ``functions`` (``entry name -> Function`` as lowered) into the artifact
     directory ``out_dir`` for ``target`` (a backend name of ``codegen.registry`` with its
     ``options``, e.g. ``"cuda", arch="sm_90", emulate=True, tf32=True``, or a ready
@@ -151,26 +155,145 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     (e.g. the model file's ``"model"``).  The manifest's ``"build"`` record holds the seconds
     spent per stage (``timings`` from the caller, ``pipeline_s``, ``lowering_s``,
     ``render_s``, ``llvm_optimize_s``, ...).  ``sources`` (op name -> ``"file:line"``) feeds a
-    profiling build's manifest record (``build_artifact``).
+    profiling build's manifest record (``build_artifact``); a profiling build's cache key
+    covers them, so a hit never shows stale lines.
+
+    With ``cache_parts`` (JSON-able facts the functions do not show, e.g. the variables'
+    ABI order) and the compile cache on (``compiler/cache.py``), the artifact comes from the
+    cache when one was built from the same input, and goes into it otherwise;
+    ``build.cache`` says ``"hit"`` or ``"miss"``, ``build.cache_s`` the seconds of this
+    call (for a hit the other timings are those of the build it reuses).  Initial values
+    are not part of the key: ``init_key()`` fingerprints the initializers, and a hit whose
+    recorded ``init_key`` differs (e.g. unseeded random initializers) gets them computed
+    afresh.  Random ops whose ``(seed, seed2)`` are in ``any_seeds`` (drawn at random: no
+    graph or op seed) match a cached artifact whatever seeds it was compiled with: an
+    artifact fixes its random seeds when it is compiled, and the cached one's were drawn
+    at random just the same.
     """
+    from . import cache
+
     start = time.perf_counter()
     tgt = target if isinstance(target, Target) else make_target(target, **options)
     out = Path(out_dir)
     check_output_dir(out)
+
+    def build(folder: Path) -> None:
+        _compile_into(functions, variables, folder, tgt, dump_ir, dict(timings or {}), sources)
+        _finish_manifest(folder, time.perf_counter() - start, manifest_extra or {},
+                         **({"init_key": init_key()} if init_key else {}))
+
+    store = cache.default_cache() if cache_parts is not None else None
+    if store is None:
+        _staged_install(out, build)
+        return out
+    from .ir.fingerprint import fingerprint
+
+    key = cache.cache_key("artifact", {n: fingerprint(fn, any_seeds) for n, fn in functions.items()},
+                          cache.target_key(tgt),
+                          dump_ir, manifest_extra, cache_parts,
+                          profile_sources(tgt, sources))
+    with store.open(key, build) as (entry, hit):
+        _staged_install(out, lambda folder: _install_cached(entry, folder, hit, key, start, variables, init_key))
+    return out
+
+
+def profile_sources(tgt: Target, sources):
+    """The source lines a profiling build records (part of its cache key); None otherwise."""
+    if sources is None or not dict(tgt.options).get("profile"):
+        return None
+    return sources() if callable(sources) else sources
+
+
+def _install_cached(entry: Path, folder: Path, hit: bool, key: str, start: float, variables, init_key) -> None:
+    """Copy the cache ``entry`` into the staging ``folder``; on a hit recompute the initial
+    values if the initializers differ; note the cache's part in the manifest (a hit keeps
+    the build record of the compile it reuses)."""
+    from .cache import STAT_NAME
+
+    shutil.copytree(entry, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(STAT_NAME))
+    _dirs_follow_umask(folder)
+    if hit and init_key is not None:
+        _refresh_init(folder, variables, init_key())
+    m = mf.read_manifest(folder)
+    m["build"].update(cache="hit" if hit else "miss", cache_key=key, cache_s=round(time.perf_counter() - start, 4))
+    mf.write_manifest(folder, m)
+
+
+def _link_or_copy(src, dst) -> None:
+    """Hard-link a cached file (its content never changes: Kiln replaces artifact files, never
+    rewrites them), or copy it (across file systems, or when this process's umask wants
+    another mode than the cached file has: an artifact's files follow the umask)."""
+    mode = os.stat(src).st_mode & 0o777
+    want = (0o777 if mode & 0o111 else 0o666) & ~current_umask()
+    if mode == want:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+    os.chmod(dst, want)
+
+
+def _dirs_follow_umask(folder: Path) -> None:
+    """Give ``folder`` and its sub-folders the mode a plain ``mkdir`` would (copytree copies
+    the cache's modes)."""
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        apply_umask(d, is_dir=True)
+
+
+def _refresh_init(folder: Path, variables, init_key: str) -> None:
+    """Recompute ``init.safetensors`` of a cached artifact copied to ``folder`` unless it was
+    built from the same initializers (``build.init_key``)."""
+    m = mf.read_manifest(folder)
+    if m["build"].get("init_key") == init_key or not m["variables"]:
+        return
+    t0 = time.perf_counter()
+    infos, values = variables([v["name"] for v in m["variables"]])
+    write_init_values(folder / mf.INIT_NAME, infos, values)
+    m["files"][mf.INIT_NAME] = mf.file_digest(folder / mf.INIT_NAME)
+    m["build"].update(init_key=init_key, initial_values_s=round(time.perf_counter() - t0, 4))
+    mf.write_manifest(folder, m)
+
+
+def _staged_install(out: Path, fill) -> None:
+    """``fill(folder)`` a new staging folder beside ``out`` and swap it in when complete."""
     staged = new_staging_dir(out)
     try:
-        _compile_into(functions, variables, staged, tgt, dump_ir, dict(timings or {}), sources)
-        _finish_manifest(staged, time.perf_counter() - start, manifest_extra or {})
+        fill(staged)
         replace_artifact_dir(staged, out)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    return out
+
+
+@contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for a compile: passes, lowering and rendering
+    allocate millions of small objects, and the collections they trigger rescan everything
+    alive (a third of the render time of the seed-002 CNN).  The compile's garbage is
+    collected by the next automatic collection after it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict,
                   sources=None) -> None:
     """Optimize, lower, render and build every function into the (staging) folder ``out``."""
+    with gc_paused():
+        _compile_entries_into(functions, variables, out, tgt, dump_ir, totals, sources)
+
+
+def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict,
+                          sources=None) -> None:
+    """The body of :func:`_compile_into` (per entry: pipeline, lowering, plan, dumps; then
+    the initial values and the artifact)."""
     lowered = []
     for name, fn in functions.items():
         check_entry_name(name)
@@ -189,10 +312,10 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
     build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt, sources)
 
 
-def _finish_manifest(out: Path, seconds: float, extra: dict) -> None:
-    """Add the whole compile's wall time (``build.total_s``) and ``extra`` records to the
-    written manifest."""
-    _add_manifest_records(out, extra, total_s=round(seconds, 4))
+def _finish_manifest(out: Path, seconds: float, extra: dict, **build) -> None:
+    """Add the whole compile's wall time (``build.total_s``), more ``build`` facts and
+    ``extra`` records to the written manifest."""
+    _add_manifest_records(out, extra, total_s=round(seconds, 4), **build)
 
 
 def _add_manifest_records(out: Path, records: dict, **build) -> None:

@@ -97,7 +97,10 @@ class Artifact:
 
     def init_values(self) -> dict:
         """``name -> array`` from ``init.safetensors`` for every variable, checked against
-        the manifest (read once, then cached; callers get the cached arrays)."""
+        the manifest (read once, then cached; callers get the cached arrays); zeros for an
+        artifact whose manifest says ``"init": "zeros"``."""
+        if self._init_values is None and self.manifest.get("init") == "zeros":
+            self._init_values = {v.name: np.zeros(v.shape, v.dtype) for v in self.variables}
         if self._init_values is None:
             self._init_values = load_init_values(self.path / INIT_NAME, self.variables)
         return self._init_values

@@ -87,6 +87,9 @@ class LocalComm:
         raise SystemExit(f"kiln: {message}")
 
 
+ABORT_GRACE_S = 1.0  # seconds between a rank's abort message and MPI_Abort
+
+
 class MPIComm:
     """``MPI.COMM_WORLD`` with collectives under a deadline watchdog (module doc)."""
 
@@ -170,6 +173,9 @@ class MPIComm:
     def abort(self, message, code=1):
         """Print ``kiln: rank R: message`` and end every rank of the job (``MPI_Abort``)."""
         print(f"kiln: rank {self.rank}: {message}", file=sys.stderr, flush=True)
+        # The launcher forwards each rank's stderr asynchronously and MPI_Abort tears the job
+        # down at once: give it a moment to pass the message on (seen lost on a loaded machine).
+        time.sleep(ABORT_GRACE_S)
         self._comm.Abort(code)
 
 

@@ -161,7 +161,9 @@ def _check_path(rel, source):
 
 
 def _check_files(m, source):
-    """``files`` maps relative paths to ``sha256:<hex>``; library and init must be listed."""
+    """``files`` maps relative paths to ``sha256:<hex>``; library and init must be listed
+    (init unless ``"init": "zeros"``: every variable starts as zeros, e.g. a tf.Session's
+    artifacts, whose variables live in the session)."""
     files = m["files"]
     if not isinstance(files, dict):
         _fail(source, "'files' must be an object mapping paths to sha256 digests")
@@ -172,7 +174,9 @@ def _check_files(m, source):
     _check_path(m["library"], source)
     if m["library"] not in files:
         _fail(source, f"the library {m['library']!r} is not listed in 'files'")
-    if m["variables"] and INIT_NAME not in files:
+    if m.get("init", "file") not in ("file", "zeros"):
+        _fail(source, f"'init' must be \"file\" or \"zeros\", got {m['init']!r}")
+    if m["variables"] and INIT_NAME not in files and m.get("init") != "zeros":
         _fail(source, f"{INIT_NAME!r} is not listed in 'files'")
 
 

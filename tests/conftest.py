@@ -15,5 +15,17 @@ def pytest_configure(config):
     ~1000 tiny graphs would take minutes); compiled-path tests select the compiled backend
     explicitly."""
     import os
+    import tempfile
 
     os.environ.setdefault("KILN_BACKEND", "interpreter")
+    # The compile cache of this test session (inherited by subprocesses): tests never read
+    # or fill ~/.cache/kiln, and start from an empty cache.
+    config._kiln_cache = tempfile.mkdtemp(prefix="kiln-test-cache-")
+    os.environ["KILN_CACHE_DIR"] = config._kiln_cache
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if getattr(config, "_kiln_cache", None):
+        shutil.rmtree(config._kiln_cache, ignore_errors=True)

@@ -23,8 +23,9 @@ TIMEOUT_S = 180                        # per command; the whole file takes ~1 mi
 LONG_TIMEOUT_S = 900                   # "# needs a GPU" / "# takes minutes" commands
 SLOW_ENV = "KILN_DOCS_SLOW"
 # Settings a developer (or tests/conftest.py: KILN_BACKEND=interpreter) may have set that
-# would make a documented command behave otherwise than for a reader.
-DROPPED_ENV = ("KILN_BACKEND", "KILN_CUDA_EMULATE", "KILN_CHECKPOINT_TEST_PAUSE", "KILN_CACHE_DIR")
+# would make a documented command behave otherwise than for a reader.  KILN_CACHE_DIR stays:
+# conftest.py points it at the test session's compile cache, so commands keep out of ~/.cache.
+DROPPED_ENV = ("KILN_BACKEND", "KILN_CUDA_EMULATE", "KILN_CHECKPOINT_TEST_PAUSE", "KILN_CACHE")
 # Options whose value is a path a command writes.
 OUTPUT_OPTIONS = ("-o", "--output", "--out", "--dot", "--dump-dir", "--ckpt-dir", "--run-dir", "--json")
 

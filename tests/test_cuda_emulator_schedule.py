@@ -338,7 +338,7 @@ def test_op_table_is_schedule_independent(monkeypatch):
     """Every op of tests/op_table.py and its gradients at batch 7: the same bits with
     $KILN_EMU_SCHEDULE=reverse as forward (each session builds its own library, which reads
     the variable at its first launch)."""
-    monkeypatch.delenv("KILN_CACHE_DIR", raising=False)  # a shared cache would reuse the loaded library
+    monkeypatch.setenv("KILN_CACHE", "0")  # a shared cache would reuse the loaded library
     config = {"backend": "cuda", "cuda_emulate": True}
     monkeypatch.setenv("KILN_EMU_SCHEDULE", "forward")
     forward = op_results(config, (7,))[7]

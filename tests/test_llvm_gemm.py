@@ -3,7 +3,9 @@
 Each configuration (host SIMD, AVX2-only, bias+relu epilogue) is compiled once per module.
 """
 import ctypes
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -47,6 +49,20 @@ def sgemm_avx2(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sgemm_sse(tmp_path_factory):
     return compile_sgemm(tmp_path_factory, "sse", cfg=gemm.SSE)
+
+
+def small_blocks():
+    """The host's register tile with tiny cache blocks: several K, M and N blocks (and
+    edge tiles of every kind) at sizes a test can afford; threads with fewer than 20 rows
+    use the other K block depth."""
+    cfg = gemm.config_for()
+    return dataclasses.replace(cfg, kc=2 * cfg.vec + 3, mc=2 * cfg.mr, nc=2 * cfg.nr, prefetch=3,
+                               kc_few=cfg.vec + 5, few_rows=20)
+
+
+@pytest.fixture(scope="module")
+def sgemm_small_blocks(tmp_path_factory):
+    return compile_sgemm(tmp_path_factory, "small_blocks", cfg=small_blocks())
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +119,22 @@ def test_odd_sizes(sgemm, ta, tb, beta, nthreads):
                                    (7, 400, 200),    # few rows: threads split columns
                                    (50, 700, 300),   # skinny M (9 row panels): columns
                                    (20, 25, 500),    # one column panel, 4 row panels: rows
-                                   (150, 64, 500),   # two column panels: A read in place, 2 M and K blocks
-                                   (150, 65, 70),    # three: A packed
+                                   (150, 64, 500),   # two column panels, 2 M and K blocks
+                                   (150, 65, 70),    # three column panels
                                    (301, 97, 800)])  # several K and M blocks
 def test_blocked_and_threaded(sgemm, m, n, k, ta, tb):
     rng = np.random.default_rng(1)
     for beta in (0.0, 1.0):
         check(sgemm, m, n, k, ta, tb, beta, 2, rng)
+
+
+@pytest.mark.parametrize("nthreads", [3, 5])
+def test_uneven_thread_splits(sgemm, nthreads):
+    """Split points rounded to the nearest MR (NR) multiple: ranges of unequal sizes, some
+    empty, the last one ending in a partial tile; rows, and columns for a short M."""
+    rng = np.random.default_rng(9)
+    for m, n, k in [(40, 30, 300), (256, 33, 40), (9, 300, 100), (43, 17, 400)]:  # > 64³
+        check(sgemm, m, n, k, 0, 0, 1.0, nthreads, rng)
 
 
 _GUARDED = r"""
@@ -146,10 +171,10 @@ print("ok")
 """
 
 
-def test_a_read_in_place_stays_inside_a(sgemm):
-    """Few columns: the tiles read A in place (not transposed, or transposed with lda <= 32);
-    edge rows must not read past A.  A and B end at a PROT_NONE page, so a read past either
-    kills the (separate) process."""
+def test_no_read_outside_a_and_b(sgemm):
+    """Edge panels (M, N, K not multiples of the tile; few columns; transposed A) read
+    nothing past A or B: both end at a PROT_NONE page, so such a read kills the (separate)
+    process."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", _GUARDED, sgemm.path], capture_output=True, text=True,
                           cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
@@ -210,6 +235,36 @@ def test_concurrent_calls_from_threads(sgemm):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("ta,tb", FLAGS)
+def test_edge_tiles_and_blocks(sgemm_small_blocks, ta, tb):
+    """Every row count of an M-edge tile (the reduced 1/2/4/8-row k loops and the full
+    one), N edges, K = 1 and K spanning several K blocks, with beta 0 and 1."""
+    cfg = small_blocks()
+    rng = np.random.default_rng(8)
+    for m in range(1, 2 * cfg.mr + 2):
+        n = (1, cfg.nr - 1, cfg.nr + 1, 2 * cfg.nr + 3)[m % 4]
+        for k in (1, cfg.kc + 1, 3 * cfg.kc + 5):
+            for beta, nthreads in ((0.0, 1), (1.0, 2)):
+                check(sgemm_small_blocks, m, n, k, ta, tb, beta, nthreads, rng)
+    check(sgemm_small_blocks, 2 * cfg.mc + 3, 2 * cfg.nc + 5, 2 * cfg.kc, ta, tb, 0.5, 2, rng)
+
+
+def test_avx512_micro_kernel_keeps_accumulators_in_registers(sgemm):
+    """On AVX-512 the full k loop is 28 zmm FMAs on 14 broadcasts and 2 B vectors, with
+    the B prefetch and no stack traffic (a spilled accumulator would halve the speed)."""
+    cfg = gemm.config_for()
+    if cfg != gemm.AVX512:
+        pytest.skip("host has no AVX-512")
+    # Single-block loops: a label, lines without labels, the jump back to it.
+    loops = [m.group(0) for m in re.finditer(
+        r"^(\.LBB\w+):\n(?:(?!\.LBB).*\n)*?\s+j\w+\s+\1\n", sgemm.asm, re.M)]
+    loops = [body for body in loops if body.count("vbroadcastss") == cfg.mr]
+    assert loops, "no full-height k loop found"
+    body = loops[0]
+    assert body.count("vfmadd231ps") == cfg.mr * cfg.nr // cfg.vec
+    assert "zmm" in body and "prefetcht0" in body and "(%rsp)" not in body
 
 
 def test_host_configuration_uses_vector_fma(sgemm):

@@ -359,7 +359,8 @@ def test_gemm_epilogues_share_one_engine(lib):
         assert re.search(rf'call i32 @"?{engines[0]}"?\(', body[:body.index("\n}")]), name
     for name in ("t_gemm_transposed_store", "t_gemm_check", "t_gemm_residual"):  # via a temporary
         assert not re.search(rf'@"?{name}\.epilogue', text)
-    assert re.search(r'define i32 @"?kiln_sgemm"?\(', text)
+    assert not re.search(r'define i32 @"?kiln_sgemm"?\(', text)  # plain products call the same engine
+    assert len(re.findall(r'define internal void @"?kiln_sgemm[^"(]*\.tile"?\(', text)) == 1
 
 
 @pytest.mark.parametrize("n", [64, 301])

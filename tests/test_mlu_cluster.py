@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.codegen.mlu.build import compile_mlu
 from compiler.codegen.mlu.capabilities import MLU370
+from tests.mlu_kit import emulated_library
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).parent / "mlu" / "cluster_rules.mlu"
@@ -24,11 +24,7 @@ SCHEDULES = [(0, 0), (1, 0), (2, 7), (2, 11)]  # forward, reverse, shuffle:7, sh
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """The kernels built once with g++ against the emulator."""
-    path = tmp_path_factory.mktemp("mlu") / "cluster.so"
-    compile_mlu(SOURCE.read_text(), path)
-    so = ctypes.CDLL(str(path))
-    so.kiln_mlu_last_error.restype = ctypes.c_char_p
-    so.kiln_mlu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+    so = emulated_library(SOURCE, tmp_path_factory.mktemp("mlu"))
     yield so
     so.kiln_mlu_set_schedule(0, 0)
 

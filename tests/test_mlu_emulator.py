@@ -12,6 +12,7 @@ import pytest
 
 from compiler.codegen.mlu.build import MluToolchainError, compile_mlu, find_cncc
 from compiler.codegen.mlu.capabilities import MLU370
+from tests.mlu_kit import emulated_library
 
 SOURCE = Path(__file__).parent / "mlu" / "emulator_rules.mlu"
 FORWARD, REVERSE, SHUFFLE = 0, 1, 2
@@ -20,11 +21,7 @@ FORWARD, REVERSE, SHUFFLE = 0, 1, 2
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """The rules kernels built once with g++ against the emulator."""
-    path = tmp_path_factory.mktemp("mlu") / "rules.so"
-    compile_mlu(SOURCE.read_text(), path)
-    so = ctypes.CDLL(str(path))
-    so.kiln_mlu_last_error.restype = ctypes.c_char_p
-    so.kiln_mlu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+    so = emulated_library(SOURCE, tmp_path_factory.mktemp("mlu"))
     yield so
     so.kiln_mlu_set_schedule(FORWARD, 0)
 

@@ -21,8 +21,8 @@ import pytest
 import runtime
 from compiler import tf
 from compiler.codegen.mlu import kernels
-from compiler.codegen.mlu.build import compile_mlu
 from compiler.frontend.compile_graph import compile_entries
+from tests.mlu_kit import emulated_library
 
 SOURCE = Path(__file__).parent / "mlu" / "emulator_vector_rules.mlu"
 COLS = 100  # row loops: 64 rows of 100 per tile (vector.ROW_ELEMS), so 5000 rows take 3 tiles per task
@@ -154,11 +154,7 @@ def test_vector_tiles_match_scalar_tiles_and_interpreter(artifacts, monkeypatch,
 # ------------------------------------------------------------------ hand-written kernels
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mluvec_rules") / "rules.so"
-    compile_mlu(SOURCE.read_text(), path)
-    so = ctypes.CDLL(str(path))
-    so.kiln_mlu_last_error.restype = ctypes.c_char_p
-    so.kiln_mlu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+    so = emulated_library(SOURCE, tmp_path_factory.mktemp("mluvec_rules"))
     return so
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 
 from ..artifact import VariableInfo
-from ..compile import CompileError, compile_functions
+from ..compile import CompileError, compile_functions, state_keys
+from ..ir.fingerprint import fingerprint
 from ..ir.from_graph import RNG_STATE, LoweringError, lower_graph
 from .graph import GraphKeys
 from .op_source import graph_sources
+from .ops.random_ops import auto_seeds
 
 
 def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool = True,
@@ -30,8 +32,18 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
         infos = variable_infos(graph, keys)
         return infos, initial_values(graph, infos)
 
+    layout = [(v.name, v.dtype, list(v.shape), v.trainable) for v in variable_infos(graph, state_keys(functions.values()))]
     return compile_functions(functions, variables, out_dir, target, dump_ir, manifest_extra, timings,
-                             sources=lambda: graph_sources(graph), **options)
+                             sources=lambda: graph_sources(graph), cache_parts=[layout], init_key=lambda: initializers_fingerprint(graph, functions.values()),
+                             any_seeds=frozenset(auto_seeds(graph)), **options)
+
+
+def initializers_fingerprint(graph, functions) -> str:
+    """Fingerprint of the initializers of every variable the (unoptimized) ``functions``
+    touch: when it matches a cached artifact's, its ``init.safetensors`` is reused."""
+    inits = [graph.get_operation_by_name(k).outputs[0].initializer
+             for k in state_keys(functions) if k != RNG_STATE]
+    return fingerprint(lower_graph([], [op for op in inits if op is not None], [], name="init"))
 
 
 def _lower_entry(name, fetches, targets, feeds):

@@ -8,9 +8,11 @@ Backends (``Session(config=...)``; the config wins over the environment):
   without their batch dims (``shape_key``): one artifact serves every batch size, unless
   the graph pins the batch dim to a size (``NeedsStaticBatch``: then each batch size is
   its own signature; docs/graph.md, "Shapes known at run time").  Artifacts go to a
-  per-session temp dir (deleted by ``close``), or to a content-hash cache
-  ``$KILN_CACHE_DIR/<hash>`` (or ``config={"cache_dir": ...}``) keyed by the printed
-  optimized IR, the target and the code generator, reused across sessions and processes.
+  the compile cache (``compiler/cache.py``: ``config={"cache_dir": ...}``, else
+  ``$KILN_CACHE_DIR`` or ``~/.cache/kiln``; size-capped, least recently used entries go),
+  keyed by the signature's IR, the target and Kiln's sources, reused across sessions and
+  processes (``frontend/session_cache.py``); with ``KILN_CACHE=0``, to a per-session temp
+  dir deleted by ``close``.
   Interpreted instead: initializers (runs that only write variables, without feeds,
   fetches or variable reads: they run once), signatures whose optimized body has no
   kernels (e.g. fetching a variable), runs with an empty feed, and signatures using an op
@@ -275,43 +277,42 @@ class Session:
         fn = lower_graph(tensors, targets, fed, name="session_run", feed_shapes=feed_shapes, batch=batch)
         if self.backend == "interpreter" or is_initializer(fn):
             return _Plan(fn)
-        from ..compile import finish_entry
+        from .session_cache import NoKernels
 
         target = choose_target(self.backend, self.config, tensors, targets)
         if self._profiler is not None:
             target = self._profiler.target(target)
         try:
-            lowered = finish_entry(ENTRY, fn, skip_empty=True)
-            if lowered.program is None:
-                return _Plan(fn)
-            artifact = self._load_artifact(lowered, target)
+            artifact, origins = self._load_artifact(fn, target)
+        except NoKernels:
+            return _Plan(fn)
         except NotImplementedError as err:  # an op without a kernel lowering/renderer yet
             warnings.warn(f"Kiln: cannot compile this Session.run ({err}); it runs on the "
                           "reference interpreter", RuntimeWarning, stacklevel=3)
             return _Plan(fn)
-        return _Plan(fn, artifact.new_state(initialize=False),
-                     tuple(k.origin or k.name for k in lowered.program.kernels))
+        return _Plan(fn, artifact.new_state(initialize=False), origins)
 
-    def _load_artifact(self, lowered, target):
-        """Build (or find in the cache) and load the artifact of one signature."""
+    def _load_artifact(self, fn, target):
+        """Build (or find in the compile cache) and load the artifact of one signature."""
         import runtime
 
+        from .. import cache
         from .session_cache import session_artifact
 
-        root = config_get(self.config, "cache_dir") or os.environ.get("KILN_CACHE_DIR")
-        if not root:
+        root = config_get(self.config, "cache_dir")
+        store = cache.CompileCache(root) if root else cache.default_cache()
+        if store is None:  # KILN_CACHE=0 (or no writable cache folder): this session's own
             self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="kiln-session-")
-            root = self._tmpdir
-        path = session_artifact(self.graph, lowered, root, target)
-        if path not in self._artifacts:
-            try:
+            store = cache.CompileCache(self._tmpdir)
+
+        def load(path):
+            if path not in self._artifacts:
                 self._artifacts[path] = runtime.load_artifact(path)
-            except runtime.ArtifactError:  # a damaged cache entry: rebuild it once
-                shutil.rmtree(path, ignore_errors=True)
-                self._artifacts[path] = runtime.load_artifact(session_artifact(self.graph, lowered, root, target))
-        if self._profiler is not None:
-            self._profiler.watch(path, self._artifacts[path])
-        return self._artifacts[path]
+            if self._profiler is not None:
+                self._profiler.watch(path, self._artifacts[path])
+            return self._artifacts[path]
+
+        return session_artifact(self.graph, fn, ENTRY, store, load, target)
 
     def _state_inputs(self, fn) -> dict:
         """The arrays of every variable ``fn`` reads (the hidden rng counter starts at 0)."""

@@ -133,14 +133,24 @@ static Block gdram_block(const void* p, size_t bytes) {
   return {nullptr, 0};
 }
 
+// Where a new on-chip tile of `bytes` goes in a memory of `capacity` bytes of which `used`
+// are taken (the next aligned offset); `used` moves past it.  Past capacity: rule `rule`
+// ("NRAM capacity", ...) naming the declaration (`decl` `name`) and the memory (`memory`).
+static size_t take_tile(size_t& used, size_t bytes, int capacity, const char* rule, const char* decl,
+                        const char* name, const char* memory) {
+  size_t at = (used + KILN_MLU_ALIGN - 1) / KILN_MLU_ALIGN * KILN_MLU_ALIGN;
+  if (at + bytes > (size_t)capacity)
+    violate(rule, "%s %s needs %zu bytes at offset %zu, past the %d bytes of %s", decl, name, bytes, at, capacity,
+            memory);
+  used = at + bytes;
+  return at;
+}
+
 // A task's NRAM buffer of `bytes` (rounded up to the alignment), refused past capacity.
 static void* nram_alloc(size_t bytes, const char* name) {
   State& s = state();
-  size_t at = (s.nram_used + KILN_MLU_ALIGN - 1) / KILN_MLU_ALIGN * KILN_MLU_ALIGN;
-  if (at + bytes > (size_t)KILN_MLU_NRAM_BYTES)
-    violate("NRAM capacity", "__nram__ %s needs %zu bytes at offset %zu, past the %d bytes of NRAM a core has "
-            "after cncc's stack reserve", name, bytes, at, KILN_MLU_NRAM_BYTES);
-  s.nram_used = at + bytes;
+  size_t at = take_tile(s.nram_used, bytes, KILN_MLU_NRAM_BYTES, "NRAM capacity", "__nram__", name,
+                        "NRAM a core has after cncc's stack reserve");
   memset(s.nram + at, 0xCD, bytes);  // a tile never loaded reads as garbage
   return s.nram + at;
 }

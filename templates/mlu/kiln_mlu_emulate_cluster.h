@@ -159,11 +159,8 @@ static void memcpy_checked(void* dst, const void* src, long long bytes, int dir)
 
 static void* wram_alloc(size_t bytes, const char* name) {
   Core& c = core();
-  size_t at = (c.wram_used + KILN_MLU_ALIGN - 1) / KILN_MLU_ALIGN * KILN_MLU_ALIGN;
-  if (at + bytes > (size_t)KILN_MLU_WRAM_BYTES)
-    violate("WRAM capacity", "__wram__ %s needs %zu bytes at offset %zu, past the %d bytes of WRAM a core has",
-            name, bytes, at, KILN_MLU_WRAM_BYTES);
-  c.wram_used = at + bytes;
+  size_t at = take_tile(c.wram_used, bytes, KILN_MLU_WRAM_BYTES, "WRAM capacity", "__wram__", name,
+                        "WRAM a core has");
   memset(c.wram + at, 0xCD, bytes);
   return c.wram + at;
 }
@@ -173,11 +170,8 @@ static void* wram_alloc(size_t bytes, const char* name) {
 static void* sram_alloc(size_t bytes, const char* name) {
   Core& c = core();
   Sram& m = sram();
-  size_t at = (c.sram_used + KILN_MLU_ALIGN - 1) / KILN_MLU_ALIGN * KILN_MLU_ALIGN;
-  if (at + bytes > (size_t)KILN_MLU_SRAM_BYTES)
-    violate("SRAM capacity", "__mlu_shared__ %s needs %zu bytes at offset %zu, past the %d bytes of SRAM a "
-            "cluster has after cncc's reserve", name, bytes, at, KILN_MLU_SRAM_BYTES);
-  c.sram_used = at + bytes;
+  size_t at = take_tile(c.sram_used, bytes, KILN_MLU_SRAM_BYTES, "SRAM capacity", "__mlu_shared__", name,
+                        "SRAM a cluster has after cncc's reserve");
   if (m.launch != cluster().launch) { m.launch = cluster().launch; m.filled = 0; m.phase.clear(); }
   if (at + bytes > m.filled) { memset(m.bytes + m.filled, 0xCD, at + bytes - m.filled); m.filled = at + bytes; }
   return m.bytes + at;

@@ -1,4 +1,4 @@
-"""Turn LLVM IR into a shared library: parse, verify, optimize (O3), emit an object, link.
+"""Turn LLVM IR into a shared library: parse, verify, optimize (O2), emit an object, link.
 
 The object comes from ``TargetMachine.emit_object`` (host CPU, PIC); the library is
 linked by the system C compiler (``cc -shared``) against libgomp, which provides the
@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -46,28 +48,43 @@ def parse_module(source, target: HostTarget) -> llvm.ModuleRef:
     return mod
 
 
-def link_shared(obj_path: str, out_path: str, extra_link_flags=()) -> None:
-    """Link one object into a shared library with ``cc -shared``; raise BuildError on failure."""
+def link_shared(obj_paths, out_path: str, extra_link_flags=()) -> None:
+    """Link objects (a path or a list) into a shared library with ``cc -shared``; raise
+    BuildError on failure."""
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
         raise BuildError(f"C compiler {cc!r} not found: it is needed to link {out_path}")
-    cmd = [cc, "-shared", "-o", out_path, obj_path, *DEFAULT_LINK_FLAGS, *extra_link_flags]
+    objs = [obj_paths] if isinstance(obj_paths, str) else list(obj_paths)
+    cmd = [cc, "-shared", "-o", out_path, *objs, *DEFAULT_LINK_FLAGS, *extra_link_flags]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(
             f"linking failed ({' '.join(cmd)}), exit {proc.returncode}:\n{proc.stderr.strip()}")
 
 
-def compile_module(source, out_so_path: str, extra_link_flags=(),
-                   target: HostTarget | None = None, asm_path: str | None = None,
-                   opt_ir_path: str | None = None) -> BuildResult:
-    """Optimize ``source`` (IR text or module), emit an object, link ``out_so_path``.
+# Modules smaller than this (characters of IR) compile in one piece: forking costs more.
+SPLIT_MIN_CHARS = 200_000
+JOBS_ENV = "KILN_LLVM_JOBS"
 
-    Returns the library path and the timings of parse, optimize, codegen and link.
-    ``asm_path``/``opt_ir_path`` optionally keep the assembly and optimized IR (dumps).
-    """
-    target = target or host_target()
-    timings = {}
+
+def llvm_jobs() -> int:
+    """How many processes compile one module: ``$KILN_LLVM_JOBS``, else the idle cores (the
+    usable ones less the load average; at most 4: the parts get lumpy).  1 where ``fork``
+    is unsafe (not Linux, or other Python threads running)."""
+    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return 1
+    env = os.environ.get(JOBS_ENV, "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise BuildError(f"{JOBS_ENV}={env!r}: expected a number of processes") from None
+    idle = len(os.sched_getaffinity(0)) - os.getloadavg()[0]
+    return max(1, min(4, int(idle + 0.5)))
+
+
+def _object(source, target: HostTarget, timings: dict) -> bytes:
+    """Parse, optimize and code-generate one module; adds the stages' seconds to ``timings``."""
     t0 = time.perf_counter()
     mod = parse_module(source, target)
     t1 = time.perf_counter()
@@ -75,21 +92,90 @@ def compile_module(source, out_so_path: str, extra_link_flags=(),
     t2 = time.perf_counter()
     obj = target.machine.emit_object(mod)
     t3 = time.perf_counter()
-    timings.update(parse=t1 - t0, optimize=t2 - t1, codegen=t3 - t2)
+    for k, v in (("parse", t1 - t0), ("optimize", t2 - t1), ("codegen", t3 - t2)):
+        timings[k] = timings.get(k, 0.0) + v
+    return obj
+
+
+def _objects_in_parallel(texts: list, target: HostTarget, tmp: str, timings: dict) -> list:
+    """Object files of module texts: ``texts[1:]`` each in a forked child, ``texts[0]`` here
+    meanwhile.  A child that fails is redone here, so its error is raised as usual."""
+    children = []
+    for k, text in enumerate(texts[1:], 1):
+        path = os.path.join(tmp, f"part{k}.o")
+        pid = os.fork()
+        if pid == 0:  # the child: compile, write the object, exit without unwinding
+            code = 1
+            try:
+                with open(path, "wb") as f:
+                    f.write(_object(text, target, {}))
+                code = 0
+            finally:
+                os._exit(code)
+        children.append((pid, path, text))
+    paths = [os.path.join(tmp, "part0.o")]
+    with open(paths[0], "wb") as f:
+        f.write(_object(texts[0], target, timings))
+    t0 = time.perf_counter()
+    for pid, path, text in children:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            with open(path, "wb") as f:
+                f.write(_object(text, target, timings))
+        paths.append(path)
+    timings["wait"] = time.perf_counter() - t0
+    return paths
+
+
+def compile_module(source, out_so_path: str, extra_link_flags=(),
+                   target: HostTarget | None = None, asm_path: str | None = None,
+                   opt_ir_path: str | None = None, jobs: int | None = None) -> BuildResult:
+    """Optimize ``source`` (IR text or module), emit objects, link ``out_so_path``.
+
+    A large module is split (``split.py``) into up to ``jobs`` parts (``llvm_jobs()``)
+    compiled by as many processes at once.  Returns the library path and the seconds of
+    parse, optimize and codegen (of the part compiled in this process), of waiting for
+    the others (``wait``) and of the link.  ``asm_path``/``opt_ir_path`` optionally keep
+    the assembly and optimized IR (dumps; the module then compiles in one piece).
+    """
+    from .split import split_module
+
+    target = target or host_target()
+    timings = {}
+    out_dir = os.path.dirname(os.path.abspath(out_so_path))
+    os.makedirs(out_dir, exist_ok=True)
+    jobs = llvm_jobs() if jobs is None else jobs
+    text = source if isinstance(source, str) else None
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        parts = [text]
+        if text is not None and len(text) >= SPLIT_MIN_CHARS and not (asm_path or opt_ir_path):
+            parts = split_module(text, jobs)
+        if len(parts) > 1:
+            obj_paths = _objects_in_parallel(parts, target, tmp, timings)
+        else:
+            obj_paths = [os.path.join(tmp, "module.o")]
+            t0 = time.perf_counter()
+            mod = parse_module(source, target)
+            t1 = time.perf_counter()
+            optimize(mod, target)
+            t2 = time.perf_counter()
+            with open(obj_paths[0], "wb") as f:
+                f.write(target.machine.emit_object(mod))
+            timings.update(parse=t1 - t0, optimize=t2 - t1, codegen=time.perf_counter() - t2)
+            _dumps(mod, target, asm_path, opt_ir_path)
+        t3 = time.perf_counter()
+        tmp_so = os.path.join(tmp, "module.so")
+        link_shared(obj_paths, tmp_so, extra_link_flags)
+        os.replace(tmp_so, out_so_path)  # atomic: a loaded old library stays valid
+    timings["link"] = time.perf_counter() - t3
+    return BuildResult(path=out_so_path, timings=timings)
+
+
+def _dumps(mod, target: HostTarget, asm_path, opt_ir_path) -> None:
+    """Write the optimized IR and the assembly of ``mod`` where asked."""
     if opt_ir_path:
         with open(opt_ir_path, "w") as f:
             f.write(str(mod))
     if asm_path:
         with open(asm_path, "w") as f:
             f.write(target.machine.emit_assembly(mod))
-    out_dir = os.path.dirname(os.path.abspath(out_so_path))
-    os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        obj_path = os.path.join(tmp, "module.o")
-        with open(obj_path, "wb") as f:
-            f.write(obj)
-        tmp_so = os.path.join(tmp, "module.so")
-        link_shared(obj_path, tmp_so, extra_link_flags)
-        os.replace(tmp_so, out_so_path)  # atomic: a loaded old library stays valid
-    timings["link"] = time.perf_counter() - t3
-    return BuildResult(path=out_so_path, timings=timings)

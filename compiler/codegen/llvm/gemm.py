@@ -14,8 +14,6 @@ allocated (C is then incomplete).
 Structure (Goto/BLIS): per thread, loop over NC-column blocks of C, KC-deep blocks of K
 (B block packed into NR-wide panels), MC-row blocks (A block packed into MR-high panels),
 then MR x NR tiles computed by the register micro-kernel (``gemm_kernel.emit_tile``).
-When the thread's columns are at most ``DIRECT_A_PANELS`` NR panels (a convolution with 64
-output channels), each A element would feed one or two tiles: the tiles read A in place.
 Threads come from libgomp's ``GOMP_parallel``: the rows of C (its columns when N > M, see
 ``_split_rows``) are split in MR (NR) multiples, one contiguous range per thread, each thread
 running the serial algorithm on its range.  Packing buffers are ``aligned_alloc``'d per
@@ -32,26 +30,30 @@ import llvmlite.ir as ir
 from runtime.abi_spec import KILN_ENOMEM
 
 from .gemm_kernel import (F32, I32, I64, PTR, TileContext, c64, ceil_div, counted_loop,
-                          emit_pack, emit_tile, fptr, imax, imin, intrinsic, new_function)
+                          emit_tile, fptr, imax, imin, intrinsic, new_function)
+from .gemm_pack import emit_pack
 from .profile import active as active_profiler
 from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
 PARALLEL_MIN_WORK = 64 ** 3
 
-#: a thread's range of at most this many NR panels reads A in place instead of packing it,
-#: when consecutive k of op(A) are at most this many floats apart (1 when A is not transposed)
-DIRECT_A_PANELS = 2
-DIRECT_A_MAX_K_STRIDE = 32
-
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """Register tile (MR x NR, vectors of VEC floats) and cache blocking (KC, MC, NC).
+    """Register tile (MR x NR, vectors of VEC floats), cache blocking (KC, MC, NC), prefetch.
 
     MR*NR/VEC accumulators + NR/VEC B vectors + 1 broadcast must fit the vector
-    registers (32 with AVX-512, 16 with AVX2).  KC*NR floats of B stay near L1,
-    MC*KC of A in L2, KC*NC of B in L3.
+    registers (32 with AVX-512, 16 with AVX2).  A KC x NR panel of B is reused by the
+    MC/MR row panels of an A block (MC*KC floats, in L2); the KC x NC block of B lies in
+    L3.  ``prefetch`` > 0: the micro-kernel prefetches the B panel that many k steps
+    ahead, so a panel's first pass does not wait on L3 (0: hardware prefetch only).
+
+    A thread with fewer than ``few_rows`` rows of C uses K blocks of ``kc_few`` (when
+    set) instead of ``kc``: deep K blocks cut the passes over C (a cost ~ 1/KC of the
+    work), but packing B costs ~ 1/M of it, and with few rows the shallower blocks pack
+    and use B faster.  Only threaded calls have such threads at 256+ sizes; the KC
+    measurements (1 thread) are in docs/performance.md, "sgemm".
     """
 
     vec: int = 16
@@ -61,19 +63,26 @@ class GemmConfig:
     mc: int = 144
     nc: int = 3072
     fma: bool = True
+    prefetch: int = 0
+    kc_few: int = 0
+    few_rows: int = 0
 
     def __post_init__(self):
         if self.nr % self.vec or self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"inconsistent GEMM blocking {self}")
 
 
-AVX512 = GemmConfig(vec=16, mr=6, nr=32, kc=384, mc=144, nc=3072)
+# AVX-512: 14x32 uses 28 of the 32 zmm as accumulators (28 FMAs per 2 loads and 14
+# broadcasts); KC = 512 halves the passes over C against 256, except for threads with
+# few rows (measured on a Sapphire Rapids core, docs/performance.md "sgemm").
+AVX512 = GemmConfig(vec=16, mr=14, nr=32, kc=512, mc=98, nc=3072, prefetch=32,
+                    kc_few=256, few_rows=256)
 AVX2 = GemmConfig(vec=8, mr=6, nr=16, kc=256, mc=120, nc=3072)
 SSE = GemmConfig(vec=4, mr=4, nr=8, kc=256, mc=96, nc=2048, fma=False)
 
 
 def config_for(target: HostTarget | None = None, features: str | None = None) -> GemmConfig:
-    """The blocking for a target's SIMD: AVX-512 -> 6x32 of <16 x float>, AVX2 -> 6x16."""
+    """The blocking for a target's SIMD: AVX-512 -> 14x32 of <16 x float>, AVX2 -> 6x16."""
     features = features if features is not None else (target or host_target()).features
     if has_feature(features, "avx512f"):
         return AVX512
@@ -125,17 +134,16 @@ def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | No
     """Add the exported sgemm ``name`` (and its internal helpers ``name.*``) to ``module``."""
     cfg = cfg or config_for()
     extra = list(epilogue.extra_args) if epilogue else []
-    pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr)
-    pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr)
-    tiles = (emit_tile(module, f"{name}.tile", cfg, epilogue),
-             emit_tile(module, f"{name}.tile_in_place", cfg, epilogue, in_place=True))
-    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tiles)
+    pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr, cfg.vec)
+    pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr, cfg.vec)
+    tile = emit_tile(module, f"{name}.tile", cfg, epilogue)
+    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tile)
     struct = ir.LiteralStructType(_TYPES + extra + [I32, I32])  # ..., nthreads, status
     worker = _emit_worker(module, f"{name}.worker", cfg, struct, serial)
     return _emit_entry(module, name, extra, struct, serial, worker)
 
 
-def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
+def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     """``int32 serial(row0, col0, mt, nt, K, A, lda, tA, B, ldb, tB, C, ldc, beta, *extra)``.
 
     Computes rows [row0, row0+mt) x columns [col0, col0+nt) of C on the calling thread.
@@ -149,15 +157,14 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     tb1 = b.icmp_signed("!=", tb, ir.Constant(I32, 0))
     sa_row, sa_k = b.select(ta1, c64(1), lda), b.select(ta1, lda, c64(1))
     sb_k, sb_col = b.select(tb1, c64(1), ldb), b.select(tb1, ldb, c64(1))
-    kc_max = imax(b, imin(b, k, c64(cfg.kc)), c64(1))
+    kcb = c64(cfg.kc)  # the K block depth for this thread's rows
+    if cfg.kc_few:
+        kcb = b.select(b.icmp_signed("<", mt, c64(cfg.few_rows)), c64(cfg.kc_few), kcb)
+    kc_max = imax(b, imin(b, k, kcb), c64(1))
     a_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, mt, c64(cfg.mc)), cfg.mr)))
     b_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, nt, c64(cfg.nc)), cfg.nr)))
-    nkb = imax(b, ceil_div(b, k, cfg.kc), c64(1))  # one (empty) K block when K == 0
-    # Few columns: each A element feeds at most DIRECT_A_PANELS B panels, too few to repay
-    # packing it; the tiles read A in place (its own strides) instead, unless consecutive k
-    # of op(A) lie far apart (a transposed A with a long leading dim: measured slower).
-    direct = b.and_(b.icmp_signed("<=", nt, c64(DIRECT_A_PANELS * cfg.nr)),
-                    b.icmp_signed("<=", sa_k, c64(DIRECT_A_MAX_K_STRIDE)))
+    nkb = b.sdiv(b.sub(b.add(k, kcb), c64(1)), kcb)
+    nkb = imax(b, nkb, c64(1))  # one (empty) K block when K == 0
     ok = b.and_(b.icmp_unsigned("!=", a_buf, ir.Constant(PTR, None)),
                 b.icmp_unsigned("!=", b_buf, ir.Constant(PTR, None)))
 
@@ -165,25 +172,22 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
         nc = imin(b, c64(cfg.nc), b.sub(nt, jc))
 
         def k_block(b, kb, _):
-            pc = b.mul(kb, c64(cfg.kc))
-            kc = imin(b, c64(cfg.kc), b.sub(k, pc))
+            pc = b.mul(kb, kcb)
+            kc = imin(b, kcb, b.sub(k, pc))
             b_src = fptr(b, bm, b.add(b.mul(pc, sb_k), b.mul(b.add(col0, jc), sb_col)))
-            b.call(pack_b, [b_src, sb_col, sb_k, nc, kc, b_buf])
             beta_k = b.select(b.icmp_signed("==", kb, c64(0)), beta, ir.Constant(F32, 1.0))
             last = b.icmp_signed("==", kb, b.sub(nkb, c64(1)))
 
             def i_block(b, ic, _):
                 mc = imin(b, c64(cfg.mc), b.sub(mt, ic))
                 a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
-                with b.if_then(b.not_(direct)):
-                    b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
-                block = dict(cfg=cfg, b_buf=b_buf, kc=kc, c=c, ldc=ldc, row=b.add(row0, ic),
-                             col=b.add(col0, jc), mc=mc, nc=nc, beta=beta_k, last=last, ep_args=ep_args)
-                with b.if_else(direct) as (in_place, packed):  # one call site per tile: inlined
-                    with in_place:
-                        _tile_loops(b, tile=tiles[1], a_panels=(a_src, sa_row, sa_row, sa_k), **block)
-                    with packed:
-                        _tile_loops(b, tile=tiles[0], a_panels=(a_buf, kc, c64(1), c64(cfg.mr)), **block)
+                b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
+                # The first A block packs each B panel just before its first use.
+                pack = (pack_b, b_src, sb_col, sb_k, b.icmp_signed("==", ic, c64(0)))
+                tiles = dict(cfg=cfg, tile=tile, a_buf=a_buf, b_buf=b_buf, kc=kc, c=c,
+                             ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
+                             beta=beta_k, last=last, ep_args=ep_args, pack=pack)
+                _tile_loops(b, **tiles)
                 return []
             counted_loop(b, c64(0), mt, c64(cfg.mc), i_block, name="ic")
             return []
@@ -199,19 +203,27 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     return fn
 
 
-def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args):
-    """For each NR-column panel, for each MR-row panel of the block: one tile call.
-    ``a_panels``: (A block, its elements per row, A's row and k strides for the tile)."""
-    a_base, a_row, a_rs, a_ks = a_panels
+def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args,
+                pack):
+    """For each NR-column panel, for each MR-row panel of the packed block: one tile call.
+
+    ``pack = (pack_b, src, s_col, s_k, first)``: when ``first``, each B panel is packed
+    right before its row panels use it (OpenBLAS's order), so the first A block reads it
+    from L1/L2 instead of from wherever packing the whole KC x NC block left it; later A
+    blocks reuse the packed block.  With few rows (one A block) this is all of B's use.
+    """
+    pack_b, b_src, sb_col, sb_k, first = pack
 
     def jr_loop(b, jr, _):
         bp = fptr(b, b_buf, b.mul(jr, kc))
         nr = imin(b, c64(cfg.nr), b.sub(nc, jr))
+        with b.if_then(first):
+            b.call(pack_b, [fptr(b, b_src, b.mul(jr, sb_col)), sb_col, sb_k, nr, kc, bp])
 
         def ir_loop(b, i, _):
-            ap = fptr(b, a_base, b.mul(i, a_row))
+            ap = fptr(b, a_buf, b.mul(i, kc))
             mr = imin(b, c64(cfg.mr), b.sub(mc, i))
-            b.call(tile, [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
+            b.call(tile, [ap, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
                           beta, last, *ep_args])
             return []
         counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")
@@ -235,7 +247,8 @@ def _emit_worker(module, name, cfg, struct, serial):
     """``void worker(void* data)``: the outlined body run by each thread of the team.
 
     Splits C's rows (or columns when there are too few row panels) into one contiguous
-    range per thread, in MR (NR) multiples, and runs the serial driver on it.
+    range per thread, in MR (NR) multiples (``_split_point``), and runs the serial
+    driver on it.
     """
     fn, b = new_function(module, name, ir.VoidType(), [PTR], ["data"])
     nfields = len(struct.elements)
@@ -246,10 +259,9 @@ def _emit_worker(module, name, cfg, struct, serial):
     team = b.sext(b.call(intrinsic(module, "omp_get_num_threads", I32, []), []), I64)
     by_rows = _split_rows(b, m, n, team, cfg)
     extent, unit = b.select(by_rows, m, n), b.select(by_rows, c64(cfg.mr), c64(cfg.nr))
-    units = b.sdiv(b.sub(b.add(extent, unit), c64(1)), unit)
-    per = b.mul(b.sdiv(b.sub(b.add(units, team), c64(1)), team), unit)
-    start = b.mul(tid, per)
-    count = imin(b, per, b.sub(extent, start))
+    start = _split_point(b, tid, team, extent, unit)
+    end = _split_point(b, b.add(tid, c64(1)), team, extent, unit)
+    count = b.sub(end, start)
     with b.if_then(b.icmp_signed(">", count, c64(0))):
         row0, mt = b.select(by_rows, start, c64(0)), b.select(by_rows, count, m)
         col0, nt = b.select(by_rows, c64(0), start), b.select(by_rows, n, count)
@@ -262,6 +274,19 @@ def _emit_worker(module, name, cfg, struct, serial):
             b.atomic_rmw("or", slot, status, "monotonic")
     b.ret_void()
     return fn
+
+
+def _split_point(b, t, team, extent, unit):
+    """Where thread ``t``'s range starts: ``t * extent / team`` rounded to the nearest
+    multiple of ``unit`` (MR or NR), ``extent`` for ``t == team``.
+
+    Rounding to the nearest (not up) lets the partial last tile make up a short range:
+    256 rows in 14-row tiles on 2 threads split 126 + 130 (9 tiles, 9 tiles and 4 rows),
+    not 140 + 116 (10 tiles against 8 and 4 rows)."""
+    # floor(t*extent/(team*unit) + 1/2) * unit, in integers
+    num = b.add(b.mul(c64(2), b.mul(t, extent)), b.mul(team, unit))
+    point = b.mul(b.sdiv(num, b.mul(c64(2), b.mul(team, unit))), unit)
+    return b.select(b.icmp_signed(">=", t, team), extent, imin(b, point, extent))
 
 
 def _split_rows(b, m, n, team, cfg):

@@ -1,8 +1,6 @@
-"""The inner pieces of the sgemm engine, as LLVM IR: IR helpers, the packers, the tile kernel.
+"""The inner pieces of the sgemm engine, as LLVM IR: IR helpers and the tile kernel
+(the packers are in ``gemm_pack``).
 
-* ``emit_pack``: copies a K-block of A (or B) into panels W wide (W = MR for A, NR for B),
-  ``dst[p][k][w] = src[(p*W + w)*s_outer + k*s_k]``, zero-padding the last panel so the
-  micro-kernel always runs on full tiles.  Transposition is only a choice of strides.
 * ``emit_tile``: the MR x NR register-blocked micro-kernel (MR*NR/VEC vector accumulators,
   a broadcast of A times vectors of packed B with ``llvm.fma``), followed by the store of
   the tile into C: plus ``beta * C``, then the optional epilogue, then vector stores.
@@ -168,80 +166,6 @@ def vfma(b, module, x, y, z, fused=True):
     return b.call(fn, [x, y, z])
 
 
-# --------------------------------------------------------------------------- packing
-
-def emit_pack(module: ir.Module, name: str, width: int) -> ir.Function:
-    """``void pack(src, s_outer, s_k, n_outer, kc, dst)``: copy into W-wide zero-padded panels.
-
-    A contiguous panel (``s_outer == 1``) is copied with W-wide vector loads; a strided one
-    gathers its W elements per k (W loads, one vector store).  The last, partial panel
-    is copied element by element and padded with zeros.
-    """
-    fn, b = new_function(module, name, ir.VoidType(), [PTR, I64, I64, I64, I64, PTR],
-                         ["src", "s_outer", "s_k", "n_outer", "kc", "dst"])
-    src, s_outer, s_k, n_outer, kc, dst = fn.args
-    for a in (src, dst):
-        a.add_attribute("noalias")
-    vty = ir.VectorType(F32, width)
-
-    def panel(b, p, _):
-        nvalid = imin(b, c64(width), b.sub(n_outer, b.mul(p, c64(width))))
-        sp = fptr(b, src, b.mul(b.mul(p, c64(width)), s_outer))
-        dp = fptr(b, dst, b.mul(b.mul(p, kc), c64(width)))
-        full = b.icmp_signed("==", nvalid, c64(width))
-        contiguous = b.icmp_signed("==", s_outer, c64(1))
-        with b.if_else(full) as (then, other):
-            with then:
-                with b.if_else(contiguous) as (vec_copy, gather):
-                    with vec_copy:
-                        _pack_rows(b, sp, s_k, kc, dp, width,
-                                   lambda b, row: b.load(row, typ=vty, align=4))
-                    with gather:
-                        _pack_rows(b, sp, s_k, kc, dp, width,
-                                   lambda b, row: _gather(b, row, s_outer, width))
-            with other:
-                _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid)
-        return []
-
-    counted_loop(b, c64(0), ceil_div(b, n_outer, width), c64(1), panel, name="p")
-    b.ret_void()
-    return fn
-
-
-def _gather(b, row, s_outer, width):
-    """The W elements ``row[w * s_outer]`` as one vector."""
-    vec = ir.Constant(ir.VectorType(F32, width), ir.Undefined)
-    for w in range(width):
-        x = b.load(fptr(b, row, b.mul(c64(w), s_outer)), typ=F32, align=4)
-        vec = b.insert_element(vec, x, ir.Constant(I32, w))
-    return vec
-
-
-def _pack_rows(b, sp, s_k, kc, dp, width, load_row):
-    """For each k: ``dp[k*W : k*W+W] = load_row(sp + k*s_k)``."""
-    def body(b, k, _):
-        v = load_row(b, fptr(b, sp, b.mul(k, s_k)))
-        b.store(v, fptr(b, dp, b.mul(k, c64(width))), align=4)
-        return []
-    counted_loop(b, c64(0), kc, c64(1), body, name="k")
-
-
-def _pack_partial(b, sp, s_outer, s_k, kc, dp, width, nvalid):
-    """Element-wise copy of a partial panel: lanes ``w >= nvalid`` are set to zero."""
-    def lane(b, w, _):
-        valid = b.icmp_signed("<", w, nvalid)
-        src_w = fptr(b, sp, b.mul(imin(b, w, b.sub(nvalid, c64(1))), s_outer))
-
-        def body(b, k, _):
-            x = b.load(fptr(b, src_w, b.mul(k, s_k)), typ=F32, align=4)
-            x = b.select(valid, x, ir.Constant(F32, 0.0))
-            b.store(x, fptr(b, dp, b.add(b.mul(k, c64(width)), w)), align=4)
-            return []
-        counted_loop(b, c64(0), kc, c64(1), body, name="k")
-        return []
-    counted_loop(b, c64(0), c64(width), c64(1), lane, name="w")
-
-
 # --------------------------------------------------------------------------- tile kernel
 
 class TileContext:
@@ -277,34 +201,28 @@ class TileContext:
         return splat(self.builder, scalar, self.cfg.vec)
 
 
-def emit_tile(module: ir.Module, name: str, cfg, epilogue=None, in_place=False) -> ir.Function:
-    """``void tile(Ap, a_rs, a_ks, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
+def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
+    """``void tile(Ap, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
 
-    Multiplies an MR-row panel of A by an NR-column panel of packed B over ``kc`` and stores
-    the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR): ``C = acc + beta*C`` (C is
-    not read when beta == 0), then the epilogue when ``last``.  Packed A (the default) is an
-    MR-high panel (``a_rs``/``a_ks`` unused: its strides are the constants 1 and MR, which
-    keeps the k loop's addressing simplest).  ``in_place``: A's element (r, k) is at
-    ``Ap[r*a_rs + k*a_ks]``, and rows r >= mr read row mr-1 (their results are not stored),
-    so no read leaves A.
+    Multiplies an MR-row panel of packed A by an NR-column panel of packed B over ``kc``
+    and stores the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR):
+    ``C = acc + beta*C`` (C is not read when beta == 0), then the epilogue when ``last``.
     """
     extra = list(epilogue.extra_args) if epilogue else []
     fn, b = new_function(
         module, name, ir.VoidType(),
-        [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
-        ["Ap", "a_rs", "a_ks", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
+        [PTR, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
+        ["Ap", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
         + [f"e{i}" for i in range(len(extra))])
-    ap, a_rs, a_ks, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:13]
-    for a in (bp, c):
+    ap, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:11]
+    for a in (ap, bp, c):
         a.add_attribute("noalias")
-    if in_place:
-        rows = [fptr(b, ap, b.mul(imin(b, c64(r), b.sub(mr, c64(1))), a_rs)) for r in range(cfg.mr)]
-    else:
-        rows, a_ks = [fptr(b, ap, c64(r)) for r in range(cfg.mr)], c64(cfg.mr)
-    accs = _microkernel(b, module, cfg, rows, a_ks, bp, kc)
+    with b.if_then(b.icmp_signed(">=", kc, c64(C_PREFETCH_MIN_K))):
+        _prefetch_tile(b, module, cfg, c, ldc, row, col)
+    accs = _microkernel(b, module, cfg, ap, bp, kc, mr)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
-                 last=last, epilogue=epilogue, extra=fn.args[13:])
+                 last=last, epilogue=epilogue, extra=fn.args[11:])
     with b.if_else(full) as (then, other):
         with then:
             _store_tile(b, accs, masks=None, **store)
@@ -314,26 +232,89 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None, in_place=False) 
     return fn
 
 
-def _microkernel(b, module, cfg, rows, a_ks, bp, kc):
-    """The k loop: per k, NR/VEC vectors of B, MR broadcasts of A (row r's element k at
-    ``rows[r][k*a_ks]``), MR*NR/VEC FMAs."""
+def prefetch(b, module, ptr, write=True, locality=3):
+    """``llvm.prefetch`` of the cache line at ``ptr`` (a hint: never faults, even past C)."""
+    fn = intrinsic(module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+    b.call(fn, [ptr, i32(int(write)), i32(locality), i32(1)])
+
+
+#: the shortest k loop (kc) before which the C tile is prefetched.
+C_PREFETCH_MIN_K = 256
+
+
+def _prefetch_tile(b, module, cfg, c, ldc, row, col):
+    """Prefetch the MR x NR tile of C (first and last column of each row) for writing.
+
+    The tile is read (beta != 0, later K blocks) and written after the k loop; when C
+    is large its lines come from L3, a latency a long k loop hides once they are
+    requested up front.  Short loops (kc < C_PREFETCH_MIN_K) skip it: there the
+    outstanding prefetches delay the loop's own loads (1024 x 1024 x K, K <= 128: up to
+    13 % slower with it).
+    """
+    for r in range(cfg.mr):
+        base = b.mul(b.add(row, c64(r)), ldc)
+        for off in (0, cfg.nr - 1):
+            prefetch(b, module, fptr(b, c, b.add(base, b.add(col, c64(off)))))
+
+
+#: row counts of the reduced k loops an M-edge tile (fewer than MR rows) dispatches to.
+EDGE_ROWS = (1, 2, 4, 8)
+
+
+def _microkernel(b, module, cfg, ap, bp, kc, mr):
+    """The k loop, with as few rows as the tile needs: a full MR-row loop, or for an
+    M-edge tile (``mr < MR``, e.g. a skinny M) the smallest of ``EDGE_ROWS`` covering it,
+    so a 1-row GEMM does not pay MR rows of FMAs.  Returns MR rows of accumulators (rows
+    not computed are zero; the store masks them)."""
+    counts = [r for r in EDGE_ROWS if r < cfg.mr] + [cfg.mr]
+    done = b.append_basic_block("kernel.done")
+    results = []
+    for rows in counts:
+        if rows != cfg.mr:
+            run, skip = b.append_basic_block(f"kernel.r{rows}"), b.append_basic_block()
+            b.cbranch(b.icmp_signed("<=", mr, c64(rows)), run, skip)
+            b.position_at_end(run)
+        accs = _kloop(b, module, cfg, ap, bp, kc, rows)
+        results.append((b.block, accs))
+        b.branch(done)
+        if rows != cfg.mr:
+            b.position_at_end(skip)
+    b.position_at_end(done)
+    nv = cfg.nr // cfg.vec
+    merged = []
+    for i in range(cfg.mr * nv):
+        phi = b.phi(results[0][1][i].type)
+        for block, accs in results:
+            phi.add_incoming(accs[i], block)
+        merged.append(phi)
+    return [merged[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
+
+
+def _kloop(b, module, cfg, ap, bp, kc, rows):
+    """Per k: NR/VEC vectors of B, ``rows`` broadcasts of A (panel stride MR), their FMAs.
+
+    Returns MR*NR/VEC accumulators, row-major; those of rows >= ``rows`` are zero."""
     vty = ir.VectorType(F32, cfg.vec)
     nv = cfg.nr // cfg.vec
     zero = ir.Constant(vty, None)
 
     def body(b, k, accs):
-        a_off = b.mul(k, a_ks)
+        a_k = fptr(b, ap, b.mul(k, c64(cfg.mr)))
         b_k = fptr(b, bp, b.mul(k, c64(cfg.nr)))
         bv = [b.load(fptr(b, b_k, c64(j * cfg.vec)), typ=vty, align=cfg.vec * 4)
               for j in range(nv)]
+        if cfg.prefetch:  # the B panel's lines `prefetch` k steps ahead (L3 -> L1)
+            for j in range(0, cfg.nr, 16):
+                prefetch(b, module, fptr(b, b_k, c64(cfg.prefetch * cfg.nr + j)), write=False)
         out = []
-        for r in range(cfg.mr):
-            a = splat(b, b.load(fptr(b, rows[r], a_off), typ=F32, align=4), cfg.vec)
+        for r in range(rows):
+            a = splat(b, b.load(fptr(b, a_k, c64(r)), typ=F32, align=4), cfg.vec)
             out += [vfma(b, module, a, bv[j], accs[r * nv + j], cfg.fma) for j in range(nv)]
         return out
 
-    flat = counted_loop(b, c64(0), kc, c64(1), body, carry=[zero] * (cfg.mr * nv), name="k")
-    return [flat[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
+    flat = counted_loop(b, c64(0), kc, c64(1), body, carry=[zero] * (rows * nv),
+                        name=f"k{rows}")
+    return flat + [zero] * ((cfg.mr - rows) * nv)
 
 
 def _edge_masks(b, cfg, mr, nr):

@@ -30,7 +30,17 @@ def get_seed(op_seed):
         return int(global_seed), int(op_seed)
     if op_seed is not None:
         return DEFAULT_GRAPH_SEED, int(op_seed)
-    return secrets.randbits(31), secrets.randbits(31)
+    seeds = secrets.randbits(31), secrets.randbits(31)
+    auto_seeds(graph).add(seeds)
+    return seeds
+
+
+def auto_seeds(graph) -> set:
+    """The (seed, seed2) pairs drawn at random for ops of ``graph`` (and of its control-flow
+    bodies): the seeds no one chose, which ``kiln compile``'s cache key leaves out
+    (docs/compile-cache.md)."""
+    root = getattr(graph, "root", None) or graph
+    return root.__dict__.setdefault("_kiln_auto_seeds", set())
 
 
 def rng_step(graph=None):

@@ -47,9 +47,48 @@ def philox_word(index: np.ndarray, seed: int, seed2: int, step: int) -> np.ndarr
     return philox4x32(counter, (seed, seed2))[..., 0].astype(np.uint32)
 
 
+_CHUNK = 1 << 15  # elements per block of random_bits: its temporaries stay in the L2 cache
+
+
+def _philox_word0(lo: np.ndarray, hi: int, step: int, key: tuple) -> np.ndarray:
+    """Word 0 of Philox4x32-10 for counters (lo[i], hi, step lo, step hi): the rounds of
+    :func:`philox4x32` with the constant words kept scalar until they mix, and the arithmetic
+    done in place (uint64 lanes holding 32-bit words)."""
+    c0, c1 = lo, np.uint64(hi)
+    c2, c3 = np.uint64(step & 0xFFFFFFFF), np.uint64(step >> 32)
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    for rnd in range(10):
+        if rnd:
+            k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+        p0 = c0 * _M0
+        p1 = c2 * _M1
+        n0 = p1 >> np.uint64(32)
+        n0 ^= c1
+        n0 ^= k0
+        n2 = p0 >> np.uint64(32)
+        n2 ^= c3
+        n2 ^= k1
+        p1 &= _MASK
+        p0 &= _MASK
+        c0, c1, c2, c3 = n0, p1, n2, p0
+    return c0
+
+
 def random_bits(size: int, seed: int, seed2: int, step: int) -> np.ndarray:
-    """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32)."""
-    return philox_word(np.arange(size, dtype=np.uint64), seed, seed2, step)
+    """Word 0 of Philox for elements 0..size-1 at ``step`` (uint32); the same numbers as
+    ``philox_word(np.arange(size), ...)``, computed in cache-sized blocks (initializers of
+    large variables draw millions)."""
+    step = int(step) & 0xFFFFFFFFFFFFFFFF
+    out = np.empty(size, np.uint32)
+    for start in range(0, size, _CHUNK):
+        stop = min(size, start + _CHUNK)
+        hi, lo0 = start >> 32, start & 0xFFFFFFFF
+        if (stop - 1) >> 32 != hi:  # a block crossing a 2**32 boundary: the general path
+            out[start:stop] = philox_word(np.arange(start, stop, dtype=np.uint64), seed, seed2, step)
+            continue
+        lo = np.arange(lo0, lo0 + stop - start, dtype=np.uint64)
+        out[start:stop] = _philox_word0(lo, hi, step, (seed, seed2))
+    return out
 
 
 # the two Philox keys of rng_fold's high and low word (arbitrary odd constants)
@@ -75,22 +114,39 @@ def bits_to_unit(bits: np.ndarray) -> np.ndarray:
     return (((bits >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0 ** -24))
 
 
-def erfinv(x: np.ndarray) -> np.ndarray:
-    """Inverse error function, Giles' single-precision polynomial (the same on every backend)."""
-    x = np.asarray(x, np.float64)
+_ERFINV_P = (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+             -0.00417768164, 0.246640727, 1.50140941)  # after 2.81022636e-08, in w - 2.5
+_ERFINV_Q = (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+             0.00943887047, 1.00167406, 2.83297682)  # after -0.000200214257, in sqrt(w) - 3
+
+
+def _erfinv_block(x: np.ndarray) -> np.ndarray:
+    """:func:`erfinv` of one block; the tail polynomial only where ``w >= 5`` (rare)."""
     w = -np.log((1.0 - x) * (1.0 + x))
-    small = w < 5.0
     ws = w - 2.5
     p = 2.81022636e-08
-    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
-              -0.00417768164, 0.246640727, 1.50140941):
+    for c in _ERFINV_P:
         p = c + p * ws
-    wl = np.sqrt(w) - 3.0
-    q = -0.000200214257
-    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
-              0.00943887047, 1.00167406, 2.83297682):
-        q = c + q * wl
-    return np.where(small, p, q) * x
+    big = ~(w < 5.0)
+    if big.any():
+        wl = np.sqrt(w[big]) - 3.0
+        q = -0.000200214257
+        for c in _ERFINV_Q:
+            q = c + q * wl
+        p[big] = q
+    return p * x
+
+
+def erfinv(x: np.ndarray) -> np.ndarray:
+    """Inverse error function, Giles' single-precision polynomial (the same on every backend),
+    evaluated in float64 in cache-sized blocks (initializers of large variables draw
+    millions of normals)."""
+    x = np.asarray(x, np.float64)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, _CHUNK):
+        out[start:start + _CHUNK] = _erfinv_block(flat[start:start + _CHUNK])
+    return out.reshape(x.shape)
 
 
 _ERF_SQRT2 = 0.9544997361036416  # erf(2/sqrt(2)): mass within two standard deviations

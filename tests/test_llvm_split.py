@@ -1,0 +1,82 @@
+"""Splitting a module for parallel LLVM compiles (compiler/codegen/llvm/split.py, build.py):
+the parts link into a library that computes what the unsplit one does."""
+import json
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler import tf
+from compiler.codegen.llvm import build as llvm_build
+from compiler.codegen.llvm.split import split_module
+from compiler.frontend.compile_graph import compile_entries
+
+TWO = """\
+define internal i32 @"helper"(i32 %"x") nounwind
+{
+entry:
+  %"y" = add i32 %"x", 1
+  ret i32 %"y"
+}
+
+define i32 @"user"(i32 %"x") nounwind
+{
+entry:
+  %"r" = call i32 @"helper"(i32 %"x")
+  ret i32 %"r"
+}
+"""
+
+
+def test_functions_used_across_parts_are_hidden_and_declared():
+    parts = split_module(TWO, 2)
+    assert len(parts) == 2
+    helper_part = next(p for p in parts if 'define hidden i32 @"helper"' in p)
+    user_part = next(p for p in parts if 'define i32 @"user"' in p)
+    assert helper_part is not user_part
+    assert 'declare hidden i32 @"helper"(i32 %"x") nounwind' in user_part
+    assert "internal" not in helper_part
+
+
+def test_unknown_syntax_is_not_split():
+    weak = TWO.replace("define internal", "define weak")
+    assert split_module(weak, 2) == [weak]
+    assert split_module(TWO, 1) == [TWO]
+
+
+def _mlp_step(out):
+    """Compile a small MLP train step into ``out``; returns (feeds, fetch name)."""
+    with tf.Graph().as_default() as g:
+        tf.set_random_seed(4)
+        x = tf.placeholder(tf.float32, [None, 20], name="x")
+        y = tf.placeholder(tf.int64, [None], name="y")
+        h = tf.layers.dense(x, 64, tf.nn.relu, name="fc1")
+        logits = tf.layers.dense(h, 10, name="fc2")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits), name="loss")
+        train = tf.train.AdamOptimizer(1e-2).minimize(loss)
+        compile_entries(g, {"step": ([loss], [train], [x, y])}, out, dump_ir=False)
+    rng = np.random.default_rng(0)
+    return {"x:0": rng.random((33, 20), dtype=np.float32), "y:0": rng.integers(0, 10, 33)}
+
+
+def test_parallel_build_matches_the_serial_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE", "0")
+    monkeypatch.setattr(llvm_build, "SPLIT_MIN_CHARS", 0)
+    losses = {}
+    for jobs in ("1", "3"):
+        monkeypatch.setenv("KILN_LLVM_JOBS", jobs)
+        feeds = _mlp_step(tmp_path / jobs)
+        build = json.loads((tmp_path / jobs / "manifest.json").read_text())["build"]
+        assert ("llvm_wait_s" in build) == (jobs != "1")  # the parts were compiled by forked children
+        state = runtime.load_artifact(tmp_path / jobs).new_state()
+        losses[jobs] = [float(state.run("step", feeds)["loss:0"]) for _ in range(5)]
+    np.testing.assert_allclose(losses["3"], losses["1"], rtol=1e-6)
+    assert losses["1"][-1] < losses["1"][0]  # it trains
+
+
+def test_jobs_setting(monkeypatch):
+    monkeypatch.setenv("KILN_LLVM_JOBS", "3")
+    assert llvm_build.llvm_jobs() == 3
+    monkeypatch.setenv("KILN_LLVM_JOBS", "many")
+    with pytest.raises(llvm_build.BuildError, match="KILN_LLVM_JOBS='many'"):
+        llvm_build.llvm_jobs()
