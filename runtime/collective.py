@@ -22,6 +22,7 @@ reduction goes through host buffers.  Never imports ``compiler``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -85,6 +86,13 @@ class LocalComm:
     def abort(self, message, code=1):
         """One process: raise instead of aborting a job."""
         raise SystemExit(f"kiln: {message}")
+
+
+def _json_plain(value):
+    """numpy scalars and arrays as plain JSON values (``bcast_object``)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"cannot broadcast a {type(value).__name__} between ranks")
 
 
 ABORT_GRACE_S = 1.0  # seconds between a rank's abort message and MPI_Abort
@@ -157,14 +165,14 @@ class MPIComm:
         return arr
 
     def bcast_object(self, obj, root=0):
-        """A small picklable object of rank ``root`` on every rank (a length, then the bytes)."""
-        import pickle
-
-        data = pickle.dumps(obj) if self.rank == root else b""
+        """A small JSON-able object of rank ``root`` on every rank (a length, then the UTF-8
+        bytes; numpy scalars become numbers, tuples lists).  JSON, not pickle: a rank never
+        unpickles bytes that came over the network."""
+        data = json.dumps(obj, default=_json_plain).encode() if self.rank == root else b""
         n = self.bcast(np.array([len(data)], np.int64), root)[0]
         buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n), np.uint8)
         self.bcast(buf, root)
-        return obj if self.rank == root else pickle.loads(buf.tobytes())
+        return json.loads(buf.tobytes().decode())
 
     def barrier(self):
         with self._deadline("barrier"):
