@@ -14,6 +14,8 @@ allocated (C is then incomplete).
 Structure (Goto/BLIS): per thread, loop over NC-column blocks of C, KC-deep blocks of K
 (B block packed into NR-wide panels), MC-row blocks (A block packed into MR-high panels),
 then MR x NR tiles computed by the register micro-kernel (``gemm_kernel.emit_tile``).
+When the thread's columns are at most ``DIRECT_A_PANELS`` NR panels (a convolution with 64
+output channels), each A element would feed one or two tiles: the tiles read A in place.
 Threads come from libgomp's ``GOMP_parallel``: the rows of C (its columns when N > M, see
 ``_split_rows``) are split in MR (NR) multiples, one contiguous range per thread, each thread
 running the serial algorithm on its range.  Packing buffers are ``aligned_alloc``'d per
@@ -37,6 +39,12 @@ from .target import HostTarget, has_feature, host_target
 
 #: problems with M*N*K below this run on the calling thread (threads cost more).
 PARALLEL_MIN_WORK = 64 ** 3
+
+#: a thread's range of at most this many NR panels reads A in place instead of packing it,
+#: when consecutive k of op(A) are at most DIRECT_A_MAX_K_STRIDE floats apart (1 unless
+#: A is transposed): packing an element used by one or two tiles does not pay.
+DIRECT_A_PANELS = 2
+DIRECT_A_MAX_K_STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -136,17 +144,20 @@ def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | No
     extra = list(epilogue.extra_args) if epilogue else []
     pack_a = emit_pack(module, f"{name}.pack_a", cfg.mr, cfg.vec)
     pack_b = emit_pack(module, f"{name}.pack_b", cfg.nr, cfg.vec)
-    tile = emit_tile(module, f"{name}.tile", cfg, epilogue)
-    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tile)
+    tiles = (emit_tile(module, f"{name}.tile", cfg, epilogue),
+             emit_tile(module, f"{name}.tile_in_place", cfg, epilogue, in_place=True))
+    serial = _emit_serial(module, f"{name}.serial", cfg, extra, pack_a, pack_b, tiles)
     struct = ir.LiteralStructType(_TYPES + extra + [I32, I32])  # ..., nthreads, status
     worker = _emit_worker(module, f"{name}.worker", cfg, struct, serial)
     return _emit_entry(module, name, extra, struct, serial, worker)
 
 
-def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
+def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tiles):
     """``int32 serial(row0, col0, mt, nt, K, A, lda, tA, B, ldb, tB, C, ldc, beta, *extra)``.
 
     Computes rows [row0, row0+mt) x columns [col0, col0+nt) of C on the calling thread.
+    ``tiles``: the packed-A tile and the in-place one, each called from one site (so
+    each inlines, and the packed k loop keeps its constant A strides).
     """
     names = ["row0", "col0", "mt", "nt"] + _ARGS[2:] + [f"e{i}" for i in range(len(extra))]
     fn, b = new_function(module, name, I32, [I64] * 4 + _TYPES[2:] + extra, names)
@@ -165,6 +176,11 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     b_buf = _alloc(b, module, b.mul(kc_max, _round_up(b, imin(b, nt, c64(cfg.nc)), cfg.nr)))
     nkb = b.sdiv(b.sub(b.add(k, kcb), c64(1)), kcb)
     nkb = imax(b, nkb, c64(1))  # one (empty) K block when K == 0
+    # Few columns: each A element feeds at most DIRECT_A_PANELS B panels, too few to repay
+    # packing it; the tiles read A in place instead, unless consecutive k of op(A) lie far
+    # apart (a transposed A with a long leading dimension: measured slower).
+    direct = b.and_(b.icmp_signed("<=", nt, c64(DIRECT_A_PANELS * cfg.nr)),
+                    b.icmp_signed("<=", sa_k, c64(DIRECT_A_MAX_K_STRIDE)))
     ok = b.and_(b.icmp_unsigned("!=", a_buf, ir.Constant(PTR, None)),
                 b.icmp_unsigned("!=", b_buf, ir.Constant(PTR, None)))
 
@@ -181,13 +197,19 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
             def i_block(b, ic, _):
                 mc = imin(b, c64(cfg.mc), b.sub(mt, ic))
                 a_src = fptr(b, a, b.add(b.mul(b.add(row0, ic), sa_row), b.mul(pc, sa_k)))
-                b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
                 # The first A block packs each B panel just before its first use.
                 pack = (pack_b, b_src, sb_col, sb_k, b.icmp_signed("==", ic, c64(0)))
-                tiles = dict(cfg=cfg, tile=tile, a_buf=a_buf, b_buf=b_buf, kc=kc, c=c,
-                             ldc=ldc, row=b.add(row0, ic), col=b.add(col0, jc), mc=mc, nc=nc,
-                             beta=beta_k, last=last, ep_args=ep_args, pack=pack)
-                _tile_loops(b, **tiles)
+                block = dict(cfg=cfg, b_buf=b_buf, kc=kc, c=c, ldc=ldc, row=b.add(row0, ic),
+                             col=b.add(col0, jc), mc=mc, nc=nc, beta=beta_k, last=last,
+                             ep_args=ep_args, pack=pack)
+                with b.if_else(direct) as (in_place, packed):
+                    with in_place:
+                        _tile_loops(b, tile=tiles[1], a_panels=(a_src, sa_row, sa_row, sa_k),
+                                    **block)
+                    with packed:
+                        b.call(pack_a, [a_src, sa_row, sa_k, mc, kc, a_buf])
+                        _tile_loops(b, tile=tiles[0], a_panels=(a_buf, kc, c64(1), c64(cfg.mr)),
+                                    **block)
                 return []
             counted_loop(b, c64(0), mt, c64(cfg.mc), i_block, name="ic")
             return []
@@ -203,9 +225,12 @@ def _emit_serial(module, name, cfg, extra, pack_a, pack_b, tile):
     return fn
 
 
-def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, last, ep_args,
-                pack):
-    """For each NR-column panel, for each MR-row panel of the packed block: one tile call.
+def _tile_loops(b, cfg, tile, a_panels, b_buf, kc, c, ldc, row, col, mc, nc, beta, last,
+                ep_args, pack):
+    """For each NR-column panel, for each MR-row panel of the A block: one tile call.
+
+    ``a_panels = (base, row_step, a_rs, a_ks)``: row panel i starts at ``base[i*row_step]``
+    (packed A: ``i*kc``; A in place: ``i*`` its row stride), the tile's A strides follow.
 
     ``pack = (pack_b, src, s_col, s_k, first)``: when ``first``, each B panel is packed
     right before its row panels use it (OpenBLAS's order), so the first A block reads it
@@ -213,6 +238,7 @@ def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, 
     blocks reuse the packed block.  With few rows (one A block) this is all of B's use.
     """
     pack_b, b_src, sb_col, sb_k, first = pack
+    a_base, a_row, a_rs, a_ks = a_panels
 
     def jr_loop(b, jr, _):
         bp = fptr(b, b_buf, b.mul(jr, kc))
@@ -221,9 +247,9 @@ def _tile_loops(b, cfg, tile, a_buf, b_buf, kc, c, ldc, row, col, mc, nc, beta, 
             b.call(pack_b, [fptr(b, b_src, b.mul(jr, sb_col)), sb_col, sb_k, nr, kc, bp])
 
         def ir_loop(b, i, _):
-            ap = fptr(b, a_buf, b.mul(i, kc))
+            ap = fptr(b, a_base, b.mul(i, a_row))
             mr = imin(b, c64(cfg.mr), b.sub(mc, i))
-            b.call(tile, [ap, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
+            b.call(tile, [ap, a_rs, a_ks, bp, kc, c, ldc, b.add(row, i), b.add(col, jr), mr, nr,
                           beta, last, *ep_args])
             return []
         counted_loop(b, c64(0), mc, c64(cfg.mr), ir_loop, name="ir")

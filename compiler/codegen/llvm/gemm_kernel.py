@@ -201,28 +201,35 @@ class TileContext:
         return splat(self.builder, scalar, self.cfg.vec)
 
 
-def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
-    """``void tile(Ap, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
+def emit_tile(module: ir.Module, name: str, cfg, epilogue=None,
+              in_place: bool = False) -> ir.Function:
+    """``void tile(Ap, a_rs, a_ks, Bp, kc, C, ldc, row, col, mr, nr, beta, last, *extra)``.
 
-    Multiplies an MR-row panel of packed A by an NR-column panel of packed B over ``kc``
-    and stores the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR):
-    ``C = acc + beta*C`` (C is not read when beta == 0), then the epilogue when ``last``.
+    Multiplies an MR-row panel of A by an NR-column panel of packed B over ``kc`` and
+    stores the tile at C[row:row+mr, col:col+nr] (mr <= MR, nr <= NR): ``C = acc + beta*C``
+    (C is not read when beta == 0), then the epilogue when ``last``.  Packed A (the
+    default) is an MR-high panel: ``a_rs``/``a_ks`` are unused, its strides are the
+    constants 1 and MR (the simplest k loop addressing; runtime strides cost a few %).
+    ``in_place``: A is read where it lies, element (r, k) at ``Ap[r*a_rs + k*a_ks]``; rows
+    r >= mr (of the reduced or full k loop) read row mr-1 instead, so no read leaves A
+    (their results are masked off by the store).
     """
     extra = list(epilogue.extra_args) if epilogue else []
     fn, b = new_function(
         module, name, ir.VoidType(),
-        [PTR, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
-        ["Ap", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
+        [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64, I64, F32, I1, *extra],
+        ["Ap", "a_rs", "a_ks", "Bp", "kc", "C", "ldc", "row", "col", "mr", "nr", "beta", "last"]
         + [f"e{i}" for i in range(len(extra))])
-    ap, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:11]
+    ap, a_rs, a_ks, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:13]
     for a in (ap, bp, c):
         a.add_attribute("noalias")
     with b.if_then(b.icmp_signed(">=", kc, c64(C_PREFETCH_MIN_K))):
         _prefetch_tile(b, module, cfg, c, ldc, row, col)
-    accs = _microkernel(b, module, cfg, ap, bp, kc, mr)
+    a_at = _a_in_place(b, cfg, ap, a_rs, a_ks, mr) if in_place else _a_packed(cfg, ap)
+    accs = _microkernel(b, module, cfg, a_at, bp, kc, mr)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
-                 last=last, epilogue=epilogue, extra=fn.args[11:])
+                 last=last, epilogue=epilogue, extra=fn.args[13:])
     with b.if_else(full) as (then, other):
         with then:
             _store_tile(b, accs, masks=None, **store)
@@ -230,6 +237,19 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None) -> ir.Function:
             _store_tile(b, accs, masks=_edge_masks(b, cfg, mr, nr), **store)
     b.ret_void()
     return fn
+
+
+def _a_packed(cfg, ap):
+    """``a_at(b, k, r)`` of a packed A panel: element (r, k) at ``ap[k*MR + r]``."""
+    return lambda b, k, r: fptr(b, fptr(b, ap, b.mul(k, c64(cfg.mr))), c64(r))
+
+
+def _a_in_place(b, cfg, ap, a_rs, a_ks, mr):
+    """``a_at(b, k, r)`` of A read in place: row r's element k at ``ap[r'*a_rs + k*a_ks]``
+    with r' = min(r, mr - 1) (the row pointers are computed once, before the k loops)."""
+    last = b.sub(mr, c64(1))
+    rows = [fptr(b, ap, b.mul(imin(b, c64(r), last), a_rs)) for r in range(cfg.mr)]
+    return lambda b, k, r: fptr(b, rows[r], b.mul(k, a_ks))
 
 
 def prefetch(b, module, ptr, write=True, locality=3):
@@ -261,7 +281,7 @@ def _prefetch_tile(b, module, cfg, c, ldc, row, col):
 EDGE_ROWS = (1, 2, 4, 8)
 
 
-def _microkernel(b, module, cfg, ap, bp, kc, mr):
+def _microkernel(b, module, cfg, a_at, bp, kc, mr):
     """The k loop, with as few rows as the tile needs: a full MR-row loop, or for an
     M-edge tile (``mr < MR``, e.g. a skinny M) the smallest of ``EDGE_ROWS`` covering it,
     so a 1-row GEMM does not pay MR rows of FMAs.  Returns MR rows of accumulators (rows
@@ -274,7 +294,7 @@ def _microkernel(b, module, cfg, ap, bp, kc, mr):
             run, skip = b.append_basic_block(f"kernel.r{rows}"), b.append_basic_block()
             b.cbranch(b.icmp_signed("<=", mr, c64(rows)), run, skip)
             b.position_at_end(run)
-        accs = _kloop(b, module, cfg, ap, bp, kc, rows)
+        accs = _kloop(b, module, cfg, a_at, bp, kc, rows)
         results.append((b.block, accs))
         b.branch(done)
         if rows != cfg.mr:
@@ -290,8 +310,9 @@ def _microkernel(b, module, cfg, ap, bp, kc, mr):
     return [merged[r * nv:(r + 1) * nv] for r in range(cfg.mr)]
 
 
-def _kloop(b, module, cfg, ap, bp, kc, rows):
-    """Per k: NR/VEC vectors of B, ``rows`` broadcasts of A (panel stride MR), their FMAs.
+def _kloop(b, module, cfg, a_at, bp, kc, rows):
+    """Per k: NR/VEC vectors of B, ``rows`` broadcasts of A (element (r, k) at
+    ``a_at(b, k, r)``), their FMAs.
 
     Returns MR*NR/VEC accumulators, row-major; those of rows >= ``rows`` are zero."""
     vty = ir.VectorType(F32, cfg.vec)
@@ -299,7 +320,6 @@ def _kloop(b, module, cfg, ap, bp, kc, rows):
     zero = ir.Constant(vty, None)
 
     def body(b, k, accs):
-        a_k = fptr(b, ap, b.mul(k, c64(cfg.mr)))
         b_k = fptr(b, bp, b.mul(k, c64(cfg.nr)))
         bv = [b.load(fptr(b, b_k, c64(j * cfg.vec)), typ=vty, align=cfg.vec * 4)
               for j in range(nv)]
@@ -308,7 +328,7 @@ def _kloop(b, module, cfg, ap, bp, kc, rows):
                 prefetch(b, module, fptr(b, b_k, c64(cfg.prefetch * cfg.nr + j)), write=False)
         out = []
         for r in range(rows):
-            a = splat(b, b.load(fptr(b, a_k, c64(r)), typ=F32, align=4), cfg.vec)
+            a = splat(b, b.load(a_at(b, k, r), typ=F32, align=4), cfg.vec)
             out += [vfma(b, module, a, bv[j], accs[r * nv + j], cfg.fma) for j in range(nv)]
         return out
 
