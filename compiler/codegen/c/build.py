@@ -15,6 +15,17 @@ from ..llvm.build import BuildResult
 from ..registry import BuildError
 
 
+def emulator_command(src: str, out: str, define: str, header, error, what: str) -> list:
+    """g++'s (``$CXX``'s) command line building ``src`` as C++ against an emulation
+    ``header`` with ``-D<define>``; ``error`` (the backend's toolchain error) when there is
+    no such compiler, naming ``what`` emulator."""
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise error(f"C++ compiler {cxx!r} not found: the {what} emulator builds with it")
+    return [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-x", "c++",
+            f"-D{define}", "-include", str(header), src, "-o", out, "-lm"]
+
+
 def build_library(source: str, out_path, source_name: str, command, tool: str, timing: str) -> BuildResult:
     """Write ``source`` as ``source_name``, run ``command(src, lib)`` (argv) and install the
     library at ``out_path``; a failure is a BuildError naming ``tool`` with its output's

@@ -40,6 +40,19 @@ class Checks:
         return len(self.rows) - 1
 
 
+def io_buffers(program: K.Program) -> list:
+    """The io region's buffers of an entry: its feeds by index, then its fetches by index
+    (refused unless each role's indices are 0..n-1)."""
+    by_role = {"feed": {}, "fetch": {}}
+    for d in program.buffers.values():
+        if d.role in by_role:
+            by_role[d.role][d.index] = d
+    for role, found in by_role.items():
+        if sorted(found) != list(range(len(found))):
+            raise ValueError(f"program {program.name!r}: {role} indices {sorted(found)} are not 0..{len(found) - 1}")
+    return [by_role[r][i] for r in ("feed", "fetch") for i in range(len(by_role[r]))]
+
+
 def const_lines(consts: ConstantPool) -> list:
     """The constants blob as lines of C initializers (32 bytes each)."""
     blob = consts.blob()

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..c.build import build_library
+from ..c.build import build_library, emulator_command as c_emulator_command
 from ..llvm.build import BuildResult
 from ..registry import BuildError
 
@@ -71,11 +71,8 @@ def nvcc_command(nvcc: str, src: str, out: str, arch: str) -> list:
 
 
 def emulator_command(src: str, out: str) -> list:
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise CudaToolchainError(f"C++ compiler {cxx!r} not found: the CUDA emulator builds with it")
-    return [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-x", "c++",
-            "-DKILN_CUDA_EMULATE", "-include", str(EMULATOR_HEADER), src, "-o", out, "-lm"]
+    """g++'s command line building ``src`` against the CUDA emulator header."""
+    return c_emulator_command(src, out, "KILN_CUDA_EMULATE", EMULATOR_HEADER, CudaToolchainError, "CUDA")
 
 
 def compile_cuda(source: str, out_path, arch: str = DEFAULT_ARCH, emulate: bool | None = None) -> BuildResult:

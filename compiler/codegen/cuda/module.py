@@ -16,7 +16,7 @@ from ...lower import kernel_ir as K
 from ...lower.dedup import kernel_functions
 from ...lower.schedule import plan_program
 from ..c.environment import environment
-from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
+from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, io_buffers, pointer
 from ..layout import ConstantPool, Variables, max_batch, places, workspace_bytes
 from .capabilities import CAPABILITIES
 from .kernels import KernelRenderer
@@ -30,15 +30,8 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
     program = plan_program(program, CAPABILITIES)
     kernels, per_kernel = render_kernels(program, name, checks.add, tf32)
     kernel_programs = [f.program for f in kernel_functions(program)[0]]
-    by_role = {"feed": {}, "fetch": {}}
-    for d in program.buffers.values():
-        if d.role in by_role:
-            by_role[d.role][d.index] = d
-    for role, found in by_role.items():
-        if sorted(found) != list(range(len(found))):
-            raise ValueError(f"program {program.name!r}: {role} indices {sorted(found)} are not 0..{len(found) - 1}")
-    n_feeds = len(by_role["feed"])
-    io_decls = [by_role["feed"][i] for i in range(n_feeds)] + [by_role["fetch"][i] for i in range(len(by_role["fetch"]))]
+    io_decls = io_buffers(program)
+    n_feeds = sum(d.role == "feed" for d in io_decls)
     io_bytes = [bytes_expr(d) for d in io_decls]
     feeds, fetches = io_bytes[:n_feeds], io_bytes[n_feeds:]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}  # feeds, then fetches

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..c.build import build_library
+from ..c.build import build_library, emulator_command as c_emulator_command
 from ..llvm.build import BuildResult
 from ..registry import BuildError
 
@@ -51,11 +51,7 @@ def cncc_command(cncc: str, src: str, out: str) -> list:
 
 def emulator_command(src: str, out: str) -> list:
     """g++'s command line building ``src`` against the MLU emulator header."""
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise MluToolchainError(f"C++ compiler {cxx!r} not found: the MLU emulator builds with it")
-    return [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-w", "-x", "c++",
-            "-DKILN_MLU_EMULATE", "-include", str(EMULATOR_HEADER), src, "-o", out, "-lm"]
+    return c_emulator_command(src, out, "KILN_MLU_EMULATE", EMULATOR_HEADER, MluToolchainError, "MLU")
 
 
 def compile_mlu(source: str, out_path, emulate: bool = True) -> BuildResult:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ...lower import kernel_ir as K
 from ..c.environment import environment
-from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, pointer
+from ..c.host import Checks, bytes_expr, c_string, const_lines, entry_symbol, host_steps, io_buffers, pointer
 from ..layout import ConstantPool, Variables, max_batch, places, workspace_bytes
 from .capabilities import MLU370
 from .kernels import MluKernels
@@ -24,18 +24,6 @@ READ_PRED = ("KILN_CNRT(s, cnrtQueueSync(s->queue));\n"
              "  KILN_CNRT(s, cnrtMemcpy(&{pred}, {src}, 1, cnrtMemcpyDevToHost));")
 
 
-def _io(program: K.Program) -> list:
-    """The io region's buffers: feeds by index, then fetches by index."""
-    by_role = {"feed": {}, "fetch": {}}
-    for d in program.buffers.values():
-        if d.role in by_role:
-            by_role[d.role][d.index] = d
-    for role, found in by_role.items():
-        if sorted(found) != list(range(len(found))):
-            raise ValueError(f"program {program.name!r}: {role} indices {sorted(found)} are not 0..{len(found) - 1}")
-    return [by_role[r][i] for r in ("feed", "fetch") for i in range(len(by_role[r]))]
-
-
 def _entry(index: int, name: str, program: K.Program, variables: Variables, consts: ConstantPool, checks: Checks) -> dict:
     """Everything the templates need for one entry point."""
     renderer = MluKernels(program, name, checks.add)
@@ -44,7 +32,7 @@ def _entry(index: int, name: str, program: K.Program, variables: Variables, cons
         first = len(renderer.launches)
         renderer.kernel(k)
         per_kernel.append(renderer.launches[first:])
-    io_decls = _io(program)
+    io_decls = io_buffers(program)
     n_feeds = sum(d.role == "feed" for d in io_decls)
     io_bytes = [bytes_expr(d) for d in io_decls]
     io_slot = {(d.role, d.index): j for j, d in enumerate(io_decls)}
