@@ -51,6 +51,14 @@ def library_kind(target: dict) -> str:
     return "cuda" if target.get("kind") == "cuda" and not target.get("emulated") else "host"
 
 
+def unavailable(kind: str) -> str:
+    """``"no <device> (<reason>)"`` when this machine cannot run ``kind`` libraries, "" when
+    it can (a backend's ``unavailable``, for a target that is not emulated)."""
+    info = LIBRARY_KINDS[kind]
+    reason = info.missing()
+    return f"no {info.device.removeprefix('a ')} ({reason})" if reason else ""
+
+
 def missing_device(target: dict) -> str:
     """Why this machine cannot run an artifact built for ``target`` ("" when it can)."""
     kind = library_kind(target)

@@ -52,9 +52,9 @@ def _unavailable(target) -> str:
     not asked about: ``_options`` already refused a GPU target without it."""
     if target.get("emulate"):
         return ""
-    from runtime import cuda
+    from runtime import devices
 
-    return "" if cuda.device_count() > 0 else f"no usable CUDA GPU ({cuda.why_no_device()})"
+    return devices.unavailable("cuda")
 
 
 BACKEND = Backend(

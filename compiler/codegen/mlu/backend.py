@@ -52,8 +52,13 @@ def _record(target) -> dict:
 
 
 def _unavailable(target) -> str:
-    """Why MLU code built for ``target`` cannot run here ("" for the emulator)."""
-    return "" if target.get("emulate") else "running on an MLU needs CNRT and a device; Kiln has no MLU runtime check yet"
+    """Why MLU code built for ``target`` cannot run here ("" for the emulator): the
+    runtime's CNRT device check (``runtime.mlu``)."""
+    if target.get("emulate"):
+        return ""
+    from runtime import devices
+
+    return devices.unavailable("mlu")
 
 
 BACKEND = Backend(
