@@ -56,3 +56,18 @@ def ev(t, feed=None):
     """Evaluate tensors in a session over the current default graph."""
     with tf.Session() as sess:
         return sess.run(t, feed)
+
+
+def assert_exports_kiln_abi(lib, entry_points, label=""):
+    """The shared library ``lib`` exports the Kiln C ABI's functions and one
+    ``kiln_entry_<name>`` per entry point (checked with ``nm`` where it exists)."""
+    import shutil
+    import subprocess
+
+    nm = shutil.which("nm")
+    if not nm:
+        return
+    syms = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True).stdout
+    for sym in ["kiln_create", "kiln_destroy", "kiln_read_variable", "kiln_write_variable",
+                "kiln_last_error", "kiln_abi_version"] + [f"kiln_entry_{e}" for e in entry_points]:
+        assert sym in syms, (label, sym)

@@ -17,3 +17,20 @@ def emulated_library(source: Path, folder: Path) -> ctypes.CDLL:
     so.kiln_mlu_last_error.restype = ctypes.c_char_p
     so.kiln_mlu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
     return so
+
+
+def compiled_and_interpreted(fetches, feed, backend: str = "mlu"):
+    """``(got, want)``: ``fetches`` run by a ``backend`` session (a fall-back to the
+    interpreter warns, and the warning is an error here) and by the reference interpreter,
+    in the current default graph."""
+    import warnings
+
+    from compiler import tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tf.Session(config={"backend": backend}) as sess:
+            got = sess.run(fetches, feed)
+    with tf.Session(config={"backend": "interpreter"}) as sess:
+        want = sess.run(fetches, feed)
+    return got, want

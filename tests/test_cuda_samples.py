@@ -3,7 +3,6 @@ exists), and its train/eval/predict entry points give the CPU backend's results 
 host emulator for a few steps, and on a GPU when there is one."""
 import os
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,6 +13,7 @@ from compiler.frontend.compile_graph import compile_entries
 from compiler.model_file import load_model
 from tests.cuda_kit import MODES, assert_weights_close
 from tests.test_samples import CASES, RNG_SEED, SAMPLES
+from tests.helpers import assert_exports_kiln_abi
 
 NVCC = shutil.which("nvcc")
 
@@ -37,13 +37,7 @@ def test_every_sample_compiles_with_nvcc(tmp_path):
         m = runtime.manifest.read_manifest(out)
         assert m["target"] == {"kind": "cuda", "arch": "sm_90", "emulated": False, "runtime": "cuda"}, name
         assert (out / "src" / "model.cu").is_file() and m["build"]["nvcc_s"] > 0
-        nm = shutil.which("nm")
-        if nm:
-            syms = subprocess.run([nm, "-D", "--defined-only", str(out / "lib" / "model.so")],
-                                  capture_output=True, text=True).stdout
-            for sym in ["kiln_create", "kiln_destroy", "kiln_read_variable", "kiln_write_variable",
-                        "kiln_last_error", "kiln_abi_version"] + [f"kiln_entry_{e}" for e in m["entry_points"]]:
-                assert sym in syms, (name, sym)
+        assert_exports_kiln_abi(out / "lib" / "model.so", m["entry_points"], name)
 
 
 # the CNN sample only on a GPU: on the emulator the seed-002 CNN step is covered by

@@ -15,6 +15,7 @@ from compiler.codegen import registry
 from compiler.codegen.mlu.backend import BACKEND
 from compiler.frontend.compile_graph import compile_entries
 from tests.test_control_flow_backends import BATCHES, _feeds, _rnn_graph
+from tests.mlu_kit import compiled_and_interpreted
 
 
 def _artifact(tmp_path, name):
@@ -58,12 +59,7 @@ def test_control_flow_between_kernels_matches_interpreter(sign):
         y = tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
         _, z = tf.while_loop(lambda i, v: i < 5, lambda i, v: (i + 1, v * 1.5 + y), [tf.constant(0), x])
         feed = {x: sign * np.array([[1, 2, 3], [0.5, -1, 2]], np.float32)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a fallback to the interpreter would warn
-            with tf.Session(config={"backend": "mlu"}) as sess:
-                got = sess.run([y, z], feed)
-        with tf.Session(config={"backend": "interpreter"}) as sess:
-            want = sess.run([y, z], feed)
+        got, want = compiled_and_interpreted([y, z], feed)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
 
@@ -76,12 +72,7 @@ def test_elementwise_over_several_nram_tiles_per_task():
         x = tf.placeholder(tf.float32, [None])
         y = tf.tanh(x * 1.5) - x
         feed = {x: np.random.default_rng(5).standard_normal(50000).astype(np.float32)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with tf.Session(config={"backend": "mlu"}) as sess:
-                got = sess.run(y, feed)
-        with tf.Session(config={"backend": "interpreter"}) as sess:
-            want = sess.run(y, feed)
+        got, want = compiled_and_interpreted(y, feed)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 
@@ -151,12 +142,7 @@ def test_row_loops_are_staged_in_nram_tiles(rows, cols):
         bias = tf.constant(rng.standard_normal(cols).astype(np.float32))
         y = tf.tanh(x + bias) * 0.5
         feed = {x: rng.standard_normal((rows, cols)).astype(np.float32)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with tf.Session(config={"backend": "mlu"}) as sess:
-                got = sess.run(y, feed)
-        with tf.Session(config={"backend": "interpreter"}) as sess:
-            want = sess.run(y, feed)
+        got, want = compiled_and_interpreted(y, feed)
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
 
 

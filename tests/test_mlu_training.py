@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from compiler import tf
 from compiler.frontend.compile_graph import compile_entries
 from compiler.frontend.placement import choose_target
 from tests.test_cuda_training import ROOT, _feeds, _graph
+from tests.mlu_kit import compiled_and_interpreted
 
 SIZES = {"mlp": (8, 20), "cnn": (2, 3)}
 
@@ -63,10 +63,5 @@ def test_device_placement_runs_on_the_mlu():
         target = choose_target("compiled", None, [y], [])
         assert (target.backend, target.get("emulate")) == ("mlu", True)
         feed = {x: np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with tf.Session(config={"backend": "compiled"}) as sess:
-                got = sess.run(y, feed)
-        with tf.Session(config={"backend": "interpreter"}) as sess:
-            want = sess.run(y, feed)
+        got, want = compiled_and_interpreted(y, feed, backend="compiled")
     np.testing.assert_allclose(got, want, rtol=1e-6)
