@@ -124,6 +124,7 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
             first = next(s for s in e.program.steps if not isinstance(s, int))
             raise NotImplementedError(f"backend {backend.name!r} cannot run control flow ({first.origin} in entry "
                                       f"{e.name!r}): it does not render control steps")
+    unplanned = {e.name: e.program for e in lowered}
     programs = {e.name: plan_entry(e, target).program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
     source = backend.render(programs, var_list, target)
@@ -134,7 +135,7 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
     if target.get("profile"):
         from .lower.profile_table import profile_record
 
-        _add_manifest_records(out, {"profile": profile_record(programs, sources)})
+        _add_manifest_records(out, {"profile": profile_record(programs, sources, unplanned)})
     return out
 
 

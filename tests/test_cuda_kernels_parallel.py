@@ -68,11 +68,11 @@ def cnn():
 # ----------------------------------------------------------------------------- geometry
 def test_cnn_image_loops_spread_over_the_image(cnn):
     program, launches, functions = cnn
-    expected = {  # kernel name prefix -> per-image trip counts of its launches
-        "im2col_conv2d_Conv2D_1": [14 * 14 * 25 * 32],
+    expected = {  # kernel name prefix -> per-image trip counts of its grid launches
+        "conv_conv2d_Conv2D_1": [14 * 14 * 25 * 32],  # the im2col beside the GEMM
         "direct_conv2d_Conv2D": [28 * 28 * 32],  # the one-channel first layer: a direct nest
         "max_pool_MaxPool_1": [7 * 7 * 64], "max_pool_MaxPool": [14 * 14 * 32],
-        "col2im_conv2d_backprop_input_gradients_Conv2D_1": [14 * 14 * 32],
+        "conv_conv2d_backprop_input_gradients_Conv2D_1": [14 * 14 * 32],  # the col2im after the GEMM
         # the 2x2/2 windows tile the plane: one gather nest over the input gradient
         "max_pool_grad_gradients_MaxPool_1_grad": [14 * 14 * 64],
         "max_pool_grad_gradients_MaxPool_grad": [28 * 28 * 32],
@@ -84,6 +84,9 @@ def test_cnn_image_loops_spread_over_the_image(cnn):
             continue
         seen.add(prefix)
         lines = _launches_of(launches, functions, kernel)
+        if prefix.startswith("conv_"):
+            assert sum("kiln_gemm_big(m, n, nb)" in line for line in lines) == 1, lines
+            lines = [line for line in lines if "kiln_gemm_big(m, n, nb)" not in line]
         assert all("kiln_blocks(trip), KILN_BLOCK" in line for line in lines), lines
         assert [_trip(line, 1) for line in lines] == expected[prefix], kernel
         assert [_trip(line, 3) for line in lines] == [3 * t for t in expected[prefix]], kernel
@@ -129,14 +132,15 @@ def test_cnn_gemm_tiles(cnn):
     # static and large: only the register-blocked 64x64 kernel (k = N: never split, too many tiles)
     assert functions["gemm_matmul_gradients_MatMul_grad_MatMul_1"] == ["k_train__gemm_matmul_gradients_MatMul_grad_MatMul_1_g0b"]
     # a 25x32 filter gradient over k = N*784: split k when it is long, else the 16x16 tile
-    line = _launches_of(launches, functions, "gemm_conv2d_backprop_filter_gradients_Conv2D_gra")[0]
-    assert "if (kiln_gemm_ksplit(m, n, nb, kk)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0k, " \
+    # (a convolution's kernel launches its im2col grid first, then the GEMM)
+    line = _launches_of(launches, functions, "conv_conv2d_backprop_filter_gradients_Conv2D_gra")[1]
+    assert "if (kiln_gemm_ksplit(m, n, nb, kk)) KILN_LAUNCH_SYNC(k_train__conv_conv2d_backprop_filter_gradients_Conv2D_gra_g1k, " \
            "dim3(kiln_ks_tiles(m), kiln_ks_tiles(n), (unsigned int)nb), dim3(KILN_KS_TILE, KILN_KS_TILE, KILN_KS_SLICES)" in line
-    assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_backprop_filter_gradients_Conv2D_gra_g0, dim3(kiln_tiles(m)" in line
+    assert "else KILN_LAUNCH_SYNC(k_train__conv_conv2d_backprop_filter_gradients_Conv2D_gra_g1, dim3(kiln_tiles(m)" in line
     # m grows with N (k = 800 is short): 64x64 or 16x16, chosen at run time
-    line = _launches_of(launches, functions, "gemm_conv2d_Conv2D_1")[0]
-    assert "{ if (kiln_gemm_big(m, n, nb)) KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0b, dim3(kiln_big_tiles(m)" in line
-    assert "else KILN_LAUNCH_SYNC(k_train__gemm_conv2d_Conv2D_1_g0, dim3(kiln_tiles(m)" in line
+    line = _launches_of(launches, functions, "conv_conv2d_Conv2D_1")[1]
+    assert "{ if (kiln_gemm_big(m, n, nb)) KILN_LAUNCH_SYNC(k_train__conv_conv2d_Conv2D_1_g1b, dim3(kiln_big_tiles(m)" in line
+    assert "else KILN_LAUNCH_SYNC(k_train__conv_conv2d_Conv2D_1_g1, dim3(kiln_tiles(m)" in line
 
 
 @pytest.mark.parametrize("model", ["mlp_train_step", "lenet_train_step"])

@@ -12,6 +12,9 @@ decides from it alone, never from the backend's name:
   (barriers, shared partial values), which block reductions and ordered check loops need;
 * ``threads > 1`` and ``min_parallel_work``: threading a loop in place pays from that much
   work (trip count x ``For.work``); less stays on one thread.
+* ``nested_gemm``: the renderer runs a ``Gemm`` inside a loop (on the loop's thread), so a
+  convolution kernel is planned one batch item at a time on per-thread slots of its im2col
+  matrix (``conv_chunks.py``).
 
 ``vector_width`` and ``gemm_shapes`` describe the renderers' SIMD lanes (a GPU warp) and GEMM
 tiles; the pass does not choose from them yet.
@@ -33,6 +36,7 @@ class Capabilities:
     shared_memory_bytes: int = 0  # on-chip memory per block
     gemm_shapes: tuple = ()  # (m, n, k) tiles of the GEMM kernels
     min_parallel_work: int = 0  # trip count x For.work from which an in-place parallel loop pays
+    nested_gemm: bool = False  # a Gemm may run inside a (parallel) loop: convolutions go per item
 
     @property
     def grid_launches(self) -> bool:

@@ -147,6 +147,10 @@ class RegionScope:
     def gemm(self, m, k, a: Operand, b: Operand, rows, cols, batch=()):
         """Emit ``C[batch.., rows.., cols..] = A'·B'`` (M = prod(rows), N = prod(cols)) with the
         group's epilogue over the anchor's result shape ``batch + rows + cols``."""
+        return emit_kernel(self.ctx, self.hint("gemm"), self.gemm_stmt(m, k, a, b, rows, cols, batch))
+
+    def gemm_stmt(self, m, k, a: Operand, b: Operand, rows, cols, batch=(), split=None) -> Gemm:
+        """The ``Gemm`` statement of ``gemm`` (not emitted), with an optional ``ItemSplit``."""
         n = size_expr(cols)
         stride = mul(size_expr(rows), n) if batch else None
         dtype = self.anchor.result.type.dtype
@@ -156,8 +160,7 @@ class RegionScope:
             c = self.c_operand(n, stride)
             space = IndexSpace(([(batch, BIDX)] if batch else []) + [(rows, ROW), (cols, COL)])
             epilogue = Block(self.epilogue(Var("acc", dtype), space))
-        g = Gemm(m, n, k, a, b, c, batch=size_expr(batch) if batch else None, epilogue=epilogue)
-        return emit_kernel(self.ctx, self.hint("gemm"), g)
+        return Gemm(m, n, k, a, b, c, batch=size_expr(batch) if batch else None, epilogue=epilogue, split=split)
 
 
 # ----------------------------------------------------------------------------- entry point

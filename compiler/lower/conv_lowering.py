@@ -10,6 +10,10 @@ reference semantics are compiler/ir/ops/conv.py's, pads explicit).
   input element sums the cols entries of the windows that cover it (no write races, parallel
   over the batch; taps unrolled up to 7x7, so the sum is vectorized over channels) and the
   epilogue runs in that loop.
+* Each of the three is one kernel holding the im2col (col2im) nest and the Gemm, which
+  carries an ``ItemSplit``: a planner whose backend runs a Gemm inside a loop may turn the
+  kernel into one product per batch item on a per-thread slot of the scratch matrix, so
+  that the matrix stays in cache (``conv_chunks.py``); others launch the two as written.
 * A 1x1 convolution with stride 1 and no padding needs no im2col: the input is the matrix.
 * A ``conv2d`` with few input elements per window (``DIRECT_MAX_TAPS``: a first layer of one
   or three channels) is a direct nest over the output, taps unrolled, epilogue after the sum.
@@ -19,8 +23,8 @@ reference semantics are compiler/ir/ops/conv.py's, pads explicit).
 from __future__ import annotations
 
 from ..ir.types import dim_mul
-from .indexing import add, dim_expr, flat_index, i64, loop_nest, mul
-from .kernel_ir import Accumulate, DeclareAcc, Gemm, Let, Load, Op, Operand, Store
+from .indexing import add, dim_expr, flat_index, i64, idiv, imod, loop_nest, mul
+from .kernel_ir import Accumulate, DeclareAcc, Gemm, ItemSplit, Let, Load, Op, Operand, Store
 from .pools import Window, taps
 from .contraction import IndexSpace
 from .plain_ops import all_of, emit_kernel, nest, select, zero
@@ -42,23 +46,25 @@ def _pointwise(win: Window) -> bool:
 
 
 def _im2col(scope, x, win: Window) -> tuple:
-    """(buffer, leading dim) of the im2col matrix ``[N*OH*OW, KH*KW*C]`` of input ``x``."""
+    """``(cols, leading dim, nest, item var, tap var)``: the nest (not emitted) writing the
+    im2col matrix ``cols[N*OH*OW, KH*KW*C]`` of input ``x`` (zero where the window hangs over
+    the padding), over (item, oh, ow, tap, channel) with the window position ``tap`` flattened
+    (so a planner can split the columns at tap boundaries: ``ItemSplit``)."""
     ctx, dtype = scope.ctx, x.type.dtype
     n, c = x.type.shape[0], int(x.type.shape[3])
-    xb = scope.buffer_of(x)
-    if _pointwise(win):
-        return xb, c
     kh, kw = win.window
-    shape = (n, win.out[0], win.out[1], kh, kw, c)
+    shape = (n, win.out[0], win.out[1], kh * kw, c)
     cols = ctx.scratch(dtype, (dim_mul(n, win.out[0] * win.out[1]), kh * kw * c), hint="cols")
+    loop_vars = []
 
     def body(v):
-        b, oh, ow, i, j, ch = v
-        load, valid = win.tap(xb, dtype, b, oh, ow, i, j, ch)
+        loop_vars.extend(v)
+        b, oh, ow, t, ch = v
+        load, valid = win.tap(scope.buffer_of(x), dtype, b, oh, ow, idiv(t, kw), imod(t, kw), ch)
         return [Store(cols, flat_index(v, shape), select(valid, load, zero(dtype)))]
 
-    emit_kernel(ctx, scope.hint("im2col"), nest(ctx, shape, body))
-    return cols, kh * kw * c
+    im2col = nest(ctx, shape, body)
+    return cols, kh * kw * c, im2col, loop_vars[0], loop_vars[3]
 
 
 #: col2im unrolls windows of at most this many taps (the sum is then vectorized over channels)
@@ -104,32 +110,44 @@ def _direct(scope, x, w, win: Window) -> None:
 
 
 def _conv2d(scope):
+    """im2col then ``cols · W`` in one kernel (a pointwise conv multiplies the input itself)."""
     x, w = scope.anchor.operands
     win = _window(scope.anchor, x.type.shape, w.type.shape)
     n = x.type.shape[0]
     kh, kw, c, o = (int(d) for d in w.type.shape)
     if kh * kw * c <= DIRECT_MAX_TAPS and not _pointwise(win):
         return _direct(scope, x, w, win)
-    cols, ld = _im2col(scope, x, win)
-    rows = (n, win.out[0], win.out[1])
-    a = Operand(cols, i64(0), i64(ld))
+    rows, m = (n, win.out[0], win.out[1]), dim_expr(dim_mul(n, win.out[0] * win.out[1]))
     b = Operand(scope.buffer_of(w), i64(0), i64(o))
-    scope.gemm(dim_expr(dim_mul(n, win.out[0] * win.out[1])), i64(kh * kw * c), a, b, rows, (o,))
+    if _pointwise(win):
+        scope.gemm(m, i64(c), Operand(scope.buffer_of(x), i64(0), i64(c)), b, rows, (o,))
+        return
+    cols, ld, im2col, item, _ = _im2col(scope, x, win)
+    split = ItemSplit("rows", dim_expr(n), win.out[0] * win.out[1], cols, item.name)
+    gemm = scope.gemm_stmt(m, i64(ld), Operand(cols, i64(0), i64(ld)), b, rows, (o,), split=split)
+    emit_kernel(scope.ctx, scope.hint("conv"), [im2col, gemm])
 
 
 def _conv2d_backprop_filter(scope):
+    """im2col then ``colsᵀ · dy`` in one kernel: a ``[KH*KW*C, O]`` result, the filter layout."""
     x, dy = scope.anchor.operands
     kh, kw, c, o = (int(d) for d in scope.anchor.attrs["filter_shape"])
     win = _window(scope.anchor, x.type.shape, (kh, kw, c, o))
-    cols, ld = _im2col(scope, x, win)
-    a = Operand(cols, i64(0), i64(ld), transposed=True)
+    n = x.type.shape[0]
+    k = dim_expr(dim_mul(n, win.out[0] * win.out[1]))
     b = Operand(scope.buffer_of(dy), i64(0), i64(o))
-    k = dim_expr(dim_mul(x.type.shape[0], win.out[0] * win.out[1]))
-    scope.gemm(i64(kh * kw * c), k, a, b, (kh, kw, c), (o,))
+    if _pointwise(win):
+        scope.gemm(i64(c), k, Operand(scope.buffer_of(x), i64(0), i64(c), transposed=True), b, (kh, kw, c), (o,))
+        return
+    cols, ld, im2col, item, tap = _im2col(scope, x, win)
+    split = ItemSplit("k", dim_expr(n), win.out[0] * win.out[1], cols, item.name, tap.name, c)
+    gemm = scope.gemm_stmt(i64(ld), k, Operand(cols, i64(0), i64(ld), transposed=True), b, (kh, kw, c), (o,),
+                           split=split)
+    emit_kernel(scope.ctx, scope.hint("conv"), [im2col, gemm])
 
 
 def _conv2d_backprop_input(scope):
-    """dy · Wᵀ into cols, then col2im (gather form) with the epilogue."""
+    """``dy · Wᵀ`` into cols, then col2im (gather form) with the epilogue, in one kernel."""
     w, dy = scope.anchor.operands
     ctx, dtype = scope.ctx, dy.type.dtype
     in_shape = tuple(scope.anchor.attrs["input_shape"])
@@ -143,14 +161,13 @@ def _conv2d_backprop_input(scope):
         scope.gemm(dim_expr(rows), i64(o), a, b, (n, win.size[0], win.size[1]), (c,))
         return
     cols = ctx.scratch(dtype, (rows, kh * kw * c), hint="cols")
-    gemm = Gemm(dim_expr(rows), i64(kh * kw * c), i64(o), a, b, Operand(cols, i64(0), i64(kh * kw * c)))
-    emit_kernel(ctx, scope.hint("gemm"), gemm)
     col_shape = (n, win.out[0], win.out[1], kh, kw, c)
-
     unrolled = kh * kw <= COL2IM_MAX_UNROLLED
+    items = []
 
     def body(v):
         b_, h, w_, ch = v
+        items.append(b_)
         acc = ctx.scalar("acc", dtype)
 
         def tap(i, j):
@@ -165,7 +182,10 @@ def _conv2d_backprop_input(scope):
             sums = [taps(ctx, win, tap)]
         return [DeclareAcc(acc, zero(dtype))] + sums + scope.epilogue(acc, space)
 
-    emit_kernel(ctx, scope.hint("col2im"), nest(ctx, in_shape, body, vectorize=unrolled, work=kh * kw))
+    col2im = nest(ctx, in_shape, body, vectorize=unrolled, work=kh * kw)
+    split = ItemSplit("rows", dim_expr(n), win.out[0] * win.out[1], cols, items[0].name)
+    gemm = Gemm(dim_expr(rows), i64(kh * kw * c), i64(o), a, b, Operand(cols, i64(0), i64(kh * kw * c)), split=split)
+    emit_kernel(ctx, scope.hint("conv"), [gemm, col2im])
 
 
 # ----------------------------------------------------------------------------- depthwise

@@ -235,6 +235,29 @@ class Gemm(Stmt):
     batch: Expr = None
     accumulate: bool = False
     epilogue: Stmt = None
+    split: "ItemSplit" = None  # a convolution's product, splittable per batch item
+
+
+@dataclass(frozen=True)
+class ItemSplit:
+    """How a convolution's ``Gemm`` and the im2col/col2im nest beside it in their kernel
+    break up per batch item: a hint for planners that can run a Gemm inside a loop
+    (``conv_chunks.py``); the kernel's meaning is the Gemm as written.
+
+    The nest's outer loop ``item`` runs over the ``items`` batch items and touches the
+    im2col matrix ``scratch`` only in its rows ``[item*rows, (item+1)*rows)``.  For the Gemm,
+    ``kind == "rows"`` (forward, input gradient): each item owns ``rows`` rows of M (of A and C;
+    A and C not transposed); ``kind == "k"`` (filter gradient, A = scratchᵀ): each item owns
+    ``rows`` of K, and the nest's loop ``tap`` over window positions writes scratch columns
+    ``[tap*channels, (tap+1)*channels)``."""
+
+    kind: str
+    items: Expr
+    rows: int
+    scratch: str
+    item: str
+    tap: str = ""
+    channels: int = 0
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,10 @@ def _gemm_lines(g: K.Gemm, pad: str, depth: int) -> list:
     op = "+=" if g.accumulate else "="
     head = (f"{pad}gemm{batch} m={expr_str(g.m)} n={expr_str(g.n)} k={expr_str(g.k)}: "
             f"{_operand(g.c)} {op} {_operand(g.a)} @ {_operand(g.b)}")
+    if g.split is not None:
+        sp = g.split
+        head += f"  per item {sp.item} < {expr_str(sp.items)}: {sp.rows} {'rows' if sp.kind == 'rows' else 'k'} of {sp.scratch}"
+        head += f", tap {sp.tap} x{sp.channels}" if sp.tap else ""
     if g.epilogue is None:
         return [head]
     return [head + "  epilogue(acc, row, col, bidx):"] + stmt_lines(g.epilogue, depth + 1)

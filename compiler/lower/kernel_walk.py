@@ -2,6 +2,8 @@
 expressions a statement evaluates (both backends' analyses start from these)."""
 from __future__ import annotations
 
+import dataclasses
+
 from . import kernel_ir as K
 
 
@@ -60,3 +62,25 @@ def iter_exprs(e):
     elif isinstance(e, K.Random):
         yield from iter_exprs(e.index)
         yield from iter_exprs(e.step)
+
+
+def substitute(node, values: dict, buffer: str | None = None):
+    """``node`` (a statement, expression or operand) with every ``Var`` named in ``values``
+    replaced by its expression; with ``buffer``, only inside the indices of that buffer's
+    loads and stores (e.g. an item's rows of a scratch matrix moved to a thread's slot)."""
+    if isinstance(node, K.Var):
+        return values.get(node.name, node) if buffer is None else node
+    if isinstance(node, (list, tuple)):
+        return type(node)(substitute(x, values, buffer) for x in node)
+    if not isinstance(node, (K.Expr, K.Stmt, K.Operand)) or not dataclasses.is_dataclass(node):
+        return node
+    if buffer is not None and isinstance(node, (K.Load, K.Store)) and node.buffer == buffer:
+        node = dataclasses.replace(node, index=substitute(node.index, values))
+        return node if isinstance(node, K.Load) else dataclasses.replace(node, value=substitute(node.value, values, buffer))
+    changes = {}
+    for f in dataclasses.fields(node):
+        old = getattr(node, f.name)
+        new = substitute(old, values, buffer)
+        if new is not old:
+            changes[f.name] = new
+    return dataclasses.replace(node, **changes) if changes else node

@@ -36,17 +36,21 @@ def origin_op(origin: str) -> str:
     return origin.split(" ", 1)[1] if " " in origin else ""
 
 
-def profile_record(programs: dict, sources=None) -> dict:
+def profile_record(programs: dict, sources=None, unplanned=None) -> dict:
     """The manifest's ``"profile"`` record for ``programs`` (entry -> kernel-IR Program).
     ``sources`` maps graph op names to ``"file:line"`` (a callable giving that dict is
-    called once)."""
+    called once).  ``unplanned`` (entry -> the Program before scheduling) is where costs
+    are counted when given: planning keeps a kernel's name and meaning, but may give its
+    loops bounds that are not polynomials in N (a convolution split over threads)."""
     sources = (sources() if callable(sources) else sources) or {}
     events = []
     for entry, program in programs.items():
         events.append({"entry": entry, "kind": "step", "name": entry})
+        before = {k.name: k for k in (unplanned or {}).get(entry, program).kernels}
         for kernel in program.kernels:
+            counted = before.get(kernel.name, kernel)
             events.append({"entry": entry, "kind": "kernel", "name": kernel.name, "op": kernel.origin,
                            "source": sources.get(origin_op(kernel.origin), ""),
-                           "flops": kernel_flops(kernel), "bytes": kernel_bytes(kernel, program.buffers)})
+                           "flops": kernel_flops(counted), "bytes": kernel_bytes(counted, program.buffers)})
     return {"version": RECORD_VERSION, "clock": "CLOCK_MONOTONIC", "unit": "ns",
             "event_fields": [list(f) for f in EVENT_FIELDS], "chunk_flag": CHUNK_FLAG, "events": events}

@@ -11,7 +11,9 @@ writes the decisions into the kernel IR, so a renderer only renders them:
 * a target that threads loops in place (the CPU's libgomp) gets ``For.parallel`` on the
   outermost loop of each top-level nest that the same analysis proves parallel and that is
   worth threading (``caps.min_parallel_work``), with ``For.work`` estimated for the
-  renderer's run-time test.  Lowering's own ``parallel`` loops stay as they are.
+  renderer's run-time test.  Lowering's own ``parallel`` loops stay as they are.  When the
+  renderer runs a Gemm inside a loop (``caps.nested_gemm``), convolution kernels go one
+  batch item at a time on per-thread slots of their im2col matrix (``conv_chunks.py``).
 
 The input is not changed; the result records ``planned_for`` (the capabilities' name) and
 a one-line ``plan_summary``.  Planning a program again for the same capabilities returns
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from . import kernel_ir as K
 from .capabilities import Capabilities
+from .conv_chunks import split_conv
 from .footprint import stmt_list, walk
 from .launches import fission, independent_loops, launch_groups, nest, static_trip
 
@@ -69,6 +72,10 @@ def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Sta
     body = kernel.body.body if isinstance(kernel.body, K.Block) else [kernel.body]
     if caps.grid_launches:
         return replace(kernel, launches=_launches(body, buffers, caps, stats))
+    if caps.nested_gemm:
+        split = split_conv(kernel, buffers, caps.threads)
+        if split is not kernel:
+            return split
     if caps.threads <= 1 or any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
         return kernel  # one thread, or top-level values the loops share
     new = [_thread_nest(s, buffers, caps, stats) if isinstance(s, K.For) else s for s in body]

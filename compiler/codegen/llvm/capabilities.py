@@ -28,4 +28,5 @@ def host_capabilities(target: HostTarget | None = None) -> Capabilities:
     lanes = 16 if target.has("avx512f") else 8 if target.has("avx2") else 4
     cfg = config_for(target)
     return Capabilities(name="cpu", threads=host_cores(), vector_width=lanes,
-                        gemm_shapes=((cfg.mr, cfg.nr, cfg.kc),), min_parallel_work=PARALLEL_MIN_WORK)
+                        gemm_shapes=((cfg.mr, cfg.nr, cfg.kc),), min_parallel_work=PARALLEL_MIN_WORK,
+                        nested_gemm=True)

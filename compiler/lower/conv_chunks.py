@@ -1,0 +1,142 @@
+"""Convolutions one batch item at a time, for backends that run a ``Gemm`` inside a loop.
+
+A convolution kernel of ``conv_lowering.py`` is ``[im2col nest, Gemm]`` (forward, filter
+gradient) or ``[Gemm, col2im nest]`` (input gradient), its Gemm carrying an ``ItemSplit``.
+As written, the im2col matrix of the whole batch (``N*OH*OW x KH*KW*C``: 31 MB for the
+seed-002 CNN's second layer at batch 50) is written to memory and read back.
+``split_conv(kernel, slots)`` plans it so that each thread works on a slot of that matrix
+that stays in its core's cache:
+
+* ``kind == "rows"`` (forward, input gradient): a parallel loop over ``P = min(slots, N)``
+  slots, each taking its contiguous range of items one at a time: the item's im2col into the
+  slot's rows of the matrix, then the item's product (its ``rows`` rows of M), or the product
+  then the col2im.  With fewer items than slots the kernel keeps the whole-batch form (a
+  branch at run time), whose product spreads over every thread.
+* ``kind == "k"`` (filter gradient): the product's M (taps x channels) is split at tap
+  boundaries into ``P = min(slots, taps)`` ranges; per item, in batch order, a slot builds the
+  im2col columns of its taps (in the first item's rows: the slots' columns are disjoint) and
+  adds its item's product into its rows of C (items are K blocks).  Every element sums the items in the same order whatever ``P``, so the result does
+  not depend on the core count.  The epilogue runs after the last item, on the slot's rows.
+
+Only the scratch matrix changes place (an item's rows move to its slot's rows, or to the
+first item's); every other buffer is read and written at the same elements as before.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir.types import bool_, int64
+from . import kernel_ir as K
+from .indexing import add, const_value, i64, idiv, imin, mul, sub
+from .kernel_walk import iter_stmts, substitute
+
+
+def split_conv(kernel: K.Kernel, buffers: dict, slots: int) -> K.Kernel:
+    """``kernel`` planned one item at a time on ``slots`` slots when it is a convolution kernel
+    with an ``ItemSplit`` (see the module docstring), else unchanged (``buffers``: the
+    program's buffer table)."""
+    body = kernel.body.body if isinstance(kernel.body, K.Block) else [kernel.body]
+    if len(body) != 2 or slots < 1:
+        return kernel
+    gemm_first = isinstance(body[0], K.Gemm)
+    g, nest = (body[0], body[1]) if gemm_first else (body[1], body[0])
+    if not (isinstance(g, K.Gemm) and g.split is not None and isinstance(nest, K.For)
+            and nest.var.name == g.split.item and g.batch is None):
+        return kernel
+    if g.split.kind == "rows":
+        new = _by_rows(g, nest, gemm_first, slots)
+    else:
+        new = _by_taps(g, nest, slots, buffers[g.c.buffer].dtype)
+    if new is None:
+        return kernel
+    reads = kernel.reads + [g.c.buffer] * (g.split.kind == "k" and g.c.buffer not in kernel.reads)
+    return replace(kernel, body=K.Block(new), reads=reads)  # the filter gradient adds into C
+
+
+def _slot_var(g: K.Gemm) -> K.Var:
+    return K.Var(f"{g.split.item}_slot", int64)
+
+
+def _by_rows(g: K.Gemm, nest: K.For, gemm_first: bool, slots: int):
+    """Forward / input gradient: slots over contiguous ranges of items (module docstring)."""
+    sp, item, slot = g.split, nest.var, _slot_var(g)
+    if g.a.transposed or g.c.transposed:
+        return None
+    count = imin(i64(slots), sp.items)
+    lo = idiv(mul(slot, sp.items), count)
+    hi = idiv(mul(add(slot, i64(1)), sp.items), count)
+
+    def rows_of_item(op: K.Operand) -> K.Operand:
+        owner = slot if op.buffer == sp.scratch else item
+        return replace(op, offset=add(op.offset, mul(owner, mul(i64(sp.rows), op.ld))))
+
+    epilogue = g.epilogue
+    if epilogue is not None:
+        epilogue = substitute(epilogue, {"row": add(K.Var("row", int64), mul(item, i64(sp.rows)))})
+    product = replace(g, m=i64(sp.rows), a=rows_of_item(g.a), c=rows_of_item(g.c), split=None, epilogue=epilogue)
+    im2col = substitute(nest.body, {item.name: slot}, buffer=sp.scratch)
+    steps = [product, im2col] if gemm_first else [im2col, product]
+    per_item = K.For(item, lo, hi, K.Block(steps))
+    split = K.For(slot, i64(0), count, per_item, parallel=True, work=_work(g, sp.rows))
+    if slots == 1:
+        return [split]
+    whole = [replace(g, split=None), nest] if gemm_first else [nest, replace(g, split=None)]
+    enough = K.Op("greater_equal", (sp.items, i64(slots)), bool_)
+    fewer = K.Op("less", (sp.items, i64(slots)), bool_)
+    return [K.If(enough, split), K.If(fewer, K.Block(whole))]
+
+
+def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):
+    """Filter gradient: slots over ranges of taps, items in batch order (module docstring)."""
+    sp, item, slot = g.split, nest.var, _slot_var(g)
+    tap_loops = [s for s in iter_stmts(nest) if isinstance(s, K.For) and s.var.name == sp.tap]
+    taps = const_value(tap_loops[0].stop) if len(tap_loops) == 1 else None
+    if taps is None or not g.a.transposed or g.b.transposed or g.c.transposed or g.c.ld != g.n:
+        return None
+    count = min(slots, taps)
+    t0, t1 = (idiv(mul(s, i64(taps)), i64(count)) for s in (slot, add(slot, i64(1))))
+    m0, m1 = mul(t0, i64(sp.channels)), mul(t1, i64(sp.channels))
+    # the slots write disjoint columns (their taps): they share the first item's rows
+    im2col = _retap(substitute(nest.body, {item.name: i64(0)}, buffer=sp.scratch), sp.tap, t0, t1)
+    a = replace(g.a, offset=add(g.a.offset, m0))
+    b = replace(g.b, offset=add(g.b.offset, mul(item, mul(i64(sp.rows), g.b.ld))))
+    c = replace(g.c, offset=add(g.c.offset, mul(m0, g.c.ld)))
+    product = K.Gemm(sub(m1, m0), g.n, i64(sp.rows), a, b, c, accumulate=True)
+    steps = [] if g.accumulate else [_fill_rows(g.c, m0, m1, dtype)]
+    steps.append(K.For(item, i64(0), sp.items, K.Block([im2col, product])))
+    if g.epilogue is not None:
+        steps.append(_epilogue_rows(g, m0, m1, dtype))
+    return [K.For(slot, i64(0), i64(count), K.Block(steps), parallel=True, work=_work(g, sp.rows))]
+
+
+def _retap(stmt, tap: str, start, stop):
+    """``stmt`` with the loop over ``tap`` running over ``[start, stop)``."""
+    if isinstance(stmt, K.For):
+        body = _retap(stmt.body, tap, start, stop)
+        if stmt.var.name == tap:
+            return replace(stmt, start=start, stop=stop, body=body)
+        return replace(stmt, body=body)
+    if isinstance(stmt, K.Block):
+        return K.Block([_retap(s, tap, start, stop) for s in stmt.body])
+    return stmt
+
+
+def _fill_rows(c: K.Operand, m0, m1, dtype) -> K.For:
+    """C's rows ``[m0, m1)`` (contiguous: ld == N) set to zero before the items add to them."""
+    e = K.Var("__fill", int64)
+    zero = K.Const(0.0 if dtype.is_floating else 0, dtype)
+    return K.For(e, mul(m0, c.ld), mul(m1, c.ld), K.Store(c.buffer, add(c.offset, e), zero), vectorize=True)
+
+
+def _epilogue_rows(g: K.Gemm, m0, m1, dtype) -> K.For:
+    """The Gemm's epilogue on C's rows ``[m0, m1)``, once they hold the whole sum."""
+    row, col, acc = K.Var("row", int64), K.Var("col", int64), K.Var("acc", dtype)
+    value = K.Load(g.c.buffer, add(g.c.offset, add(mul(row, g.c.ld), col)), dtype)
+    cols = K.For(col, i64(0), g.n, K.Block([K.Let(acc, value), g.epilogue]), vectorize=True)
+    return K.For(row, m0, m1, cols)
+
+
+def _work(g: K.Gemm, rows: int) -> int:
+    """Scalar operations of one slot's first item, for the renderer's threading decision."""
+    n, k = const_value(g.n) or 1, const_value(g.k) or rows
+    return max(1, rows * n * k)
