@@ -44,6 +44,7 @@ class LoweredEntry:
     fn: object  # the optimized IR Function (schedule + memory plan)
     program: object  # compiler.lower.kernel_ir.Program
     timings: dict = field(default_factory=dict)
+    unplanned: object = None  # the program before plan_entry (costs are counted there)
 
 
 def finish_entry(name, fn, dump_dir=None, timings=None, skip_empty=False) -> LoweredEntry:
@@ -106,7 +107,7 @@ def plan_entry(entry: LoweredEntry, target: Target) -> LoweredEntry:
     t0 = time.perf_counter()
     planned = plan_program(entry.program, caps)
     if planned is not entry.program:
-        entry.program = planned
+        entry.unplanned, entry.program = entry.program, planned
         entry.timings["schedule_s"] = time.perf_counter() - t0
     return entry
 
@@ -124,8 +125,8 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
             first = next(s for s in e.program.steps if not isinstance(s, int))
             raise NotImplementedError(f"backend {backend.name!r} cannot run control flow ({first.origin} in entry "
                                       f"{e.name!r}): it does not render control steps")
-    unplanned = {e.name: e.program for e in lowered}
     programs = {e.name: plan_entry(e, target).program for e in lowered}
+    unplanned = {e.name: e.unplanned or e.program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
     source = backend.render(programs, var_list, target)
     build = dict(timings or {})

@@ -124,3 +124,19 @@ def test_compiled_split_convolutions_train_like_the_interpreter(cores, monkeypat
                 return [sess.run([loss, train], {x: features(b, step)})[0] for step in range(3) for b in (1, 5)]
 
     np.testing.assert_allclose(losses("compiled"), losses("interpreter"), rtol=2e-5)
+
+
+def test_profile_costs_are_counted_before_planning(lowered):
+    """The split kernels' loop bounds are not polynomials in N; their FLOPs in a profiling
+    build's record come from the unplanned kernels of the same name."""
+    from compiler.lower.profile_table import profile_record
+
+    _, program, _ = lowered
+    planned = plan_program(program, Capabilities(name="cpu", threads=2, min_parallel_work=1, nested_gemm=True))
+
+    def conv_flops(record):
+        return {e["name"]: e["flops"] for e in record["events"] if e["name"].startswith("conv_")}
+    counted = conv_flops(profile_record({"step": planned}, unplanned={"step": program}))
+    assert counted == conv_flops(profile_record({"step": program}))
+    assert len(counted) == 5 and all(f is not None for f in counted.values())
+    assert set(conv_flops(profile_record({"step": planned})).values()) == {None}
