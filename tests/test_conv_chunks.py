@@ -3,8 +3,8 @@
 The planned program is checked against the unplanned one and the IR interpreter with the
 kernel interpreter for several slot counts and batch sizes (cheap: no LLVM), then once
 compiled for this host (and for a slot count that does not divide the taps) against the
-interpreter over training steps.  Batches smaller than the slot count take the
-whole-batch branch; both branches are exercised.
+interpreter over training steps, at batch 1 (one slot: the slot loop stays on the calling
+thread and the item's product uses the threads) and 5.
 """
 from __future__ import annotations
 
@@ -108,8 +108,7 @@ def test_other_targets_keep_the_whole_batch(lowered):
 @pytest.mark.parametrize("cores", [None, 3])
 def test_compiled_split_convolutions_train_like_the_interpreter(cores, monkeypatch, tmp_path):
     """Three Adam steps compiled for this host (or as if it had 3 cores: 3 slots on however
-    many threads run) against the interpreter, at batch 1 (fewer items than slots on a
-    multi-core host: the whole-batch branch) and 5."""
+    many threads run) against the interpreter, at batch 1 (one slot) and 5."""
     if cores is not None:
         import compiler.codegen.llvm.capabilities as host
 

@@ -10,8 +10,8 @@ that stays in its core's cache:
 * ``kind == "rows"`` (forward, input gradient): a parallel loop over ``P = min(slots, N)``
   slots, each taking its contiguous range of items one at a time: the item's im2col into the
   slot's rows of the matrix, then the item's product (its ``rows`` rows of M), or the product
-  then the col2im.  With fewer items than slots the kernel keeps the whole-batch form (a
-  branch at run time), whose product spreads over every thread.
+  then the col2im.  With one item (one slot) the slot loop runs on the calling thread (the
+  renderer does not start a team for one iteration), so the item's product uses the team.
 * ``kind == "k"`` (filter gradient): the product's M (taps x channels) is split at tap
   boundaries into ``P = min(slots, taps)`` ranges; per item, in batch order, a slot builds the
   im2col columns of its taps (in the first item's rows: the slots' columns are disjoint) and
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.types import bool_, int64
+from ..ir.types import int64
 from . import kernel_ir as K
 from .indexing import add, const_value, i64, idiv, imin, mul, sub
 from .kernel_walk import iter_stmts, substitute
@@ -77,13 +77,7 @@ def _by_rows(g: K.Gemm, nest: K.For, gemm_first: bool, slots: int):
     im2col = substitute(nest.body, {item.name: slot}, buffer=sp.scratch)
     steps = [product, im2col] if gemm_first else [im2col, product]
     per_item = K.For(item, lo, hi, K.Block(steps))
-    split = K.For(slot, i64(0), count, per_item, parallel=True, work=_work(g, sp.rows))
-    if slots == 1:
-        return [split]
-    whole = [replace(g, split=None), nest] if gemm_first else [nest, replace(g, split=None)]
-    enough = K.Op("greater_equal", (sp.items, i64(slots)), bool_)
-    fewer = K.Op("less", (sp.items, i64(slots)), bool_)
-    return [K.If(enough, split), K.If(fewer, K.Block(whole))]
+    return [K.For(slot, i64(0), count, per_item, parallel=True, work=_work(g, sp.rows))]
 
 
 def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):

@@ -3,7 +3,7 @@
 ``For(parallel=True)`` at the top level of a kernel (not inside another parallel loop, and
 not combining into an accumulator declared outside it) is emitted as ::
 
-    if ((stop - start) * work >= 32768 && omp_get_max_threads() > 1)
+    if ((stop - start) * work >= 32768 && omp_get_max_threads() > 1 && stop - start > 1)
         GOMP_parallel(body.par, &captured, 0, 0);   // libgomp's team (OMP_NUM_THREADS)
     else
         <the loop on this thread>
@@ -54,6 +54,9 @@ def emit_parallel_for(r, s, start, stop):
     threads = b.call(declare(r.module, "omp_get_max_threads", I32, []), [])
     go = b.and_(b.icmp_signed(">=", work, c64(r.options.parallel_min_work)),
                 b.icmp_signed(">", threads, ir.Constant(I32, 1)))
+    # one iteration gains nothing from the team; on this thread, its own parallel loops and
+    # GEMMs may use the team instead
+    go = b.and_(go, b.icmp_signed(">", b.sub(stop, start), c64(1)))
     with b.if_else(go) as (threaded, serial):
         with threaded:
             _launch(r, s, start, stop)
