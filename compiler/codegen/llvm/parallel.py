@@ -3,15 +3,17 @@
 ``For(parallel=True)`` at the top level of a kernel (not inside another parallel loop, and
 not combining into an accumulator declared outside it) is emitted as ::
 
-    if ((stop - start) * work >= 32768 && omp_get_max_threads() > 1 && stop - start > 1)
+    alone = !((stop - start) * work >= 32768 && omp_get_max_threads() > 1 && stop - start > 1);
+    if (!alone)
         GOMP_parallel(body.par, &captured, 0, 0);   // libgomp's team (OMP_NUM_THREADS)
     else
-        <the loop on this thread>
+        body.par(&captured);                        // the whole loop on this thread
 
-The captured struct holds ``bufs``, ``N``, ``err``, the loop bounds, a status word and
-every outer value the body reads (loop indices, Lets, the current value of accumulators,
-renderer temporaries).  The outlined ``void body.par(ptr data)`` takes thread ``t`` of
-``T`` (``omp_get_thread_num`` / ``omp_get_num_threads``) and runs the contiguous chunk
+The captured struct holds ``bufs``, ``N``, ``err``, the loop bounds, a status word, the
+``alone`` flag and every outer value the body reads (loop indices, Lets, the current value
+of accumulators, renderer temporaries).  The loop's code exists once, in the outlined
+``void body.par(ptr data)``: it takes thread ``t`` of ``T`` (``omp_get_thread_num`` /
+``omp_get_num_threads``; 0 of 1 when alone) and runs the contiguous chunk
 ``[start + t*c, min(stop, start + (t+1)*c))``, ``c = ceil(trip / T)`` rounded up to the SIMD
 width, with the same loop code as the serial path (vectorized when the loop is).  A failed
 ``Check`` in a thread sets the status with a compare-and-swap; the first writer owns the
@@ -28,6 +30,7 @@ from .vals import I32, I64, PTR, declare
 from .walk import read_vars
 
 STATUS_FIELD = 5  # index of the status word in the captured struct
+ALONE_FIELD = 6  # non-zero: the body runs on the calling thread alone (no team)
 
 
 class ParallelFail:
@@ -54,14 +57,9 @@ def emit_parallel_for(r, s, start, stop):
     threads = b.call(declare(r.module, "omp_get_max_threads", I32, []), [])
     go = b.and_(b.icmp_signed(">=", work, c64(r.options.parallel_min_work)),
                 b.icmp_signed(">", threads, ir.Constant(I32, 1)))
-    # one iteration gains nothing from the team; on this thread, its own parallel loops and
-    # GEMMs may use the team instead
+    # one iteration gains nothing from the team; on this thread its GEMMs may use the team
     go = b.and_(go, b.icmp_signed(">", b.sub(stop, start), c64(1)))
-    with b.if_else(go) as (threaded, serial):
-        with threaded:
-            _launch(r, s, start, stop)
-        with serial:
-            r.loop_range(s, start, stop)
+    _launch(r, s, start, stop, go)
 
 
 def _captures(r, s):
@@ -74,12 +72,14 @@ def _captures(r, s):
     return names, values
 
 
-def _launch(r, s, start, stop):
-    """Fill the captured struct, run the outlined body on the team, propagate a failure."""
+def _launch(r, s, start, stop, threaded):
+    """Fill the captured struct, run the outlined body on the team when ``threaded`` (else
+    call it on this thread, as a team of one), propagate a failure."""
     b = r.b
     names, values = _captures(r, s)
     extras = sorted(r.extra_buffers)
-    head = [r.bufs, r.batch, r.err, start, stop, ir.Constant(I32, 0)]
+    alone = b.zext(b.not_(threaded), I32)
+    head = [r.bufs, r.batch, r.err, start, stop, ir.Constant(I32, 0), alone]
     fields = head + values + [r.extra_buffers[n][0] for n in extras]
     struct = ir.LiteralStructType([v.type for v in fields])
     data = r.alloca(struct)
@@ -88,7 +88,11 @@ def _launch(r, s, start, stop):
         b.store(v, _field(b, data, struct, i))
     outlined = _outline(r, s, struct, names, extras)
     gomp = declare(r.module, "GOMP_parallel", ir.VoidType(), [PTR, PTR, I32, I32])
-    b.call(gomp, [outlined, data, ir.Constant(I32, 0), ir.Constant(I32, 0)])
+    with b.if_else(threaded) as (team, this_thread):
+        with team:
+            b.call(gomp, [outlined, data, ir.Constant(I32, 0), ir.Constant(I32, 0)])
+        with this_thread:
+            b.call(outlined, [data])
     status = b.load(_field(b, data, struct, STATUS_FIELD), typ=I32)
     with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0)), likely=False):
         r.failure.propagate(r, status)
@@ -104,16 +108,21 @@ def _outline(r, s, struct, names, extras):
 
     fn, pro, b = open_function(r.module, r.module.get_unique_name(f"{r.fn.name}.par"), ir.VoidType(),
                                [PTR], ["data"])
+    fn.attributes.add("noinline")  # called from two sites: one copy of the loop, not two
     data = fn.args[0]
     # read in the prologue: buffer pointers loaded there (from bufs) must see them
     vals = [pro.load(_field(pro, data, struct, i), typ=t) for i, t in enumerate(struct.elements)]
     bufs, batch, err, start, stop = vals[:5]
-    env = dict(zip(names, vals[6:6 + len(names)]))
+    alone = pro.icmp_signed("!=", vals[ALONE_FIELD], ir.Constant(I32, 0))
+    env = dict(zip(names, vals[ALONE_FIELD + 1:ALONE_FIELD + 1 + len(names)]))
     child = r.derive(fn, b, pro, bufs, batch, err, ParallelFail(_field(pro, data, struct, STATUS_FIELD)), env)
-    for name, ptr in zip(extras, vals[6 + len(names):]):
+    # alone, the body's GEMMs may use the team (nthreads 0); in a team, their own thread
+    child.gemm_threads = pro.select(alone, ir.Constant(I32, 0), ir.Constant(I32, 1))
+    for name, ptr in zip(extras, vals[ALONE_FIELD + 1 + len(names):]):
         child.extra_buffers[name] = (ptr, r.extra_buffers[name][1])
     tid = b.sext(b.call(declare(r.module, "omp_get_thread_num", I32, []), []), I64)
     team = b.sext(b.call(declare(r.module, "omp_get_num_threads", I32, []), []), I64)
+    tid, team = b.select(alone, c64(0), tid), b.select(alone, c64(1), team)
     w = r.vector_width(s) if s.vectorize else 1
     per = b.sdiv(b.add(b.sub(stop, start), b.sub(team, c64(1))), team)
     chunk = b.mul(ceil_div(b, per, w), c64(w))

@@ -155,6 +155,8 @@ class Renderer(Emitter):
                  prologue=None, in_parallel=False):
         super().__init__(module, fn, builder, program, bufs, batch, prologue)
         self.err, self.failure, self.options, self.in_parallel = err, fail, options, in_parallel
+        # a GEMM's nthreads: 0 (the engine's team) outside parallel loops, 1 inside
+        self.gemm_threads = ir.Constant(I32, 1 if in_parallel else 0)
         self._body_block = builder.block
         self.intercept, self.intercepted = None, None  # GEMM tile: (C buffer, C element index)
         self.cleanups = []  # heap temporaries to free when the kernel fails

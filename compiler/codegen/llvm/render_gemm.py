@@ -103,7 +103,7 @@ def _call(r, g, fn, bidx, c_ptr, ldc, beta, extra):
     args = [r.emit(g.m), r.emit(g.n), r.emit(g.k),
             _operand_ptr(r, g.a, bidx), r.emit(g.a.ld), ir.Constant(I32, int(g.a.transposed)),
             _operand_ptr(r, g.b, bidx), r.emit(g.b.ld), ir.Constant(I32, int(g.b.transposed)),
-            c_ptr, ldc, ir.Constant(F32, beta), ir.Constant(I32, 1 if r.in_parallel else 0), *extra]
+            c_ptr, ldc, ir.Constant(F32, beta), r.gemm_threads, *extra]
     status = b.call(fn, args)
     with b.if_then(b.icmp_signed("!=", status, ir.Constant(I32, 0)), likely=False):
         r.failure.fail(r, KILN_ENOMEM, "out of memory in a matrix product")
