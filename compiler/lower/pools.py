@@ -77,6 +77,23 @@ def taps(ctx, win, make_body):
     return loop_nest([kh, kw], win.window, make_body(kh, kw), parallel_outer=False, vectorize_inner=False)
 
 
+#: the most taps of a window that the pools unroll (and max_pool_grad, see _tiles)
+MAX_UNROLLED_TAPS = 16
+
+
+def unrolls(win) -> bool:
+    """Whether ``window_taps`` unrolls this window's taps."""
+    return win.window[0] * win.window[1] <= MAX_UNROLLED_TAPS
+
+
+def window_taps(ctx, win, make_body) -> list:
+    """The statements of every tap: unrolled (constant kh, kw, so the loop around them, over
+    channels, vectorizes) when ``unrolls(win)``, else the ``taps`` loop nest."""
+    if not unrolls(win):
+        return [taps(ctx, win, make_body)]
+    return [s for i in range(win.window[0]) for j in range(win.window[1]) for s in make_body(i64(i), i64(j))]
+
+
 # ----------------------------------------------------------------------------- pools
 def _pool(ins, ctx):
     """max_pool / avg_pool: one accumulator per output element over the window taps."""
@@ -94,9 +111,9 @@ def _pool(ins, ctx):
             return [Accumulate(acc, "max" if is_max else "add", select(valid, load, init))]
 
         value = acc if is_max else Op("div", (acc, Cast(win.count(oh, ow), dtype)), dtype)
-        return [DeclareAcc(acc, init), taps(ctx, win, tap), store_out(ctx, ins, v, value)]
+        return [DeclareAcc(acc, init)] + window_taps(ctx, win, tap) + [store_out(ctx, ins, v, value)]
 
-    out_nest(ins, ctx, body, vectorize=False, work=win.window[0] * win.window[1])
+    out_nest(ins, ctx, body, vectorize=unrolls(win), work=win.window[0] * win.window[1])
 
 
 def _avg_pool_grad(ins, ctx):
@@ -115,13 +132,11 @@ def _avg_pool_grad(ins, ctx):
                                Cast(win.count(oh, ow), dtype)), dtype)
             return [Accumulate(acc, "add", select(all_of(vh, vw), share, zero(dtype)))]
 
-        return [DeclareAcc(acc, zero(dtype)), taps(ctx, win, tap), store_out(ctx, ins, v, acc)]
+        return [DeclareAcc(acc, zero(dtype))] + window_taps(ctx, win, tap) + [store_out(ctx, ins, v, acc)]
 
-    out_nest(ins, ctx, body, vectorize=False, work=win.window[0] * win.window[1])
+    out_nest(ins, ctx, body, vectorize=unrolls(win), work=win.window[0] * win.window[1])
 
 
-#: the most taps of a window that tiles its input that max_pool_grad unrolls (see _tiles)
-MAX_UNROLLED_TAPS = 16
 
 
 def _tiles(win: Window) -> bool:
@@ -129,7 +144,7 @@ def _tiles(win: Window) -> bool:
     common 2x2/2 pool of an even plane).  Every input element then lies in exactly one window."""
     return (win.strides == win.window and win.before == (0, 0) and win.dilations == (1, 1)
             and all(o * k == s for o, k, s in zip(win.out, win.window, win.size))
-            and win.window[0] * win.window[1] <= MAX_UNROLLED_TAPS)
+            and unrolls(win))
 
 
 def _hit(load, best, dtype):
