@@ -15,6 +15,7 @@ from compiler import tf
 from compiler.ir.from_graph import RNG_STATE, lower_graph
 from compiler.ir.interpreter import run_function
 from compiler.lower.capabilities import Capabilities
+from compiler.lower.conv_chunks import MIN_ITEM_WORK
 from compiler.lower.kernel_interp import run_program
 from compiler.lower import kernel_ir as K
 from compiler.lower.kernel_walk import iter_stmts
@@ -98,6 +99,21 @@ def test_filter_gradient_splits_at_tap_boundaries(lowered):
     assert loop.stop == K.Const(9, loop.stop.dtype)
 
 
+def test_small_products_keep_the_whole_batch(lowered):
+    """Per-slot products below MIN_ITEM_WORK x min_parallel_work multiply-adds stay whole:
+    here c1's filter gradient (3 slots: 3 taps x 4 channels x 5 x 42 rows = 2520 per slot
+    and item) splits when 16 x min_parallel_work is 2512 but not when it is 2528."""
+    _, program, _ = lowered
+
+    def split_filters(min_work):
+        caps = Capabilities(name="cpu", threads=3, min_parallel_work=min_work, nested_gemm=True)
+        planned = plan_program(program, caps)
+        return sorted(k.name for k in planned.kernels if k.name.startswith("conv_conv2d_backprop_filter")
+                      and slot_loops(k))
+    assert any("c1" in name for name in split_filters(2520 // MIN_ITEM_WORK))
+    assert not any("c1" in name for name in split_filters(2520 // MIN_ITEM_WORK + 1))
+
+
 def test_other_targets_keep_the_whole_batch(lowered):
     _, program, _ = lowered
     planned = plan_program(program, Capabilities(name="cpu", threads=4, min_parallel_work=1))
@@ -109,10 +125,11 @@ def test_other_targets_keep_the_whole_batch(lowered):
 def test_compiled_split_convolutions_train_like_the_interpreter(cores, monkeypatch, tmp_path):
     """Three Adam steps compiled for this host (or as if it had 3 cores: 3 slots on however
     many threads run) against the interpreter, at batch 1 (one slot) and 5."""
-    if cores is not None:
-        import compiler.codegen.llvm.capabilities as host
+    import compiler.codegen.llvm.capabilities as host
 
+    if cores is not None:
         monkeypatch.setattr(host, "host_cores", lambda: cores)
+    monkeypatch.setattr(host, "PARALLEL_MIN_WORK", 1)  # these small products split too
     monkeypatch.setenv("KILN_CACHE", "0")
 
     def losses(backend):

@@ -25,16 +25,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.types import int64
+from ..ir.types import bool_, int64
 from . import kernel_ir as K
 from .indexing import add, const_value, i64, idiv, imin, mul, sub
-from .kernel_walk import iter_stmts, substitute
+from .kernel_walk import substitute
 
 
-def split_conv(kernel: K.Kernel, buffers: dict, slots: int) -> K.Kernel:
+#: a slot's product for one item must have at least this many multiply-adds, in units of
+#: the capabilities' ``min_parallel_work``, for the split to pay: smaller products (the
+#: seed-002 CNN's first-layer filter gradient, 12 x 32 x 784 per slot and item) are
+#: dominated by each call's packing and setup, and the whole batch's im2col is small anyway
+MIN_ITEM_WORK = 16
+
+
+def split_conv(kernel: K.Kernel, buffers: dict, slots: int, min_macs: int = 0) -> K.Kernel:
     """``kernel`` planned one item at a time on ``slots`` slots when it is a convolution kernel
-    with an ``ItemSplit`` (see the module docstring), else unchanged (``buffers``: the
-    program's buffer table)."""
+    with an ``ItemSplit`` (see the module docstring) whose per-slot, per-item product has at
+    least ``min_macs`` multiply-adds, else unchanged (``buffers``: the program's buffer table)."""
     body = kernel.body.body if isinstance(kernel.body, K.Block) else [kernel.body]
     if len(body) != 2 or slots < 1:
         return kernel
@@ -42,6 +49,8 @@ def split_conv(kernel: K.Kernel, buffers: dict, slots: int) -> K.Kernel:
     g, nest = (body[0], body[1]) if gemm_first else (body[1], body[0])
     if not (isinstance(g, K.Gemm) and g.split is not None and isinstance(nest, K.For)
             and nest.var.name == g.split.item and g.batch is None):
+        return kernel
+    if _slot_macs(g, slots) < min_macs:
         return kernel
     if g.split.kind == "rows":
         new = _by_rows(g, nest, gemm_first, slots)
@@ -51,6 +60,17 @@ def split_conv(kernel: K.Kernel, buffers: dict, slots: int) -> K.Kernel:
         return kernel
     reads = kernel.reads + [g.c.buffer] * (g.split.kind == "k" and g.c.buffer not in kernel.reads)
     return replace(kernel, body=K.Block(new), reads=reads)  # the filter gradient adds into C
+
+
+def _slot_macs(g: K.Gemm, slots: int) -> int:
+    """Multiply-adds of one slot's product for one item (M, N, K static but for N items)."""
+    sp = g.split
+    if sp.kind == "rows":
+        m, n, k = sp.rows, const_value(g.n), const_value(g.k)
+    else:
+        taps = sp.window[0] * sp.window[1] if sp.window else 1
+        m, n, k = -(-taps // min(slots, taps)) * sp.channels, const_value(g.n), sp.rows
+    return m * n * k if n is not None and k is not None else 0
 
 
 def _slot_var(g: K.Gemm) -> K.Var:
@@ -83,15 +103,14 @@ def _by_rows(g: K.Gemm, nest: K.For, gemm_first: bool, slots: int):
 def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):
     """Filter gradient: slots over ranges of taps, items in batch order (module docstring)."""
     sp, item, slot = g.split, nest.var, _slot_var(g)
-    tap_loops = [s for s in iter_stmts(nest) if isinstance(s, K.For) and s.var.name == sp.tap]
-    taps = const_value(tap_loops[0].stop) if len(tap_loops) == 1 else None
-    if taps is None or not g.a.transposed or g.b.transposed or g.c.transposed or g.c.ld != g.n:
+    if not sp.taps or not g.a.transposed or g.b.transposed or g.c.transposed or g.c.ld != g.n:
         return None
+    taps = sp.window[0] * sp.window[1]
     count = min(slots, taps)
     t0, t1 = (idiv(mul(s, i64(taps)), i64(count)) for s in (slot, add(slot, i64(1))))
     m0, m1 = mul(t0, i64(sp.channels)), mul(t1, i64(sp.channels))
     # the slots write disjoint columns (their taps): they share the first item's rows
-    im2col = _retap(substitute(nest.body, {item.name: i64(0)}, buffer=sp.scratch), sp.tap, t0, t1)
+    im2col = _only_taps(substitute(nest.body, {item.name: i64(0)}, buffer=sp.scratch), sp, t0, t1)
     a = replace(g.a, offset=add(g.a.offset, m0))
     b = replace(g.b, offset=add(g.b.offset, mul(item, mul(i64(sp.rows), g.b.ld))))
     c = replace(g.c, offset=add(g.c.offset, mul(m0, g.c.ld)))
@@ -103,16 +122,18 @@ def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):
     return [K.For(slot, i64(0), i64(count), K.Block(steps), parallel=True, work=_work(g, sp.rows))]
 
 
-def _retap(stmt, tap: str, start, stop):
-    """``stmt`` with the loop over ``tap`` running over ``[start, stop)``."""
-    if isinstance(stmt, K.For):
-        body = _retap(stmt.body, tap, start, stop)
-        if stmt.var.name == tap:
-            return replace(stmt, start=start, stop=stop, body=body)
-        return replace(stmt, body=body)
+def _only_taps(stmt, sp: K.ItemSplit, t0, t1):
+    """``stmt`` with the body of the window-column loop guarded to taps ``[t0, t1)`` (the
+    window loops keep their constant bounds, so the compiler still unrolls them)."""
     if isinstance(stmt, K.Block):
-        return K.Block([_retap(s, tap, start, stop) for s in stmt.body])
-    return stmt
+        return K.Block([_only_taps(s, sp, t0, t1) for s in stmt.body])
+    if not isinstance(stmt, K.For):
+        return stmt
+    if stmt.var.name != sp.taps[1]:
+        return replace(stmt, body=_only_taps(stmt.body, sp, t0, t1))
+    tap = add(mul(K.Var(sp.taps[0], int64), i64(sp.window[1])), stmt.var)
+    inside = K.Op("logical_and", (K.Op("greater_equal", (tap, t0), bool_), K.Op("less", (tap, t1), bool_)), bool_)
+    return replace(stmt, body=K.If(inside, stmt.body))
 
 
 def _fill_rows(c: K.Operand, m0, m1, dtype) -> K.For:

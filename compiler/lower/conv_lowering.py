@@ -23,7 +23,7 @@ reference semantics are compiler/ir/ops/conv.py's, pads explicit).
 from __future__ import annotations
 
 from ..ir.types import dim_mul
-from .indexing import add, dim_expr, flat_index, i64, idiv, imod, loop_nest, mul
+from .indexing import add, dim_expr, flat_index, i64, loop_nest, mul
 from .kernel_ir import Accumulate, DeclareAcc, Gemm, ItemSplit, Let, Load, Op, Operand, Store
 from .pools import Window, taps
 from .contraction import IndexSpace
@@ -46,25 +46,29 @@ def _pointwise(win: Window) -> bool:
 
 
 def _im2col(scope, x, win: Window) -> tuple:
-    """``(cols, leading dim, nest, item var, tap var)``: the nest (not emitted) writing the
-    im2col matrix ``cols[N*OH*OW, KH*KW*C]`` of input ``x`` (zero where the window hangs over
-    the padding), over (item, oh, ow, tap, channel) with the window position ``tap`` flattened
-    (so a planner can split the columns at tap boundaries: ``ItemSplit``)."""
+    """``(cols, leading dim, nest, loop vars)``: the nest (not emitted) writing the im2col
+    matrix ``cols[N*OH*OW, KH*KW*C]`` of input ``x`` (zero where the window hangs over the
+    padding), over (item, oh, ow, window row, window column, channel)."""
     ctx, dtype = scope.ctx, x.type.dtype
     n, c = x.type.shape[0], int(x.type.shape[3])
     kh, kw = win.window
-    shape = (n, win.out[0], win.out[1], kh * kw, c)
+    shape = (n, win.out[0], win.out[1], kh, kw, c)
     cols = ctx.scratch(dtype, (dim_mul(n, win.out[0] * win.out[1]), kh * kw * c), hint="cols")
     loop_vars = []
 
     def body(v):
         loop_vars.extend(v)
-        b, oh, ow, t, ch = v
-        load, valid = win.tap(scope.buffer_of(x), dtype, b, oh, ow, idiv(t, kw), imod(t, kw), ch)
+        b, oh, ow, i, j, ch = v
+        load, valid = win.tap(scope.buffer_of(x), dtype, b, oh, ow, i, j, ch)
         return [Store(cols, flat_index(v, shape), select(valid, load, zero(dtype)))]
 
-    im2col = nest(ctx, shape, body)
-    return cols, kh * kw * c, im2col, loop_vars[0], loop_vars[3]
+    im2col = nest(ctx, shape, body, vectorize=c >= IM2COL_MIN_VECTOR_CHANNELS)
+    return cols, kh * kw * c, im2col, loop_vars
+
+
+#: im2col's channel loop is vectorized from this many channels (fewer: a masked vector op
+#: per element would cost more than scalar copies)
+IM2COL_MIN_VECTOR_CHANNELS = 8
 
 
 #: col2im unrolls windows of at most this many taps (the sum is then vectorized over channels)
@@ -122,8 +126,8 @@ def _conv2d(scope):
     if _pointwise(win):
         scope.gemm(m, i64(c), Operand(scope.buffer_of(x), i64(0), i64(c)), b, rows, (o,))
         return
-    cols, ld, im2col, item, _ = _im2col(scope, x, win)
-    split = ItemSplit("rows", dim_expr(n), win.out[0] * win.out[1], cols, item.name)
+    cols, ld, im2col, loop_vars = _im2col(scope, x, win)
+    split = ItemSplit("rows", dim_expr(n), win.out[0] * win.out[1], cols, loop_vars[0].name)
     gemm = scope.gemm_stmt(m, i64(ld), Operand(cols, i64(0), i64(ld)), b, rows, (o,), split=split)
     emit_kernel(scope.ctx, scope.hint("conv"), [im2col, gemm])
 
@@ -139,8 +143,9 @@ def _conv2d_backprop_filter(scope):
     if _pointwise(win):
         scope.gemm(i64(c), k, Operand(scope.buffer_of(x), i64(0), i64(c), transposed=True), b, (kh, kw, c), (o,))
         return
-    cols, ld, im2col, item, tap = _im2col(scope, x, win)
-    split = ItemSplit("k", dim_expr(n), win.out[0] * win.out[1], cols, item.name, tap.name, c)
+    cols, ld, im2col, loop_vars = _im2col(scope, x, win)
+    split = ItemSplit("k", dim_expr(n), win.out[0] * win.out[1], cols, loop_vars[0].name,
+                      (loop_vars[3].name, loop_vars[4].name), (kh, kw), c)
     gemm = scope.gemm_stmt(i64(ld), k, Operand(cols, i64(0), i64(ld), transposed=True), b, (kh, kw, c), (o,),
                            split=split)
     emit_kernel(scope.ctx, scope.hint("conv"), [im2col, gemm])

@@ -248,15 +248,16 @@ class ItemSplit:
     im2col matrix ``scratch`` only in its rows ``[item*rows, (item+1)*rows)``.  For the Gemm,
     ``kind == "rows"`` (forward, input gradient): each item owns ``rows`` rows of M (of A and C;
     A and C not transposed); ``kind == "k"`` (filter gradient, A = scratchᵀ): each item owns
-    ``rows`` of K, and the nest's loop ``tap`` over window positions writes scratch columns
-    ``[tap*channels, (tap+1)*channels)``."""
+    ``rows`` of K, and the nest's loops ``taps`` (window row, window column) over a ``window``
+    (KH, KW) write the scratch columns ``[t*channels, (t+1)*channels)`` of tap ``t = row*KW + col``."""
 
     kind: str
     items: Expr
     rows: int
     scratch: str
     item: str
-    tap: str = ""
+    taps: tuple = ()
+    window: tuple = ()
     channels: int = 0
 
 

@@ -149,7 +149,7 @@ def _gemm_lines(g: K.Gemm, pad: str, depth: int) -> list:
     if g.split is not None:
         sp = g.split
         head += f"  per item {sp.item} < {expr_str(sp.items)}: {sp.rows} {'rows' if sp.kind == 'rows' else 'k'} of {sp.scratch}"
-        head += f", tap {sp.tap} x{sp.channels}" if sp.tap else ""
+        head += f", taps {','.join(sp.taps)} of {sp.window[0]}x{sp.window[1]} x{sp.channels}" if sp.taps else ""
     if g.epilogue is None:
         return [head]
     return [head + "  epilogue(acc, row, col, bidx):"] + stmt_lines(g.epilogue, depth + 1)

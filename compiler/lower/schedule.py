@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from . import kernel_ir as K
 from .capabilities import Capabilities
-from .conv_chunks import split_conv
+from .conv_chunks import MIN_ITEM_WORK, split_conv
 from .footprint import stmt_list, walk
 from .launches import fission, independent_loops, launch_groups, nest, static_trip
 
@@ -73,7 +73,7 @@ def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Sta
     if caps.grid_launches:
         return replace(kernel, launches=_launches(body, buffers, caps, stats))
     if caps.nested_gemm:
-        split = split_conv(kernel, buffers, caps.threads)
+        split = split_conv(kernel, buffers, caps.threads, caps.min_parallel_work * MIN_ITEM_WORK)
         if split is not kernel:
             return split
     if caps.threads <= 1 or any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):

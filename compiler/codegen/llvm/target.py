@@ -101,11 +101,10 @@ def host_target() -> HostTarget:
 SPEED_LEVEL = 2
 
 
-# LLVM's loop unrolling: off.  The renderer unrolls what pays (the micro-kernel's register
-# tile, convolution taps); LLVM's unrolling of the rest cost the seed-002 CNN train step
-# ~10 % of its optimize + codegen time (1.49 -> 1.32 s, one process) for the same step
-# time (CNN b50 and MLP b32, 1 thread) and the same sgemm GFLOP/s at 512³ and 1024³.
-LOOP_UNROLLING = False
+# LLVM's loop unrolling: on.  Off, the seed-002 CNN train step's optimize + codegen took
+# ~10 % less time, but loops with a few constant iterations (an im2col over one channel,
+# pool taps before lowering unrolled them) ran several times slower.
+LOOP_UNROLLING = True
 
 
 def optimize(module: llvm.ModuleRef, target: HostTarget, speed_level: int = SPEED_LEVEL) -> None:
