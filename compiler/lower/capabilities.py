@@ -11,7 +11,12 @@ decides from it alone, never from the backend's name:
 * ``max_threads_per_block > 1`` with ``shared_memory_bytes``: threads of a block cooperate
   (barriers, shared partial values), which block reductions and ordered check loops need;
 * ``threads > 1`` and ``min_parallel_work``: threading a loop in place pays from that much
-  work (trip count x ``For.work``); less stays on one thread.
+  work (trip count x ``For.work``); less stays on one thread;
+* ``reduction_parts > 1`` (threads in place only): a loop that updates a reduction's result
+  in every iteration (a sum over leading axes, e.g. a bias gradient) runs as that many
+  parts with their own partial results, combined in a fixed order (``split_reduce.py``).
+  It is a constant of the target, not its core count, so results do not depend on the
+  machine or the threads that run them.
 
 ``vector_width`` and ``gemm_shapes`` describe the renderers' SIMD lanes (a GPU warp) and GEMM
 tiles; the pass does not choose from them yet.
@@ -33,6 +38,7 @@ class Capabilities:
     shared_memory_bytes: int = 0  # on-chip memory per block
     gemm_shapes: tuple = ()  # (m, n, k) tiles of the GEMM kernels
     min_parallel_work: int = 0  # trip count x For.work from which an in-place parallel loop pays
+    reduction_parts: int = 0  # parts of a reduction over leading axes, threaded in place (< 2: not split)
 
     @property
     def grid_launches(self) -> bool:
