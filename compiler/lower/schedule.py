@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from . import kernel_ir as K
 from .capabilities import Capabilities
-from .footprint import accesses, stmt_list, walk
+from .footprint import stmt_list, walk
 from .kernel_walk import static_trip, stmt_work
 from .launches import fission, independent_loops, launch_groups, nest
 from .split_reduce import Parts, split_reductions
@@ -89,24 +89,17 @@ def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Sta
         return replace(kernel, launches=_launches(body, buffers, caps, stats))
     if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
         return kernel  # top-level values the loops share
-    new = list(body)
+    new, partial = list(body), []
     if parts is not None and _splits(caps):
         before = parts.count
         new = split_reductions(new, buffers, caps, parts)
         stats.parted += parts.count - before
-        buffers = parts.buffers  # with the partial buffers
+        partial, buffers = parts.kernel_buffers, parts.buffers  # read and written by the parts
     if caps.threads > 1:
         new = [_thread_nest(s, buffers, caps, stats) if isinstance(s, K.For) else s for s in new]
     if len(new) == len(body) and all(a is b for a, b in zip(new, body)):
         return kernel
-    return replace(kernel, body=K.Block(new), reads=_with(kernel.reads, new, False),
-                   writes=_with(kernel.writes, new, True))
-
-
-def _with(names: list, body: list, stores: bool) -> list:
-    """``names`` and the buffers ``body`` loads (``stores``: stores) that it lacks, in order."""
-    found = [a.buffer for a in accesses(body) if a.store == stores]
-    return list(dict.fromkeys(list(names) + found))
+    return replace(kernel, body=K.Block(new), reads=kernel.reads + partial, writes=kernel.writes + partial)
 
 
 # ----------------------------------------------------------------------------- grid launches

@@ -44,17 +44,13 @@ from dataclasses import dataclass, replace
 from ..ir.types import int64
 from . import kernel_ir as K
 from .combine import combine_op, identity
-from .context import SCRATCH_ALIGN, unique_name
+from .context import scratch_aligned, unique_name
 from .footprint import accesses, separating, walk
 from .indexing import add, i64, idiv, mul, sub
 from .kernel_walk import static_trip, stmt_work
 from .launches import flagged, independent_loops, inferable, rectangular, rmw
 
 SPLIT_MAX_BYTES = 1 << 20  # the most bytes of partial results (all rows) one split loop may use
-
-
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // SCRATCH_ALIGN) * SCRATCH_ALIGN
 
 
 class Parts:
@@ -64,14 +60,16 @@ class Parts:
 
     def __init__(self, program: K.Program):
         self.buffers = dict(program.buffers)
-        self.base = _aligned(program.scratch_static_bytes)
+        self.base = scratch_aligned(program.scratch_static_bytes)
         self.static_bytes = program.scratch_static_bytes
         self.count = 0  # split loops so far (names their loop variables)
+        self.kernel_buffers = []  # the current kernel's partial buffers
         self._next = self.base
 
     def begin_kernel(self) -> None:
         """A new kernel: its partial buffers start at the base again."""
         self._next = self.base
+        self.kernel_buffers = []
 
     def allocate(self, hint: str, dtype, shape: tuple) -> str:
         """A fresh static scratch buffer of ``shape`` for the current kernel."""
@@ -80,7 +78,8 @@ class Parts:
         for d in shape:
             nbytes *= d
         self.buffers[name] = K.BufferDecl(name, dtype, tuple(shape), "scratch", space="static", offset=self._next)
-        self._next += _aligned(nbytes)
+        self._next += scratch_aligned(nbytes)
+        self.kernel_buffers.append(name)
         self.static_bytes = max(self.static_bytes, self._next)
         return name
 
@@ -119,7 +118,7 @@ class _Target:
     def stride(self) -> int:
         """Elements per partial row: whole cache lines, so parts on two threads share none."""
         item = self.dtype.np.itemsize
-        return _aligned(self.size * item) // item
+        return scratch_aligned(self.size * item) // item
 
 
 def _updated(loop: K.For, buffers: dict, caps) -> list | None:
