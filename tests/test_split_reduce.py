@@ -72,6 +72,9 @@ def test_bias_gradient_kernel_is_split_into_parts():
     assert planned.scratch_static_bytes >= part.offset + PARTS * 64
     assert init.body.buffer in kernel.reads and init.body.buffer in kernel.writes
     assert "1 reductions split into parts" in planned.plan_summary
+    text = print_program(planned)
+    assert f"  for {loop.var.name} in [0, 4) parallel:\n" in text
+    assert f"    for {rows.var.name} in [({loop.var.name} * N) // 4, (({loop.var.name} + 1) * N) // 4):\n" in text
     assert init.body.buffer not in program.buffers and not _split_loops(program)  # the input is not changed
     check_against_interpreter(fn, planned, state, batches=BATCHES)
 
