@@ -58,10 +58,10 @@ def random_feeds(fn, batch, rng):
     return feeds
 
 
-def check_against_interpreter(fn, prog, state, feeds_for=None, rtol=1e-5, atol=1e-6):
+def check_against_interpreter(fn, prog, state, feeds_for=None, rtol=1e-5, atol=1e-6, batches=BATCHES):
     """run_program == run_function (state outputs and fetches) at every batch size."""
     rng = np.random.default_rng(1)
-    for batch in BATCHES:
+    for batch in batches:
         feeds = feeds_for(batch, rng) if feeds_for else random_feeds(fn, batch, rng)
         want_state, want = run_function(fn, state, feeds)
         got_state, got = run_program(prog, state, feeds, batch)

@@ -11,10 +11,15 @@ decides from it alone, never from the backend's name:
 * ``max_threads_per_block > 1`` with ``shared_memory_bytes``: threads of a block cooperate
   (barriers, shared partial values), which block reductions and ordered check loops need;
 * ``threads > 1`` and ``min_parallel_work``: threading a loop in place pays from that much
-  work (trip count x ``For.work``); less stays on one thread.
+  work (trip count x ``For.work``); less stays on one thread;
 * ``nested_gemm``: the renderer runs a ``Gemm`` inside a loop (on the loop's thread), so a
   convolution kernel is planned one batch item at a time on per-thread slots of its im2col
-  matrix (``conv_chunks.py``).
+  matrix (``conv_chunks.py``);
+* ``reduction_parts > 1`` (threads in place only): a loop that updates a reduction's result
+  in every iteration (a sum over leading axes, e.g. a bias gradient) runs as that many
+  parts with their own partial results, combined in a fixed order (``split_reduce.py``).
+  It is a constant of the target, not its core count, so results do not depend on the
+  machine or the threads that run them.
 
 ``vector_width`` and ``gemm_shapes`` describe the renderers' SIMD lanes (a GPU warp) and GEMM
 tiles; the pass does not choose from them yet.
@@ -37,6 +42,7 @@ class Capabilities:
     gemm_shapes: tuple = ()  # (m, n, k) tiles of the GEMM kernels
     min_parallel_work: int = 0  # trip count x For.work from which an in-place parallel loop pays
     nested_gemm: bool = False  # a Gemm may run inside a (parallel) loop: convolutions go per item
+    reduction_parts: int = 0  # parts of a reduction over leading axes, threaded in place (< 2: not split)
 
     @property
     def grid_launches(self) -> bool:

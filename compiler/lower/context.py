@@ -19,7 +19,8 @@ from .kernel_ir import Block, BufferDecl, Kernel, Load, Program, Store, Var
 SCRATCH_ALIGN = 64
 
 
-def _align(nbytes: int) -> int:
+def scratch_aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to the alignment of scratch buffers (a cache line)."""
     return -(-nbytes // SCRATCH_ALIGN) * SCRATCH_ALIGN
 
 
@@ -97,7 +98,7 @@ class LowerContext:
         space = "batch" if isinstance(count, Sym) else "static"
         per = count.coef if isinstance(count, Sym) else int(count)
         offset = self._scratch[space]
-        self._scratch[space] = offset + _align(max(1, per * dtype.np.itemsize))
+        self._scratch[space] = offset + scratch_aligned(max(1, per * dtype.np.itemsize))
         name = self.fresh_name(hint)
         return self.add_buffer(BufferDecl(name, dtype, tuple(shape), "scratch", space=space, offset=offset))
 

@@ -1,5 +1,6 @@
-"""Backend-neutral walks over kernel-IR trees: the statements inside a statement, and the
-expressions a statement evaluates (both backends' analyses start from these)."""
+"""Backend-neutral walks over kernel-IR trees: the statements inside a statement, the
+expressions a statement evaluates (both backends' analyses start from these), and the
+rough sizes the scheduling pass weighs (static trip counts, work)."""
 from __future__ import annotations
 
 import dataclasses
@@ -62,6 +63,27 @@ def iter_exprs(e):
     elif isinstance(e, K.Random):
         yield from iter_exprs(e.index)
         yield from iter_exprs(e.step)
+
+
+def static_trip(loops):
+    """The product of the trip counts, or None when it depends on N (or is not constant)."""
+    total = 1
+    for f in loops:
+        if not (isinstance(f.start, K.Const) and isinstance(f.stop, K.Const)):
+            return None
+        total *= max(0, f.stop.value - f.start.value)
+    return total
+
+
+def stmt_work(s) -> int:
+    """Rough scalar operations of one run of ``s`` (loops whose trip grows with N count once)."""
+    if isinstance(s, K.Block):
+        return sum(stmt_work(x) for x in s.body)
+    if isinstance(s, K.For):
+        return (static_trip([s]) or 1) * max(1, stmt_work(s.body))
+    if isinstance(s, K.If):
+        return 1 + stmt_work(s.then)
+    return 1
 
 
 def substitute(node, values: dict, buffer: str | None = None):

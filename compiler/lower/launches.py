@@ -44,7 +44,7 @@ from . import kernel_ir as K
 from .combine import combine_of_op, combine_op, identity
 from .footprint import accesses, separating, stmt_list, var_names, walk
 from .kernel_walk import iter_exprs as sub_exprs
-from .kernel_walk import stmt_exprs
+from .kernel_walk import static_trip, stmt_exprs
 
 RED_MIN_TRIP = 256  # reduced iterations from which a reduction gets a thread block
 GRID_FILL = 16384  # outputs from which a column reduction runs a thread per column instead
@@ -92,16 +92,6 @@ def nest(loop) -> tuple:
             continue
         levels.append(Level(loop, []))
         return levels, stmts
-
-
-def static_trip(loops):
-    """The product of the trip counts, or None when it depends on N (or is not constant)."""
-    total = 1
-    for f in loops:
-        if not (isinstance(f.start, K.Const) and isinstance(f.stop, K.Const)):
-            return None
-        total *= max(0, f.stop.value - f.start.value)
-    return total
 
 
 def large(loops) -> bool:
@@ -265,7 +255,7 @@ def _thread_body(levels, body, par) -> list:
     return out
 
 
-def _rmw(s):
+def rmw(s):
     """``(combine, value)`` when ``s`` is ``b[E] = op(b[E], value)`` (either operand order)."""
     if not (isinstance(s, K.Store) and isinstance(s.value, K.Op) and combine_of_op(s.value.kind)):
         return None
@@ -287,7 +277,7 @@ def _reduce_updates(loop, levels, body, par):
         return None  # (enough columns: a thread each, reading rows coalesced)
     updates = {}
     for s in body:
-        hit = _rmw(s)
+        hit = rmw(s)
         if hit and not (free_vars(s.index) - par) and s.buffer not in updates:
             updates[s.buffer] = (s, hit)
     if not updates:

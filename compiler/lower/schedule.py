@@ -14,6 +14,10 @@ writes the decisions into the kernel IR, so a renderer only renders them:
   renderer's run-time test.  Lowering's own ``parallel`` loops stay as they are.  When the
   renderer runs a Gemm inside a loop (``caps.nested_gemm``), convolution kernels go one
   batch item at a time on per-thread slots of their im2col matrix (``conv_chunks.py``).
+  With ``caps.reduction_parts``, a loop updating a reduction's result in every iteration (a sum
+  over leading axes) first becomes parallel parts over partial results and a combine loop
+  in a fixed order (``split_reduce.split_reductions``; the partial buffers join the program's
+  scratch region).
 
 The input is not changed; the result records ``planned_for`` (the capabilities' name) and
 a one-line ``plan_summary``.  Planning a program again for the same capabilities returns
@@ -27,7 +31,9 @@ from . import kernel_ir as K
 from .capabilities import Capabilities
 from .conv_chunks import MIN_ITEM_WORK, split_conv
 from .footprint import stmt_list, walk
-from .launches import fission, independent_loops, launch_groups, nest, static_trip
+from .kernel_walk import static_trip, stmt_work
+from .launches import fission, independent_loops, launch_groups, nest
+from .split_reduce import Parts, split_reductions
 
 KINDS = {K.Grid: "grid", K.BlockReduce: "block reduce", K.Ordered: "ordered", K.Serial: "serial", K.Gemm: "gemm"}
 
@@ -43,6 +49,7 @@ class _Stats:
     launches: dict = field(default_factory=dict)  # launch kind -> count
     proven: int = 0  # loops run in parallel that lowering had not flagged
     split: int = 0  # extra loops made by fission
+    parted: int = 0  # reduction loops split into parts (split_reduce.py)
 
     def line(self, caps: Capabilities, program: K.Program) -> str:
         if caps.grid_launches:
@@ -51,7 +58,8 @@ class _Stats:
             return (f"{caps.name}: {total} launches ({kinds or 'none'}); {self.proven} loops proven parallel, "
                     f"{self.split} split off")
         threaded = sum(isinstance(s, K.For) and s.parallel for k in program.kernels for s, _ in walk(k.body))
-        return f"{caps.name}: {threaded} parallel loops, {self.proven} of them proven parallel here"
+        parted = f", {self.parted} reductions split into parts" if self.parted else ""
+        return f"{caps.name}: {threaded} parallel loops, {self.proven} of them proven parallel here{parted}"
 
 
 def plan_program(program: K.Program, caps: Capabilities) -> K.Program:
@@ -61,13 +69,23 @@ def plan_program(program: K.Program, caps: Capabilities) -> K.Program:
     if program.planned_for:
         raise ScheduleError(f"program {program.name!r} is planned for {program.planned_for!r}, not {caps.name!r}")
     stats = _Stats()
-    kernels = [plan_kernel(k, program.buffers, caps, stats) for k in program.kernels]
+    parts = Parts(program) if _splits(caps) else None
+    kernels = [plan_kernel(k, program.buffers, caps, stats, parts) for k in program.kernels]
     planned = replace(program, kernels=kernels, planned_for=caps.name)
+    if parts is not None and parts.count:
+        planned = replace(planned, buffers=parts.buffers, scratch_static_bytes=parts.static_bytes)
     return replace(planned, plan_summary=stats.line(caps, planned))
 
 
-def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Stats | None = None) -> K.Kernel:
-    """One kernel planned for ``caps``: with its launches, or with threaded loops."""
+def _splits(caps: Capabilities) -> bool:
+    """Whether reductions over leading axes are split into parts (split_reduce.py)."""
+    return not caps.grid_launches and caps.reduction_parts > 1
+
+
+def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Stats | None = None,
+                parts: Parts | None = None) -> K.Kernel:
+    """One kernel planned for ``caps``: with its launches, or with threaded loops (and, given
+    ``parts``, where the program's partial results go, reductions split into parts)."""
     stats = stats if stats is not None else _Stats()
     body = kernel.body.body if isinstance(kernel.body, K.Block) else [kernel.body]
     if caps.grid_launches:
@@ -76,12 +94,19 @@ def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Sta
         split = split_conv(kernel, buffers, caps.threads, caps.min_parallel_work * MIN_ITEM_WORK)
         if split is not kernel:
             return split
-    if caps.threads <= 1 or any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
-        return kernel  # one thread, or top-level values the loops share
-    new = [_thread_nest(s, buffers, caps, stats) if isinstance(s, K.For) else s for s in body]
-    if all(a is b for a, b in zip(new, body)):
+    if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
+        return kernel  # top-level values the loops share
+    new, partial = list(body), []
+    if parts is not None and _splits(caps):
+        before = parts.count
+        new = split_reductions(new, buffers, caps, parts)
+        stats.parted += parts.count - before
+        partial, buffers = parts.kernel_buffers, parts.buffers  # read and written by the parts
+    if caps.threads > 1:
+        new = [_thread_nest(s, buffers, caps, stats) if isinstance(s, K.For) else s for s in new]
+    if len(new) == len(body) and all(a is b for a, b in zip(new, body)):
         return kernel
-    return replace(kernel, body=K.Block(new))
+    return replace(kernel, body=K.Block(new), reads=kernel.reads + partial, writes=kernel.writes + partial)
 
 
 # ----------------------------------------------------------------------------- grid launches
@@ -130,7 +155,7 @@ def _thread_nest(loop: K.For, buffers: dict, caps: Capabilities, stats: _Stats) 
     if not proven:
         return loop
     f = proven[0]  # inner loops have less work per thread team
-    work = max(1, f.work, _work(f.body))
+    work = max(1, f.work, stmt_work(f.body))
     if not _pays(f, work, caps):
         return loop
     stats.proven += 1
@@ -142,17 +167,6 @@ def _pays(loop: K.For, work: int, caps: Capabilities) -> bool:
     with N (the renderer then tests ``trip * work`` at run time)."""
     trip = static_trip([loop])
     return trip is None or trip * work >= caps.min_parallel_work
-
-
-def _work(s) -> int:
-    """Rough scalar operations of one run of ``s`` (loops whose trip grows with N count once)."""
-    if isinstance(s, K.Block):
-        return sum(_work(x) for x in s.body)
-    if isinstance(s, K.For):
-        return (static_trip([s]) or 1) * max(1, _work(s.body))
-    if isinstance(s, K.If):
-        return 1 + _work(s.then)
-    return 1
 
 
 def _replace_loop(tree: K.For, old: K.For, new: K.For) -> K.For:
