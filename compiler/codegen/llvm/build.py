@@ -19,6 +19,8 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from ..registry import BuildError
+from .gemm import ENGINE_PREFIX
+from .split import split_module, split_off
 from .target import HostTarget, host_target, optimize
 
 DEFAULT_LINK_FLAGS = ("-lgomp", "-lm")
@@ -83,12 +85,13 @@ def llvm_jobs() -> int:
     return max(1, min(4, int(idle + 0.5)))
 
 
-def _object(source, target: HostTarget, timings: dict) -> bytes:
-    """Parse, optimize and code-generate one module; adds the stages' seconds to ``timings``."""
+def _object(source, target: HostTarget, timings: dict, explicit: bool = False) -> bytes:
+    """Parse, optimize (``explicit``: the GEMM engine's pipeline, ``target.optimize``) and
+    code-generate one module; adds the stages' seconds to ``timings``."""
     t0 = time.perf_counter()
     mod = parse_module(source, target)
     t1 = time.perf_counter()
-    optimize(mod, target)
+    optimize(mod, target, explicit=explicit)
     t2 = time.perf_counter()
     obj = target.machine.emit_object(mod)
     t3 = time.perf_counter()
@@ -97,33 +100,50 @@ def _object(source, target: HostTarget, timings: dict) -> bytes:
     return obj
 
 
-def _objects_in_parallel(texts: list, target: HostTarget, tmp: str, timings: dict) -> list:
-    """Object files of module texts: ``texts[1:]`` each in a forked child, ``texts[0]`` here
-    meanwhile.  A child that fails is redone here, so its error is raised as usual."""
+def _units(text: str, jobs: int) -> list:
+    """``(module text, explicit)`` pieces of a module to compile separately: the kernels
+    (split into up to ``jobs`` parts when large, ``split.py``) and the GEMM engine on its
+    own (``explicit``: its lighter pipeline); ``[(text, False)]`` when nothing splits off."""
+    engine = split_off(text, ENGINE_PREFIX)
+    rest, units = (engine[1], [(engine[0], True)]) if engine else (text, [])
+    if rest is None:
+        return units  # the engine alone (tests, bench/sgemm.py)
+    jobs = max(1, jobs - len(units))
+    parts = split_module(rest, jobs) if len(rest) >= SPLIT_MIN_CHARS else [rest]
+    return [(p, False) for p in parts] + units
+
+
+def _objects(units: list, target: HostTarget, tmp: str, timings: dict, fork: bool) -> list:
+    """Object files of ``(text, explicit)`` units: with ``fork``, ``units[1:]`` each in a
+    forked child and ``units[0]`` here meanwhile (a child that fails is redone here, so its
+    error is raised as usual); else one after another here."""
     children = []
-    for k, text in enumerate(texts[1:], 1):
+    for k, (text, explicit) in enumerate(units[1:] if fork else [], 1):
         path = os.path.join(tmp, f"part{k}.o")
         pid = os.fork()
         if pid == 0:  # the child: compile, write the object, exit without unwinding
             code = 1
             try:
                 with open(path, "wb") as f:
-                    f.write(_object(text, target, {}))
+                    f.write(_object(text, target, {}, explicit))
                 code = 0
             finally:
                 os._exit(code)
-        children.append((pid, path, text))
-    paths = [os.path.join(tmp, "part0.o")]
-    with open(paths[0], "wb") as f:
-        f.write(_object(texts[0], target, timings))
+        children.append((pid, path, text, explicit))
+    paths = []
+    for k, (text, explicit) in enumerate(units[:1] if fork else units):
+        paths.append(os.path.join(tmp, f"here{k}.o"))
+        with open(paths[-1], "wb") as f:
+            f.write(_object(text, target, timings, explicit))
     t0 = time.perf_counter()
-    for pid, path, text in children:
+    for pid, path, text, explicit in children:
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             with open(path, "wb") as f:
-                f.write(_object(text, target, timings))
+                f.write(_object(text, target, timings, explicit))
         paths.append(path)
-    timings["wait"] = time.perf_counter() - t0
+    if children:
+        timings["wait"] = time.perf_counter() - t0
     return paths
 
 
@@ -132,32 +152,32 @@ def compile_module(source, out_so_path: str, extra_link_flags=(),
                    opt_ir_path: str | None = None, jobs: int | None = None) -> BuildResult:
     """Optimize ``source`` (IR text or module), emit objects, link ``out_so_path``.
 
-    A large module is split (``split.py``) into up to ``jobs`` parts (``llvm_jobs()``)
-    compiled by as many processes at once.  Returns the library path and the seconds of
-    parse, optimize and codegen (of the part compiled in this process), of waiting for
-    the others (``wait``) and of the link.  ``asm_path``/``opt_ir_path`` optionally keep
-    the assembly and optimized IR (dumps; the module then compiles in one piece).
+    Module text is compiled in units (``_units``): the GEMM engine on its own, with its
+    lighter pipeline, and the rest, split (``split.py``) when large; with ``jobs``
+    (``llvm_jobs()``) above 1 the units compile in as many processes at once.  Returns the
+    library path and the seconds of parse, optimize and codegen (of the units compiled in
+    this process), of waiting for the others (``wait``) and of the link.
+    ``asm_path``/``opt_ir_path`` optionally keep the assembly and optimized IR (dumps; the
+    module then compiles in one piece, with the kernels' pipeline unless it is the engine
+    alone).
     """
-    from .split import split_module
 
     target = target or host_target()
     timings = {}
     out_dir = os.path.dirname(os.path.abspath(out_so_path))
     os.makedirs(out_dir, exist_ok=True)
     jobs = llvm_jobs() if jobs is None else jobs
-    text = source if isinstance(source, str) else None
+    text = source if isinstance(source, str) else str(source)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        parts = [text]
-        if text is not None and len(text) >= SPLIT_MIN_CHARS and not (asm_path or opt_ir_path):
-            parts = split_module(text, jobs)
-        if len(parts) > 1:
-            obj_paths = _objects_in_parallel(parts, target, tmp, timings)
+        units = _units(text, jobs)
+        if len(units) > 1 and not (asm_path or opt_ir_path):
+            obj_paths = _objects(units, target, tmp, timings, fork=jobs > 1)
         else:
             obj_paths = [os.path.join(tmp, "module.o")]
             t0 = time.perf_counter()
-            mod = parse_module(source, target)
+            mod = parse_module(text, target)
             t1 = time.perf_counter()
-            optimize(mod, target)
+            optimize(mod, target, explicit=len(units) == 1 and units[0][1])
             t2 = time.perf_counter()
             with open(obj_paths[0], "wb") as f:
                 f.write(target.machine.emit_object(mod))

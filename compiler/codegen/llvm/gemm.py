@@ -37,6 +37,9 @@ from .gemm_pack import emit_pack
 from .profile import active as active_profiler
 from .target import HostTarget, has_feature, host_target
 
+#: the names of engine functions start with this (build.py compiles them with their own pipeline)
+ENGINE_PREFIX = "kiln_sgemm"
+
 #: problems with M*N*K below this run on the calling thread (threads cost more).
 PARALLEL_MIN_WORK = 64 ** 3
 
@@ -137,7 +140,7 @@ _ARGS = ["M", "N", "K", "A", "lda", "transA", "B", "ldb", "transB", "C", "ldc", 
 _TYPES = [I64, I64, I64, PTR, I64, I32, PTR, I64, I32, PTR, I64, F32]
 
 
-def emit_sgemm(module: ir.Module, name: str = "kiln_sgemm", cfg: GemmConfig | None = None,
+def emit_sgemm(module: ir.Module, name: str = ENGINE_PREFIX, cfg: GemmConfig | None = None,
                epilogue: Epilogue | None = None) -> ir.Function:
     """Add the exported sgemm ``name`` (and its internal helpers ``name.*``) to ``module``."""
     cfg = cfg or config_for()
@@ -356,7 +359,7 @@ def _emit_entry(module, name, extra, struct, serial, worker):
     return fn
 
 
-def bind(lib, name: str = "kiln_sgemm", n_extra: int = 0):
+def bind(lib, name: str = ENGINE_PREFIX, n_extra: int = 0):
     """The ctypes function for ``name`` in a loaded library, with its argument types set.
 
     Matrices are passed as addresses (``arr.ctypes.data``); ``n_extra`` pointer

@@ -34,7 +34,7 @@ from ...ir.types import float32, int64
 from ...lower import kernel_ir as K
 from .affine import lane_stride, same_index
 from .exprs import AccSlot, Lanes
-from .gemm import Epilogue, emit_sgemm
+from .gemm import ENGINE_PREFIX, Epilogue, emit_sgemm
 from .gemm_kernel import Indirect, c64, counted_loop, if_then_values
 from .vals import F32, I32, I64, PTR, broadcast, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
@@ -206,7 +206,7 @@ def _shared_engine(r):
         flat = if_then_values(b, b.icmp_unsigned("!=", full, ir.Constant(PTR, None)), epilogue, flat)
         return [flat[i * width:(i + 1) * width] for i in range(cfg.mr)]
 
-    fn = emit_sgemm(r.module, r.module.get_unique_name("kiln_sgemm_epilogue"), cfg,
+    fn = emit_sgemm(r.module, r.module.get_unique_name(f"{ENGINE_PREFIX}_epilogue"), cfg,
                     Epilogue(emit=emit, extra_args=[PTR, PTR, PTR, I64]))
     fn.linkage = "internal"
     cache[cfg] = fn

@@ -89,6 +89,30 @@ def split_module(text: str, parts: int) -> list:
     bins = _deal(functions, parts)
     if len(bins) < 2:
         return [text]
+    return _assemble(top, functions, bins)
+
+
+def split_off(text: str, prefix: str):
+    """``(part, rest)``: the functions whose owner name starts with ``prefix`` (e.g. the GEMM
+    engine, compiled with another pipeline) as one module text and the others as another,
+    linking into the same program; ``(text, None)`` when there are only those, None when
+    there are none of them or the text cannot be split."""
+    parsed = parse_functions(text)
+    if parsed is None:
+        return None
+    top, functions = parsed
+    mine = [n for n in functions if _owner(n).startswith(prefix)]
+    others = [n for n in functions if not _owner(n).startswith(prefix)]
+    if not mine:
+        return None
+    if not others:
+        return text, None
+    part, rest = _assemble(top, functions, [mine, others])
+    return part, rest
+
+
+def _assemble(top: list, functions: dict, bins: list) -> list:
+    """One module text per bin of function names (declarations of the others they use)."""
     home = {n: k for k, names in enumerate(bins) for n in names}
     top_refs = {_bare(r) for line in top for r in _REF.findall(line)} & functions.keys()
     uses = {n: {_bare(r) for s in functions[n][1] for r in _REF.findall(s)} & functions.keys()
