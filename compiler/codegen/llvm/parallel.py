@@ -131,7 +131,7 @@ def _outline(r, s, struct, names, extras):
     with b.if_then(b.icmp_signed("<", lo, hi)):
         profiler = active_profiler(r.module)
         if profiler:  # a profiling build: this thread's chunk is an event (profile.py)
-            profiler.timed_chunk(b, tid, lambda: child.loop_range(s, lo, hi))
+            profiler.timed_chunk(b, tid, lambda: child.loop_range(s, lo, hi), when=b.not_(alone))
         else:
             child.loop_range(s, lo, hi)
     b.ret_void()

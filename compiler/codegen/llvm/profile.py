@@ -106,14 +106,20 @@ class Profiler:
         self.record(b, event_id, 0, start)
         return result
 
-    def timed_chunk(self, b, tid, emit):
+    def timed_chunk(self, b, tid, emit, when=None):
         """``emit()`` (one thread's chunk of a parallel loop) recorded on thread ``tid``
-        (i64 or i32) under the id of the kernel call running it, ``CHUNK_FLAG`` set; returns
+        (i64 or i32) under the id of the kernel call running it, ``CHUNK_FLAG`` set, if
+        ``when`` (an i1, default true: a loop run without a team records no chunk); returns
         its result."""
         start = self.now(b)
         result = emit()
         tid = b.trunc(tid, I32) if tid.type == I64 else tid
-        self.record(b, b.or_(b.load(self.current, typ=I32), i32(CHUNK_FLAG)), tid, start)
+        chunk = b.or_(b.load(self.current, typ=I32), i32(CHUNK_FLAG))
+        if when is None:
+            self.record(b, chunk, tid, start)
+        else:
+            with b.if_then(when):
+                self.record(b, chunk, tid, start)
         return result
 
 

@@ -89,7 +89,7 @@ def split_module(text: str, parts: int) -> list:
     bins = _deal(functions, parts)
     if len(bins) < 2:
         return [text]
-    return _assemble(top, functions, bins)
+    return _assemble(top, functions, bins) or [text]
 
 
 def split_off(text: str, prefix: str):
@@ -107,12 +107,37 @@ def split_off(text: str, prefix: str):
         return None
     if not others:
         return text, None
-    part, rest = _assemble(top, functions, [mine, others])
-    return part, rest
+    parts = _assemble(top, functions, [mine, others])
+    return tuple(parts) if parts else None
 
 
-def _assemble(top: list, functions: dict, bins: list) -> list:
-    """One module text per bin of function names (declarations of the others they use)."""
+_GLOBAL = re.compile(r'^(@(?:"[^"]+"|[-\w.$]+)) = (?:internal|private) global (.*) (\S+)$')
+_SCALAR_INIT = re.compile(r'^(null|zeroinitializer|undef|poison|true|false|-?\d+(\.\d*)?([eE][-+]?\d+)?|0x[0-9A-Fa-f]+)$')
+
+
+def _variables(top: list, part: int) -> list | None:
+    """The top-level lines for part ``part``: a mutable module variable (``internal global``,
+    e.g. the profiler's event buffer and current id) is defined once, hidden, in part 0 and
+    declared external in the others (a copy per part would be another variable); None when
+    a variable's initializer is not a single token (not handled here)."""
+    out = []
+    for line in top:
+        if " global " not in line or " constant " in line:
+            out.append(line)
+            continue
+        m = _GLOBAL.match(line)
+        if m is None or not _SCALAR_INIT.match(m.group(3)):
+            return None
+        name, typ, init = m.groups()
+        out.append(f"{name} = hidden global {typ} {init}" if part == 0 else f"{name} = external hidden global {typ}")
+    return out
+
+
+def _assemble(top: list, functions: dict, bins: list) -> list | None:
+    """One module text per bin of function names (declarations of the others they use);
+    None when a module variable cannot be shared between the parts."""
+    if _variables(top, 0) is None:
+        return None
     home = {n: k for k, names in enumerate(bins) for n in names}
     top_refs = {_bare(r) for line in top for r in _REF.findall(line)} & functions.keys()
     uses = {n: {_bare(r) for s in functions[n][1] for r in _REF.findall(s)} & functions.keys()
@@ -129,5 +154,5 @@ def _assemble(top: list, functions: dict, bins: list) -> list:
             if internal and n in shared:
                 line = "define hidden " + line[len("define internal "):]
             defines += [line, *body]
-        out.append("\n".join(top + declares + [""] + defines) + "\n")
+        out.append("\n".join(_variables(top, k) + declares + [""] + defines) + "\n")
     return out
