@@ -5,7 +5,9 @@ Three ways, chosen per statement:
 1. **Fused epilogue** (float32, the common matmul + bias + relu / optimizer-update case).
    The epilogue holds only ``Let``/``Store``; one of its stores writes exactly C's own
    element (``c.offset + bidx*c.batch_stride + row*c.ld + col``) or C is a "scratch"
-   buffer (then it receives the raw product); every other store is unit-stride in ``col``
+   buffer that the epilogue does not store to (then the epilogue consumes the tiles: the
+   engine does not write C, except partial sums when K spans several K blocks); every
+   other store is unit-stride in ``col``
    (and not into A or B); nothing loads from C (the engine keeps partial sums there).
    Then one ``kiln_sgemm`` variant per distinct epilogue is emitted with an ``Epilogue``
    hook that renders the epilogue in vector form on each accumulator vector of the tile: ``Var("acc")`` is the
@@ -40,6 +42,8 @@ from .vals import F32, I32, I64, PTR, broadcast, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
 TEMP = "__gemm_acc"
+#: the shared engine's last argument: store the tile into C, or leave C to the epilogue.
+KEEP_C, CONSUME_C = ir.Constant(I32, 1), ir.Constant(I32, 0)
 
 
 def _add(x, y):
@@ -66,7 +70,7 @@ def render_gemm(r, g: K.Gemm):
         return
     c_index = fused_c_index(g, r.program.buffers[g.c.buffer].role == "scratch")
     if c_index is not None:
-        _fused(r, g, c_index)
+        _fused(r, g, c_index, KEEP_C if stores_c(g) else CONSUME_C)
     else:
         _via_temp(r, g)
 
@@ -77,7 +81,7 @@ def _plain_call(r, g, bidx, c_ptr, ldc, beta):
     functions (its tiles skip them), so a module never holds a second engine copy (each
     costs LLVM ~0.3 s at O3)."""
     null = ir.Constant(PTR, None)
-    _call(r, g, _shared_engine(r), bidx, c_ptr, ldc, beta, [null, null, null, r.emit(g.m)])
+    _call(r, g, _shared_engine(r), bidx, c_ptr, ldc, beta, [null, null, null, r.emit(g.m), KEEP_C])
 
 
 def _per_batch(r, g, body):
@@ -144,6 +148,12 @@ def fused_c_index(g: K.Gemm, c_is_scratch: bool = False):
     return c_index if hits or c_is_scratch else None
 
 
+def stores_c(g: K.Gemm) -> bool:
+    """Whether the epilogue stores into C (else a fused epilogue consumes the tile: C is
+    scratch, and the engine skips writing it, see ``CONSUME_C``)."""
+    return any(isinstance(s, K.Store) and s.buffer == g.c.buffer for s in iter_stmts(g.epilogue))
+
+
 def _captured(r, epi):
     """(names, values) of outer variables the epilogue reads (accumulators by value)."""
     names = sorted(n for n in read_vars(epi) - set(GEMM_VARS) if n in r.env)
@@ -152,9 +162,10 @@ def _captured(r, epi):
     return names, vals
 
 
-def _fused(r, g, c_index):
+def _fused(r, g, c_index, keep_c):
     """Call the module's shared epilogue engine per batch item, with this statement's epilogue
-    functions and a context struct holding what they read (bufs, N, bidx, captured values)."""
+    functions and a context struct holding what they read (bufs, N, bidx, captured values);
+    ``keep_c``: ``KEEP_C`` or ``CONSUME_C`` (the engine does not write C's tiles)."""
     names, vals = _captured(r, g.epilogue)
     types = [v.type for v in vals]
     buffers = sorted({e.buffer for e in _loads_and_stores(g.epilogue)})
@@ -167,7 +178,7 @@ def _fused(r, g, c_index):
         for i, v in enumerate([r.bufs, r.batch, bidx, *vals]):
             r.b.store(v, r.b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
         _call(r, g, _shared_engine(r), bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
-              [ctx, full, masked, m])
+              [ctx, full, masked, m, keep_c])
 
     _per_batch(r, g, one)
 
@@ -180,9 +191,10 @@ def _epilogue_type(vec, masked):
 
 def _shared_engine(r):
     """One ``kiln_sgemm`` variant per module whose tiles call the epilogue functions passed as
-    arguments (context, full-tile function, edge-tile function, M), or none when they are
-    null: every GEMM of the module shares it, so a module holds one copy of the engine
-    however many epilogues it has."""
+    arguments (context, full-tile function, edge-tile function, M, keep C), or none when
+    they are null: every GEMM of the module shares it, so a module holds one copy of the
+    engine however many epilogues it has.  With ``CONSUME_C`` the epilogue's results are not
+    stored into C (the last K block does not touch C at all)."""
     cache = r.module.__dict__.setdefault("_kiln_gemm_shared", {})
     cfg = r.options.gemm
     if cfg in cache:
@@ -207,7 +219,8 @@ def _shared_engine(r):
         return [flat[i * width:(i + 1) * width] for i in range(cfg.mr)]
 
     fn = emit_sgemm(r.module, r.module.get_unique_name("kiln_sgemm_epilogue"), cfg,
-                    Epilogue(emit=emit, extra_args=[PTR, PTR, PTR, I64]))
+                    Epilogue(emit=emit, extra_args=[PTR, PTR, PTR, I64, I32],
+                             keeps_c=lambda b, args: b.icmp_signed("!=", args[4], CONSUME_C)))
     fn.linkage = "internal"
     cache[cfg] = fn
     return fn
