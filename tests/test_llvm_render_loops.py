@@ -14,7 +14,7 @@ from compiler.lower import kernel_ir as K
 
 
 
-from tests.llvm_kit import C, Cases, I, loop, N, O, ulp_error, V
+from tests.llvm_kit import C, Cases, I, loop, N, O, two_threads, ulp_error, V  # noqa: F401 (fixture)
 
 CASES = Cases()
 case = CASES.add
@@ -157,16 +157,6 @@ case("par_check", {"x": int32, "y": int32},
      loop("i", N, K.Check(O("greater_equal", K.Load("x", i_, int32), C(10, int32), dtype=bool_),
                           "label {value} is out of range", K.Load("x", i_, int32)),
           K.Store("y", i_, K.Load("x", i_, int32)), parallel=True, work=64))
-
-
-@pytest.fixture
-def two_threads():
-    """A team of two threads for the parallel tests, whatever the machine (libgomp ICV)."""
-    gomp = ctypes.CDLL("libgomp.so.1")
-    before = gomp.omp_get_max_threads()
-    gomp.omp_set_num_threads(2)
-    yield
-    gomp.omp_set_num_threads(before)
 
 
 def test_parallel_loop_large_trip_count(lib, two_threads):

@@ -34,16 +34,18 @@ from runtime.abi_spec import KILN_ENOMEM
 
 from ...ir.types import float32, int64
 from ...lower import kernel_ir as K
-from .affine import lane_stride, same_index
+from .affine import constant_step, lane_stride, same_index
 from .exprs import AccSlot, Lanes
 from .gemm import Epilogue, emit_sgemm
-from .gemm_kernel import Indirect, c64, counted_loop, if_then_values
-from .vals import F32, I32, I64, PTR, broadcast, declare
+from .gemm_kernel import Indirect, c64, counted_loop, if_then_values, prefetch
+from .vals import F32, I32, I64, PTR, broadcast, declare, memory_type
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
 TEMP = "__gemm_acc"
 #: the shared engine's last argument: store the tile into C, or leave C to the epilogue.
 KEEP_C, CONSUME_C = ir.Constant(I32, 1), ir.Constant(I32, 0)
+#: how many tiles ahead (down a column panel) an epilogue prefetches its operands.
+PREFETCH_TILES = 1
 
 
 def _add(x, y):
@@ -253,9 +255,46 @@ def _epilogue_fn(r, g, c_index, names, ctx_t, buffers, masked):
     tile.lanes, tile.lets = Lanes("col", vec, fn.args[4] if masked else None), {}
     tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
     cols = tile.lane_values(col0)
+    _prefetch_ahead(tile, g, {"row": row, "col": col0, "bidx": bidx}, r.options.gemm.mr * PREFETCH_TILES)
     tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": cols})
     tile.b.ret(acc if tile.intercepted is None else broadcast(tile.b, tile.intercepted, vec))
     return fn
+
+
+def _streams(g: K.Gemm):
+    """``(buffer, index, written)`` of each distinct row-major operand of the epilogue other
+    than C: unit stride along ``col``, a constant step along ``row``, an index of the tile's
+    variables only (no Let) -- an optimizer's state, a second output."""
+    out = []
+    for e in _loads_and_stores(g.epilogue):
+        if e.buffer == g.c.buffer or not read_vars(e.index) <= set(GEMM_VARS):
+            continue
+        if lane_stride(e.index, "col") != 1 or not constant_step(e.index, "row"):
+            continue
+        same = [i for i, (buf, idx, _) in enumerate(out) if buf == e.buffer and same_index(idx, e.index)]
+        written = isinstance(e, K.Store)
+        if same:
+            buf, idx, w = out[same[0]]
+            out[same[0]] = (buf, idx, w or written)
+        else:
+            out.append((e.buffer, e.index, written))
+    return out
+
+
+def _prefetch_ahead(tile, g, bind, rows):
+    """Prefetch each epilogue stream's line ``rows`` rows below this vector (``bind``: the
+    scalar row, first column and batch index): the engine walks a column panel down its
+    tiles, so that is where the next tile's epilogue reads and writes, and the hardware
+    prefetchers do not follow hundreds of rows advancing 128 bytes at a time."""
+    env = tile.env
+    tile.env = {**env, **bind}
+    try:
+        for name, index, written in _streams(g):
+            ptr, dtype = tile.buffer(name)
+            idx = tile.emit(_add(index, K.Const(rows * constant_step(index, "row"), int64)))
+            prefetch(tile.b, tile.module, tile.b.gep(ptr, [idx], source_etype=memory_type(dtype)), write=written)
+    finally:
+        tile.env = env
 
 
 def _loads_and_stores(epi):
