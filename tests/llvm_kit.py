@@ -5,7 +5,6 @@ import ctypes
 
 import llvmlite.ir as ir
 import numpy as np
-import pytest
 
 from compiler.codegen.llvm import build, render
 from compiler.ir.types import as_dtype, int64
@@ -25,16 +24,6 @@ def C(value, dtype=I):
 
 def O(kind, *args, dtype=None):
     return K.Op(kind, tuple(args), dtype or args[0].dtype)
-
-
-@pytest.fixture
-def two_threads():
-    """A team of two threads for the parallel tests, whatever the machine (libgomp ICV)."""
-    gomp = ctypes.CDLL("libgomp.so.1")
-    before = gomp.omp_get_max_threads()
-    gomp.omp_set_num_threads(2)
-    yield
-    gomp.omp_set_num_threads(before)
 
 
 def loop(var, stop, *body, start=0, **flags):

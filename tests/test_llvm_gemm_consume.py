@@ -15,7 +15,7 @@ from compiler.codegen.llvm.render_gemm import _streams
 from compiler.ir.types import Sym, float32
 from compiler.lower import kernel_ir as K
 
-from tests.llvm_kit import C, I, N, O, two_threads, V  # noqa: F401 (fixture)
+from tests.llvm_kit import C, I, N, O, V
 
 F = float32
 row, col, acc = V("row"), V("col"), V("acc", F)

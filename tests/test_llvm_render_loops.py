@@ -14,7 +14,7 @@ from compiler.lower import kernel_ir as K
 
 
 
-from tests.llvm_kit import C, Cases, I, loop, N, O, two_threads, ulp_error, V  # noqa: F401 (fixture)
+from tests.llvm_kit import C, Cases, I, loop, N, O, ulp_error, V
 
 CASES = Cases()
 case = CASES.add
