@@ -11,7 +11,7 @@ import pytest
 
 from compiler.codegen.llvm import build, render
 from compiler.codegen.llvm.affine import constant_step
-from compiler.codegen.llvm.render_gemm import _streams
+from compiler.codegen.llvm.render_epilogue import streams
 from compiler.ir.types import Sym, float32
 from compiler.lower import kernel_ir as K
 
@@ -109,10 +109,12 @@ def test_consuming_epilogue_tells_the_engine_and_prefetches(compiled):
     program, _, names, text = compiled
     calls = re.findall(r'call i32 @"?kiln_sgemm_epilogue"?\((.*)\)', text)
     assert len(calls) == len(SHAPES) and all(c.endswith("i32 0") for c in calls), calls  # CONSUME_C
-    epilogues = re.findall(r'define internal <\d+ x float> @"?k_[^"(]*\.epilogue[^(]*\(.*?\n}', text, re.S)
+    epilogues = re.findall(r'define internal void @"?k_[^"(]*\.epilogue[^(]*\(.*?\n}', text, re.S)
     assert len(epilogues) == 2 * len(SHAPES)  # full and edge tiles
-    for body in epilogues:  # m, v, p of the next tile down, for writing
-        assert len(re.findall(r'call void @"llvm\.prefetch\.p0"\(ptr [^,]+, i32 1, i32 3, i32 1\)', body)) == 3
+    cfg = render.options_for().gemm
+    for body in epilogues:  # m, v, p of the next tile down, for writing, per vector of a row
+        prefetches = re.findall(r'call void @"llvm\.prefetch\.p0"\(ptr [^,]+, i32 1, i32 3, i32 1\)', body)
+        assert len(prefetches) == 3 * cfg.nr // cfg.vec
 
 
 def test_streams_are_the_row_major_operands():
@@ -125,7 +127,7 @@ def test_streams_are_the_row_major_operands():
     g = K.Gemm(C(7), C(45), C(3), K.Operand("a", C(0), C(3)), K.Operand("b", C(0), C(45)),
                K.Operand("c", C(0), C(45)), epilogue=epi)
     # not C (the engine's), not bias (no row step), not a transposed or non-affine store
-    assert [(b, w) for b, _, w in _streams(g)] == [("out", True), ("acc_", True)]
+    assert [(b, w) for b, _, w in streams(g)] == [("out", True), ("acc_", True)]
 
 
 def test_constant_step():
