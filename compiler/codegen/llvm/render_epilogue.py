@@ -7,9 +7,10 @@ each fused epilogue becomes two functions (full tile, edge tile) passed to it by
     void epilogue(ptr ctx, i64 row, i64 col, ptr tile, i64 rows[, <VEC x i1> mask_j...])
 
 ``tile`` holds the MR x NR accumulators (row-major, NR floats a row, on the tile function's
-stack); the function runs the epilogue on the first ``rows`` rows, NR/VEC vectors a row
-(lanes past N masked on edge tiles), and writes back the value stored to C where the
-epilogue has one.  One call per tile: the context (buffer pointers, captured values) is
+stack); the function runs the epilogue on the first ``rows`` rows, NR/VEC vectors a row,
+in one loop over the vectors (the epilogue rendered once: half the code of a loop over rows
+unrolled over a row's vectors, for the same speed), lanes past N masked on edge tiles, and
+writes back the value stored to C where the epilogue has one.  One call per tile: the context (buffer pointers, captured values) is
 loaded once and the call's clobbering of every vector register costs one spill of the tile,
 not one per accumulator vector.  The engine then stores the tile into C, unless the epilogue
 consumes it (``CONSUME_C``: C is scratch and the epilogue does not store to it).
@@ -102,24 +103,32 @@ def epilogue_fn(r, g: K.Gemm, c_index, names, ctx_t, masked: bool) -> ir.Functio
     bufs, batch, bidx = fields[:3]
     tile = r.derive(fn, b, None, bufs, batch, None, None, dict(zip(names, fields[3:])))
     tile.preload(sorted({e.buffer for e in loads_and_stores(g.epilogue)}))
-    vty = ir.VectorType(F32, cfg.vec)
+    nv, vty = cfg.nr // cfg.vec, ir.VectorType(F32, cfg.vec)
 
-    def one_row(b, i, _):
-        row = b.add(row0, i)
-        for j in range(cfg.nr // cfg.vec):
-            col = b.add(col0, c64(j * cfg.vec))
-            at = fptr(b, tile_ptr, b.add(b.mul(i, c64(cfg.nr)), c64(j * cfg.vec)))
-            tile.lanes, tile.lets = Lanes("col", cfg.vec, fn.args[5 + j] if masked else None), {}
-            tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
-            _prefetch_ahead(tile, g, {"row": row, "col": col, "bidx": bidx}, cfg.mr * PREFETCH_TILES)
-            acc = b.load(at, typ=vty, align=64)
-            tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": tile.lane_values(col)})
-            if tile.intercepted is not None:
-                b.store(broadcast(b, tile.intercepted, cfg.vec), at, align=64)
+    def one_vector(b, i, _):  # the tile's i-th accumulator vector: row i / nv, vector i % nv
+        r, j = b.udiv(i, c64(nv)), b.urem(i, c64(nv))
+        row, col = b.add(row0, r), b.add(col0, b.mul(j, c64(cfg.vec)))
+        at = fptr(b, tile_ptr, b.mul(i, c64(cfg.vec)))
+        mask = _pick(b, j, fn.args[5:]) if masked else None
+        tile.lanes, tile.lets = Lanes("col", cfg.vec, mask), {}
+        tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
+        _prefetch_ahead(tile, g, {"row": row, "col": col, "bidx": bidx}, cfg.mr * PREFETCH_TILES)
+        acc = b.load(at, typ=vty, align=64)
+        tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": tile.lane_values(col)})
+        if tile.intercepted is not None:
+            b.store(broadcast(b, tile.intercepted, cfg.vec), at, align=64)
         return []
-    counted_loop(b, c64(0), rows, c64(1), one_row, name="row")
+    counted_loop(b, c64(0), b.mul(rows, c64(nv)), c64(1), one_vector, name="vector")
     b.ret_void()
     return fn
+
+
+def _pick(b, j, options):
+    """``options[j]`` for a run-time index ``j`` (a chain of selects; the options are few)."""
+    out = options[0]
+    for k in range(1, len(options)):
+        out = b.select(b.icmp_unsigned("==", j, c64(k)), options[k], out)
+    return out
 
 
 def streams(g: K.Gemm):
