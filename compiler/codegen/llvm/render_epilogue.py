@@ -70,11 +70,7 @@ def _call_per_tile(b, tctx):
     ctx, full, masked, m = tctx.args[:4]
     nv = cfg.nr // cfg.vec
     vty = ir.VectorType(F32, cfg.vec)
-    at_entry = ir.IRBuilder()
-    at_entry.position_at_start(b.block.parent.entry_basic_block)  # a fixed slot, not a dynamic one
-    slot = at_entry.alloca(ir.ArrayType(F32, cfg.mr * cfg.nr))
-    slot.align = 64
-    slot = opaque(slot)
+    slot = _tile_slot(b, cfg)
 
     def run(flat):
         at = [fptr(b, slot, c64(i * cfg.vec)) for i in range(len(flat))]
@@ -87,6 +83,19 @@ def _call_per_tile(b, tctx):
     flat = [v for row in tctx.accs for v in row]
     flat = if_then_values(b, b.icmp_unsigned("!=", full, ir.Constant(PTR, None)), run, flat)
     return [flat[i * nv:(i + 1) * nv] for i in range(cfg.mr)]
+
+
+def _tile_slot(b, cfg):
+    """The tile function's stack slot for MR x NR floats (one per function, shared by its
+    full- and edge-tile paths; in the entry block: a fixed slot, not a dynamic one)."""
+    fn = b.block.parent
+    if getattr(fn, "kiln_tile_slot", None) is None:
+        at_entry = ir.IRBuilder()
+        at_entry.position_at_start(fn.entry_basic_block)
+        slot = at_entry.alloca(ir.ArrayType(F32, cfg.mr * cfg.nr))
+        slot.align = 64
+        fn.kiln_tile_slot = opaque(slot)
+    return fn.kiln_tile_slot
 
 
 def epilogue_fn(r, g: K.Gemm, c_index, names, ctx_t, masked: bool) -> ir.Function:
