@@ -7,8 +7,8 @@ Three ways, chosen per statement:
    element (``c.offset + bidx*c.batch_stride + row*c.ld + col``) or C is a "scratch"
    buffer that the epilogue does not store to (then the epilogue consumes the tiles: the
    engine does not write C, except partial sums when K spans several K blocks); every
-   other store is unit-stride in ``col``
-   (and not into A or B); nothing loads from C (the engine keeps partial sums there).
+   other store is unit-stride in ``col`` (and not into A or B); nothing loads from C (the
+   engine keeps partial sums there).
    Then the module's shared ``kiln_sgemm`` variant is called with this statement's two
    epilogue functions (full and edge tiles, render_epilogue.py): each renders the epilogue
    in vector form on a tile's accumulator vectors, one call per tile: ``Var("acc")`` is the
@@ -124,8 +124,10 @@ def c_element(g: K.Gemm):
 def fused_c_index(g: K.Gemm, c_is_scratch: bool = False):
     """C's element index when the epilogue can run inside the engine's tiles, else None.
 
-    The engine always stores the tile into C, so C must be written by the epilogue at that
-    very element (the store is taken over) or be scratch that may hold the raw product."""
+    The engine keeps partial sums in C and then stores the epilogue's value there, so C
+    must be written by the epilogue at that very element (the store is taken over) or be
+    scratch that the epilogue does not store to (it consumes the tile: ``CONSUME_C``, the
+    engine's last K block leaves C alone)."""
     epi = g.epilogue
     if not all(isinstance(s, (K.Block, K.Let, K.Store)) for s in iter_stmts(epi)):
         return None
