@@ -1,4 +1,6 @@
-"""Every test builds its ops in a fresh default graph."""
+"""Every test builds its ops in a fresh default graph; ``two_threads`` gives the native tests a team of two."""
+import ctypes
+
 import pytest
 
 from compiler import tf
@@ -8,6 +10,16 @@ from compiler import tf
 def fresh_graph():
     with tf.Graph().as_default() as g:
         yield g
+
+
+@pytest.fixture
+def two_threads():
+    """A team of two threads for the parallel tests, whatever the machine (libgomp ICV)."""
+    gomp = ctypes.CDLL("libgomp.so.1")
+    before = gomp.omp_get_max_threads()
+    gomp.omp_set_num_threads(2)
+    yield
+    gomp.omp_set_num_threads(before)
 
 
 def pytest_configure(config):

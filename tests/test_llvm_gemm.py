@@ -294,6 +294,59 @@ def test_bias_relu_epilogue(sgemm_bias_relu, m, n, k, nthreads, ta, tb):
         np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-5 * (k + 1))
 
 
+def twice_into_out():
+    """An epilogue that writes ``2 * tile`` into ``out`` (extra args: out, M, out's leading
+    dim, a flag) and keeps C only where the flag is non-zero (``Epilogue.keeps_c``)."""
+    from compiler.codegen.llvm.gemm_kernel import I32, I64, PTR, c64, fptr, if_then_values, masked_store
+
+    def emit(b, ctx):
+        out, m, ldo = ctx.args[:3]
+        rows = []
+        for r, accs in enumerate(ctx.accs):
+            row = ctx.row_index(r)
+            vals = [b.fmul(v, ctx.splat(ir.Constant(ir.FloatType(), 2.0))) for v in accs]
+
+            def store(vals, row=row):
+                for j, v in enumerate(vals):
+                    p = fptr(b, out, b.add(b.mul(row, ldo), b.add(ctx.col, c64(j * ctx.cfg.vec))))
+                    if ctx.masked:
+                        masked_store(b, ctx.module, v, p, ctx.col_masks[j])
+                    else:
+                        b.store(v, p, align=4)
+                return vals
+            rows.append(if_then_values(b, b.icmp_signed("<", row, m), store, vals))
+        return rows
+
+    keeps = lambda b, args: b.icmp_signed("!=", args[3], ir.Constant(I32, 0))
+    return gemm.Epilogue(emit=emit, extra_args=(PTR, I64, I64, I32), keeps_c=keeps)
+
+
+@pytest.fixture(scope="module")
+def sgemm_twice(tmp_path_factory):
+    fn = compile_sgemm(tmp_path_factory, "twice", cfg=small_blocks(), epilogue=twice_into_out())
+    fn.argtypes = fn.argtypes[:13] + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int32]
+    return fn
+
+
+@pytest.mark.parametrize("m,n,k,nthreads", [(13, 33, 7, 1), (69, 100, 13, 2), (1, 40, 1, 1),
+                                            (30, 70, 100, 2)])  # k = 100: several K blocks
+def test_epilogue_consuming_the_tile_leaves_c_alone(sgemm_twice, m, n, k, nthreads):
+    rng = np.random.default_rng(m + k)
+    one_block = k <= small_blocks().kc_few
+    for beta, keep in ((0.0, 0), (1.0, 0), (0.5, 1)):
+        a, b, c = operands(m, n, k, 0, 1, rng)
+        want = 2 * reference(a, b, c, 0, 1, beta)
+        c0, out = c.copy(), np.full((m, n), np.nan, np.float32)
+        status = sgemm_twice(m, n, k, a.ctypes.data, k, 0, b.ctypes.data, k, 1, c.ctypes.data, n,
+                             beta, nthreads, out.ctypes.data, m, n, keep)
+        assert status == 0
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * (k + 1))
+        if keep:
+            np.testing.assert_array_equal(c, out)
+        elif one_block:
+            np.testing.assert_array_equal(c, c0)  # neither the product nor the result was stored
+
+
 def test_config_from_features():
     assert gemm.config_for(features="+avx2,+fma,+avx512f") == gemm.AVX512
     assert gemm.config_for(features="+avx2,+fma,-avx512f") == gemm.AVX2

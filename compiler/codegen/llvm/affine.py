@@ -13,7 +13,8 @@ variables of the vectorized body are substituted by their definitions, so
 * ``None`` anything else (a gather / scatter).
 
 ``same_index(a, b)`` compares two indices as polynomials (used to find the epilogue store
-that writes a GEMM's own C element).
+that writes a GEMM's own C element); ``constant_step(index, var)`` is the index's constant
+step along a variable (a GEMM epilogue's operand rows, which it prefetches).
 """
 from __future__ import annotations
 
@@ -121,6 +122,22 @@ def lane_stride(index, lane: str, lets=None, varying=()):
     if stride.terms == {(): 1}:
         return 1
     return None
+
+
+def constant_step(index, var: str, lets=None):
+    """How much ``index`` grows when ``var`` grows by one, when that is an integer constant
+    (``index`` is ``c*var`` plus terms free of ``var``); None otherwise."""
+    lets = lets or {}
+    key, step = ("var", var), 0
+    for mono, coef in _poly(index, lets).terms.items():
+        if key not in mono:
+            if any(_key_varies(k, {var}, lets) for k in mono):
+                return None
+        elif mono != (key,):
+            return None
+        else:
+            step += coef
+    return step
 
 
 def same_index(a, b, lets=None) -> bool:

@@ -112,10 +112,16 @@ class Epilogue:
     ``ctx.col_vector(ptr, j)``) and returns the new ``accs`` (same nesting and types).
     It may be called more than once per function (full and edge tiles): it must only
     emit code.  It runs once, after the last K block, on ``A'B' + beta*C``.
+
+    ``keeps_c(builder, args) -> i1`` (optional; default: always): whether C still receives
+    the epilogue's results.  Where it is false the epilogue consumes the tile (it stored
+    what it computes elsewhere): the last K block neither stores nor prefetches C, which
+    then only holds the partial sums of earlier K blocks (K > KC) and may be scratch.
     """
 
     emit: Callable[[ir.IRBuilder, TileContext], list]
     extra_args: Sequence[ir.Type] = ()
+    keeps_c: Callable[[ir.IRBuilder, list], ir.Value] | None = None
 
 
 def bias_relu_epilogue(relu: bool = True) -> Epilogue:

@@ -223,13 +223,18 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None,
     ap, a_rs, a_ks, bp, kc, c, ldc, row, col, mr, nr, beta, last = fn.args[:13]
     for a in (ap, bp, c):
         a.add_attribute("noalias")
-    with b.if_then(b.icmp_signed(">=", kc, c64(C_PREFETCH_MIN_K))):
+    consumed = _consumed(b, epilogue, fn.args[13:], last)
+    want_c = b.icmp_signed(">=", kc, c64(C_PREFETCH_MIN_K))
+    if consumed is not None:  # C neither read (beta == 0) nor written: nothing to prefetch
+        untouched = b.and_(consumed, b.fcmp_ordered("==", beta, ir.Constant(F32, 0.0)))
+        want_c = b.and_(want_c, b.not_(untouched))
+    with b.if_then(want_c):
         _prefetch_tile(b, module, cfg, c, ldc, row, col)
     a_at = _a_in_place(b, cfg, ap, a_rs, a_ks, mr) if in_place else _a_packed(cfg, ap)
     accs = _microkernel(b, module, cfg, a_at, bp, kc, mr)
     full = b.and_(b.icmp_signed("==", mr, c64(cfg.mr)), b.icmp_signed("==", nr, c64(cfg.nr)))
     store = dict(module=module, cfg=cfg, c=c, ldc=ldc, row=row, col=col, beta=beta,
-                 last=last, epilogue=epilogue, extra=fn.args[13:])
+                 last=last, epilogue=epilogue, extra=fn.args[13:], consumed=consumed)
     with b.if_else(full) as (then, other):
         with then:
             _store_tile(b, accs, masks=None, **store)
@@ -237,6 +242,14 @@ def emit_tile(module: ir.Module, name: str, cfg, epilogue=None,
             _store_tile(b, accs, masks=_edge_masks(b, cfg, mr, nr), **store)
     b.ret_void()
     return fn
+
+
+def _consumed(b, epilogue, extra, last):
+    """i1: this call's tile goes to the epilogue only, not to C (the last K block of an
+    epilogue whose ``keeps_c`` is false); None when the epilogue always keeps C."""
+    if epilogue is None or epilogue.keeps_c is None:
+        return None
+    return b.and_(last, b.not_(epilogue.keeps_c(b, list(extra))))
 
 
 def _a_packed(cfg, ap):
@@ -349,8 +362,10 @@ def _edge_masks(b, cfg, mr, nr):
     return masks
 
 
-def _store_tile(b, accs, masks, module, cfg, c, ldc, row, col, beta, last, epilogue, extra):
-    """Add ``beta*C``, run the epilogue (when ``last``), store; masked when ``masks``."""
+def _store_tile(b, accs, masks, module, cfg, c, ldc, row, col, beta, last, epilogue, extra,
+                consumed):
+    """Add ``beta*C``, run the epilogue (when ``last``), store (unless ``consumed``); masked
+    when ``masks``."""
     vec, nv, mr = cfg.vec, cfg.nr // cfg.vec, cfg.mr
     vty = ir.VectorType(F32, vec)
     ptrs = [[fptr(b, c, b.add(b.mul(b.add(row, c64(r)), ldc), b.add(col, c64(j * vec))))
@@ -376,9 +391,16 @@ def _store_tile(b, accs, masks, module, cfg, c, ldc, row, col, beta, last, epilo
             out = epilogue.emit(b, ctx)
             return [v for row_vals in out for v in row_vals]
         flat = if_then_values(b, last, run_epilogue, flat)
-    for i, v in enumerate(flat):
-        r, j = divmod(i, nv)
-        if masks is None:
-            b.store(v, ptrs[r][j], align=4)
-        else:
-            masked_store(b, module, v, ptrs[r][j], masks[r][j])
+
+    def store():
+        for i, v in enumerate(flat):
+            r, j = divmod(i, nv)
+            if masks is None:
+                b.store(v, ptrs[r][j], align=4)
+            else:
+                masked_store(b, module, v, ptrs[r][j], masks[r][j])
+    if consumed is None:
+        store()
+        return
+    with b.if_then(b.not_(consumed)):
+        store()

@@ -5,14 +5,17 @@ Three ways, chosen per statement:
 1. **Fused epilogue** (float32, the common matmul + bias + relu / optimizer-update case).
    The epilogue holds only ``Let``/``Store``; one of its stores writes exactly C's own
    element (``c.offset + bidx*c.batch_stride + row*c.ld + col``) or C is a "scratch"
-   buffer (then it receives the raw product); every other store is unit-stride in ``col``
-   (and not into A or B); nothing loads from C (the engine keeps partial sums there).
-   Then one ``kiln_sgemm`` variant per distinct epilogue is emitted with an ``Epilogue``
-   hook that renders the epilogue in vector form on each accumulator vector of the tile: ``Var("acc")`` is the
+   buffer that the epilogue does not store to (then the epilogue consumes the tiles: the
+   engine does not write C, except partial sums when K spans several K blocks); every
+   other store is unit-stride in ``col`` (and not into A or B); nothing loads from C (the
+   engine keeps partial sums there).
+   Then the module's shared ``kiln_sgemm`` variant is called with this statement's two
+   epilogue functions (full and edge tiles, render_epilogue.py): each renders the epilogue
+   in vector form on a tile's accumulator vectors, one call per tile: ``Var("acc")`` is the
    accumulator, ``Var("col")`` the vector of column indices, ``Var("row")`` the tile row,
    ``Var("bidx")`` the batch index.  The store to C's element becomes the value the engine
-   stores; the other stores are (masked, on edge tiles) vector stores.  Extra arguments of
-   the variant: ``bufs``, ``N``, ``M``, ``bidx`` and the outer values the epilogue reads.
+   stores; the other stores are (masked, on edge tiles) vector stores.  A context struct
+   passes ``bufs``, ``N``, ``bidx`` and the outer values the epilogue reads.
 2. **Temporary** (float32, any other epilogue): the engine writes ``A'B'`` into an
    ``aligned_alloc``'d M x N buffer, then a loop nest over (row, col) runs the epilogue with
    ``acc`` loaded from it (vectorized / parallel by the ordinary loop rules).
@@ -33,10 +36,10 @@ from runtime.abi_spec import KILN_ENOMEM
 from ...ir.types import float32, int64
 from ...lower import kernel_ir as K
 from .affine import lane_stride, same_index
-from .exprs import AccSlot, Lanes
-from .gemm import ENGINE_PREFIX, Epilogue, emit_sgemm
-from .gemm_kernel import Indirect, c64, counted_loop, if_then_values
-from .vals import F32, I32, I64, PTR, broadcast, declare
+from .exprs import AccSlot
+from .gemm_kernel import c64, counted_loop
+from .render_epilogue import CONSUME_C, KEEP_C, epilogue_fn, shared_engine
+from .vals import F32, I32, I64, PTR, declare
 from .walk import GEMM_VARS, all_exprs, iter_stmts, read_vars
 
 TEMP = "__gemm_acc"
@@ -66,7 +69,7 @@ def render_gemm(r, g: K.Gemm):
         return
     c_index = fused_c_index(g, r.program.buffers[g.c.buffer].role == "scratch")
     if c_index is not None:
-        _fused(r, g, c_index)
+        _fused(r, g, c_index, KEEP_C if stores_c(g) else CONSUME_C)
     else:
         _via_temp(r, g)
 
@@ -77,7 +80,7 @@ def _plain_call(r, g, bidx, c_ptr, ldc, beta):
     functions (its tiles skip them), so a module never holds a second engine copy (each
     costs LLVM ~0.3 s at O3)."""
     null = ir.Constant(PTR, None)
-    _call(r, g, _shared_engine(r), bidx, c_ptr, ldc, beta, [null, null, null, r.emit(g.m)])
+    _call(r, g, shared_engine(r), bidx, c_ptr, ldc, beta, [null, null, null, r.emit(g.m), KEEP_C])
 
 
 def _per_batch(r, g, body):
@@ -121,8 +124,10 @@ def c_element(g: K.Gemm):
 def fused_c_index(g: K.Gemm, c_is_scratch: bool = False):
     """C's element index when the epilogue can run inside the engine's tiles, else None.
 
-    The engine always stores the tile into C, so C must be written by the epilogue at that
-    very element (the store is taken over) or be scratch that may hold the raw product."""
+    The engine keeps partial sums in C and then stores the epilogue's value there, so C
+    must be written by the epilogue at that very element (the store is taken over) or be
+    scratch that the epilogue does not store to (it consumes the tile: ``CONSUME_C``, the
+    engine's last K block leaves C alone)."""
     epi = g.epilogue
     if not all(isinstance(s, (K.Block, K.Let, K.Store)) for s in iter_stmts(epi)):
         return None
@@ -144,6 +149,12 @@ def fused_c_index(g: K.Gemm, c_is_scratch: bool = False):
     return c_index if hits or c_is_scratch else None
 
 
+def stores_c(g: K.Gemm) -> bool:
+    """Whether the epilogue stores into C (else a fused epilogue consumes the tile: C is
+    scratch, and the engine skips writing it, see ``CONSUME_C``)."""
+    return any(isinstance(s, K.Store) and s.buffer == g.c.buffer for s in iter_stmts(g.epilogue))
+
+
 def _captured(r, epi):
     """(names, values) of outer variables the epilogue reads (accumulators by value)."""
     names = sorted(n for n in read_vars(epi) - set(GEMM_VARS) if n in r.env)
@@ -152,102 +163,23 @@ def _captured(r, epi):
     return names, vals
 
 
-def _fused(r, g, c_index):
+def _fused(r, g, c_index, keep_c):
     """Call the module's shared epilogue engine per batch item, with this statement's epilogue
-    functions and a context struct holding what they read (bufs, N, bidx, captured values)."""
+    functions and a context struct holding what they read (bufs, N, bidx, captured values);
+    ``keep_c``: ``KEEP_C`` or ``CONSUME_C`` (the engine does not write C's tiles)."""
     names, vals = _captured(r, g.epilogue)
-    types = [v.type for v in vals]
-    buffers = sorted({e.buffer for e in _loads_and_stores(g.epilogue)})
-    ctx_t = ir.LiteralStructType([PTR, I64, I64, *types])
-    full, masked = (_epilogue_fn(r, g, c_index, names, ctx_t, buffers, with_mask) for with_mask in (False, True))
+    ctx_t = ir.LiteralStructType([PTR, I64, I64, *[v.type for v in vals]])
+    full, masked = (epilogue_fn(r, g, c_index, names, ctx_t, with_mask) for with_mask in (False, True))
     ctx = r.alloca(ctx_t)
     m = r.emit(g.m)
 
     def one(bidx):
         for i, v in enumerate([r.bufs, r.batch, bidx, *vals]):
             r.b.store(v, r.b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
-        _call(r, g, _shared_engine(r), bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
-              [ctx, full, masked, m])
+        _call(r, g, shared_engine(r), bidx, _operand_ptr(r, g.c, bidx), r.emit(g.c.ld), 0.0,
+              [ctx, full, masked, m, keep_c])
 
     _per_batch(r, g, one)
-
-
-def _epilogue_type(vec, masked):
-    acc_t = ir.VectorType(F32, vec)
-    mask = [ir.VectorType(ir.IntType(1), vec)] if masked else []
-    return ir.FunctionType(acc_t, [PTR, I64, I64, acc_t, *mask])
-
-
-def _shared_engine(r):
-    """One ``kiln_sgemm`` variant per module whose tiles call the epilogue functions passed as
-    arguments (context, full-tile function, edge-tile function, M), or none when they are
-    null: every GEMM of the module shares it, so a module holds one copy of the engine
-    however many epilogues it has."""
-    cache = r.module.__dict__.setdefault("_kiln_gemm_shared", {})
-    cfg = r.options.gemm
-    if cfg in cache:
-        return cache[cfg]
-
-    def emit(b, tctx):
-        ctx, full, masked, m = tctx.args[:4]
-        ep = Indirect(masked if tctx.masked else full, _epilogue_type(cfg.vec, tctx.masked))
-        width = len(tctx.accs[0])
-
-        def epilogue(flat):
-            out = []
-            for i in range(cfg.mr):
-                row, accs = tctx.row_index(i), flat[i * width:(i + 1) * width]
-
-                def run(accs, row=row):
-                    return _tile_row(ep, ctx, tctx, row, accs)
-                out += if_then_values(b, b.icmp_signed("<", row, m), run, accs) if tctx.masked else run(accs)
-            return out
-        flat = [v for row in tctx.accs for v in row]
-        flat = if_then_values(b, b.icmp_unsigned("!=", full, ir.Constant(PTR, None)), epilogue, flat)
-        return [flat[i * width:(i + 1) * width] for i in range(cfg.mr)]
-
-    fn = emit_sgemm(r.module, r.module.get_unique_name(f"{ENGINE_PREFIX}_epilogue"), cfg,
-                    Epilogue(emit=emit, extra_args=[PTR, PTR, PTR, I64]))
-    fn.linkage = "internal"
-    cache[cfg] = fn
-    return fn
-
-
-def _tile_row(ep, ctx, tctx, row, accs):
-    """The epilogue on one tile row: one call of the epilogue function per accumulator vector."""
-    b, vec = tctx.builder, tctx.cfg.vec
-    out = []
-    for j, acc in enumerate(accs):
-        col0 = b.add(tctx.col, c64(j * vec))
-        mask = [tctx.col_masks[j]] if tctx.masked else []
-        out.append(b.call(ep, [ctx, row, col0, acc] + mask))
-    return out
-
-
-def _epilogue_fn(r, g, c_index, names, ctx_t, buffers, masked):
-    """The epilogue of one accumulator vector as a function: ``(ctx, row, col0, acc[, mask])
-    -> the value stored to C``; it reads bufs, N, bidx and captured values from ``ctx``."""
-    vec = r.options.gemm.vec
-    fn = ir.Function(r.module, _epilogue_type(vec, masked), r.module.get_unique_name(f"{r.fn.name}.epilogue"))
-    fn.linkage = "internal"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    ctx, row, col0, acc = fn.args[:4]
-    fields = [b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)], source_etype=ctx_t), typ=t)
-              for i, t in enumerate(ctx_t.elements)]
-    bufs, batch, bidx = fields[:3]
-    tile = r.derive(fn, b, None, bufs, batch, None, None, dict(zip(names, fields[3:])))
-    tile.preload(buffers)
-    tile.lanes, tile.lets = Lanes("col", vec, fn.args[4] if masked else None), {}
-    tile.intercept, tile.intercepted = (g.c.buffer, c_index), None
-    cols = tile.lane_values(col0)
-    tile.scoped(g.epilogue, {"acc": acc, "row": row, "bidx": bidx, "col": cols})
-    tile.b.ret(acc if tile.intercepted is None else broadcast(tile.b, tile.intercepted, vec))
-    return fn
-
-
-def _loads_and_stores(epi):
-    out = [s for s in iter_stmts(epi) if isinstance(s, K.Store)]
-    return out + [e for e in all_exprs(epi) if isinstance(e, K.Load)]
 
 
 # ----------------------------------------------------------------------------- temporary
