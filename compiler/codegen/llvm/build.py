@@ -70,9 +70,11 @@ JOBS_ENV = "KILN_LLVM_JOBS"
 
 
 def llvm_jobs() -> int:
-    """How many processes compile one module: ``$KILN_LLVM_JOBS``, else the idle cores (the
-    usable ones less the load average; at most 4: the parts get lumpy).  1 where ``fork``
-    is unsafe (not Linux, or other Python threads running)."""
+    """How many processes compile one module: ``$KILN_LLVM_JOBS``, else the usable cores (at
+    most 4: the parts get lumpy).  Not fewer on a busy machine: the load average lags (a
+    compile right after another saw its own predecessor's load and ran alone), and parts
+    that share busy cores cost about what one process would.  1 where ``fork`` is unsafe
+    (not Linux, or other Python threads running)."""
     if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return 1
     env = os.environ.get(JOBS_ENV, "").strip()
@@ -81,8 +83,7 @@ def llvm_jobs() -> int:
             return max(1, int(env))
         except ValueError:
             raise BuildError(f"{JOBS_ENV}={env!r}: expected a number of processes") from None
-    idle = len(os.sched_getaffinity(0)) - os.getloadavg()[0]
-    return max(1, min(4, int(idle + 0.5)))
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def _object(source, target: HostTarget, timings: dict, explicit: bool = False) -> bytes:
