@@ -4,8 +4,9 @@ A convolution kernel of ``conv_lowering.py`` is ``[im2col nest, Gemm]`` (forward
 gradient) or ``[Gemm, col2im nest]`` (input gradient), its Gemm carrying an ``ItemSplit``.
 As written, the im2col matrix of the whole batch (``N*OH*OW x KH*KW*C``: 31 MB for the
 seed-002 CNN's second layer at batch 50) is written to memory and read back.
-``split_conv(kernel, slots)`` plans it so that each thread works on a slot of that matrix
-that stays in its core's cache:
+``split_conv(kernel, buffers, slots, min_macs)`` plans it so that each thread works on a
+slot of that matrix that stays in its core's cache (when a slot's product for one item has
+at least ``min_macs`` multiply-adds: smaller ones keep the whole batch):
 
 * ``kind == "rows"`` (forward, input gradient): a parallel loop over ``P = min(slots, N)``
   slots, each taking its contiguous range of items one at a time: the item's im2col into the
@@ -15,8 +16,9 @@ that stays in its core's cache:
 * ``kind == "k"`` (filter gradient): the product's M (taps x channels) is split at tap
   boundaries into ``P = min(slots, taps)`` ranges; per item, in batch order, a slot builds the
   im2col columns of its taps (in the first item's rows: the slots' columns are disjoint) and
-  adds its item's product into its rows of C (items are K blocks).  Every element sums the items in the same order whatever ``P``, so the result does
-  not depend on the core count.  The epilogue runs after the last item, on the slot's rows.
+  adds its item's product into its rows of C (items are K blocks).  Every element sums the
+  items in the same order whatever ``P``, so the result does not depend on the core count.
+  The epilogue runs after the last item, on the slot's rows.
 
 Only the scratch matrix changes place (an item's rows move to its slot's rows, or to the
 first item's); every other buffer is read and written at the same elements as before.

@@ -10,12 +10,14 @@ not combining into an accumulator declared outside it) is emitted as ::
         body.par(&captured);                        // the whole loop on this thread
 
 The captured struct holds ``bufs``, ``N``, ``err``, the loop bounds, a status word, the
-``alone`` flag and every outer value the body reads (loop indices, Lets, the current value
-of accumulators, renderer temporaries).  The loop's code exists once, in the outlined
-``void body.par(ptr data)``: it takes thread ``t`` of ``T`` (``omp_get_thread_num`` /
-``omp_get_num_threads``; 0 of 1 when alone) and runs the contiguous chunk
-``[start + t*c, min(stop, start + (t+1)*c))``, ``c = ceil(trip / T)`` rounded up to the SIMD
-width, with the same loop code as the serial path (vectorized when the loop is).  A failed
+``alone`` flag, a chunk counter and every outer value the body reads (loop indices, Lets,
+the current value of accumulators, renderer temporaries).  The loop's code exists once, in
+the outlined ``void body.par(ptr data)``: each thread of the team (``T`` =
+``omp_get_num_threads``, 1 when alone) claims chunks of ``g = ceil(trip / (4T))``
+iterations, rounded up to the SIMD width, with an atomic add on the counter and runs them
+(vectorized when the loop is) until none is left; so a thread the OS deschedules holds back
+one chunk, not a fixed half of the loop.  Iterations are independent (what lowering and the
+scheduling pass flag), so which thread runs a chunk never changes a result.  A failed
 ``Check`` in a thread sets the status with a compare-and-swap; the first writer owns the
 message, the thread stops, and the kernel returns the status after the join.
 """
@@ -24,13 +26,18 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from .exprs import AccSlot
-from .gemm_kernel import c64, ceil_div, imin
+from .gemm_kernel import c64, ceil_div, imax, imin
 from .profile import active as active_profiler
 from .vals import I32, I64, PTR, declare
 from .walk import read_vars
 
 STATUS_FIELD = 5  # index of the status word in the captured struct
 ALONE_FIELD = 6  # non-zero: the body runs on the calling thread alone (no team)
+NEXT_FIELD = 7  # the next unclaimed iteration's offset from the start (an atomic counter)
+CAPTURES = 8  # where the captured values start
+
+#: a team's threads claim chunks of about trip / (threads * CHUNKS_PER_THREAD) iterations
+CHUNKS_PER_THREAD = 4
 
 
 class ParallelFail:
@@ -79,7 +86,7 @@ def _launch(r, s, start, stop, threaded):
     names, values = _captures(r, s)
     extras = sorted(r.extra_buffers)
     alone = b.zext(b.not_(threaded), I32)
-    head = [r.bufs, r.batch, r.err, start, stop, ir.Constant(I32, 0), alone]
+    head = [r.bufs, r.batch, r.err, start, stop, ir.Constant(I32, 0), alone, c64(0)]
     fields = head + values + [r.extra_buffers[n][0] for n in extras]
     struct = ir.LiteralStructType([v.type for v in fields])
     data = r.alloca(struct)
@@ -114,26 +121,43 @@ def _outline(r, s, struct, names, extras):
     vals = [pro.load(_field(pro, data, struct, i), typ=t) for i, t in enumerate(struct.elements)]
     bufs, batch, err, start, stop = vals[:5]
     alone = pro.icmp_signed("!=", vals[ALONE_FIELD], ir.Constant(I32, 0))
-    env = dict(zip(names, vals[ALONE_FIELD + 1:ALONE_FIELD + 1 + len(names)]))
+    env = dict(zip(names, vals[CAPTURES:CAPTURES + len(names)]))
     child = r.derive(fn, b, pro, bufs, batch, err, ParallelFail(_field(pro, data, struct, STATUS_FIELD)), env)
     # alone, the body's GEMMs may use the team (nthreads 0); in a team, their own thread
     child.gemm_threads = pro.select(alone, ir.Constant(I32, 0), ir.Constant(I32, 1))
-    for name, ptr in zip(extras, vals[ALONE_FIELD + 1 + len(names):]):
+    for name, ptr in zip(extras, vals[CAPTURES + len(names):]):
         child.extra_buffers[name] = (ptr, r.extra_buffers[name][1])
     tid = b.sext(b.call(declare(r.module, "omp_get_thread_num", I32, []), []), I64)
     team = b.sext(b.call(declare(r.module, "omp_get_num_threads", I32, []), []), I64)
     tid, team = b.select(alone, c64(0), tid), b.select(alone, c64(1), team)
     w = r.vector_width(s) if s.vectorize else 1
-    per = b.sdiv(b.add(b.sub(stop, start), b.sub(team, c64(1))), team)
-    chunk = b.mul(ceil_div(b, per, w), c64(w))
-    lo = b.add(start, b.mul(tid, chunk))
-    hi = imin(b, b.add(lo, chunk), stop)
-    with b.if_then(b.icmp_signed("<", lo, hi)):
-        profiler = active_profiler(r.module)
-        if profiler:  # a profiling build: this thread's chunk is an event (profile.py)
-            profiler.timed_chunk(b, tid, lambda: child.loop_range(s, lo, hi), when=b.not_(alone))
-        else:
-            child.loop_range(s, lo, hi)
+    chunks = b.mul(team, c64(CHUNKS_PER_THREAD))
+    per = b.sdiv(b.add(b.sub(stop, start), b.sub(chunks, c64(1))), chunks)
+    grain = b.mul(imax(b, ceil_div(b, per, w), c64(1)), c64(w))
+    counter = _field(pro, data, struct, NEXT_FIELD)
+
+    def claim_chunks():
+        _claim_loop(b, fn, counter, start, stop, grain, lambda lo, hi: child.loop_range(s, lo, hi))
+    profiler = active_profiler(r.module)
+    if profiler:  # a profiling build: this thread's share is an event (profile.py)
+        profiler.timed_chunk(b, tid, claim_chunks, when=b.not_(alone))
+    else:
+        claim_chunks()
     b.ret_void()
     child.finish()
     return fn
+
+
+def _claim_loop(b, fn, counter, start, stop, grain, run):
+    """Until the loop is done: claim the next ``grain`` iterations from the shared ``counter``
+    (an atomic add) and ``run(lo, hi)`` them.  Threads take chunks as they free up, so one
+    that the OS deschedules holds back only the chunk it has, not a fixed share."""
+    grab, work, done = (fn.append_basic_block(n) for n in ("claim", "chunk", "claimed"))
+    b.branch(grab)
+    b.position_at_end(grab)
+    lo = b.add(start, b.atomic_rmw("add", counter, grain, "monotonic"))
+    b.cbranch(b.icmp_signed("<", lo, stop), work, done)
+    b.position_at_end(work)
+    run(lo, imin(b, b.add(lo, grain), stop))
+    b.branch(grab)
+    b.position_at_end(done)
