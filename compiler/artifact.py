@@ -121,8 +121,11 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     object whose ``str`` is) for ``target`` (a ``codegen.registry.Target``: its backend
     names the source file, builds the library and writes the manifest's ``target``);
     returns the directory.  ``build`` (timings etc.) goes into the manifest.
-    ``init_values=None`` writes no ``init.safetensors``: the manifest says ``"init":
-    "zeros"`` (a tf.Session's artifacts: the session binds its own arrays).
+    ``init_values`` (a dict, or a callable returning one: then computed, and
+    ``init.safetensors`` written, while the backend's native compile runs when its build
+    takes ``meanwhile``) gives the variables' initial values; ``None`` writes no
+    ``init.safetensors``: the manifest says ``"init": "zeros"`` (a tf.Session's artifacts:
+    the session binds its own arrays).
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
@@ -138,13 +141,25 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     t0 = time.perf_counter()
     source = str(source)
     atomic_write(out / source_name, source)
-    timings = backend.build(source, str(out / LIBRARY), target)
+    files = [source_name, LIBRARY, ABI_HEADER]
+
+    def write_init():
+        values = init_values
+        if callable(values):
+            t = time.perf_counter()
+            values = values()
+            build["initial_values_s"] = round(time.perf_counter() - t, 4)
+        write_init_values(out / mf.INIT_NAME, variables, values)
+    has_init = bool(variables) and init_values is not None
+    files += [mf.INIT_NAME] * has_init
+    if has_init and backend.build_meanwhile:  # while the native compile runs
+        timings = backend.build(source, str(out / LIBRARY), target, meanwhile=write_init)
+    else:
+        if has_init:
+            write_init()
+        timings = backend.build(source, str(out / LIBRARY), target)
     build.update(timings)
     atomic_write(out / ABI_HEADER, abi_header())
-    files = [source_name, LIBRARY, ABI_HEADER]
-    if variables and init_values is not None:
-        write_init_values(out / mf.INIT_NAME, variables, init_values)
-        files.append(mf.INIT_NAME)
     build["write_s"] = round(time.perf_counter() - t0 - sum(timings.values()), 4)
     manifest = build_manifest(variables, entries, target.record(), mf.file_hashes(out, files), build)
     if init_values is None:

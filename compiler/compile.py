@@ -151,6 +151,8 @@ def compile_functions(functions: dict, variables, out_dir, target="cpu", dump_ir
     ``variables(keys) -> (VariableInfo list in ABI order, {name: initial value})`` gives the
     variables the optimized entries read or write (``keys``, ``kiln/rng_step`` last): the
     caller (e.g. ``frontend.compile_graph``) knows them, the driver knows which are used.
+    The values may come as a callable returning the dict: the artifact writer then computes
+    them while the native library compiles (``artifact.write_artifact``).
     The artifact is built in a hidden sibling folder and swapped into place when complete
     (``artifact.replace_artifact_dir``): an interrupted or failed compile leaves an older
     artifact at ``out_dir`` untouched.  ``manifest_extra`` adds top-level manifest records
@@ -253,7 +255,7 @@ def _refresh_init(folder: Path, variables, init_key: str) -> None:
         return
     t0 = time.perf_counter()
     infos, values = variables([v["name"] for v in m["variables"]])
-    write_init_values(folder / mf.INIT_NAME, infos, values)
+    write_init_values(folder / mf.INIT_NAME, infos, values() if callable(values) else values)
     m["files"][mf.INIT_NAME] = mf.file_digest(folder / mf.INIT_NAME)
     m["build"].update(init_key=init_key, initial_values_s=round(time.perf_counter() - t0, 4))
     mf.write_manifest(folder, m)
@@ -310,7 +312,8 @@ def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, du
             atomic_write(dump / "kernels.txt", text, durable=False)
     t0 = time.perf_counter()
     infos, init = variables(state_keys(e.fn for e in lowered))
-    totals["initial_values_s"] = time.perf_counter() - t0
+    if not callable(init):  # else computed (and timed) while the library compiles
+        totals["initial_values_s"] = time.perf_counter() - t0
     build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt, sources)
 
 

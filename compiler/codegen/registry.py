@@ -93,6 +93,7 @@ class Backend:
     capabilities: Callable = field(default=lambda target: None)       # (Target) -> capabilities object
     unavailable: Callable = field(default=lambda target: "")          # (Target) -> reason or ""
     control_flow: bool = False  # render follows Program.steps (if/while between kernels)
+    build_meanwhile: bool = False  # build takes ``meanwhile=``: work it runs while the compile runs
 
     def make_target(self, **options) -> Target:
         """A :class:`Target` of this backend; unknown options are refused."""

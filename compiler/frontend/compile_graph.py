@@ -30,7 +30,7 @@ def compile_entries(graph, entries: dict, out_dir, target="cpu", dump_ir: bool =
 
     def variables(keys):
         infos = variable_infos(graph, keys)
-        return infos, initial_values(graph, infos)
+        return infos, lambda: initial_values(graph, infos)  # drawn while LLVM compiles
 
     layout = [(v.name, v.dtype, list(v.shape), v.trainable) for v in variable_infos(graph, state_keys(functions.values()))]
     return compile_functions(functions, variables, out_dir, target, dump_ir, manifest_extra, timings,

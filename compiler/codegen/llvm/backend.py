@@ -11,10 +11,10 @@ def _render(programs, variables, target) -> str:
     return str(build_module(programs, variables, profile=bool(target.get("profile"))))
 
 
-def _build(source, lib_path, target) -> dict:
+def _build(source, lib_path, target, meanwhile=None) -> dict:
     from .build import compile_module
 
-    result = compile_module(source, lib_path)
+    result = compile_module(source, lib_path, meanwhile=meanwhile)
     return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
 
 
@@ -45,6 +45,7 @@ BACKEND = Backend(
     target_record=_record,
     capabilities=_capabilities,
     control_flow=True,
+    build_meanwhile=True,
     options=(Option("profile", "flag", False, help="instrument the library: per kernel call and per "
                     "worker thread timings for kiln profile (docs/performance.md)"),),
 )

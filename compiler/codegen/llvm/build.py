@@ -6,6 +6,7 @@ linked by the system C compiler (``cc -shared``) against libgomp, which provides
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -114,53 +115,74 @@ def _units(text: str, jobs: int) -> list:
     return [(p, False) for p in parts] + units
 
 
-def _objects(units: list, target: HostTarget, tmp: str, timings: dict, fork: bool) -> list:
-    """Object files of ``(text, explicit)`` units: with ``fork``, ``units[1:]`` each in a
-    forked child and ``units[0]`` here meanwhile (a child that fails is redone here, so its
-    error is raised as usual); else one after another here."""
+def _objects(units: list, target: HostTarget, tmp: str, timings: dict, fork: bool, meanwhile=None) -> list:
+    """Object files of ``(text, explicit)`` units.  With ``fork``: ``units[1:]`` (all of them
+    when there is ``meanwhile`` work) each in a forked child, and here meanwhile
+    ``meanwhile()`` then ``units[0]``; a child that fails is redone here, so its error is
+    raised as usual.  Without: ``meanwhile()``, then the units one after another here."""
+    here = (units[:0] if meanwhile is not None else units[:1]) if fork else units
     children = []
-    for k, (text, explicit) in enumerate(units[1:] if fork else [], 1):
+    try:
+        _fork_units(units[len(here):] if fork else [], target, tmp, children)
+        if meanwhile is not None:
+            meanwhile()
+        paths = []
+        for k, (text, explicit) in enumerate(here):
+            paths.append(os.path.join(tmp, f"here{k}.o"))
+            with open(paths[-1], "wb") as f:
+                f.write(_object(text, target, timings, explicit))
+    finally:  # never leave a child behind, also when this process's share failed
+        t0 = time.perf_counter()
+        statuses = [os.waitpid(pid, 0)[1] for pid, *_ in children]
+        if children:
+            timings["wait"] = time.perf_counter() - t0
+    for (_pid, path, text, explicit), status in zip(children, statuses):
+        if os.waitstatus_to_exitcode(status) != 0:
+            with open(path, "wb") as f:
+                f.write(_object(text, target, timings, explicit))
+        else:
+            with open(path + ".json") as f:
+                for k, v in json.load(f).items():
+                    timings[k] = timings.get(k, 0.0) + v
+        paths.append(path)
+    return paths
+
+
+def _fork_units(units: list, target: HostTarget, tmp: str, children: list) -> None:
+    """Compile each unit in a forked child that writes its object file and exits; appends
+    ``(pid, path, text, explicit)`` to ``children`` as they start."""
+    for k, (text, explicit) in enumerate(units, 1):
         path = os.path.join(tmp, f"part{k}.o")
         pid = os.fork()
         if pid == 0:  # the child: compile, write the object, exit without unwinding
-            code = 1
+            code, stages = 1, {}
             try:
                 with open(path, "wb") as f:
-                    f.write(_object(text, target, {}, explicit))
+                    f.write(_object(text, target, stages, explicit))
+                with open(path + ".json", "w") as f:
+                    json.dump(stages, f)
                 code = 0
             finally:
                 os._exit(code)
         children.append((pid, path, text, explicit))
-    paths = []
-    for k, (text, explicit) in enumerate(units[:1] if fork else units):
-        paths.append(os.path.join(tmp, f"here{k}.o"))
-        with open(paths[-1], "wb") as f:
-            f.write(_object(text, target, timings, explicit))
-    t0 = time.perf_counter()
-    for pid, path, text, explicit in children:
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            with open(path, "wb") as f:
-                f.write(_object(text, target, timings, explicit))
-        paths.append(path)
-    if children:
-        timings["wait"] = time.perf_counter() - t0
-    return paths
 
 
 def compile_module(source, out_so_path: str, extra_link_flags=(),
                    target: HostTarget | None = None, asm_path: str | None = None,
-                   opt_ir_path: str | None = None, jobs: int | None = None) -> BuildResult:
+                   opt_ir_path: str | None = None, jobs: int | None = None,
+                   meanwhile=None) -> BuildResult:
     """Optimize ``source`` (IR text or module), emit objects, link ``out_so_path``.
 
     Module text is compiled in units (``_units``): the GEMM engine on its own, with its
     lighter pipeline, and the rest, split (``split.py``) when large; with ``jobs``
     (``llvm_jobs()``) above 1 the units compile in as many processes at once.  Returns the
-    library path and the seconds of parse, optimize and codegen (of the units compiled in
-    this process), of waiting for the others (``wait``) and of the link.
+    library path and the seconds of parse, optimize and codegen (summed over the units,
+    whichever process compiled them), of this process waiting for the others (``wait``)
+    and of the link.
     ``asm_path``/``opt_ir_path`` optionally keep the assembly and optimized IR (dumps; the
     module then compiles in one piece, with the kernels' pipeline unless it is the engine
-    alone).
+    alone).  ``meanwhile()`` (e.g. computing and writing the initial values) runs in this
+    process while forked children compile every unit, or first when nothing forks.
     """
 
     target = target or host_target()
@@ -172,8 +194,10 @@ def compile_module(source, out_so_path: str, extra_link_flags=(),
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         units = _units(text, jobs)
         if len(units) > 1 and not (asm_path or opt_ir_path):
-            obj_paths = _objects(units, target, tmp, timings, fork=jobs > 1)
+            obj_paths = _objects(units, target, tmp, timings, jobs > 1, meanwhile)
         else:
+            if meanwhile is not None:
+                meanwhile()
             obj_paths = [os.path.join(tmp, "module.o")]
             t0 = time.perf_counter()
             mod = parse_module(text, target)
