@@ -70,19 +70,32 @@ def test_lowering_marks_the_three_products(lowered):
     assert kinds == ["k", "k", "rows", "rows", "rows"]  # 2 filter grads, 2 forwards, 1 input grad (c1's x has none)
 
 
-@pytest.mark.parametrize("slots", [1, 2, 3, 8])
-def test_planned_products_match_the_whole_batch(lowered, slots):
+BATCHES = (1, 5)  # one item (fewer than the slots) and more items than slots, uneven
+
+
+@pytest.fixture(scope="module")
+def references(lowered):
+    """Per batch: the feeds, the IR interpreter's state and the unplanned program's results
+    (computed once for every slot count)."""
     fn, program, state = lowered
+    out = {}
+    for batch in BATCHES:
+        feeds = {"x:0": features(batch)}
+        want_state, _ = run_function(fn, dict(state), feeds)
+        out[batch] = feeds, want_state, run_program(program, dict(state), feeds, batch)
+    return out
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 8])
+def test_planned_products_match_the_whole_batch(lowered, references, slots):
+    _, program, state = lowered
     caps = Capabilities(name="cpu", threads=slots, vector_width=16, min_parallel_work=1, nested_gemm=True)
     planned = plan_program(program, caps)
     convs = [k for k in planned.kernels if k.name.startswith("conv_")]
     assert len(convs) == 5 and all(slot_loops(k) for k in convs)
     assert not split_products(planned)  # every hint was used
-    for batch in (1, 2, 5):
-        feeds = {"x:0": features(batch)}
-        want_state, want = run_function(fn, dict(state), feeds)
+    for batch, (feeds, want_state, (whole_state, whole)) in references.items():
         got_state, got = run_program(planned, dict(state), feeds, batch)
-        whole_state, whole = run_program(program, dict(state), feeds, batch)
         for key in want_state:
             np.testing.assert_allclose(got_state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=f"{key} N={batch}")
             np.testing.assert_allclose(got_state[key], whole_state[key], rtol=1e-5, atol=1e-6, err_msg=key)
