@@ -65,7 +65,8 @@ def split_conv(kernel: K.Kernel, buffers: dict, slots: int, min_macs: int = 0) -
 
 
 def _slot_macs(g: K.Gemm, slots: int) -> int:
-    """Multiply-adds of one slot's product for one item (M, N, K static but for N items)."""
+    """Multiply-adds of one slot's product for one item (M, N, K static but for N items):
+    what decides the split, and the slot loop's work for the renderer's threading test."""
     sp = g.split
     if sp.kind == "rows":
         m, n, k = sp.rows, const_value(g.n), const_value(g.k)
@@ -99,7 +100,7 @@ def _by_rows(g: K.Gemm, nest: K.For, gemm_first: bool, slots: int):
     im2col = substitute(nest.body, {item.name: slot}, buffer=sp.scratch)
     steps = [product, im2col] if gemm_first else [im2col, product]
     per_item = K.For(item, lo, hi, K.Block(steps))
-    return [K.For(slot, i64(0), count, per_item, parallel=True, work=_work(g, sp.rows))]
+    return [K.For(slot, i64(0), count, per_item, parallel=True, work=max(1, _slot_macs(g, slots)))]
 
 
 def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):
@@ -121,7 +122,7 @@ def _by_taps(g: K.Gemm, nest: K.For, slots: int, dtype):
     steps.append(K.For(item, i64(0), sp.items, K.Block([im2col, product])))
     if g.epilogue is not None:
         steps.append(_epilogue_rows(g, m0, m1, dtype))
-    return [K.For(slot, i64(0), i64(count), K.Block(steps), parallel=True, work=_work(g, sp.rows))]
+    return [K.For(slot, i64(0), i64(count), K.Block(steps), parallel=True, work=max(1, _slot_macs(g, slots)))]
 
 
 def _only_taps(stmt, sp: K.ItemSplit, t0, t1):
@@ -151,9 +152,3 @@ def _epilogue_rows(g: K.Gemm, m0, m1, dtype) -> K.For:
     value = K.Load(g.c.buffer, add(g.c.offset, add(mul(row, g.c.ld), col)), dtype)
     cols = K.For(col, i64(0), g.n, K.Block([K.Let(acc, value), g.epilogue]), vectorize=True)
     return K.For(row, m0, m1, cols)
-
-
-def _work(g: K.Gemm, rows: int) -> int:
-    """Scalar operations of one slot's first item, for the renderer's threading decision."""
-    n, k = const_value(g.n) or 1, const_value(g.k) or rows
-    return max(1, rows * n * k)
