@@ -8,7 +8,8 @@ of the seed-002 CNN train step cold and from the compile cache (issue 14).
 times four things, each in fresh subprocesses, medians over the repeats: ``kiln compile
 bench/cnn_model.py -o DIR`` with an empty compile cache (cold) and again with the cache the
 cold run filled (cached), and the first ``sess.run([loss, train])`` of a compiled
-``tf.Session`` (after the interpreted initializer run), cold and cached likewise.  Columns:
+``tf.Session`` (after the interpreted initializer run), cold and cached likewise, after
+writing Kiln's bytecode as ``pip install`` does (``--no-bytecode``: not).  Columns:
 the wall seconds of the whole command (Python start, imports and the model file included)
 or of the ``sess.run``; the compile's own seconds (``kiln compile``: the manifest's
 ``build.cache_s``, for a hit the lookup and copy; ``Session.run``: the first run less the
@@ -159,8 +160,20 @@ def _session_run(cache_dir: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cnn_table(repeats: int) -> dict:
+def byte_compile() -> None:
+    """Write the bytecode of Kiln's modules and the bench's (``__pycache__``), as ``pip
+    install`` does: the timed processes then import as an installed Kiln would, also where
+    ``PYTHONDONTWRITEBYTECODE`` is set (then every start recompiled every module: ~0.2 s)."""
+    import compileall
+
+    for folder in ("compiler", "runtime", "bench"):
+        compileall.compile_dir(os.path.join(ROOT, folder), quiet=1)
+
+
+def cnn_table(repeats: int, bytecode: bool = True) -> dict:
     """The four rows of ``--model cnn`` (see the module doc)."""
+    if bytecode:
+        byte_compile()
     runs = {k: [] for k in ("kiln compile cold", "kiln compile cached", "Session.run cold", "Session.run cached")}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="kiln-compile-time-") as tmp:
@@ -190,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--json", help="also write the medians here")
     ap.add_argument("--model", choices=["lstm", "cnn"], default="lstm")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="--model cnn: do not write Kiln's bytecode first (see byte_compile)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--session-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -200,7 +215,7 @@ def main(argv=None) -> int:
         session_worker(args.session_worker)
         return 0
     if args.model == "cnn":
-        rows = cnn_table(args.repeats)
+        rows = cnn_table(args.repeats, bytecode=not args.no_bytecode)
         if args.json:
             _write_json(args.json, rows)
         return 0

@@ -33,6 +33,7 @@ from pathlib import Path
 from runtime import manifest as mf
 from runtime.files import atomic_write
 
+from . import cache_memo
 from .artifact import KILN_VERSION, new_staging_dir
 
 ENV_DIR, ENV_ENABLE, ENV_MAX = "KILN_CACHE_DIR", "KILN_CACHE", "KILN_CACHE_MAX_BYTES"
@@ -72,18 +73,29 @@ def max_bytes() -> int:
     return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
 
 
+def _memo_root() -> Path | None:
+    """Where :mod:`cache_memo` remembers key facts: the default cache folder (None with the
+    cache off)."""
+    return default_root() if enabled() else None
+
+
 @functools.cache
 def code_digest() -> str:
     """SHA-256 of Kiln's compiler and runtime sources and templates: a cached artifact is
-    never reused by a Kiln that could compile the same input differently."""
+    never reused by a Kiln that could compile the same input differently (remembered by the
+    files' sizes and modification times, ``cache_memo.py``)."""
     here = Path(__file__).resolve().parent
-    roots = [here, here.parent / "runtime", here.parent / "templates"]
-    h = hashlib.sha256()
-    for root in roots:
-        for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                        and p.suffix != ".pyc"):
-            h.update(str(f.relative_to(here.parent)).encode() + hashlib.sha256(f.read_bytes()).digest())
-    return h.hexdigest()
+    files = []
+    for root in [here, here.parent / "runtime", here.parent / "templates"]:
+        files += sorted((str(f.relative_to(here.parent)), f) for f in root.rglob("*")
+                        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+
+    def digest():
+        h = hashlib.sha256()
+        for rel, f in files:
+            h.update(rel.encode() + hashlib.sha256(f.read_bytes()).digest())
+        return h.hexdigest()
+    return cache_memo.remembered(_memo_root(), "code", cache_memo.files_probe(files), digest)
 
 
 def cache_key(*parts) -> str:
@@ -109,7 +121,10 @@ def target_key(target) -> list:
     backend = get_backend(target.backend)
     code = [f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', repr(f))}"
             for f in (backend.render, backend.build)]
-    return [target.backend, code, [list(o) for o in target.options], target.record(),
+    probe = backend.record_probe(target)  # the record, remembered: asking LLVM costs ~25 ms
+    record = cache_memo.remembered(_memo_root(), f"record:{target.backend}:{target.options}", probe,
+                                   target.record)
+    return [target.backend, code, [list(o) for o in target.options], record,
             {k: os.environ.get(k) for k in BUILD_ENV}]
 
 

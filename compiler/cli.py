@@ -45,6 +45,19 @@ def kiln_version() -> str:
         return KILN_VERSION
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: prints ``kiln VERSION`` and exits; the version is looked up only then
+    (reading package metadata costs every other command ~10 ms of start-up)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"kiln {kiln_version()}")
+        parser.exit()
+
+
 # ----------------------------------------------------------------------------- ir
 def _load_model(path):
     """Run a model file as ``kiln compile`` does (``compiler.model_file``), but accept a script
@@ -330,7 +343,7 @@ def _add_inspect(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Kiln: compile TF1-style graphs to kernels.")
-    parser.add_argument("--version", action="version", version=f"kiln {kiln_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_ir(sub)
     from .cli_compile import add_compile_command

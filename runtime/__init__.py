@@ -11,51 +11,33 @@ Submodules: ``runtime.data`` (data pipeline, docs/data.md), ``runtime.checkpoint
 
 Loading an artifact runs native code from its shared library: only load artifacts you trust.
 """
-from . import checkpoint, data, trainer
-from .abi import ABI_VERSION, AbiVersionError, KilnRuntimeError
-from .artifact import Artifact, IntegrityError, NoDeviceError, load_artifact
-from .checkpoint import latest_checkpoint, restore_state, save_state
-from .executor import State
-from .manifest import (
-    FORMAT,
-    FORMAT_VERSION,
-    ArtifactError,
-    ManifestError,
-    file_digest,
-    file_hashes,
-    read_manifest,
-    validate_manifest,
-    write_manifest,
-)
-from .trainer import TrainerError, TrainingInterrupted, evaluate, predict, train
+import importlib
 
-__all__ = [
-    "ABI_VERSION",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "AbiVersionError",
-    "Artifact",
-    "ArtifactError",
-    "IntegrityError",
-    "KilnRuntimeError",
-    "ManifestError",
-    "NoDeviceError",
-    "State",
-    "TrainerError",
-    "TrainingInterrupted",
-    "checkpoint",
-    "data",
-    "evaluate",
-    "file_digest",
-    "file_hashes",
-    "latest_checkpoint",
-    "load_artifact",
-    "predict",
-    "read_manifest",
-    "restore_state",
-    "save_state",
-    "train",
-    "trainer",
-    "validate_manifest",
-    "write_manifest",
-]
+# Each exported name and the submodule it lives in.  They are imported on first use
+# (PEP 562): ``from runtime.abi import ...`` (e.g. by the compiler) then loads only what it
+# needs, not the trainer, data pipeline and checkpoints.
+_HOMES = {
+    **{name: "abi" for name in ("ABI_VERSION", "AbiVersionError", "KilnRuntimeError")},
+    **{name: "artifact" for name in ("Artifact", "IntegrityError", "NoDeviceError", "load_artifact")},
+    **{name: "checkpoint" for name in ("latest_checkpoint", "restore_state", "save_state")},
+    "State": "executor",
+    **{name: "manifest" for name in ("FORMAT", "FORMAT_VERSION", "ArtifactError", "ManifestError",
+                                     "file_digest", "file_hashes", "read_manifest", "validate_manifest",
+                                     "write_manifest")},
+    **{name: "trainer" for name in ("TrainerError", "TrainingInterrupted", "evaluate", "predict", "train")},
+}
+_SUBMODULES = ("checkpoint", "data", "trainer")
+
+__all__ = sorted([*_HOMES, *_SUBMODULES])
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

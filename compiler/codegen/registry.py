@@ -15,6 +15,8 @@ up here and never branch on a target's name.  A backend declares:
   ``target_record`` (the manifest's ``target``), ``capabilities`` (what the scheduling
   passes may plan for), ``render`` (kernel-IR programs -> source), ``build`` (source ->
   library), ``unavailable`` (why it cannot run here, "" when it can);
+* ``record_probe``: a cheap fingerprint of what ``target_record`` reads from the machine
+  (the compile cache remembers records by it, ``compiler/cache_memo.py``);
 * ``control_flow``: whether ``render`` follows a program's control steps (``Program.steps``:
   if/while between kernels, docs/lowering.md).  The driver refuses a program with control
   flow for a backend without it (``NotImplementedError``: ``tf.Session`` then interprets).
@@ -94,6 +96,9 @@ class Backend:
     unavailable: Callable = field(default=lambda target: "")          # (Target) -> reason or ""
     control_flow: bool = False  # render follows Program.steps (if/while between kernels)
     build_meanwhile: bool = False  # build takes ``meanwhile=``: work it runs while the compile runs
+    # (Target) -> a cheap fingerprint of what target_record depends on beyond the target
+    # (e.g. the host CPU), letting the compile cache reuse a record it saw; "" = never reuse
+    record_probe: Callable = field(default=lambda target: "")
 
     def make_target(self, **options) -> Target:
         """A :class:`Target` of this backend; unknown options are refused."""

@@ -34,6 +34,17 @@ def _record(target) -> dict:
     return record
 
 
+def _record_probe(target) -> str:
+    """The host CPU as the OS states it and the LLVM that reads it (``_record`` asks LLVM,
+    which costs a compile-cache hit ~25 ms of loading llvmlite's native library)."""
+    import llvmlite
+
+    from ...cache_memo import cpu_probe
+
+    cpu = cpu_probe()
+    return f"{cpu}:{llvmlite.__version__}" if cpu else ""
+
+
 BACKEND = Backend(
     name="cpu",
     description="LLVM IR for this CPU (AVX-512/AVX2 kernels, packed GEMM, libgomp threads)",
@@ -44,6 +55,7 @@ BACKEND = Backend(
     build=_build,
     target_record=_record,
     capabilities=_capabilities,
+    record_probe=_record_probe,
     control_flow=True,
     build_meanwhile=True,
     options=(Option("profile", "flag", False, help="instrument the library: per kernel call and per "

@@ -8,7 +8,6 @@ pass (a cache's contents, a shuffle's epoch count and seed entropy).
 """
 from __future__ import annotations
 
-import secrets
 
 from .structure import flatten
 
@@ -25,6 +24,8 @@ class Context:
 
     def entropy(self, node) -> int:
         """Fresh random bits for an unseeded node, drawn once per initialization."""
+        import secrets  # here: importing it costs every frontend import ~5 ms
+
         return self.state.setdefault(("entropy", node), secrets.randbits(63))
 
 

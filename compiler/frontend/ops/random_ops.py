@@ -7,8 +7,6 @@ compiler/ir/ops/random.py), so repeated ``run`` calls give new values.
 """
 from __future__ import annotations
 
-import secrets
-
 from ...ir.from_graph import RNG_STATE
 from ...ir.types import TensorType, as_dtype, int64
 from ..convert import convert_pair, convert_to_tensor
@@ -30,6 +28,8 @@ def get_seed(op_seed):
         return int(global_seed), int(op_seed)
     if op_seed is not None:
         return DEFAULT_GRAPH_SEED, int(op_seed)
+    import secrets  # here: it costs every import of the frontend ~5 ms
+
     seeds = secrets.randbits(31), secrets.randbits(31)
     auto_seeds(graph).add(seeds)
     return seeds
