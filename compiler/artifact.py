@@ -99,11 +99,14 @@ def build_manifest(variables, entries: dict, target: dict, files: dict, build=No
     return m
 
 
-def write_init_values(path: Path, variables, values: dict) -> None:
-    """``init.safetensors`` holding every variable (checked against its dtype and shape)."""
+def write_init_values(path: Path, variables, values: dict) -> list:
+    """``init.safetensors`` holding every variable (checked against its dtype and shape)
+    whose initial value is not all zero bits; returns the names of those left out, which
+    the manifest marks ``"init": "zeros"`` (an optimizer's slots are most of a model's
+    state and start as zeros: writing, hashing and copying them cost a compile ~0.1 s)."""
     from safetensors.numpy import save
 
-    tensors = {}
+    tensors, zeros = {}, []
     for v in variables:
         if v.name not in values:
             raise ValueError(f"no initial value for variable {v.name!r}")
@@ -111,8 +114,21 @@ def write_init_values(path: Path, variables, values: dict) -> None:
         if arr.shape != tuple(v.shape):
             raise ValueError(f"initial value of {v.name!r} has shape {list(arr.shape)}, "
                              f"variable is {list(v.shape)}")
-        tensors[v.name] = arr
+        if arr.reshape(-1).view(np.uint8).any():
+            tensors[v.name] = arr
+        else:
+            zeros.append(v.name)
     atomic_write(path, save(tensors))
+    return zeros
+
+
+def mark_zero_init(manifest: dict, zeros) -> None:
+    """Say in ``manifest``'s variable records which start as zeros (not in the init file)."""
+    zeros = set(zeros)
+    for v in manifest["variables"]:
+        v.pop("init", None)
+        if v["name"] in zeros:
+            v["init"] = "zeros"
 
 
 def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
@@ -143,6 +159,8 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     atomic_write(out / source_name, source)
     files = [source_name, LIBRARY, ABI_HEADER]
 
+    zeros = []
+
     def write_init():
         values = init_values
         if callable(values):
@@ -150,7 +168,7 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
             values = values()
             key = "initial_values_during_build_s" if backend.build_meanwhile else "initial_values_s"
             build[key] = round(time.perf_counter() - t, 4)
-        write_init_values(out / mf.INIT_NAME, variables, values)
+        zeros.extend(write_init_values(out / mf.INIT_NAME, variables, values))
     has_init = bool(variables) and init_values is not None
     files += [mf.INIT_NAME] * has_init
     if has_init and not backend.build_meanwhile:
@@ -167,6 +185,7 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     manifest = build_manifest(variables, entries, target.record(), mf.file_hashes(out, files), build)
     if init_values is None:
         manifest["init"] = "zeros"
+    mark_zero_init(manifest, zeros)
     mf.write_manifest(out, manifest)
     return out
 

@@ -26,7 +26,7 @@ from runtime import manifest as mf
 from runtime.files import apply_umask, atomic_write, current_umask
 
 from .artifact import (EntryInfo, check_output_dir, new_staging_dir, replace_artifact_dir, write_artifact,
-                       write_init_values)
+                       mark_zero_init, write_init_values)
 from .codegen.registry import Target, get_backend, make_target
 from .ir.from_graph import RNG_STATE
 from .passes.manager import run_pipeline
@@ -255,7 +255,8 @@ def _refresh_init(folder: Path, variables, init_key: str) -> None:
         return
     t0 = time.perf_counter()
     infos, values = variables([v["name"] for v in m["variables"]])
-    write_init_values(folder / mf.INIT_NAME, infos, values() if callable(values) else values)
+    zeros = write_init_values(folder / mf.INIT_NAME, infos, values() if callable(values) else values)
+    mark_zero_init(m, zeros)
     m["files"][mf.INIT_NAME] = mf.file_digest(folder / mf.INIT_NAME)
     m["build"].update(init_key=init_key, initial_values_s=round(time.perf_counter() - t0, 4))
     mf.write_manifest(folder, m)

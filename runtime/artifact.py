@@ -123,7 +123,8 @@ class Artifact:
 
 def load_init_values(path: Path, variables) -> dict:
     """Read ``path`` (safetensors) and check that it holds every variable with the
-    manifest's dtype and shape; extra tensors are ignored."""
+    manifest's dtype and shape, except those the manifest says start as zeros
+    (``zero_init``: zero arrays here); extra tensors are ignored."""
     from safetensors.numpy import load_file  # imported lazily: only states need it
     try:
         tensors = load_file(str(path))
@@ -131,6 +132,9 @@ def load_init_values(path: Path, variables) -> dict:
         raise ArtifactError(f"{path}: cannot read initial values: {e}") from None
     out = {}
     for v in variables:
+        if v.zero_init:
+            out[v.name] = np.zeros(v.shape, v.dtype)
+            continue
         if v.name not in tensors:
             raise ArtifactError(f"{path}: has no initial value for variable {v.name!r}")
         arr = tensors[v.name]

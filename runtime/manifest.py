@@ -56,6 +56,7 @@ class VariableSpec:
     shape: tuple
     trainable: bool
     index: int
+    zero_init: bool = False  # starts as zeros: not in init.safetensors ("init": "zeros")
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ def validate_manifest(m, source=MANIFEST_NAME) -> dict:
     if not isinstance(m["variables"], list):
         _fail(source, "'variables' must be a list")
     names = [_tensor(v, "variable", source, static=True) for v in m["variables"]]
+    for v in m["variables"]:
+        if v.get("init", "file") not in ("file", "zeros"):
+            _fail(source, f"variable {v['name']!r}: 'init' must be \"file\" or \"zeros\", got {v['init']!r}")
     _unique(names, "variables", source)
     if not isinstance(m["entry_points"], dict):
         _fail(source, "'entry_points' must be an object")
@@ -214,7 +218,7 @@ def validate_manifest(m, source=MANIFEST_NAME) -> dict:
 def variable_specs(m) -> tuple:
     """The variables of a validated manifest as :class:`VariableSpec`, in ABI index order."""
     return tuple(VariableSpec(v["name"], v["dtype"], tuple(v["shape"]),
-                              bool(v.get("trainable", False)), i)
+                              bool(v.get("trainable", False)), i, v.get("init") == "zeros")
                  for i, v in enumerate(m["variables"]))
 
 

@@ -280,6 +280,28 @@ def test_mlp_manifest_and_dumps(mlp):
     assert any(p.name.endswith("memory-plan.kir") for p in (out / "ir" / "train").iterdir())
 
 
+def test_zero_variables_are_not_in_the_init_file(mlp, tmp_path):
+    """Adam's slots and the biases start as zeros: the manifest says so and init.safetensors leaves them out;
+    the runtime's initial values still hold every variable, zeros included, and a bad
+    ``init`` value in a variable record is refused."""
+    from safetensors.numpy import load_file
+
+    out, _ = mlp
+    m = runtime.read_manifest(out)
+    zeros = {v["name"] for v in m["variables"] if v.get("init") == "zeros"}
+    stored = load_file(str(out / "init.safetensors"))
+    assert {"fc1/kernel/Adam", "fc1/kernel/Adam_1", "fc1/bias"} <= zeros
+    assert "fc1/kernel" in stored and not zeros & stored.keys()
+    assert zeros | stored.keys() == {v["name"] for v in m["variables"]}
+    values = runtime.load_artifact(out).init_values()
+    assert all(not values[n].any() and values[n].shape == tuple(
+        next(v["shape"] for v in m["variables"] if v["name"] == n)) for n in zeros)
+    np.testing.assert_array_equal(values["fc1/kernel"], stored["fc1/kernel"])
+    m["variables"][0]["init"] = "ones"
+    with pytest.raises(runtime.ManifestError, match="'fc1/kernel': 'init' must be"):
+        runtime.validate_manifest(m)
+
+
 FRESH = r"""
 import json, sys
 import numpy as np
