@@ -137,48 +137,62 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
     object whose ``str`` is) for ``target`` (a ``codegen.registry.Target``: its backend
     names the source file, builds the library and writes the manifest's ``target``);
     returns the directory.  ``build`` (timings etc.) goes into the manifest.
-    ``init_values`` (a dict, or a callable returning one: then computed, and
-    ``init.safetensors`` written, while the backend's native compile runs when its build
-    takes ``meanwhile``) gives the variables' initial values; ``None`` writes no
+    ``init_values`` (a dict, a callable returning one, or an ``init_ahead.InitAhead``
+    writing ``init.safetensors`` in a child process: collected after the build) gives the
+    variables' initial values; ``None`` writes no
     ``init.safetensors``: the manifest says ``"init": "zeros"`` (a tf.Session's artifacts:
-    the session binds its own arrays).
+    the session binds its own arrays).  The backend's ``build`` gets ``source`` as rendered
+    (e.g. with a compile it started meanwhile); its ``close()``, where it has one, is called
+    when the artifact is written or failed.
 
     The ``ir/`` dumps are written by the caller (the compile driver) before this runs.
     """
-    from .codegen.c.environment import abi_header
     from .codegen.registry import get_backend
 
     backend = get_backend(target.backend)
+    try:
+        return _write_artifact(backend, Path(out_dir), source, variables, init_values, entries, target, build)
+    finally:  # the backend's work started at render time (e.g. a forked compile) is over
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _write_artifact(backend, out: Path, rendered, variables, init_values, entries: dict, target, build) -> Path:
+    from .codegen.c.environment import abi_header
+
     source_name = backend.source_name
-    out = Path(out_dir)
     for sub in ("src", "lib", "ir", "include"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     build = dict(build or {})
     t0 = time.perf_counter()
-    source = str(source)
-    atomic_write(out / source_name, source)
+    atomic_write(out / source_name, str(rendered))
     files = [source_name, LIBRARY, ABI_HEADER]
 
     zeros = []
 
     def write_init():
         values = init_values
+        if hasattr(values, "result"):  # drawn by a forked child (init_ahead.InitAhead)
+            done, seconds = values.result()
+            zeros.extend(done)
+            build["initial_values_ahead_s"] = round(seconds, 4)
+            return
         if callable(values):
             t = time.perf_counter()
             values = values()
-            key = "initial_values_during_build_s" if backend.build_meanwhile else "initial_values_s"
-            build[key] = round(time.perf_counter() - t, 4)
+            build["initial_values_s"] = round(time.perf_counter() - t, 4)
         zeros.extend(write_init_values(out / mf.INIT_NAME, variables, values))
     has_init = bool(variables) and init_values is not None
     files += [mf.INIT_NAME] * has_init
-    if has_init and not backend.build_meanwhile:
+    ahead = hasattr(init_values, "result")
+    if has_init and not ahead:
         write_init()
     t1 = time.perf_counter()
-    if has_init and backend.build_meanwhile:  # while the native compile runs
-        timings = backend.build(source, str(out / LIBRARY), target, meanwhile=write_init)
-    else:
-        timings = backend.build(source, str(out / LIBRARY), target)
+    timings = backend.build(rendered, str(out / LIBRARY), target)
     building = time.perf_counter() - t1  # (stage timings may add up past it: forked children)
+    if has_init and ahead:
+        write_init()
     build.update(timings)
     atomic_write(out / ABI_HEADER, abi_header())
     build["write_s"] = round(time.perf_counter() - t0 - building, 4)

@@ -128,10 +128,10 @@ def build_artifact(lowered: list, variables: list, init: dict, out_dir, timings=
     programs = {e.name: plan_entry(e, target).program for e in lowered}
     unplanned = {e.name: e.unplanned or e.program for e in lowered}
     var_list = [(v.name, v.dtype, v.shape) for v in variables]
-    source = backend.render(programs, var_list, target)
-    build = dict(timings or {})
-    build["render_s"] = round(time.perf_counter() - t0, 4)
     entries = {e.name: entry_info(e.fn) for e in lowered}
+    build = dict(timings or {})
+    source = backend.render(programs, var_list, target)  # write_artifact closes it
+    build["render_s"] = round(time.perf_counter() - t0, 4)
     out = write_artifact(out_dir, source, variables, init, entries, target, build)
     if target.get("profile"):
         from .lower.profile_table import profile_record
@@ -298,24 +298,46 @@ def _compile_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: b
 def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, dump_ir: bool, totals: dict,
                           sources=None) -> None:
     """The body of :func:`_compile_into` (per entry: pipeline, lowering, plan, dumps; then
-    the initial values and the artifact)."""
-    lowered = []
-    for name, fn in functions.items():
-        check_entry_name(name)
-        dump = out / "ir" / name if dump_ir else None
-        e = plan_entry(finish_entry(name, fn, dump), tgt)
-        lowered.append(e)
-        for k, v in e.timings.items():
-            totals[k] = totals.get(k, 0.0) + v
-        text = _print_kernels(e.program) if dump_ir else None
-        if text is not None:
-            dump.mkdir(parents=True, exist_ok=True)
-            atomic_write(dump / "kernels.txt", text, durable=False)
-    t0 = time.perf_counter()
-    infos, init = variables(state_keys(e.fn for e in lowered))
-    if not callable(init):  # else computed (and timed) while the library compiles
-        totals["initial_values_s"] = time.perf_counter() - t0
-    build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt, sources)
+    the artifact).  The initial values are drawn meanwhile in a forked child where that is
+    safe (``init_ahead.py``), else before the library builds."""
+    ahead = _start_init_ahead(functions, variables, out)
+    try:
+        lowered = []
+        for name, fn in functions.items():
+            check_entry_name(name)
+            dump = out / "ir" / name if dump_ir else None
+            e = plan_entry(finish_entry(name, fn, dump), tgt)
+            lowered.append(e)
+            for k, v in e.timings.items():
+                totals[k] = totals.get(k, 0.0) + v
+            text = _print_kernels(e.program) if dump_ir else None
+            if text is not None:
+                dump.mkdir(parents=True, exist_ok=True)
+                atomic_write(dump / "kernels.txt", text, durable=False)
+        t0 = time.perf_counter()
+        infos, init = variables(state_keys(e.fn for e in lowered))
+        if ahead is not None and callable(init) and ahead.covers(infos):
+            init = ahead
+        elif not callable(init):  # else computed (and timed) by the artifact writer
+            totals["initial_values_s"] = time.perf_counter() - t0
+        build_artifact(lowered, infos, init, out, {k: round(v, 4) for k, v in totals.items()}, tgt, sources)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _start_init_ahead(functions: dict, variables, out: Path):
+    """The forked child drawing the initial values of the variables the (unoptimized)
+    ``functions`` use, when they are computed (a callable) and forking is safe; else None."""
+    from .forking import fork_is_safe
+    from .init_ahead import InitAhead
+
+    if not fork_is_safe():
+        return None
+    infos, init = variables(state_keys(functions.values()))
+    if not callable(init) or not infos:
+        return None
+    return InitAhead(out / mf.INIT_NAME, infos, init)
 
 
 def _finish_manifest(out: Path, seconds: float, extra: dict, **build) -> None:

@@ -341,7 +341,7 @@ def test_gemm_epilogue_with_check_runs_after_the_product(lib):
 
 def test_gemm_epilogues_share_one_engine(lib):
     text = lib.ir_text
-    engines = re.findall(r'define internal i32 @"?(kiln_sgemm_epilogue[^".(]*)"?\(', text)
+    engines = re.findall(r'define hidden i32 @"?(kiln_sgemm_epilogue[^".(]*)"?\(', text)
     assert len(engines) == 1, engines  # one engine copy however many fused epilogues
     for name in ("t_gemm_bias_relu", "t_gemm_two_outputs", "t_gemm_big", "t_gemm_scratch_c"):
         assert re.search(rf'define internal void @"?{name}\.epilogue', text), name

@@ -1,6 +1,7 @@
 """Splitting a module for parallel LLVM compiles (compiler/codegen/llvm/split.py, build.py):
 the parts link into a library that computes what the unsplit one does."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_parallel_build_matches_the_serial_one(tmp_path, monkeypatch):
         feeds = _mlp_step(tmp_path / jobs)
         build = json.loads((tmp_path / jobs / "manifest.json").read_text())["build"]
         assert ("llvm_wait_s" in build) == (jobs != "1")  # the parts were compiled by forked children
+        assert ("llvm_early_wait_s" in build) == (jobs != "1")  # the engine, while the kernels rendered
+        assert "initial_values_ahead_s" in build  # drawn by a forked child (compiler/init_ahead.py)
         state = runtime.load_artifact(tmp_path / jobs).new_state()
         losses[jobs] = [float(state.run("step", feeds)["loss:0"]) for _ in range(5)]
     np.testing.assert_allclose(losses["3"], losses["1"], rtol=1e-6)
@@ -116,3 +119,49 @@ def test_a_module_variable_is_one_variable_across_parts(tmp_path, monkeypatch):
     assert lib.get_counter() == 7
     aggregate = SHARED.replace("internal global i32 0", "internal global [2 x i32] [i32 1, i32 2]")
     assert split_module(aggregate, 2) == [aggregate]  # not handled: left whole
+
+
+ENGINE = """\
+define hidden i32 @"kiln_sgemm_t"(i32 %"x") nounwind
+{
+entry:
+  %"y" = add i32 %"x", 1
+  ret i32 %"y"
+}
+
+define i32 @"user"(i32 %"x") nounwind
+{
+entry:
+  %"r" = call i32 @"kiln_sgemm_t"(i32 %"x")
+  ret i32 %"r"
+}
+"""
+
+
+def test_engine_compiled_early_is_linked_only_when_it_is_the_same(tmp_path):
+    """``EarlyUnit`` compiles the engine (``kiln_sgemm*``) of a module snapshot in a child;
+    ``compile_module`` links that object when the final module's engine is the same, and
+    compiles the engine again (closing the child) when it is not."""
+    import ctypes
+
+    early = llvm_build.EarlyUnit()
+    early(ENGINE)
+    res = llvm_build.compile_module(ENGINE, str(tmp_path / "same.so"), jobs=2, early=early)
+    assert "early_wait" in res.timings and ctypes.CDLL(res.path).user(1) == 2
+    assert not (early.children or os.path.exists(early.tmp))
+    other = ENGINE.replace("add i32 %\"x\", 1", "add i32 %\"x\", 5")
+    early = llvm_build.EarlyUnit()
+    early(ENGINE)
+    res = llvm_build.compile_module(other, str(tmp_path / "other.so"), jobs=2, early=early)
+    assert "early_wait" not in res.timings and ctypes.CDLL(res.path).user(1) == 6
+    assert not (early.children or os.path.exists(early.tmp))
+
+
+def test_closing_an_early_unit_stops_its_child():
+    early = llvm_build.EarlyUnit()
+    early(ENGINE)
+    pid = early.children[0][0]
+    early.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+    assert not os.path.exists(early.tmp)

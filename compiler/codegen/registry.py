@@ -95,7 +95,6 @@ class Backend:
     capabilities: Callable = field(default=lambda target: None)       # (Target) -> capabilities object
     unavailable: Callable = field(default=lambda target: "")          # (Target) -> reason or ""
     control_flow: bool = False  # render follows Program.steps (if/while between kernels)
-    build_meanwhile: bool = False  # build takes ``meanwhile=``: work it runs while the compile runs
     # (Target) -> a cheap fingerprint of what target_record depends on beyond the target
     # (e.g. the host CPU), letting the compile cache reuse a record it saw; "" = never reuse
     record_probe: Callable = field(default=lambda target: "")

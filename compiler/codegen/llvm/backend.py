@@ -5,16 +5,40 @@ from __future__ import annotations
 from ..registry import Backend, Option
 
 
-def _render(programs, variables, target) -> str:
+class RenderedModule:
+    """The rendered module's text (``str()``) and the GEMM engine's compile, started while the
+    kernels rendered (``build.EarlyUnit``, or None), for ``_build``; ``close()`` stops that
+    compile when the build does not happen."""
+
+    def __init__(self, text: str, early=None):
+        self.text, self.early = text, early
+
+    def __str__(self) -> str:
+        return self.text
+
+    def close(self) -> None:
+        if self.early is not None:
+            self.early.close()
+
+
+def _render(programs, variables, target) -> RenderedModule:
+    from .build import EarlyUnit, llvm_jobs
     from .module import build_module
 
-    return str(build_module(programs, variables, profile=bool(target.get("profile"))))
+    early = EarlyUnit() if llvm_jobs() > 1 else None
+    try:
+        module = build_module(programs, variables, profile=bool(target.get("profile")), engine_ready=early)
+        return RenderedModule(str(module), early)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
 
 
-def _build(source, lib_path, target, meanwhile=None) -> dict:
+def _build(source, lib_path, target) -> dict:
     from .build import compile_module
 
-    result = compile_module(source, lib_path, meanwhile=meanwhile)
+    result = compile_module(str(source), lib_path, early=getattr(source, "early", None))
     return {f"llvm_{k}_s": round(v, 4) for k, v in result.timings.items()}
 
 
@@ -57,7 +81,6 @@ BACKEND = Backend(
     capabilities=_capabilities,
     record_probe=_record_probe,
     control_flow=True,
-    build_meanwhile=True,
     options=(Option("profile", "flag", False, help="instrument the library: per kernel call and per "
                     "worker thread timings for kiln profile (docs/performance.md)"),),
 )

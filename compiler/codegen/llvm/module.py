@@ -363,7 +363,7 @@ def _emit_entry(abi: _Abi, entry: str, program, kernel_names, step_id: int = 0) 
 
 # ----------------------------------------------------------------------------- driver
 def build_module(programs: dict, variables, render=None, module: ir.Module | None = None,
-                 profile: bool = False) -> ir.Module:
+                 profile: bool = False, engine_ready=None) -> ir.Module:
     """One LLVM module: every program's kernels plus the Kiln C ABI over ``variables``.
 
     ``programs`` maps entry names (C identifiers) to kernel-IR ``Program``s; ``variables``
@@ -372,10 +372,16 @@ def build_module(programs: dict, variables, render=None, module: ir.Module | Non
     ``(name, argument buffer names)`` (called with a table of those buffers: a kernel
     function shared by several kernels); the default renders each distinct kernel once.
     ``profile`` adds the event recorder (``profile.py``; ids of ``lower/profile_table.py``).
+    ``engine_ready(module)`` is called once the GEMM engine is in the module, before the
+    kernels of the first program that uses it (``render.engine_first``).
     """
     if render is None:
         from .render import render_program_functions as render
     module = module or ir.Module(name="kiln_model")
+    if engine_ready is not None:
+        from .render import ENGINE_READY
+
+        module.__dict__[ENGINE_READY] = engine_ready
     abi = _Abi(module, variables)
     if profile:
         install_profiler(module)

@@ -41,6 +41,7 @@ from .gemm import GemmConfig, config_for
 from .gemm_kernel import c64, counted_loop, imax, new_function
 from .ops import emit_combine
 from .parallel import emit_parallel_for
+from .render_epilogue import module_engine
 from .render_gemm import render_gemm
 from .target import HostTarget, host_target
 from .vals import (I8, I32, I64, PTR, broadcast, const, declare, lane_iota,
@@ -97,6 +98,8 @@ def render_program_functions(module: ir.Module, program: K.Program, prefix: str 
     opts = options_for(target)
     program = plan_program(program, host_capabilities(target))
     functions, calls = kernel_functions(program)
+    if any(isinstance(s, K.Gemm) for f in functions for s in iter_stmts(f.kernel.body)):
+        engine_first(module, opts.gemm)
     names = []
     for i, f in enumerate(functions):
         names.append(f"{prefix}{i}_{_ident(f.kernel.name)}")
@@ -106,6 +109,20 @@ def render_program_functions(module: ir.Module, program: K.Program, prefix: str 
     size = (lambda name: program.buffers[name].dtype.np.itemsize)
     return [(names[c.function], list(c.args), [c.offset(i) * size(a) for i, a in enumerate(c.args)])
             for c in calls]
+
+
+#: ``module.__dict__`` key of ``engine_ready(module)``, called once the GEMM engine is emitted
+ENGINE_READY = "_kiln_engine_ready"
+
+
+def engine_first(module: ir.Module, cfg) -> None:
+    """Emit the module's GEMM engine before the kernels that call it, and tell the module's
+    ``ENGINE_READY`` hook (once): the CPU backend starts compiling the engine, the largest
+    function group, while the kernels render (``build.EarlyUnit``)."""
+    module_engine(module, cfg)
+    ready = module.__dict__.pop(ENGINE_READY, None)
+    if ready is not None:
+        ready(module)
 
 
 def render_kernel(module: ir.Module, kernel: K.Kernel, program: K.Program, name: str,

@@ -46,18 +46,22 @@ def epilogue_type(cfg, masked: bool) -> ir.FunctionType:
 
 
 def shared_engine(r):
+    """The module's engine for the renderer's GEMM blocking (:func:`module_engine`)."""
+    return module_engine(r.module, r.options.gemm)
+
+
+def module_engine(module: ir.Module, cfg):
     """One ``kiln_sgemm`` variant per module whose tiles call the epilogue functions passed as
     arguments (context, full-tile function, edge-tile function, M, keep C), or none when
     they are null: every GEMM of the module shares it, so a module holds one copy of the
     engine however many epilogues it has.  With ``CONSUME_C`` the epilogue's results are not
-    stored into C (the last K block does not touch C at all)."""
-    cache = r.module.__dict__.setdefault("_kiln_gemm_shared", {})
-    cfg = r.options.gemm
+    stored into C (the last K block does not touch C at all).  Emitted on first use."""
+    cache = module.__dict__.setdefault("_kiln_gemm_shared", {})
     if cfg not in cache:
-        fn = emit_sgemm(r.module, r.module.get_unique_name(f"{ENGINE_PREFIX}_epilogue"), cfg,
+        fn = emit_sgemm(module, module.get_unique_name(f"{ENGINE_PREFIX}_epilogue"), cfg,
                         Epilogue(emit=_call_per_tile, extra_args=[PTR, PTR, PTR, I64, I32],
                                  keeps_c=lambda b, args: b.icmp_signed("!=", args[4], CONSUME_C)))
-        fn.linkage = "internal"
+        fn.linkage = "hidden"  # not exported; called across the objects of a split module
         cache[cfg] = fn
     return cache[cfg]
 

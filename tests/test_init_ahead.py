@@ -1,0 +1,71 @@
+"""Initial values drawn in a forked child while the compile runs (compiler/init_ahead.py):
+the child's file is what the process would write, a failing child's error is raised here,
+and a child still running when the compile fails is stopped."""
+import os
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from compiler.artifact import VariableInfo
+from compiler.init_ahead import InitAhead
+
+VARS = [VariableInfo("w", "float32", (3, 4), True), VariableInfo("m", "float32", (3, 4), False),
+        VariableInfo("step", "int64", (), False)]
+
+
+def values():
+    return {"w": np.arange(12, dtype=np.float32).reshape(3, 4) - 5, "m": np.zeros((3, 4), np.float32),
+            "step": np.zeros((), np.int64)}
+
+
+def test_child_writes_the_file_and_reports_the_zeros(tmp_path):
+    ahead = InitAhead(tmp_path / "init.safetensors", VARS, values)
+    try:
+        zeros, seconds = ahead.result()
+    finally:
+        ahead.close()
+    assert sorted(zeros) == ["m", "step"] and seconds >= 0
+    stored = load_file(str(tmp_path / "init.safetensors"))
+    assert list(stored) == ["w"]
+    np.testing.assert_array_equal(stored["w"], values()["w"])
+    assert not os.path.exists(ahead.tmp)
+
+
+def test_a_failing_child_is_redone_here_with_its_error(tmp_path):
+    def broken():
+        raise ValueError("initializer of 'w' failed")
+
+    ahead = InitAhead(tmp_path / "init.safetensors", VARS, broken)
+    try:
+        with pytest.raises(ValueError, match="initializer of 'w' failed"):
+            ahead.result()
+    finally:
+        ahead.close()
+    assert not (tmp_path / "init.safetensors").exists()
+
+
+def test_close_stops_a_running_child(tmp_path):
+    def slow():
+        time.sleep(60)
+        return values()
+
+    ahead = InitAhead(tmp_path / "init.safetensors", VARS, slow)
+    pid = ahead.pid
+    t0 = time.perf_counter()
+    ahead.close()
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert not (tmp_path / "init.safetensors").exists()
+
+
+def test_covers_the_same_or_fewer_variables(tmp_path):
+    ahead = InitAhead(tmp_path / "init.safetensors", VARS, values)
+    try:
+        assert ahead.covers(VARS[:2]) and ahead.covers(VARS)
+        assert not ahead.covers(VARS + [VariableInfo("b", "float32", (4,), True)])
+        assert not ahead.covers([VariableInfo("w", "float32", (4, 3), True)])  # another shape
+    finally:
+        ahead.close()
