@@ -137,6 +137,16 @@ def _resize_flag(p, default) -> None:
                         + ("" if default is False else "; default: as the checkpoint's training run"))
 
 
+def _eval_split(value: str) -> str:
+    """``--split``: one of ``runtime.scoring.EVAL_SPLITS`` (imported when used, not when every
+    command builds its parser: it loads the runtime's artifact and entry modules)."""
+    from runtime.scoring import EVAL_SPLITS
+
+    if value not in EVAL_SPLITS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(EVAL_SPLITS)})")
+    return value
+
+
 def add_run_commands(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     tr = sub.add_parser("train", help="train a compiled artifact on a data set",
@@ -187,9 +197,7 @@ def add_run_commands(sub) -> None:
         ck.add_argument("--ckpt", metavar="FILE", help="load this checkpoint file")
         p.add_argument("--batch-size", type=_positive(int), default=256, help="batch size (default: 256)")
         _resize_flag(p, None)
-    from runtime.scoring import EVAL_SPLITS
-
-    ev.add_argument("--split", choices=EVAL_SPLITS, default="auto",
+    ev.add_argument("--split", type=_eval_split, default="auto",
                     help="examples to score: val = the held-out validation split, all = every "
                          "example; auto (default) = val when --data is the checkpoint's training data")
     ev.add_argument("--val-split", type=float, metavar="F", help="validation fraction for --split val "
