@@ -1,6 +1,7 @@
 """Initial values drawn in a forked child while the compile runs (compiler/init_ahead.py):
 the child's file is what the process would write, a failing child's error is raised here,
-and a child still running when the compile fails is stopped."""
+and a child still running when the compile fails is stopped.  Also the compile's pause of
+Python's cyclic GC (``compile.gc_paused``)."""
 import os
 import time
 
@@ -69,3 +70,26 @@ def test_covers_the_same_or_fewer_variables(tmp_path):
         assert not ahead.covers([VariableInfo("w", "float32", (4, 3), True)])  # another shape
     finally:
         ahead.close()
+
+
+def test_gc_paused_leaves_survivors_old_and_frozen_objects_frozen():
+    """``compile.gc_paused``: GC off inside, on after; the objects alive afterwards are in
+    the oldest generation (no young collection has to scan them), and objects the program
+    itself froze stay frozen."""
+    import gc
+
+    from compiler.compile import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        alive = [[i] for i in range(20000)]
+    assert gc.isenabled() and gc.get_count()[0] < 1000 and len(gc.get_objects(0)) < 1000 and alive
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with gc_paused():
+            more = [[j] for j in range(100)]
+        assert gc.get_freeze_count() == frozen and more
+    finally:
+        gc.unfreeze()
