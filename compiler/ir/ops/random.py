@@ -22,6 +22,7 @@ from ..types import ShapeError, TensorType, as_dtype
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 _MASK = np.uint64(0xFFFFFFFF)
+_SHIFT = np.uint64(32)
 
 
 def philox4x32(counter: np.ndarray, key: tuple) -> np.ndarray:
@@ -50,27 +51,40 @@ def philox_word(index: np.ndarray, seed: int, seed2: int, step: int) -> np.ndarr
 _CHUNK = 1 << 15  # elements per block of random_bits: its temporaries stay in the L2 cache
 
 
-def _philox_word0(lo: np.ndarray, hi: int, step: int, key: tuple) -> np.ndarray:
-    """Word 0 of Philox4x32-10 for counters (lo[i], hi, step lo, step hi): the rounds of
-    :func:`philox4x32` with the constant words kept scalar until they mix, and the arithmetic
-    done in place (uint64 lanes holding 32-bit words)."""
-    c0, c1 = lo, np.uint64(hi)
-    c2, c3 = np.uint64(step & 0xFFFFFFFF), np.uint64(step >> 32)
+class _Work:
+    """Scratch for :func:`_philox_word0`: five uint64 buffers of one block and the block's
+    element offsets 0..block-1 (reused across blocks: temporaries of this size would be
+    fresh pages from the OS every time, which cost more than the arithmetic)."""
+
+    def __init__(self, block: int):
+        self.bufs = [np.empty(block, np.uint64) for _ in range(5)]
+        self.offsets = np.arange(block, dtype=np.uint64)
+
+
+def _philox_word0(lo0: int, n: int, hi: int, step: int, key: tuple, work: _Work) -> np.ndarray:
+    """Word 0 of Philox4x32-10 for the ``n`` counters (lo0 + i, hi, step lo, step hi): the
+    rounds of :func:`philox4x32` in uint64 lanes holding 32-bit words, every operation in
+    place in ``work``'s buffers.  Returns one of them (valid until ``work`` is used again)."""
+    c0, c1, c2, c3, t = (b[:n] for b in work.bufs)
+    np.add(work.offsets[:n], np.uint64(lo0), out=c0)
+    c1.fill(hi)
+    c2.fill(step & 0xFFFFFFFF)
+    c3.fill(step >> 32)
     k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
     for rnd in range(10):
         if rnd:
             k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
-        p0 = c0 * _M0
-        p1 = c2 * _M1
-        n0 = p1 >> np.uint64(32)
-        n0 ^= c1
-        n0 ^= k0
-        n2 = p0 >> np.uint64(32)
-        n2 ^= c3
-        n2 ^= k1
-        p1 &= _MASK
-        p0 &= _MASK
-        c0, c1, c2, c3 = n0, p1, n2, p0
+        np.multiply(c0, _M0, out=c0)  # p0
+        np.multiply(c2, _M1, out=c2)  # p1
+        np.right_shift(c2, _SHIFT, out=t)
+        np.bitwise_xor(c1, t, out=c1)
+        np.bitwise_xor(c1, k0, out=c1)  # n0 = hi(p1) ^ c1 ^ k0
+        np.right_shift(c0, _SHIFT, out=t)
+        np.bitwise_xor(c3, t, out=c3)
+        np.bitwise_xor(c3, k1, out=c3)  # n2 = hi(p0) ^ c3 ^ k1
+        np.bitwise_and(c2, _MASK, out=c2)
+        np.bitwise_and(c0, _MASK, out=c0)
+        c0, c1, c2, c3 = c1, c2, c3, c0  # the new words: n0, lo(p1), n2, lo(p0)
     return c0
 
 
@@ -80,14 +94,14 @@ def random_bits(size: int, seed: int, seed2: int, step: int) -> np.ndarray:
     large variables draw millions)."""
     step = int(step) & 0xFFFFFFFFFFFFFFFF
     out = np.empty(size, np.uint32)
+    work = _Work(min(size, _CHUNK))
     for start in range(0, size, _CHUNK):
         stop = min(size, start + _CHUNK)
         hi, lo0 = start >> 32, start & 0xFFFFFFFF
         if (stop - 1) >> 32 != hi:  # a block crossing a 2**32 boundary: the general path
             out[start:stop] = philox_word(np.arange(start, stop, dtype=np.uint64), seed, seed2, step)
             continue
-        lo = np.arange(lo0, lo0 + stop - start, dtype=np.uint64)
-        out[start:stop] = _philox_word0(lo, hi, step, (seed, seed2))
+        out[start:stop] = _philox_word0(lo0, stop - start, hi, step, (seed, seed2), work)
     return out
 
 
