@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import os
 import sys
 
@@ -372,5 +373,15 @@ def main(argv=None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``kiln`` program (console script and ``python -m compiler.cli``): ``main()``, then
+    exit.  Python's final garbage collection at exit would scan every object the command
+    left alive (0.13 s after compiling the seed-002 CNN); frozen, they are skipped and the
+    process ends as it would have."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
