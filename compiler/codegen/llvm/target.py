@@ -4,11 +4,11 @@ Everything the backend compiles is built for the machine it runs on (the artifac
 library is native code for the host), so the target machine is created from
 ``llvm.get_host_cpu_name()`` and ``llvm.get_host_cpu_features()``.  Relocation model
 is PIC because the object is linked into a shared library; the code generator's level is 3,
-the optimization pipeline's ``SPEED_LEVEL`` (2).
+the optimization pipeline's ``SPEED_LEVEL`` (1).
 
 Optimization uses LLVM's new pass manager (the legacy one is gone from recent llvmlite):
 ``create_pipeline_tuning_options`` + ``create_pass_builder`` + the module pass manager,
-i.e. the ``default<O2>`` pipeline.
+i.e. the ``default<O1>`` pipeline.
 """
 from __future__ import annotations
 
@@ -94,11 +94,13 @@ def host_target() -> HostTarget:
     return create_target()
 
 
-# The module pipeline's level.  O2, not O3: the kernels' hot loops are explicit vector code
-# (GEMM micro-kernels, vectorized loop bodies) that O3's extra passes do not speed up, and
-# the seed-002 CNN train step compiles in 0.96 s of LLVM CPU time at O2 against 1.56 s at
-# O3 with the same step time (bench/compile_time.py --model cnn, docs/compile-cache.md).
-SPEED_LEVEL = 2
+# The module pipeline's level.  O1 (with the vectorizers and loop unrolling): the kernels'
+# hot loops are explicit vector code (GEMM micro-kernels, vectorized loop bodies) that the
+# extra passes of O2 and O3 do not speed up.  The seed-002 CNN train step compiled in 0.96 s
+# of LLVM CPU time at O2 against 1.56 s at O3, and its kernels' unit in 0.70 s at O1
+# against 0.80 s at O2, each with the same step time (CNN b50, MLP b32/b128, unrolled LSTM
+# 28x128: medians within 3 %, 2 threads; docs/compile-cache.md).
+SPEED_LEVEL = 1
 
 
 # LLVM's loop unrolling: on.  Off, the seed-002 CNN train step's optimize + codegen took
@@ -113,7 +115,8 @@ def optimize(module: llvm.ModuleRef, target: HostTarget, speed_level: int = SPEE
     (loop and SLP vectorization on; loop unrolling as ``LOOP_UNROLLING``).  ``explicit``:
     code that is already explicit vector code, unrolled where it pays (the GEMM engine):
     O1 without the vectorizers and unrolling, which compiled the engine in 0.44 s instead of
-    0.72 s with the same sgemm GFLOP/s (1 thread, 256³ and 1024³, bench/sgemm.py)."""
+    0.72 s (at O2 with them) with the same sgemm GFLOP/s (1 thread, 256³ and 1024³,
+    bench/sgemm.py)."""
     if explicit:
         speed_level = 1
     pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
