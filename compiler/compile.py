@@ -321,7 +321,7 @@ def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, du
                 atomic_write(dump / "kernels.txt", text, durable=False)
         t0 = time.perf_counter()
         infos, init = variables(state_keys(e.fn for e in lowered))
-        if ahead is not None and callable(init) and ahead.covers(infos):
+        if ahead is not None and callable(init) and infos and ahead.covers(infos):
             init = ahead
         elif not callable(init):  # else computed (and timed) by the artifact writer
             totals["initial_values_s"] = time.perf_counter() - t0

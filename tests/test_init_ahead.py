@@ -93,3 +93,11 @@ def test_gc_paused_leaves_survivors_old_and_frozen_objects_frozen():
         assert gc.get_freeze_count() == frozen and more
     finally:
         gc.unfreeze()
+
+
+def test_an_unused_child_leaves_nothing_in_the_artifact_folder(tmp_path):
+    ahead = InitAhead(tmp_path / "init.safetensors", VARS, values)
+    os.waitpid(ahead.pid, 0)  # finished, its file written in its own folder
+    ahead.pid = None
+    ahead.close()
+    assert list(tmp_path.iterdir()) == []

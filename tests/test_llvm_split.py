@@ -121,21 +121,8 @@ def test_a_module_variable_is_one_variable_across_parts(tmp_path, monkeypatch):
     assert split_module(aggregate, 2) == [aggregate]  # not handled: left whole
 
 
-ENGINE = """\
-define hidden i32 @"kiln_sgemm_t"(i32 %"x") nounwind
-{
-entry:
-  %"y" = add i32 %"x", 1
-  ret i32 %"y"
-}
-
-define i32 @"user"(i32 %"x") nounwind
-{
-entry:
-  %"r" = call i32 @"kiln_sgemm_t"(i32 %"x")
-  ret i32 %"r"
-}
-"""
+# a module with a GEMM engine (a function group named kiln_sgemm*) and one user of it
+ENGINE = TWO.replace('define internal i32 @"helper"', 'define hidden i32 @"kiln_sgemm_t"').replace("helper", "kiln_sgemm_t")
 
 
 def test_engine_compiled_early_is_linked_only_when_it_is_the_same(tmp_path):

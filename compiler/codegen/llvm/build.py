@@ -197,6 +197,7 @@ class EarlyUnit:
         return _collect(children, statuses, self.target, self.timings)[0]
 
     def close(self) -> None:
+        """Stop the child if it still runs; remove the folder (its object goes with it)."""
         for pid, *_ in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -211,6 +212,8 @@ def _signature(unit_text: str) -> str:
     definitions (they follow every top-level line, ``split._assemble``) and the module
     variables it defines."""
     start = unit_text.find("\ndefine ")
+    if start < 0:
+        return unit_text
     defined = [ln for ln in unit_text[:start].split("\n") if " = hidden global " in ln]
     return "\n".join(defined) + unit_text[start:]
 
