@@ -87,7 +87,9 @@ class Backend:
     devices: tuple
     source_name: str
     runtime_library: str
-    render: Callable            # (programs: {entry: Program}, variables: [(name, dtype, shape)], Target) -> source text
+    # (programs: {entry: Program}, variables: [(name, dtype, shape)], Target) -> source text (a str;
+    # it may carry work started while rendering, which build uses and its close() stops)
+    render: Callable
     build: Callable             # (source text, library path, Target) -> {stage: seconds}
     target_record: Callable     # (Target) -> dict with at least "kind"
     options: tuple = ()         # Option, ...

@@ -5,20 +5,23 @@ from __future__ import annotations
 from ..registry import Backend, Option
 
 
-class RenderedModule:
-    """The rendered module's text (``str()``) and the GEMM engine's compile, started while the
-    kernels rendered (``build.EarlyUnit``, or None), for ``_build``; ``close()`` stops that
-    compile when the build does not happen."""
+class RenderedModule(str):
+    """The rendered module's text, carrying the GEMM engine's compile started while the
+    kernels rendered (``early``: a ``build.EarlyUnit``, or None) to ``_build``.  A ``str``,
+    as ``render`` promises: a backend may wrap this one's text.  ``close()`` (also when the
+    text is dropped unbuilt) stops that compile."""
 
-    def __init__(self, text: str, early=None):
-        self.text, self.early = text, early
-
-    def __str__(self) -> str:
-        return self.text
+    def __new__(cls, text: str, early=None):
+        self = super().__new__(cls, text)
+        self.early = early
+        return self
 
     def close(self) -> None:
         if self.early is not None:
             self.early.close()
+
+    def __del__(self):
+        self.close()
 
 
 def _render(programs, variables, target) -> RenderedModule:
