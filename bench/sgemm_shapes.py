@@ -7,7 +7,7 @@ calling thread's CPU time (``time.thread_time``: on a loaded shared machine the 
 mostly measures the load).  ``--against`` also builds the engine of another checkout (say a
 ``git worktree`` of main) and alternates the two, blocks of 3 calls each, so both see the
 same load; every result is checked against numpy.  Prints the median ms per call (best in
-brackets) and the change.  Results: docs/performance.md ("In-place A tiles").
+brackets) and the change.  Results: docs/train-step-vs-peers.md ("In-place A tiles").
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ threaded peers mostly measure the scheduler, the best step and CPU time much les
 The TensorFlow and PyTorch peers run under the interpreter that has the framework: this one
 when it imports it, else the first of ``/work/tfenv`` / ``/work/torchenv`` (or
 ``--tf-python`` / ``--torch-python``) that does.  Missing frameworks show as "-".
-Results and how to read them: docs/performance.md ("Train step vs peers").
+Results and how to read them: docs/train-step-vs-peers.md.
 """
 from __future__ import annotations
 
