@@ -51,6 +51,28 @@ class Cases(dict):
         dll.ir_text = str(module)
         return dll
 
+    def build_avx2(self, tmp_path_factory, names):
+        """Render the cases ``names`` for an AVX2-only target (8 float lanes, the 6x16 GEMM),
+        compile, load; the library's ``ir_text`` and ``asm`` hold the IR and the assembly.
+        Skips the test where the host has no AVX2 and FMA."""
+        import pytest
+
+        from compiler.codegen.llvm import target
+        tgt = target.create_target(features=target.without_avx512(target.host_features()))
+        if not tgt.has("avx2") or not tgt.has("fma"):
+            pytest.skip("host has no AVX2/FMA")
+        opts = render.options_for(tgt)
+        assert opts.lanes32 == 8
+        module = ir.Module(name="render_avx2")
+        for name in names:
+            program = self[name]
+            render.render_kernel(module, program.kernels[0], program, f"t_{name}", options=opts)
+        out = tmp_path_factory.mktemp("render_avx2")
+        res = build.compile_module(module, str(out / "k.so"), target=tgt, asm_path=str(out / "k.s"))
+        dll = ctypes.CDLL(res.path)
+        dll.ir_text, dll.asm = str(module), (out / "k.s").read_text()
+        return dll
+
     def run(self, lib, name, n, **arrays):
         """Call case ``name`` at batch size ``n``; returns (status, error message)."""
         program = self[name]
