@@ -52,24 +52,31 @@ def _capabilities(target):
 
 
 def _record(target) -> dict:
+    """The host the library is built for: its CPU and features (the code uses them) and the
+    cores the schedule planned threads for (``cores``: a library planned for 2 is correct
+    on 16, but slower than one planned for them; the compile cache keys on it)."""
+    from .capabilities import host_cores
     from .target import host_target
 
     t = host_target()
-    record = {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features}
+    record = {"kind": "cpu", "triple": t.triple, "cpu": t.cpu, "features": t.features, "cores": host_cores()}
     if target.get("profile"):  # only then: a plain build's record (and cache key) is unchanged
         record["profile"] = True
     return record
 
 
 def _record_probe(target) -> str:
-    """The host CPU as the OS states it and the LLVM that reads it (``_record`` asks LLVM,
-    which costs a compile-cache hit ~25 ms of loading llvmlite's native library)."""
+    """The host CPU as the OS states it, the LLVM that reads it and the usable cores
+    (``_record`` asks LLVM, which costs a compile-cache hit ~25 ms of loading llvmlite's
+    native library)."""
     import llvmlite
 
     from ...cache_memo import cpu_probe
 
+    from .capabilities import host_cores
+
     cpu = cpu_probe()
-    return f"{cpu}:{llvmlite.__version__}" if cpu else ""
+    return f"{cpu}:{llvmlite.__version__}:{host_cores()}" if cpu else ""
 
 
 BACKEND = Backend(

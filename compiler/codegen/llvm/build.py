@@ -21,6 +21,7 @@ import llvmlite.ir as ir
 
 from ...forking import fork_is_safe
 from ..registry import BuildError
+from .capabilities import host_cores
 from .gemm import ENGINE_PREFIX
 from .split import split_module, split_off
 from .target import HostTarget, host_target, optimize
@@ -85,7 +86,7 @@ def llvm_jobs() -> int:
             return max(1, int(env))
         except ValueError:
             raise BuildError(f"{JOBS_ENV}={env!r}: expected a number of processes") from None
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return max(1, min(4, host_cores()))
 
 
 def _object(source, target: HostTarget, timings: dict, explicit: bool = False) -> bytes:
