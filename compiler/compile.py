@@ -334,7 +334,7 @@ def _compile_entries_into(functions: dict, variables, out: Path, tgt: Target, du
 def _start_init_ahead(functions: dict, variables, out: Path):
     """The forked child drawing the initial values of the variables the (unoptimized)
     ``functions`` use, when they are computed (a callable) and forking is safe; else None."""
-    from .forking import fork_is_safe
+    from .host import fork_is_safe
     from .init_ahead import InitAhead
 
     if not fork_is_safe():

@@ -4,7 +4,7 @@ Running every variable's initializer (the reference interpreter: Philox draws, f
 writing ``init.safetensors`` only needs the graph, not the compiled code, and takes a
 single-threaded compile ~0.3 s for the seed-002 CNN (3.3 M random values).  The compile
 driver (``compile._compile_entries_into``) therefore forks a child for it before the passes
-run, where forking is safe (``forking.fork_is_safe``), and collects it when the artifact is
+run, where forking is safe (``host.fork_is_safe``), and collects it when the artifact is
 written (``artifact.write_artifact``): on two cores the values come for free beside the
 passes and rendering, which use one.
 

@@ -76,13 +76,13 @@ def test_target_key_uses_the_remembered_record(tmp_path, monkeypatch):
 def test_core_count_is_part_of_the_cpu_key(tmp_path, monkeypatch):
     """A library planned for 2 cores is slower on 64: the CPU record (and so the cache key)
     holds the usable cores, and the memo's probe sees them change."""
-    from compiler.codegen.llvm import capabilities
+    from compiler import host
 
     monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("KILN_CACHE", raising=False)
     target = make_target("cpu")
     here = cache.target_key(target)
-    assert here[3]["cores"] == capabilities.host_cores()
-    monkeypatch.setattr(capabilities, "host_cores", lambda: 64)
+    assert here[3]["cores"] == host.host_cores()
+    monkeypatch.setattr(host, "host_cores", lambda: 64)
     there = cache.target_key(target)
     assert there[3]["cores"] == 64 and there != here

@@ -55,7 +55,7 @@ def _record(target) -> dict:
     """The host the library is built for: its CPU and features (the code uses them) and the
     cores the schedule planned threads for (``cores``: a library planned for 2 is correct
     on 16, but slower than one planned for them; the compile cache keys on it)."""
-    from .capabilities import host_cores
+    from ...host import host_cores
     from .target import host_target
 
     t = host_target()
@@ -73,7 +73,7 @@ def _record_probe(target) -> str:
 
     from ...cache_memo import cpu_probe
 
-    from .capabilities import host_cores
+    from ...host import host_cores
 
     cpu = cpu_probe()
     return f"{cpu}:{llvmlite.__version__}:{host_cores()}" if cpu else ""

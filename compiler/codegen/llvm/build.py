@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from ...forking import fork_is_safe
+from ...host import fork_is_safe, host_cores
 from ..registry import BuildError
-from .capabilities import host_cores
 from .gemm import ENGINE_PREFIX
 from .split import split_module, split_off
 from .target import HostTarget, host_target, optimize

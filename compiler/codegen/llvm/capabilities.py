@@ -6,22 +6,13 @@ is worth a ``GOMP_parallel`` call, and the parts a reduction over leading axes i
 place (``For.parallel``, rendered by parallel.py)."""
 from __future__ import annotations
 
-import os
-
+from ...host import host_cores
 from ...lower.capabilities import Capabilities
 from .gemm import config_for
 from .target import HostTarget, host_target
 
 PARALLEL_MIN_WORK = 32768  # trip count x For.work from which a parallel loop uses threads
 REDUCTION_PARTS = 8  # parts (partial results) of a reduction over leading axes (split_reduce.py)
-
-
-def host_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def host_capabilities(target: HostTarget | None = None) -> Capabilities:
