@@ -152,3 +152,17 @@ def test_closing_an_early_unit_stops_its_child():
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped
     assert not os.path.exists(early.tmp)
+
+
+def test_an_early_engine_that_fails_is_redone_here_with_its_error(tmp_path):
+    """The child compiling the engine exits on bad IR; ``compile_module`` compiles the engine
+    again in this process, which raises LLVM's error, and leaves no child or folder."""
+    bad = ENGINE.replace('%"y" = add i32 %"x", 1', '%"y" = add i32 %"x", %"nowhere"')
+    early = llvm_build.EarlyUnit()
+    early(bad)
+    pid = early.children[0][0]
+    with pytest.raises(llvm_build.BuildError, match=r"(?s)invalid LLVM IR.*nowhere"):
+        llvm_build.compile_module(bad, str(tmp_path / "bad.so"), jobs=2, early=early)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert not os.path.exists(early.tmp) and not (tmp_path / "bad.so").exists()
