@@ -127,6 +127,24 @@ def test_small_products_keep_the_whole_batch(lowered):
     assert not any("c1" in name for name in split_filters(2520 // MIN_ITEM_WORK + 1))
 
 
+def test_small_filter_gradients_split_into_batch_parts(lowered, references):
+    """Filter gradients too small for the tap split take the batch in ``reduction_parts``
+    parts (partial results summed in part order), also with fewer items than parts; the
+    forward and input-gradient products stay whole."""
+    _, program, state = lowered
+    caps = Capabilities(name="cpu", threads=2, vector_width=16, min_parallel_work=10 ** 9, nested_gemm=True,
+                        reduction_parts=8)
+    planned = plan_program(program, caps)
+    filters = [k for k in planned.kernels if k.name.startswith("conv_conv2d_backprop_filter")]
+    assert len(filters) == 2 and all(len(slot_loops(k)) == 1 for k in filters)
+    assert all(slot_loops(k)[0].stop == K.Const(8, slot_loops(k)[0].stop.dtype) for k in filters)
+    assert len(split_products(planned)) == 3  # the other convolutions keep their hints (whole batch)
+    for batch, (feeds, want_state, (whole_state, _)) in references.items():
+        got_state, _ = run_program(planned, dict(state), feeds, batch)
+        for key in want_state:
+            np.testing.assert_allclose(got_state[key], whole_state[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} N={batch}")
+
+
 def test_other_targets_keep_the_whole_batch(lowered):
     _, program, _ = lowered
     planned = plan_program(program, Capabilities(name="cpu", threads=4, min_parallel_work=1))
@@ -134,15 +152,16 @@ def test_other_targets_keep_the_whole_batch(lowered):
     assert not any(slot_loops(k) for k in planned.kernels)
 
 
-@pytest.mark.parametrize("cores", [None, 3])
-def test_compiled_split_convolutions_train_like_the_interpreter(cores, monkeypatch, tmp_path):
+@pytest.mark.parametrize("cores,min_work", [(None, 1), (3, 1), (None, 10 ** 9)])
+def test_compiled_split_convolutions_train_like_the_interpreter(cores, min_work, monkeypatch, tmp_path):
     """Three Adam steps compiled for this host (or as if it had 3 cores: 3 slots on however
-    many threads run) against the interpreter, at batch 1 (one slot) and 5."""
+    many threads run) against the interpreter, at batch 1 (one slot) and 5; every product
+    split (``min_work`` 1), or none but the filter gradients, in batch parts (10**9)."""
     import compiler.codegen.llvm.capabilities as host
 
     if cores is not None:
         monkeypatch.setattr(host, "host_cores", lambda: cores)
-    monkeypatch.setattr(host, "PARALLEL_MIN_WORK", 1)  # these small products split too
+    monkeypatch.setattr(host, "PARALLEL_MIN_WORK", min_work)
     monkeypatch.setenv("KILN_CACHE", "0")
 
     def losses(backend):

@@ -91,7 +91,9 @@ def plan_kernel(kernel: K.Kernel, buffers: dict, caps: Capabilities, stats: _Sta
     if caps.grid_launches:
         return replace(kernel, launches=_launches(body, buffers, caps, stats))
     if caps.nested_gemm:
-        split = split_conv(kernel, buffers, caps.threads, caps.min_parallel_work * MIN_ITEM_WORK)
+        parted = parts if parts is not None and _splits(caps) else None
+        split = split_conv(kernel, buffers, caps.threads, caps.min_parallel_work * MIN_ITEM_WORK,
+                           parted, caps.reduction_parts)
         if split is not kernel:
             return split
     if any(isinstance(s, (K.Let, K.DeclareAcc)) for s in body):
