@@ -159,6 +159,7 @@ def write_artifact(out_dir, source, variables, init_values: dict, entries: dict,
 
 
 def _write_artifact(backend, out: Path, rendered, variables, init_values, entries: dict, target, build) -> Path:
+    """The body of :func:`write_artifact`: source, library, initial values, header, manifest."""
     from .codegen.c.environment import abi_header
 
     source_name = backend.source_name
