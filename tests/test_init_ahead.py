@@ -101,3 +101,36 @@ def test_an_unused_child_leaves_nothing_in_the_artifact_folder(tmp_path):
     ahead.pid = None
     ahead.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_with_another_thread_running_nothing_forks(tmp_path, monkeypatch):
+    """A compile in a process with another Python thread does not fork (a lock held at the
+    fork would deadlock the child): the initial values are drawn here, the LLVM units
+    compile here, and the artifact runs as usual."""
+    import json
+    import threading
+
+    import runtime
+    from compiler import tf
+    from compiler.frontend.compile_graph import compile_entries
+
+    monkeypatch.setenv("KILN_CACHE", "0")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        with tf.Graph().as_default() as g:
+            x = tf.placeholder(tf.float32, [None, 8], name="x")
+            y = tf.layers.dense(x, 4, kernel_initializer=tf.random_normal_initializer(seed=1), name="d")
+            loss = tf.reduce_mean(tf.square(y), name="loss")
+            train = tf.train.AdamOptimizer(0.1).minimize(loss)
+            out = compile_entries(g, {"step": ([loss], [train], [x])}, tmp_path / "art", dump_ir=False)
+    finally:
+        stop.set()
+    build = json.loads((out / "manifest.json").read_text())["build"]
+    assert "initial_values_s" in build and "initial_values_ahead_s" not in build
+    assert "llvm_wait_s" not in build and "llvm_early_wait_s" not in build
+    state = runtime.load_artifact(out).new_state()
+    first = float(state.run("step", {"x": np.ones((3, 8), np.float32)})["loss:0"])
+    second = float(state.run("step", {"x": np.ones((3, 8), np.float32)})["loss:0"])
+    assert np.isfinite(first) and second < first
