@@ -22,7 +22,7 @@ from pathlib import Path
 from runtime.files import atomic_write
 
 MEMO_NAME = ".kiln-key-memo.json"
-MAX_FACTS = 32  # probes kept per memo (several Kilns or hosts may share a cache folder)
+MAX_FACTS = 32  # facts kept per memo, the latest computed (several Kilns or hosts may share a folder)
 
 
 def remembered(root: Path | None, fact: str, probe: str, compute):
@@ -45,7 +45,7 @@ def remembered(root: Path | None, fact: str, probe: str, compute):
     memo = dict(list(memo.items())[-(MAX_FACTS - 1):])
     memo[slot] = value
     try:
-        atomic_write(path, json.dumps(memo, sort_keys=True), durable=False)
+        atomic_write(path, json.dumps(memo), durable=False)  # (in the order computed)
     except OSError:
         pass  # a read-only cache folder: the value is still right
     return value
