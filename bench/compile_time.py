@@ -33,9 +33,11 @@ the number of kernels of the step and of distinct kernel functions
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +78,7 @@ def worker(steps: int, hidden: int, batch: int) -> None:
     from compiler import tf
 
     cache = tempfile.mkdtemp(prefix="kiln-compile-time-")
+    atexit.register(shutil.rmtree, cache, True)
     with tf.Graph().as_default():
         t = lstm_tensors(steps, hidden)
         feeds = lstm_feeds(steps, batch)

@@ -12,7 +12,9 @@ over ``--steps`` steps, in alternating blocks so that a busy machine hurts both 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,6 +36,7 @@ def compile_step(model: str, batch: int, profile: bool):
     with graph.as_default():
         feeds, loss, train, extra = build(model)
     out = tempfile.mkdtemp(prefix=f"kiln-profile-{model}-")
+    atexit.register(shutil.rmtree, out, True)
     art = load_artifact(compile_entries(graph, {"train": ([loss], [train], list(feeds))}, out, profile=profile))
     x, y = data(batch)
     return art, art.new_state(), {feeds[0].name: x, feeds[1].name: y, **extra}

@@ -19,8 +19,10 @@ Results and how to read them: docs/train-step-vs-peers.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,7 @@ def make_kiln(model, batch, threads):
     with graph.as_default():
         feeds, loss, train, extra = build(model)
     out = tempfile.mkdtemp(prefix=f"kiln-bench-{model}-")
+    atexit.register(shutil.rmtree, out, True)
     path = compile_entries(graph, {"train": ([loss], [train], list(feeds))}, out)
     with open(os.path.join(path, "manifest.json")) as f:
         build_info = json.load(f)["build"]

@@ -6,6 +6,7 @@ each native call, so steps on separate states can run in parallel threads.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -92,7 +93,8 @@ def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
     dlopen returns the already-loaded library for a path it has seen, even when the file was
     rebuilt since.  When ``path`` was loaded earlier in this process with other contents,
     the verified file is copied to a private temp file named by its digest and loaded from
-    there, so the code that runs is always the code whose hash was checked.
+    there, so the code that runs is always the code whose hash was checked.  The copies'
+    folder goes when the process exits.
     """
     global _copies_dir
     _default_thread_waiting()
@@ -102,6 +104,7 @@ def _load_cdll(path: Path, digest: str) -> ctypes.CDLL:
             return ctypes.CDLL(str(path))
         if _copies_dir is None:
             _copies_dir = tempfile.mkdtemp(prefix="kiln-lib-")
+            atexit.register(shutil.rmtree, _copies_dir, True)  # (a loaded library stays mapped)
         copy = Path(_copies_dir) / f"{digest.split(':')[-1]}{path.suffix}"
         if not copy.exists():
             tmp = copy.with_suffix(".tmp")

@@ -399,3 +399,23 @@ def test_copied_artifact_runs_in_fresh_process_with_runtime_only(copy_dir, tmp_p
     want = (np.ones((2, 3), np.float32) @ INIT["w"] + INIT["b"]).tolist()
     np.testing.assert_allclose(json.loads(lines[0]), want, rtol=1e-5, atol=1e-6)
     assert lines[1] == "[]"
+
+
+def test_library_copies_are_removed_at_exit(copy_dir, tmp_path):
+    """The private copy of a rebuilt library (dlopen's per-path cache) is a temp file of the
+    process; it goes when the process exits."""
+    other = Path(shutil.copytree(copy_dir, tmp_path / "other"))
+    src = other / "src" / "model.c"
+    src.write_text(src.read_text().replace("#define LR 0.1f", "#define LR 0.0f"))
+    build_library(other)
+    _rewrite_manifest(other, lambda m: m.update(files=mf.file_hashes(other, FILES)))
+    code = ("import shutil, sys, runtime\n"
+            "from runtime import abi\n"
+            f"runtime.load_artifact({str(copy_dir)!r})\n"
+            f"shutil.rmtree({str(copy_dir)!r}); shutil.copytree({str(other)!r}, {str(copy_dir)!r})\n"
+            f"runtime.load_artifact({str(copy_dir)!r})\n"
+            "print(abi._copies_dir)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    copies = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    assert copies and "kiln-lib-" in copies and not os.path.exists(copies)
