@@ -171,10 +171,11 @@ def _write_artifact(backend, out: Path, rendered, variables, init_values, entrie
     files = [source_name, LIBRARY, ABI_HEADER]
 
     zeros = []
+    ahead = hasattr(init_values, "result")  # drawn by a forked child (init_ahead.InitAhead)
 
     def write_init():
         values = init_values
-        if hasattr(values, "result"):  # drawn by a forked child (init_ahead.InitAhead)
+        if ahead:
             done, seconds = values.result()
             zeros.extend(done)
             build["initial_values_ahead_s"] = round(seconds, 4)
@@ -186,7 +187,6 @@ def _write_artifact(backend, out: Path, rendered, variables, init_values, entrie
         zeros.extend(write_init_values(out / mf.INIT_NAME, variables, values))
     has_init = bool(variables) and init_values is not None
     files += [mf.INIT_NAME] * has_init
-    ahead = hasattr(init_values, "result")
     if has_init and not ahead:
         write_init()
     t1 = time.perf_counter()

@@ -34,9 +34,9 @@ from dataclasses import replace
 
 from ..ir.types import bool_, int64
 from . import kernel_ir as K
-from .context import scratch_aligned
 from .indexing import add, const_value, i64, idiv, imin, mul, sub
 from .kernel_walk import substitute
+from .split_reduce import combine_parts, part_stride
 
 
 #: a slot's product for one item must have at least this many multiply-adds, in units of
@@ -153,26 +153,22 @@ def _by_item_parts(g: K.Gemm, nest: K.For, parts, count: int, dtype):
     if (m is None or n is None or not g.a.transposed or g.b.transposed or g.c.transposed
             or const_value(g.c.ld) != n):
         return None
-    stride = scratch_aligned(m * n * dtype.np.itemsize) // dtype.np.itemsize  # whole cache lines
+    stride = part_stride(m * n, dtype)
     part = parts.allocate(g.c.buffer, dtype, (count * stride,))
     parts.count += 1
     p = K.Var(f"{item.name}_part", int64)
     lo, hi = (idiv(mul(q, sp.items), i64(count)) for q in (p, add(p, i64(1))))
-    e = K.Var(f"{item.name}_e", int64)
-    zero = K.Const(0.0 if dtype.is_floating else 0, dtype)
-    fill = K.For(e, mul(p, i64(stride)), add(mul(p, i64(stride)), i64(m * n)), K.Store(part, e, zero),
-                 vectorize=True)
     first = lambda op: replace(op, offset=add(op.offset, mul(lo, mul(i64(sp.rows), op.ld))))  # noqa: E731
     c = K.Operand(part, mul(p, i64(stride)), i64(n))
     product = K.Gemm(g.m, g.n, mul(sub(hi, lo), i64(sp.rows)), first(g.a), first(g.b), c, accumulate=True)
     im2col = K.For(item, lo, hi, nest.body)
-    steps = [fill, im2col, K.If(K.Op("greater", (hi, lo), bool_), product)]
+    steps = [_fill_rows(c, i64(0), i64(m), dtype), im2col, K.If(K.Op("greater", (hi, lo), bool_), product)]
     per_part = K.For(p, i64(0), i64(count), K.Block(steps), parallel=True, work=max(1, m * n * sp.rows))
-    total = K.Load(g.c.buffer, add(g.c.offset, e), dtype) if g.accumulate else None
-    for q in range(count):
-        term = K.Load(part, add(i64(q * stride), e), dtype)
-        total = term if total is None else K.Op("add", (total, term), dtype)
-    combine = K.For(e, i64(0), i64(m * n), K.Store(g.c.buffer, add(g.c.offset, e), total), vectorize=True)
+    e = K.Var(f"{item.name}_e", int64)
+    at = add(g.c.offset, e)
+    total = combine_parts("add", K.Load(g.c.buffer, at, dtype) if g.accumulate else None, part, stride, e, count,
+                          dtype)
+    combine = K.For(e, i64(0), i64(m * n), K.Store(g.c.buffer, at, total), vectorize=True)
     steps = [per_part, combine]
     if g.epilogue is not None:
         steps.append(_epilogue_rows(g, i64(0), i64(m), dtype))

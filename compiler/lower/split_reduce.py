@@ -116,9 +116,14 @@ class _Target:
 
     @property
     def stride(self) -> int:
-        """Elements per partial row: whole cache lines, so parts on two threads share none."""
-        item = self.dtype.np.itemsize
-        return scratch_aligned(self.size * item) // item
+        return part_stride(self.size, self.dtype)
+
+
+def part_stride(size: int, dtype) -> int:
+    """Elements per partial row of ``size`` elements: whole cache lines, so parts on two
+    threads share none."""
+    item = dtype.np.itemsize
+    return scratch_aligned(size * item) // item
 
 
 def _updated(loop: K.For, buffers: dict, caps) -> list | None:
@@ -182,10 +187,18 @@ def _row_loop(var: K.Var, size: int, store) -> K.For:
 def _combine_rows(t: _Target, rows: str, e, count: int) -> K.Store:
     """``b[e] = combine(...combine(b[e], rows[e])..., rows[(count-1)*stride + e])``: the parts
     in order."""
-    value = K.Load(t.buffer, e, t.dtype)
+    return K.Store(t.buffer, e, combine_parts(t.combine, K.Load(t.buffer, e, t.dtype), rows, t.stride, e, count,
+                                              t.dtype))
+
+
+def combine_parts(combine: str, first, rows: str, stride: int, e, count: int, dtype):
+    """``combine(...combine(first, rows[e])..., rows[(count-1)*stride + e])``: element ``e`` of
+    ``count`` partial rows folded in part order (``first`` None: from the first row)."""
+    value = first
     for q in range(count):
-        value = K.Op(combine_op(t.combine), (value, K.Load(rows, add(i64(q * t.stride), e), t.dtype)), t.dtype)
-    return K.Store(t.buffer, e, value)
+        term = K.Load(rows, add(i64(q * stride), e), dtype)
+        value = term if value is None else K.Op(combine_op(combine), (value, term), dtype)
+    return value
 
 
 def _retarget(s, moved: dict):

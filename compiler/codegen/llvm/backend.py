@@ -72,7 +72,6 @@ def _record_probe(target) -> str:
     import llvmlite
 
     from ...cache_memo import cpu_probe
-
     from ...host import host_cores
 
     cpu = cpu_probe()

@@ -89,8 +89,14 @@ def llvm_jobs() -> int:
 
 
 def _object(source, target: HostTarget, timings: dict, explicit: bool = False) -> bytes:
-    """Parse, optimize (``explicit``: the GEMM engine's pipeline, ``target.optimize``) and
-    code-generate one module; adds the stages' seconds to ``timings``."""
+    """The object code of one module (:func:`_compile`)."""
+    return _compile(source, target, timings, explicit)[1]
+
+
+def _compile(source, target: HostTarget, timings: dict, explicit: bool = False) -> tuple:
+    """``(optimized module, object code)``: parse, optimize (``explicit``: the GEMM engine's
+    pipeline, ``target.optimize``) and code-generate one module; adds the stages' seconds to
+    ``timings``."""
     t0 = time.perf_counter()
     mod = parse_module(source, target)
     t1 = time.perf_counter()
@@ -100,7 +106,7 @@ def _object(source, target: HostTarget, timings: dict, explicit: bool = False) -
     t3 = time.perf_counter()
     for k, v in (("parse", t1 - t0), ("optimize", t2 - t1), ("codegen", t3 - t2)):
         timings[k] = timings.get(k, 0.0) + v
-    return obj
+    return mod, obj
 
 
 def _units(text: str, jobs: int, early=None) -> tuple:
@@ -136,11 +142,18 @@ def _objects(units: list, target: HostTarget, tmp: str, timings: dict, fork: boo
             with open(paths[-1], "wb") as f:
                 f.write(_object(text, target, timings, explicit))
     finally:  # never leave a child behind, also when this process's share failed
-        t0 = time.perf_counter()
-        statuses = [os.waitpid(pid, 0)[1] for pid, *_ in children]
-        if children:
-            timings["wait"] = time.perf_counter() - t0
+        statuses = _wait_all(children, timings, "wait")
     return paths + _collect(children, statuses, target, timings)
+
+
+def _wait_all(children: list, timings: dict, key: str) -> list:
+    """The exit statuses of forked ``children`` once all have ended; the seconds this process
+    waited go to ``timings[key]`` (when there were any)."""
+    t0 = time.perf_counter()
+    statuses = [os.waitpid(pid, 0)[1] for pid, *_ in children]
+    if children:
+        timings[key] = time.perf_counter() - t0
+    return statuses
 
 
 def _collect(children: list, statuses: list, target: HostTarget, timings: dict) -> list:
@@ -177,8 +190,10 @@ class EarlyUnit:
 
     def __call__(self, module) -> None:
         """The ``engine_ready`` hook: split the engine off the module so far and fork its compile."""
+        if self.tmp is not None:
+            return  # started already
         engine = split_off(str(module), ENGINE_PREFIX)
-        if engine is None or engine[1] is None or self.tmp is not None:
+        if engine is None or engine[1] is None:
             return
         self.tmp = tempfile.mkdtemp(prefix="kiln-llvm-engine-")
         self.signature = _signature(engine[0])
@@ -191,9 +206,7 @@ class EarlyUnit:
     def wait(self) -> str:
         """The engine's object file, once compiled (its stage timings: ``self.timings``)."""
         children, self.children = self.children, []
-        t0 = time.perf_counter()
-        statuses = [os.waitpid(pid, 0)[1] for pid, *_ in children]
-        self.timings["early_wait"] = time.perf_counter() - t0
+        statuses = _wait_all(children, self.timings, "early_wait")
         return _collect(children, statuses, self.target, self.timings)[0]
 
     def close(self) -> None:
@@ -287,14 +300,9 @@ def _whole(text: str, obj_path: str, target: HostTarget, timings: dict, explicit
            asm_path=None, opt_ir_path=None) -> None:
     """Compile module ``text`` in one piece here into ``obj_path``; write the optimized IR
     and the assembly where asked."""
-    t0 = time.perf_counter()
-    mod = parse_module(text, target)
-    t1 = time.perf_counter()
-    optimize(mod, target, explicit=explicit)
-    t2 = time.perf_counter()
+    mod, obj = _compile(text, target, timings, explicit)
     with open(obj_path, "wb") as f:
-        f.write(target.machine.emit_object(mod))
-    timings.update(parse=t1 - t0, optimize=t2 - t1, codegen=time.perf_counter() - t2)
+        f.write(obj)
     if opt_ir_path:
         with open(opt_ir_path, "w") as f:
             f.write(str(mod))

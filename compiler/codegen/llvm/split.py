@@ -136,7 +136,8 @@ def _variables(top: list, part: int) -> list | None:
 def _assemble(top: list, functions: dict, bins: list) -> list | None:
     """One module text per bin of function names (declarations of the others they use);
     None when a module variable cannot be shared between the parts."""
-    if _variables(top, 0) is None:
+    tops = [_variables(top, k) for k in range(len(bins))]
+    if tops[0] is None:
         return None
     home = {n: k for k, names in enumerate(bins) for n in names}
     top_refs = {_bare(r) for line in top for r in _REF.findall(line)} & functions.keys()
@@ -154,5 +155,5 @@ def _assemble(top: list, functions: dict, bins: list) -> list | None:
             if internal and n in shared:
                 line = "define hidden " + line[len("define internal "):]
             defines += [line, *body]
-        out.append("\n".join(_variables(top, k) + declares + [""] + defines) + "\n")
+        out.append("\n".join(tops[k] + declares + [""] + defines) + "\n")
     return out
